@@ -1,0 +1,1 @@
+//! bgp (filled in by its issue)

@@ -1,0 +1,1 @@
+//! encap (filled in by its issue)

@@ -1,0 +1,1 @@
+//! fib (filled in by its issue)

@@ -1,0 +1,1 @@
+//! ipam (filled in by its issue)

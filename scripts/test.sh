@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, then every test in the workspace (unit, property,
+# kernel and interop tests in network namespaces; these need root, as CI is).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked --release -- --test-threads=2
