@@ -1,1 +1,4 @@
-//! bgp (filled in by its issue)
+//! A BGP-4 speaker (RFC 4271) built as sans-IO cores with thin tokio drivers.
+//!
+//! - [`packet`]: the wire format — typed messages, attributes, capabilities and their codec.
+pub mod packet;

@@ -1,0 +1,76 @@
+//! The BGP-4 wire format: typed messages, path attributes and capabilities, and their codec.
+//!
+//! The types in this module are the *decoded* form of what crosses the wire; they carry no
+//! session state. Decoding takes a [`DecodeContext`] holding what the session negotiated
+//! (4-octet AS numbers, ADD-PATH, ...) because the same bytes mean different things under
+//! different capabilities (RFC 6793 §4, RFC 7911 §3). Every decode failure is a
+//! [`error::DecodeError`] that maps one-to-one onto the NOTIFICATION the RFCs prescribe, or,
+//! for UPDATE attribute errors, onto the RFC 7606 action (treat-as-withdraw, attribute discard)
+//! that keeps the session up.
+//!
+//! Unknown codepoints are data, never a panic: an unknown capability is kept as
+//! [`Capability::Unknown`], an unknown optional transitive attribute is carried in
+//! [`PathAttributes::unknown`] and passed on with its Partial bit set.
+
+pub mod attribute;
+pub mod capability;
+pub mod error;
+pub mod message;
+
+pub use attribute::{
+    Aggregator, AsPath, AsSegment, Community, ExtCommunity, LargeCommunity, MpReach, MpUnreach,
+    Origin, PathAttributes, RawAttribute, SegmentType,
+};
+pub use capability::{AddPathMode, Afi, Capability, GracefulRestartFamily, Safi};
+pub use error::{DecodeError, ErrorCode};
+pub use message::{Message, MessageType, Notification, Open, RouteRefresh, Update};
+
+/// Length of the fixed message header: 16-octet marker, 2-octet length, 1-octet type (RFC 4271 §4.1).
+pub const HEADER_LEN: usize = 19;
+/// Largest message a speaker may send without the Extended Message capability (RFC 4271 §4.1).
+pub const MAX_MESSAGE_LEN: usize = 4096;
+/// AS_TRANS, the 2-octet stand-in for a 4-octet AS number (RFC 6793 §9).
+pub const AS_TRANS: u16 = 23456;
+
+/// What a session negotiated that changes how bytes are read and written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeContext {
+    /// Both sides advertised the 4-octet AS capability: AS_PATH and AGGREGATOR carry 4-octet
+    /// AS numbers and AS4_PATH/AS4_AGGREGATOR are not used (RFC 6793 §4.1).
+    pub four_octet_as: bool,
+    /// We may receive ADD-PATH path identifiers for IPv4 unicast (RFC 7911 §3).
+    pub add_path_ipv4: bool,
+    /// We may receive ADD-PATH path identifiers for IPv6 unicast (RFC 7911 §3).
+    pub add_path_ipv6: bool,
+}
+
+/// An address family the speaker carries routes for (AFI/SAFI pairs we implement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    Ipv4Unicast,
+    Ipv6Unicast,
+}
+
+impl Family {
+    pub fn afi_safi(self) -> (Afi, Safi) {
+        match self {
+            Family::Ipv4Unicast => (Afi::Ipv4, Safi::Unicast),
+            Family::Ipv6Unicast => (Afi::Ipv6, Safi::Unicast),
+        }
+    }
+
+    pub fn from_afi_safi(afi: Afi, safi: Safi) -> Option<Family> {
+        match (afi, safi) {
+            (Afi::Ipv4, Safi::Unicast) => Some(Family::Ipv4Unicast),
+            (Afi::Ipv6, Safi::Unicast) => Some(Family::Ipv6Unicast),
+            _ => None,
+        }
+    }
+
+    pub fn of(prefix: &ipnet::IpNet) -> Family {
+        match prefix {
+            ipnet::IpNet::V4(_) => Family::Ipv4Unicast,
+            ipnet::IpNet::V6(_) => Family::Ipv6Unicast,
+        }
+    }
+}
