@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod bird;
+pub mod gobgp;
+
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 /// Fails (panics) unless we run as root and every named command is on `PATH`.
@@ -155,6 +158,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Takes ownership of an already spawned child.
+    pub fn from_child(child: Child) -> Daemon {
+        Daemon { child }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
