@@ -1,1 +1,41 @@
-//! fib (filled in by its issue)
+//! Programming the kernel FIB (forwarding information base) from a desired set of routes.
+//!
+//! # Design
+//!
+//! The agent decides *what* should be routed where (its own IPAM blocks as blackholes, remote
+//! blocks via the owning node, directly or over IP-in-IP / VXLAN, workload /32s to their veth)
+//! and hands this crate a set of [`Route`] values. This crate makes the FIB match that set and
+//! nothing else:
+//!
+//! * **Our routes are marked.** Every route carries one route protocol id
+//!   ([`DEFAULT_PROTOCOL`] = 80 unless configured), so reading the FIB back yields exactly
+//!   the routes we own; kernel, `proto static`, BIRD's and other daemons' routes are never
+//!   listed, replaced on reconcile, or deleted.
+//! * **Level-triggered.** [`RouteTable::apply`] takes the complete desired set, reads our routes
+//!   back, and programs only the [`diff`]: missing routes added, changed ones replaced, stale
+//!   ones deleted, identical ones untouched. A restarted agent applying the same set therefore
+//!   causes no route flap.
+//! * **Hot path.** [`RouteTable::replace`] / [`RouteTable::delete`] program single changes
+//!   without reading the FIB; they also update the desired set, so the next reconcile agrees.
+//! * **Per-route errors are data.** A route the kernel refuses (unreachable gateway, missing
+//!   device) is reported in [`ApplyReport::failed`] as a [`RouteError`] with the route and the
+//!   errno; the rest of the batch is still programmed, and the route stays desired so the
+//!   next reconcile retries it. Only a broken socket or namespace is a [`FibError`].
+//! * **Two implementations.** [`MemoryFib`] (shared in-memory state, for simulating many nodes
+//!   in one process) and the kernel FIB over rtnetlink (`NetlinkFib`), which opens its socket
+//!   inside a given network namespace and batches many netlink requests per `sendmsg` for
+//!   throughput.
+//!
+//! The diff is a pure function; the netlink code is a thin driver around it.
+
+mod error;
+mod memory;
+mod route;
+mod table;
+
+pub use error::{FibError, RouteError, RouteFailure, RouteOp};
+pub use memory::MemoryFib;
+pub use route::{
+    Device, InvalidRoute, NextHop, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL, MAIN_TABLE,
+};
+pub use table::{diff, ApplyReport, RouteDiff, RouteTable};
