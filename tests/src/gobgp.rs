@@ -25,7 +25,8 @@ pub struct GoBgpNeighbor {
 }
 
 impl<'a> GoBgp<'a> {
-    /// gobgpd's configuration for IPv4 and IPv6 unicast with the given neighbours.
+    /// gobgpd's configuration with the given neighbours, each carrying the unicast family of its
+    /// address.
     pub fn config(asn: u32, router_id: &str, neighbors: &[GoBgpNeighbor]) -> String {
         let mut s = format!("[global.config]\n  as = {asn}\n  router-id = \"{router_id}\"\n");
         for n in neighbors {
@@ -38,11 +39,15 @@ impl<'a> GoBgp<'a> {
                     "  [neighbors.route-reflector.config]\n    route-reflector-client = true\n    route-reflector-cluster-id = \"{router_id}\"\n"
                 );
             }
-            for fam in ["ipv4-unicast", "ipv6-unicast"] {
-                s += &format!(
-                    "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{fam}\"\n"
-                );
-            }
+            // One family per session, from the neighbour's address, as BIRD and Calico do.
+            let fam = if n.address.contains(':') {
+                "ipv6-unicast"
+            } else {
+                "ipv4-unicast"
+            };
+            s += &format!(
+                "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{fam}\"\n"
+            );
         }
         s
     }

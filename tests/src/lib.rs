@@ -191,6 +191,31 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
     Ok(())
 }
 
+/// One L2 segment: a bridge in a namespace of its own (the "switch"), with a veth to each
+/// member. Returned namespace owns the bridge; keep it alive as long as the segment is used.
+///
+/// Each member is `(namespace, interface name in that namespace, addresses to put on it)`.
+pub fn lan(tag: &str, members: &[(&Netns, &str, &[&str])]) -> Result<Netns> {
+    let sw = Netns::new(&format!("{tag}sw"))?;
+    sw.ip(&["link", "add", "br0", "type", "bridge"])?;
+    sw.ip(&["link", "set", "br0", "up"])?;
+    for (i, (ns, ifname, addrs)) in members.iter().enumerate() {
+        let port = format!("p{i}");
+        veth(&sw, &port, ns, ifname)?;
+        sw.ip(&["link", "set", &port, "master", "br0"])?;
+        for a in addrs.iter() {
+            if a.contains(':') {
+                // No duplicate address detection: the lab's addresses are unique by
+                // construction and DAD would delay the first BGP connection by seconds.
+                ns.ip(&["addr", "add", a, "dev", ifname, "nodad"])?;
+            } else {
+                ns.ip(&["addr", "add", a, "dev", ifname])?;
+            }
+        }
+    }
+    Ok(sw)
+}
+
 /// Polls `check` every `every` until it returns `Some`, for at most `timeout`.
 pub fn wait_for<T>(
     what: &str,
