@@ -22,7 +22,7 @@
 //!   errno; the rest of the batch is still programmed, and the route stays desired so the
 //!   next reconcile retries it. Only a broken socket or namespace is a [`FibError`].
 //! * **Two implementations.** [`MemoryFib`] (shared in-memory state, for simulating many nodes
-//!   in one process) and the kernel FIB over rtnetlink (`NetlinkFib`), which opens its socket
+//!   in one process) and the kernel FIB over rtnetlink ([`NetlinkFib`]), which opens its socket
 //!   inside a given network namespace and batches many netlink requests per `sendmsg` for
 //!   throughput.
 //!
@@ -30,11 +30,13 @@
 
 mod error;
 mod memory;
+mod netlink;
 mod route;
 mod table;
 
 pub use error::{FibError, RouteError, RouteFailure, RouteOp};
 pub use memory::MemoryFib;
+pub use netlink::{FibConfig, NetlinkFib};
 pub use route::{
     Device, InvalidRoute, NextHop, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL, MAIN_TABLE,
 };

@@ -276,6 +276,41 @@ impl Route {
         Ok(())
     }
 
+    /// Whether the FIB's `actual` route forwards as this desired route asks.
+    ///
+    /// Like `canonical` equality, except that a desired next hop without a device matches an
+    /// actual one on any device: the kernel fills in the outgoing interface it resolved for a
+    /// plain `via <gateway>` route (RTA_OIF in dumps), and that must not count as a change,
+    /// or every reconcile would rewrite (flap) such routes.
+    pub fn is_satisfied_by(&self, actual: &Route) -> bool {
+        if self.key() != actual.key() || self.mtu != actual.mtu {
+            return false;
+        }
+        match (&self.kind, &actual.kind) {
+            (RouteKind::Blackhole, RouteKind::Blackhole) => true,
+            (RouteKind::Unicast(want), RouteKind::Unicast(have)) => {
+                if want.len() != have.len() {
+                    return false;
+                }
+                let mut used = vec![false; have.len()];
+                // Exact device matches first, so a wildcard leg cannot steal a leg that a
+                // device-specific one needs.
+                let mut order: Vec<&NextHop> = want.iter().collect();
+                order.sort_by_key(|nh| nh.device.is_none());
+                order.into_iter().all(|w| {
+                    let found = have.iter().enumerate().position(|(i, h)| {
+                        !used[i]
+                            && w.gateway == h.gateway
+                            && w.onlink == h.onlink
+                            && (w.device.is_none() || w.device == h.device)
+                    });
+                    found.map(|i| used[i] = true).is_some()
+                })
+            }
+            _ => false,
+        }
+    }
+
     /// The route with next hops in a canonical order, so that two routes that forward the same
     /// way compare equal whatever order the kernel (or the caller) listed the ECMP legs in.
     pub fn canonical(&self) -> Route {
@@ -388,6 +423,28 @@ mod tests {
         );
         assert_ne!(a, b);
         assert_eq!(a.canonical(), b.canonical());
+    }
+
+    #[test]
+    fn kernel_chosen_device_satisfies_a_gateway_only_route() {
+        let want = Route::via(net("10.65.2.0/26"), NextHop::via(ip("10.0.0.2")));
+        let have = Route::via(net("10.65.2.0/26"), NextHop::via_dev(ip("10.0.0.2"), 3));
+        assert!(want.is_satisfied_by(&have));
+        assert!(!have.is_satisfied_by(&want));
+        let other = Route::via(net("10.65.2.0/26"), NextHop::via_dev(ip("10.0.0.3"), 3));
+        assert!(!want.is_satisfied_by(&other));
+        assert!(!want.clone().with_mtu(1400).is_satisfied_by(&have));
+        let ecmp = |a: u32, b: u32| {
+            Route::unicast(
+                net("10.65.2.0/26"),
+                vec![
+                    NextHop::via_dev(ip("10.0.0.2"), a),
+                    NextHop::via_dev(ip("10.0.0.2"), b),
+                ],
+            )
+        };
+        assert!(ecmp(1, 2).is_satisfied_by(&ecmp(2, 1)));
+        assert!(!ecmp(1, 2).is_satisfied_by(&ecmp(1, 1)));
     }
 
     #[test]

@@ -93,7 +93,8 @@ pub struct RouteDiff {
 /// holds something under our protocol id that [`Route`] cannot describe (e.g. an
 /// `unreachable` route someone added with our id): such an entry is replaced if desired,
 /// deleted otherwise. Both sides must name devices the same way (the netlink FIB resolves
-/// names to ifindexes first). Comparison ignores ECMP next-hop order.
+/// names to ifindexes first). Comparison is [`Route::is_satisfied_by`]: ECMP next-hop order
+/// is ignored and a desired next hop without a device accepts the kernel's choice.
 pub fn diff(
     desired: &BTreeMap<RouteKey, Route>,
     actual: &BTreeMap<RouteKey, Option<Route>>,
@@ -102,7 +103,7 @@ pub fn diff(
     for (key, want) in desired {
         match actual.get(key) {
             None => d.add.push(want.clone()),
-            Some(Some(have)) if have.canonical() == want.canonical() => d.unchanged += 1,
+            Some(Some(have)) if want.is_satisfied_by(have) => d.unchanged += 1,
             Some(_) => d.change.push(want.clone()),
         }
     }

@@ -1,0 +1,375 @@
+//! The kernel FIB through rtnetlink: [`NetlinkFib`].
+//!
+//! A thin driver: [`codec`] maps routes to and from `RouteMessage`s (built with rtnetlink's
+//! `RouteMessageBuilder`, through the `rtnetlink::packet_route` re-export), [`socket`] moves
+//! batches of them through one NETLINK_ROUTE socket, and the decision of what to write is the
+//! pure [`diff`](crate::diff).
+//!
+//! Kernel behaviour this relies on:
+//! * RTM_NEWROUTE with NLM_F_CREATE|NLM_F_REPLACE adds or overwrites the route with the same
+//!   (table, prefix, tos, priority) — idempotent, so replaying a batch is harmless.
+//! * RTM_DELROUTE with our protocol id only matches routes of that protocol; deleting a route
+//!   that is already gone answers ESRCH, which we count as done.
+//! * Dumps (RTM_GETROUTE with NLM_F_DUMP) list every table; we keep the entries whose
+//!   `rtm_protocol` is ours.
+
+mod codec;
+mod socket;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use nix::errno::Errno;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+
+use crate::error::{FibError, RouteError, RouteFailure, RouteOp};
+use crate::route::{Device, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL};
+use crate::table::{diff, ApplyReport, RouteTable};
+use codec::EncodeError;
+use socket::{Request, Rtnl};
+
+/// Tuning and identity of a [`NetlinkFib`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FibConfig {
+    /// Route protocol id stamped on our routes ([`DEFAULT_PROTOCOL`] = 80).
+    pub protocol: u8,
+    /// Requests per `sendmsg`. Larger batches mean fewer syscalls; the kernel processes them
+    /// one by one either way. 1 gives one request per write, like rtnetlink's request API.
+    pub batch_size: usize,
+    /// How often a route refused with a transient errno (ENOBUFS, EAGAIN, EBUSY, ENOMEM,
+    /// EINTR) is retried within one call before it is reported as failed.
+    pub retries: u32,
+}
+
+impl Default for FibConfig {
+    fn default() -> Self {
+        Self {
+            protocol: DEFAULT_PROTOCOL,
+            batch_size: 1024,
+            retries: 3,
+        }
+    }
+}
+
+fn is_transient(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::ENOBUFS | Errno::EAGAIN | Errno::EBUSY | Errno::ENOMEM | Errno::EINTR
+    )
+}
+
+/// One write we intend, kept next to its request so failures can name the route.
+struct Write {
+    op: RouteOp,
+    key: RouteKey,
+    /// The route as the caller gave it (device names), for error reports.
+    route: Option<Route>,
+    /// For reconcile: whether the key was absent (counts as added) or present (changed).
+    was_present: bool,
+}
+
+/// The kernel FIB of one network namespace, programmed over rtnetlink.
+#[derive(Debug)]
+pub struct NetlinkFib {
+    config: FibConfig,
+    rtnl: Rtnl,
+    desired: BTreeMap<RouteKey, Route>,
+    /// Interface name → ifindex, refreshed on every reconcile and on a cache miss.
+    links: HashMap<String, u32>,
+}
+
+impl NetlinkFib {
+    /// The FIB of the calling thread's network namespace.
+    pub fn open(config: FibConfig) -> Result<Self, FibError> {
+        Ok(Self::with_socket(config, Rtnl::open()?))
+    }
+
+    /// The FIB of the namespace bound at `path` (e.g. `/run/netns/<name>`). The netlink
+    /// socket is created on a helper thread that `setns`'d into it; no thread of the caller
+    /// changes namespace.
+    pub fn in_namespace(path: impl AsRef<Path>, config: FibConfig) -> Result<Self, FibError> {
+        Ok(Self::with_socket(config, Rtnl::open_in(path.as_ref())?))
+    }
+
+    fn with_socket(config: FibConfig, rtnl: Rtnl) -> Self {
+        Self {
+            config,
+            rtnl,
+            desired: BTreeMap::new(),
+            links: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &FibConfig {
+        &self.config
+    }
+
+    /// Re-reads the interface names of the namespace.
+    fn refresh_links(&mut self) -> Result<(), FibError> {
+        let answers = self
+            .rtnl
+            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), "link")?;
+        self.links = answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => {
+                    let name = link.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some(n.clone()),
+                        _ => None,
+                    })?;
+                    Some((name, link.header.index))
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// The route with device names replaced by ifindexes from the link cache.
+    fn resolve(&self, route: &Route) -> Result<Route, RouteFailure> {
+        route.validate()?;
+        let mut r = route.clone();
+        if let RouteKind::Unicast(nhs) = &mut r.kind {
+            for nh in nhs {
+                if let Some(Device::Name(name)) = &nh.device {
+                    let index = self
+                        .links
+                        .get(name)
+                        .ok_or_else(|| RouteFailure::UnknownDevice(name.clone()))?;
+                    nh.device = Some(Device::Index(*index));
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// Our routes in the kernel, by key (`None` for shapes we do not model).
+    fn dump_ours(&mut self) -> Result<BTreeMap<RouteKey, Option<Route>>, FibError> {
+        let mut out = BTreeMap::new();
+        for v6 in [false, true] {
+            let request = RouteNetlinkMessage::GetRoute(codec::dump_message(v6));
+            for m in self.rtnl.dump(request, "route")? {
+                if let RouteNetlinkMessage::NewRoute(msg) = m {
+                    if let Some((key, route)) = codec::parse_route(&msg, self.config.protocol) {
+                        out.insert(key, route);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn replace_request(&self, resolved: &Route) -> Result<Request, RouteFailure> {
+        codec::replace_message(resolved, self.config.protocol)
+            .map(|m| {
+                (
+                    RouteNetlinkMessage::NewRoute(m),
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                )
+            })
+            .map_err(|e| match e {
+                EncodeError::Invalid(i) => RouteFailure::Invalid(i),
+                EncodeError::UnresolvedDevice(n) => RouteFailure::UnknownDevice(n),
+            })
+    }
+
+    fn delete_request(&self, key: &RouteKey) -> Request {
+        (
+            RouteNetlinkMessage::DelRoute(codec::delete_message(key, self.config.protocol)),
+            0,
+        )
+    }
+
+    /// Sends the writes, retrying transient refusals, and tallies them into `report`.
+    fn program(
+        &mut self,
+        mut writes: Vec<(Write, Request)>,
+        report: &mut ApplyReport,
+    ) -> Result<(), FibError> {
+        let mut attempt = 0;
+        while !writes.is_empty() {
+            let requests: Vec<Request> = writes.iter().map(|(_, r)| r.clone()).collect();
+            let results = self.rtnl.execute(&requests, self.config.batch_size)?;
+            let mut again = Vec::new();
+            for ((write, request), result) in writes.into_iter().zip(results) {
+                match (write.op, result) {
+                    (RouteOp::Delete, None | Some(Errno::ESRCH)) => report.deleted += 1,
+                    (RouteOp::Replace, None) if write.was_present => report.changed += 1,
+                    (RouteOp::Replace, None) => report.added += 1,
+                    (_, Some(e)) if is_transient(e) && attempt < self.config.retries => {
+                        again.push((write, request));
+                    }
+                    (op, Some(errno)) => {
+                        tracing::warn!(%op, key = %write.key, %errno, "kernel refused route");
+                        report.failed.push(RouteError {
+                            op,
+                            key: write.key,
+                            route: write.route,
+                            failure: RouteFailure::Kernel(errno),
+                        });
+                    }
+                }
+            }
+            attempt += 1;
+            writes = again;
+        }
+        Ok(())
+    }
+}
+
+impl RouteTable for NetlinkFib {
+    fn protocol(&self) -> u8 {
+        self.config.protocol
+    }
+
+    fn apply(&mut self, desired: Vec<Route>) -> Result<ApplyReport, FibError> {
+        self.desired = desired.into_iter().map(|r| (r.key(), r)).collect();
+        self.reconcile()
+    }
+
+    fn reconcile(&mut self) -> Result<ApplyReport, FibError> {
+        self.refresh_links()?;
+        let mut report = ApplyReport::default();
+        let mut resolved = BTreeMap::new();
+        // Keys whose desired route cannot be programmed right now: their current kernel
+        // route (if any) is left alone rather than deleted, since it is still wanted.
+        let mut unresolvable = Vec::new();
+        for (key, route) in &self.desired {
+            match self.resolve(route) {
+                Ok(r) => {
+                    resolved.insert(*key, r);
+                }
+                Err(failure) => {
+                    unresolvable.push(*key);
+                    report.failed.push(RouteError {
+                        op: RouteOp::Replace,
+                        key: *key,
+                        route: Some(route.clone()),
+                        failure,
+                    });
+                }
+            }
+        }
+        let mut actual = self.dump_ours()?;
+        for key in &unresolvable {
+            actual.remove(key);
+        }
+        let d = diff(&resolved, &actual);
+        report.unchanged = d.unchanged;
+        let mut writes = Vec::with_capacity(d.add.len() + d.change.len() + d.delete.len());
+        for key in d.delete {
+            let request = self.delete_request(&key);
+            let route = actual.get(&key).cloned().flatten();
+            let write = Write {
+                op: RouteOp::Delete,
+                key,
+                route,
+                was_present: true,
+            };
+            writes.push((write, request));
+        }
+        for (routes, was_present) in [(d.add, false), (d.change, true)] {
+            for r in routes {
+                let key = r.key();
+                let original = self.desired.get(&key).cloned();
+                match self.replace_request(&r) {
+                    Ok(request) => writes.push((
+                        Write {
+                            op: RouteOp::Replace,
+                            key,
+                            route: original,
+                            was_present,
+                        },
+                        request,
+                    )),
+                    Err(failure) => report.failed.push(RouteError {
+                        op: RouteOp::Replace,
+                        key,
+                        route: original,
+                        failure,
+                    }),
+                }
+            }
+        }
+        self.program(writes, &mut report)?;
+        tracing::debug!(
+            added = report.added,
+            changed = report.changed,
+            deleted = report.deleted,
+            unchanged = report.unchanged,
+            failed = report.failed.len(),
+            "reconciled kernel FIB"
+        );
+        Ok(report)
+    }
+
+    fn replace(&mut self, routes: Vec<Route>) -> Result<ApplyReport, FibError> {
+        let mut report = ApplyReport::default();
+        let needs_refresh = routes.iter().any(|r| {
+            r.next_hops().iter().any(
+                |nh| matches!(&nh.device, Some(Device::Name(n)) if !self.links.contains_key(n)),
+            )
+        });
+        if needs_refresh {
+            self.refresh_links()?;
+        }
+        let mut writes = Vec::with_capacity(routes.len());
+        for route in routes {
+            let key = route.key();
+            self.desired.insert(key, route.clone());
+            match self
+                .resolve(&route)
+                .and_then(|resolved| self.replace_request(&resolved))
+            {
+                Ok(request) => writes.push((
+                    Write {
+                        op: RouteOp::Replace,
+                        key,
+                        route: Some(route),
+                        was_present: false,
+                    },
+                    request,
+                )),
+                Err(failure) => report.failed.push(RouteError {
+                    op: RouteOp::Replace,
+                    key,
+                    route: Some(route),
+                    failure,
+                }),
+            }
+        }
+        self.program(writes, &mut report)?;
+        Ok(report)
+    }
+
+    fn delete(&mut self, keys: Vec<RouteKey>) -> Result<ApplyReport, FibError> {
+        let mut report = ApplyReport::default();
+        let writes = keys
+            .into_iter()
+            .map(|k| {
+                let key = RouteKey::new(k.table, k.destination);
+                let route = self.desired.remove(&key);
+                let request = self.delete_request(&key);
+                let write = Write {
+                    op: RouteOp::Delete,
+                    key,
+                    route,
+                    was_present: true,
+                };
+                (write, request)
+            })
+            .collect();
+        self.program(writes, &mut report)?;
+        Ok(report)
+    }
+
+    fn installed(&mut self) -> Result<Vec<Route>, FibError> {
+        Ok(self.dump_ours()?.into_values().flatten().collect())
+    }
+
+    fn desired(&self) -> Vec<Route> {
+        self.desired.values().cloned().collect()
+    }
+}
