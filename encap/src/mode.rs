@@ -150,6 +150,23 @@ pub struct NextHop {
     pub onlink: bool,
 }
 
+impl NextHop {
+    /// The route the FIB must hold for a remote pod `block` reached through this next hop.
+    pub fn route_to(&self, block: IpNet) -> fib::Route {
+        fib::Route::via(block, fib::NextHop::from(self))
+    }
+}
+
+impl From<&NextHop> for fib::NextHop {
+    fn from(hop: &NextHop) -> Self {
+        fib::NextHop {
+            gateway: Some(hop.gateway),
+            device: hop.device.map(fib::Device::from),
+            onlink: hop.onlink,
+        }
+    }
+}
+
 impl Encapsulation {
     /// The next hop for a route to a block of `remote_node`. For VXLAN it needs the remote
     /// VTEP's tunnel address; without one (the remote node has not published its VTEP yet) the
@@ -333,6 +350,21 @@ mod tests {
                 .unwrap()
                 .device,
             Some("vxlan-v6.calico")
+        );
+    }
+
+    #[test]
+    fn next_hops_become_fib_routes() {
+        let block = net("10.244.2.0/26");
+        let ipip = Encapsulation::IpIp.next_hop(ip("10.0.1.5"), None).unwrap();
+        assert_eq!(
+            ipip.route_to(block),
+            fib::Route::via(block, fib::NextHop::onlink(ip("10.0.1.5"), "tunl0"))
+        );
+        let native = Encapsulation::None.next_hop(ip("10.0.0.2"), None).unwrap();
+        assert_eq!(
+            native.route_to(block),
+            fib::Route::via(block, fib::NextHop::via(ip("10.0.0.2")))
         );
     }
 

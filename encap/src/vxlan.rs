@@ -508,10 +508,19 @@ fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
     }
 }
 
+/// The `NDA_DST` address. In an `AF_BRIDGE` (FDB) message the parser cannot know the address
+/// family from the header, so it hands the raw bytes over as `Other`: 4 bytes are IPv4, 16 IPv6.
 fn destination(m: &NeighbourMessage) -> Option<IpAddr> {
     m.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
         NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+        NeighbourAttribute::Destination(NeighbourAddress::Other(raw)) => {
+            if let Ok(b) = <[u8; 4]>::try_from(raw.as_slice()) {
+                Some(IpAddr::from(b))
+            } else {
+                <[u8; 16]>::try_from(raw.as_slice()).ok().map(IpAddr::from)
+            }
+        }
         _ => None,
     })
 }

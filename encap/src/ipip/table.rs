@@ -48,7 +48,7 @@ impl RemoteBlockTable {
             }
         }
         let mut by_len: Vec<_> = lens.into_iter().collect();
-        by_len.sort_by(|a, b| b.0.cmp(&a.0));
+        by_len.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         RemoteBlockTable {
             by_len,
             nodes: known,
