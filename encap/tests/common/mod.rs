@@ -9,7 +9,8 @@
 //!
 //! [`Node::program`] plays the agent: it decides the encapsulation towards every other node
 //! with `encap::encapsulation`, sets up the tunnel devices, and installs the routes Calico
-//! would (own block blackholed, pod /32 scope link, remote blocks per the decision).
+//! would (own block blackholed, pod /32 scope link, remote blocks per the decision) through
+//! the fib crate's `NetlinkFib`.
 
 #![allow(dead_code)]
 
@@ -259,41 +260,14 @@ impl Cluster {
     }
 }
 
-/// Installs `routes` in `ns`.
-///
-/// Local stand-in for the fib crate's netlink FIB until it lands: each route is written with
-/// `ip route replace`, the same request the FIB sends.
+/// Installs `routes` in `ns` through the fib crate's kernel FIB (level-triggered: the full
+/// desired set, our protocol id), failing on any route the kernel refuses.
 pub fn install_routes(ns: &Netns, routes: &[fib::Route]) {
-    for r in routes {
-        let dst = r.destination.to_string();
-        let mut args: Vec<String> = vec!["route".into(), "replace".into()];
-        match &r.kind {
-            fib::RouteKind::Blackhole => {
-                args.push("blackhole".into());
-                args.push(dst);
-            }
-            fib::RouteKind::Unicast(hops) => {
-                assert_eq!(hops.len(), 1, "single next hop only");
-                args.push(dst);
-                let hop = &hops[0];
-                if let Some(gw) = hop.gateway {
-                    args.push("via".into());
-                    args.push(gw.to_string());
-                }
-                if let Some(dev) = &hop.device {
-                    args.push("dev".into());
-                    args.push(dev.to_string());
-                }
-                if hop.onlink {
-                    args.push("onlink".into());
-                }
-            }
-        }
-        args.push("proto".into());
-        args.push(fib::DEFAULT_PROTOCOL.to_string());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ns.ip(&args).unwrap();
-    }
+    use fib::RouteTable;
+    let mut table = fib::NetlinkFib::in_namespace(ns.path(), fib::FibConfig::default()).unwrap();
+    let report = table.apply(routes.to_vec()).unwrap();
+    assert!(report.is_clean(), "FIB refused routes: {report:?}");
+    assert_eq!(report.added, routes.len(), "{report:?}");
 }
 
 /// Captures on `dev` in `ns` into a pcap file until [`Capture::stop`].
