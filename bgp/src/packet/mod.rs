@@ -11,11 +11,22 @@
 //! Unknown codepoints are data, never a panic: an unknown capability is kept as
 //! [`Capability::Unknown`], an unknown optional transitive attribute is carried in
 //! [`PathAttributes::unknown`] and passed on with its Partial bit set.
+//!
+//! Codec entry points: [`frame_len`] finds message boundaries in a TCP byte stream,
+//! [`Message::decode`] / [`Message::encode`] convert one message, and [`encode_updates`] /
+//! [`encode_withdrawals`] pack a table's worth of prefixes into 4096-octet UPDATEs. The
+//! RFC 7606 error-handling choices are listed in `update_decode.rs`.
 
 pub mod attribute;
 pub mod capability;
 pub mod error;
 pub mod message;
+
+mod decode;
+mod encode;
+mod nlri;
+mod update_decode;
+mod update_pack;
 
 pub use attribute::{
     Aggregator, AsPath, AsSegment, Community, ExtCommunity, LargeCommunity, MpReach, MpUnreach,
@@ -24,6 +35,9 @@ pub use attribute::{
 pub use capability::{AddPathMode, Afi, Capability, GracefulRestartFamily, Safi};
 pub use error::{DecodeError, ErrorCode};
 pub use message::{Message, MessageType, Notification, Open, RouteRefresh, Update};
+
+pub use decode::frame_len;
+pub use update_pack::{encode_updates, encode_withdrawals, EncodeError, NextHop};
 
 /// Length of the fixed message header: 16-octet marker, 2-octet length, 1-octet type (RFC 4271 §4.1).
 pub const HEADER_LEN: usize = 19;

@@ -1,0 +1,197 @@
+//! Packing many prefixes that share one attribute set into as few UPDATEs as fit in 4096
+//! octets (RFC 4271 §4.1), the way a speaker sends a full table.
+//!
+//! The attribute block is encoded once per call, not per message or prefix: for IPv4 with
+//! an IPv4 next hop the prefixes go into the NLRI field after a fixed attribute block with
+//! NEXT_HOP (RFC 4271 §4.3); for IPv6 (or an IPv4 family with an IPv6 next hop, RFC 8950)
+//! they go into MP_REACH_NLRI (RFC 4760 §3), which sits in type-code order between the
+//! attributes below 14 and those above 15, so those two halves are encoded once and copied
+//! around a per-message MP_REACH_NLRI. Withdrawals go into the Withdrawn Routes field (IPv4)
+//! or MP_UNREACH_NLRI (IPv6, RFC 4760 §4).
+//!
+//! All messages of one call are cut out of one growing `BytesMut`, so each is a cheap
+//! `Bytes` view.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ipnet::IpNet;
+
+use super::attribute::{code, flag, PathAttributes};
+use super::encode::{
+    encode_attributes, finish_header, mp_reach_fixed_len, patch_u16, put_mp_reach_fixed,
+    start_header,
+};
+use super::message::MessageType;
+use super::{nlri, DecodeContext, Family, HEADER_LEN, MAX_MESSAGE_LEN};
+
+/// The next hop announced with a batch of prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NextHop {
+    /// IPv4 for the NEXT_HOP attribute; IPv6 (global) for MP_REACH_NLRI.
+    pub address: IpAddr,
+    /// An IPv6 link-local next hop sent after the global one (RFC 2545 §3), e.g. for a
+    /// directly connected peer.
+    pub link_local: Option<Ipv6Addr>,
+}
+
+impl From<IpAddr> for NextHop {
+    fn from(address: IpAddr) -> NextHop {
+        NextHop {
+            address,
+            link_local: None,
+        }
+    }
+}
+
+/// A batch that cannot be sent as UPDATEs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The attributes alone leave no room for a single prefix in a 4096-octet message.
+    #[error("path attributes take {0} octets: no room for NLRI in a 4096-octet UPDATE")]
+    AttributesTooLarge(usize),
+}
+
+/// Octets before the attributes: header, Withdrawn Routes Length, Total Path Attribute Length.
+const UPDATE_FIXED: usize = HEADER_LEN + 2 + 2;
+/// Largest prefix encoding (an IPv6 /128): the room we must leave for one more prefix.
+const MAX_PREFIX_LEN: usize = 17;
+/// MP_REACH/MP_UNREACH attribute header, always with the extended length (RFC 4271 §4.3
+/// allows it for any length; a full message needs it anyway).
+const MP_ATTR_HEADER: usize = 4;
+
+/// Appends to `out` UPDATEs announcing every prefix of `prefixes` that belongs to `family`,
+/// with `attrs` and `next_hop`. `attrs.next_hop` is ignored: the NEXT_HOP attribute is
+/// written from `next_hop` when IPv4 prefixes go in the NLRI field and left out otherwise
+/// (RFC 4760 §3). Prefixes of another family are skipped.
+pub fn encode_updates(
+    attrs: &PathAttributes,
+    family: Family,
+    next_hop: NextHop,
+    prefixes: &[IpNet],
+    ctx: &DecodeContext,
+    out: &mut Vec<Bytes>,
+) -> Result<(), EncodeError> {
+    let mut attrs_nh = attrs.clone();
+    let classic = match (family, next_hop.address) {
+        (Family::Ipv4Unicast, IpAddr::V4(nh)) => {
+            attrs_nh.next_hop = Some(nh);
+            true
+        }
+        _ => {
+            attrs_nh.next_hop = None;
+            false
+        }
+    };
+    let mut head = BytesMut::new();
+    encode_attributes(&attrs_nh, ctx, 0..=code::MP_REACH_NLRI - 1, &mut head);
+    let mut tail = BytesMut::new();
+    encode_attributes(&attrs_nh, ctx, code::MP_UNREACH_NLRI + 1..=255, &mut tail);
+
+    let link_local = next_hop.link_local.filter(|_| next_hop.address.is_ipv6());
+    let mp_fixed = if classic {
+        0
+    } else {
+        MP_ATTR_HEADER + mp_reach_fixed_len(&next_hop.address, link_local.is_some())
+    };
+    let overhead = UPDATE_FIXED + head.len() + tail.len() + mp_fixed;
+    if overhead + MAX_PREFIX_LEN > MAX_MESSAGE_LEN {
+        return Err(EncodeError::AttributesTooLarge(head.len() + tail.len()));
+    }
+    let room = MAX_MESSAGE_LEN - overhead;
+    let (afi, safi) = family.afi_safi();
+
+    let mut buf = BytesMut::with_capacity(MAX_MESSAGE_LEN.min(prefixes.len() * 5 + overhead));
+    let mut iter = prefixes
+        .iter()
+        .filter(|p| Family::of(p) == family)
+        .peekable();
+    while iter.peek().is_some() {
+        let start = start_header(&mut buf, MessageType::Update);
+        buf.put_u16(0); // no withdrawn routes
+        let attr_len_at = buf.len();
+        buf.put_u16(0);
+        buf.put_slice(&head);
+        if classic {
+            buf.put_slice(&tail);
+            patch_u16(&mut buf, attr_len_at);
+            put_prefixes(&mut iter, room, &mut buf);
+        } else {
+            buf.put_u8(flag::OPTIONAL | flag::EXTENDED_LENGTH);
+            buf.put_u8(code::MP_REACH_NLRI);
+            let mp_len_at = buf.len();
+            buf.put_u16(0);
+            put_mp_reach_fixed(
+                afi.code(),
+                safi.code(),
+                &next_hop.address,
+                link_local.as_ref(),
+                &mut buf,
+            );
+            put_prefixes(&mut iter, room, &mut buf);
+            patch_u16(&mut buf, mp_len_at);
+            buf.put_slice(&tail);
+            patch_u16(&mut buf, attr_len_at);
+        }
+        finish_header(&mut buf, start);
+        out.push(buf.split().freeze());
+    }
+    Ok(())
+}
+
+/// Appends to `out` UPDATEs withdrawing every prefix of `prefixes` that belongs to `family`:
+/// in the Withdrawn Routes field for IPv4 unicast, in MP_UNREACH_NLRI otherwise.
+pub fn encode_withdrawals(
+    family: Family,
+    prefixes: &[IpNet],
+    _ctx: &DecodeContext,
+    out: &mut Vec<Bytes>,
+) {
+    let classic = family == Family::Ipv4Unicast;
+    let overhead = UPDATE_FIXED + if classic { 0 } else { MP_ATTR_HEADER + 3 };
+    let room = MAX_MESSAGE_LEN - overhead;
+    let (afi, safi) = family.afi_safi();
+    let mut buf = BytesMut::with_capacity(MAX_MESSAGE_LEN.min(prefixes.len() * 5 + overhead));
+    let mut iter = prefixes
+        .iter()
+        .filter(|p| Family::of(p) == family)
+        .peekable();
+    while iter.peek().is_some() {
+        let start = start_header(&mut buf, MessageType::Update);
+        if classic {
+            let wd_at = buf.len();
+            buf.put_u16(0);
+            put_prefixes(&mut iter, room, &mut buf);
+            patch_u16(&mut buf, wd_at);
+            buf.put_u16(0);
+        } else {
+            buf.put_u16(0);
+            let attr_len_at = buf.len();
+            buf.put_u16(0);
+            buf.put_u8(flag::OPTIONAL | flag::EXTENDED_LENGTH);
+            buf.put_u8(code::MP_UNREACH_NLRI);
+            let mp_len_at = buf.len();
+            buf.put_u16(0);
+            buf.put_u16(afi.code());
+            buf.put_u8(safi.code());
+            put_prefixes(&mut iter, room, &mut buf);
+            patch_u16(&mut buf, mp_len_at);
+            patch_u16(&mut buf, attr_len_at);
+        }
+        finish_header(&mut buf, start);
+        out.push(buf.split().freeze());
+    }
+}
+
+/// Writes prefixes from `iter` while they fit in `room` octets.
+fn put_prefixes<'a>(
+    iter: &mut std::iter::Peekable<impl Iterator<Item = &'a IpNet>>,
+    room: usize,
+    buf: &mut BytesMut,
+) {
+    let mut used = 0;
+    while let Some(p) = iter.next_if(|p| used + nlri::encoded_len(p) <= room) {
+        used += nlri::encoded_len(p);
+        nlri::encode(p, buf);
+    }
+}
