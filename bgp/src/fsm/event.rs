@@ -134,6 +134,9 @@ impl StopReason {
 /// What a driver feeds the FSM: administrative commands, timer expiries, TCP events and
 /// decoded messages (or decode failures). [`Session::handle`](super::Session::handle) maps each
 /// onto the RFC 4271 [`Event`] it is.
+// Inputs are moved once from the driver into `handle`; boxing the UPDATE would cost an
+// allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// ManualStart (Event 1).
@@ -161,6 +164,8 @@ pub enum Input {
 /// The FSM events of RFC 4271 §8.1 that this implementation acts on, with their numbers.
 /// Optional events 4-8 (passive/damping variants of start), 12 (DelayOpen), 14-15 (TCP
 /// validation) and 20 (BGPOpen with DelayOpen) are folded into configuration instead.
+// Transient, like `Input`: see there.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// ManualStart (Event 1).

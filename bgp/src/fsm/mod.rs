@@ -24,7 +24,9 @@
 //! After an error the session goes Idle and restarts by itself once the IdleHoldTimer fires.
 //! That time doubles with each consecutive failure up to a cap and resets after a session has
 //! stayed Established for a while ([`IdleHoldBackoff`]), so a flapping peer costs little
-//! (RFC 4271 §8.1.1, DampPeerOscillations). ManualStop disables restarts until the next start.
+//! (RFC 4271 §8.1.1, DampPeerOscillations). A connection from the peer during the idle hold is
+//! accepted as the restart; a stopped session (ManualStop) refuses connections with Cease/5
+//! and does not restart until the next start event.
 //!
 //! # Timers
 //!
@@ -291,9 +293,17 @@ impl Session {
             (_, Event::IdleHoldTimerExpires | Event::ConnectRetryTimerExpires) => {}
 
             // --- TCP (16-18) ---
-            // Idle refuses all connections (RFC 4271 §8.2.2 Idle state).
-            (State::Idle, Event::TcpConnectionConfirmed(id)) => {
+            // A stopped session refuses all connections (RFC 4271 §8.2.2 Idle state). One that
+            // is only waiting out its idle hold accepts the peer's connection as its restart,
+            // as FRR does: refusing would let two speakers that each back off refuse each
+            // other in turn, and the connecting peer is rate-limited by its own back-off.
+            (State::Idle, Event::TcpConnectionConfirmed(id)) if !self.enabled => {
                 self.refuse(id, cease::CONNECTION_REJECTED, out)
+            }
+            (State::Idle, Event::TcpConnectionConfirmed(id)) => {
+                self.idle_hold_pending = false;
+                self.stop_timer(Timer::IdleHold, out);
+                self.accept(now, id, out)
             }
             // A collision with an Established connection closes the new one (RFC 4271 §6.8).
             (State::Established, Event::TcpConnectionConfirmed(id)) => {
