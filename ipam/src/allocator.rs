@@ -730,7 +730,7 @@ impl<S: IpamStore> Allocator<S> {
         let block = AllocationBlock::new(cidr, Some(node));
         match self.store.create(Record::Block(block.clone())) {
             Ok(revision) => {
-                self.confirm_affinity(node, &cidr)?;
+                self.settle_affinity(node, &cidr)?;
                 Ok(Some(Versioned {
                     revision,
                     value: block,
@@ -758,23 +758,46 @@ impl<S: IpamStore> Allocator<S> {
         }
     }
 
-    fn confirm_affinity(&self, node: &str, cidr: &IpNet) -> Result<(), IpamError> {
+    /// Brings `node`'s affinity record for `cidr` in line with the block, the source of truth:
+    /// `confirmed` if the block exists and is affine to the node, absent otherwise.
+    ///
+    /// Both a claimer (after creating the block) and a releaser (after deleting or un-owning
+    /// it) end with this step, and it re-reads the block each time, so whichever runs last
+    /// writes what the block says. Writing blindly instead (a claimer confirming, a releaser
+    /// deleting) lets a claim and a release of the same node interleave into a `confirmed`
+    /// record for a deleted block, or a block without its record.
+    fn settle_affinity(&self, node: &str, cidr: &IpNet) -> Result<(), IpamError> {
+        let name = affinity_record_name(node, cidr);
         with_retries(
             self.config.max_conflict_retries,
-            "confirming a block affinity",
+            "settling a block affinity",
             || {
+                let record = self.get_affinity(node, cidr)?;
+                let owned = match self.get_block(cidr) {
+                    Ok(Some(b)) => b.value.affine_node() == Some(node),
+                    Ok(None) => false,
+                    // A damaged block is not handed out; its claim stays as it is.
+                    Err(IpamError::Corrupt { .. }) => return Ok(Attempt::Done(())),
+                    Err(e) => return Err(e),
+                };
                 let confirmed = BlockAffinity {
                     node: node.to_string(),
                     cidr: *cidr,
                     state: AffinityState::Confirmed,
                 };
-                match self.get_affinity(node, cidr)? {
-                    None => cas(self.store.create(Record::Affinity(confirmed)).map(|_| ())),
-                    Some(a) if a.value.state == AffinityState::Pending => cas(self
+                match (record, owned) {
+                    (None, false) => Ok(Attempt::Done(())),
+                    (None, true) => cas(self.store.create(Record::Affinity(confirmed)).map(|_| ())),
+                    (Some(a), false) => {
+                        cas(self.store.delete(RecordKind::Affinity, &name, &a.revision))
+                    }
+                    (Some(a), true) if a.value.state == AffinityState::Confirmed => {
+                        Ok(Attempt::Done(()))
+                    }
+                    (Some(a), true) => cas(self
                         .store
                         .update(Record::Affinity(confirmed), &a.revision)
                         .map(|_| ())),
-                    Some(_) => Ok(Attempt::Done(())),
                 }
             },
         )
@@ -877,12 +900,15 @@ impl<S: IpamStore> Allocator<S> {
         // Mark the affinity as going away so this node stops assigning from the block.
         let marked = with_retries(retries, "marking an affinity for deletion", || {
             match self.get_affinity(node, &block)? {
-                None => Ok(Attempt::Done(None)),
+                None => Ok(Attempt::Done(false)),
+                Some(a) if a.value.state == AffinityState::PendingDeletion => {
+                    Ok(Attempt::Done(true))
+                }
                 Some(mut a) => {
                     a.value.state = AffinityState::PendingDeletion;
                     Ok(
                         match cas(self.store.update(Record::Affinity(a.value), &a.revision))? {
-                            Attempt::Done(rev) => Attempt::Done(Some(rev)),
+                            Attempt::Done(_) => Attempt::Done(true),
                             Attempt::Retry => Attempt::Retry,
                         },
                     )
@@ -905,22 +931,8 @@ impl<S: IpamStore> Allocator<S> {
                 Attempt::Retry => Attempt::Retry,
             })
         })?;
-        if let Some(rev) = marked {
-            let name = affinity_record_name(node, &block);
-            if released {
-                match self.store.delete(RecordKind::Affinity, &name, &rev) {
-                    Ok(()) | Err(StoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            } else {
-                // Block still in use: restore the claim.
-                let restored = BlockAffinity {
-                    node: node.to_string(),
-                    cidr: block,
-                    state: AffinityState::Confirmed,
-                };
-                self.store.update(Record::Affinity(restored), &rev)?;
-            }
+        if marked {
+            self.settle_affinity(node, &block)?;
         }
         if released {
             info!(node, block = %block, "released block affinity");

@@ -130,6 +130,9 @@ pub struct CheckReport {
     pub corrupt_blocks: Vec<String>,
     /// Affinity records whose block is missing or owned by another node.
     pub orphaned_affinities: Vec<String>,
+    /// Blocks affine to a node that has no confirmed affinity record for them (the node still
+    /// uses them, but only finds them by scanning all blocks).
+    pub unrecorded_affinities: Vec<IpNet>,
 }
 
 impl CheckReport {
@@ -140,6 +143,7 @@ impl CheckReport {
             && self.double_assignments.is_empty()
             && self.corrupt_blocks.is_empty()
             && self.orphaned_affinities.is_empty()
+            && self.unrecorded_affinities.is_empty()
     }
 }
 
@@ -277,14 +281,22 @@ impl<S: IpamStore> Allocator<S> {
             }
         }
 
+        let mut recorded = std::collections::HashSet::new();
         for a in self.list_affinities()? {
             // A pending claim or release is work in progress, not an inconsistency.
             if a.value.state != AffinityState::Confirmed {
                 continue;
             }
             let owner = blocks.get(&a.value.cidr);
-            if owner != Some(&Some(a.value.node.clone())) {
+            if owner == Some(&Some(a.value.node.clone())) {
+                recorded.insert(a.value.cidr);
+            } else {
                 report.orphaned_affinities.push(a.value.name());
+            }
+        }
+        for (cidr, owner) in &blocks {
+            if owner.is_some() && !recorded.contains(cidr) {
+                report.unrecorded_affinities.push(*cidr);
             }
         }
 
