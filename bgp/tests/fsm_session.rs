@@ -956,3 +956,50 @@ fn peer_connection_during_idle_hold_is_accepted_as_the_restart() {
         )
         .is_empty());
 }
+
+#[test]
+fn update_crosses_the_codec_to_the_rib_and_garbage_resets_the_session() {
+    use bgp::packet::{AsPath, Origin, PathAttributes};
+    let mut pair = Pair::new(a_config(), b_config());
+    pair.establish();
+    let update = Update {
+        attributes: PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::from_sequence(vec![65002])),
+            next_hop: Some(Ipv4Addr::new(192, 168, 0, 2)),
+            ..PathAttributes::default()
+        },
+        nlri: vec!["10.2.0.0/24".parse().unwrap()],
+        ..Update::default()
+    };
+    let start = pair.a.log.len();
+    pair.send_update(Side::B, Message::Update(update.clone()));
+    let got: Vec<Update> = pair.a.log[start..]
+        .iter()
+        .filter_map(|o| match o {
+            Output::Update(u) => Some(u.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].nlri, update.nlri);
+    assert_eq!(got[0].attributes.as_path, update.attributes.as_path);
+    assert_eq!(pair.b.session.counters().messages_out, 3);
+
+    // A message with a broken marker: A sends 1/1 and B hears about it.
+    let id = pair.a.session.negotiated().unwrap().connection;
+    let mut garbage = Message::Keepalive.to_bytes(&Default::default()).to_vec();
+    garbage[0] = 0;
+    let start_b = pair.b.log.len();
+    pair.deliver_bytes(Side::A, id, &garbage);
+    assert_eq!(codes(&pair.a.log[start..]), vec![(1, 1)]);
+    assert_eq!(pair.state(Side::A), State::Idle);
+    let down = pair.b.log[start_b..].iter().find_map(|o| match o {
+        Output::SessionDown(r) => Some(r.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        down.and_then(|r| r.notification().map(|n| (n.code, n.subcode))),
+        Some((1, 1))
+    );
+}

@@ -158,7 +158,8 @@ impl Session {
     }
 
     /// How to decode messages arriving on `connection`: the negotiated context once its OPEN
-    /// was accepted, the pre-OPEN default before.
+    /// was accepted, the pre-OPEN default before. It changes when the OPEN is handled, so a
+    /// driver must feed each decoded message before decoding the next one from its buffer.
     pub fn decode_context(&self, connection: ConnectionId) -> DecodeContext {
         self.connection(connection)
             .and_then(|c| c.negotiated.as_ref())

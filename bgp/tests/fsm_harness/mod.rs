@@ -1,5 +1,6 @@
 //! A deterministic back-to-back wiring of two sans-IO sessions: what a pair of tokio drivers
-//! and a TCP connection would do, with a virtual clock.
+//! and a TCP connection would do, with a virtual clock. Every message crosses as bytes through
+//! the codec.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
@@ -122,6 +123,30 @@ impl Pair {
         inbound
     }
 
+    /// Delivers raw bytes to `side` on its connection `id`, as its driver would read them.
+    pub fn deliver_bytes(&mut self, side: Side, id: ConnectionId, bytes: &[u8]) {
+        let ctx = self.speaker(side).session.decode_context(id);
+        let input = match Message::decode(bytes, &ctx) {
+            Ok(m) => Input::Message(id, m),
+            Err(e) => Input::DecodeError(id, e),
+        };
+        self.input(side, input);
+    }
+
+    /// What a driver does with UPDATEs from the RIB: writes them on the Established connection
+    /// without involving the FSM.
+    pub fn send_update(&mut self, side: Side, msg: Message) {
+        let id = self
+            .speaker(side)
+            .session
+            .negotiated()
+            .map(|n| n.connection);
+        let id = id.expect("sending side is Established");
+        self.speaker(side).session.record_sent(1);
+        self.apply(side, bgp::fsm::Output::Send(id, msg));
+        self.run();
+    }
+
     pub fn run(&mut self) {
         for _ in 0..100_000 {
             let Some((side, input)) = self.queue.pop_front() else {
@@ -148,8 +173,15 @@ impl Pair {
             Output::Send(id, msg) => {
                 if let Some(peer) = self.peer_of(side, *id) {
                     if !self.cut {
-                        self.queue
-                            .push_back((side.other(), Input::Message(peer, msg.clone())));
+                        // Through the codec, as on a socket: the bytes the receiver would read,
+                        // decoded with what the receiver negotiated on that connection.
+                        let ctx = self.speaker(side.other()).session.decode_context(peer);
+                        let bytes = msg.to_bytes(&ctx);
+                        let input = match Message::decode(&bytes, &ctx) {
+                            Ok(m) => Input::Message(peer, m),
+                            Err(e) => Input::DecodeError(peer, e),
+                        };
+                        self.queue.push_back((side.other(), input));
                     }
                 }
             }
