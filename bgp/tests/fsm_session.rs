@@ -1003,3 +1003,48 @@ fn update_crosses_the_codec_to_the_rib_and_garbage_resets_the_session() {
         Some((1, 1))
     );
 }
+
+#[test]
+fn a_pending_attempt_is_retried_or_abandoned_when_the_peers_connection_ends() {
+    // Our attempt hangs in Connect while the peer's connection gets as far as OpenSent.
+    let now = Instant::now();
+    let mut s = Session::new(a_config(), now).unwrap();
+    let outs = s.handle(now, Input::AutomaticStart);
+    let Output::Connect(pending) = outs[0] else {
+        panic!("{outs:?}")
+    };
+    let in_id = ConnectionId::inbound(1);
+    let outs = s.handle(now, Input::TcpAccepted(in_id));
+    assert!(outs.contains(&Output::StopTimer(Timer::ConnectRetry)));
+    assert_eq!(s.state(), State::OpenSent);
+    // The peer's connection drops: ConnectRetryTimer runs again so the hung attempt is
+    // replaced in time.
+    let later = now + Duration::from_secs(2);
+    let outs = s.handle(later, Input::TcpFailed(in_id));
+    assert_eq!(
+        timer_set(&outs, Timer::ConnectRetry),
+        Some(Duration::from_secs(5))
+    );
+    assert_eq!(s.state(), State::Connect);
+    let outs = s.handle_timeouts(later + Duration::from_secs(5));
+    assert!(outs.contains(&Output::Close(pending)));
+    assert!(outs
+        .iter()
+        .any(|o| matches!(o, Output::Connect(id) if *id != pending)));
+
+    // An error on the peer's connection sends the whole session Idle, attempt included.
+    let mut s = Session::new(a_config(), now).unwrap();
+    let outs = s.handle(now, Input::AutomaticStart);
+    let Output::Connect(pending) = outs[0] else {
+        panic!("{outs:?}")
+    };
+    s.handle(now, Input::TcpAccepted(in_id));
+    let outs = s.handle(
+        now,
+        Input::Message(in_id, Message::Open(ipv4_open(65099, 90, [10, 0, 0, 2]))),
+    );
+    assert_eq!(codes(&outs), vec![(2, 2)]);
+    assert!(outs.contains(&Output::Close(pending)));
+    assert_eq!(s.state(), State::Idle);
+    assert!(s.connections().is_empty());
+}

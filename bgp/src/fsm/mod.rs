@@ -323,14 +323,11 @@ impl Session {
                 }
             }
             (State::OpenSent, Event::TcpConnectionFails(id)) => {
-                // RFC 4271 §8.2.2 OpenSent state, Event 18: back to Active, retry later.
+                // RFC 4271 §8.2.2 OpenSent state, Event 18: back to Active (or Connect, if an
+                // attempt of ours is still in flight) with ConnectRetryTimer running again.
                 self.forget(id, out);
-                if self.connections.is_empty() {
-                    if self.enabled && !self.config.passive {
-                        self.set_timer(now, Timer::ConnectRetry, self.config.connect_retry, out);
-                    } else if !self.enabled {
-                        self.enter_idle(now, false, out);
-                    }
+                if !self.has_open_connection() && self.enabled && !self.config.passive {
+                    self.set_timer(now, Timer::ConnectRetry, self.config.connect_retry, out);
                 }
             }
             (_, Event::TcpConnectionFails(id)) => {
@@ -766,9 +763,20 @@ impl Session {
         if was_established {
             self.session_down(now, reason, out);
         }
-        if self.connections.is_empty() {
+        // With no other exchange under way the session goes Idle; an attempt of ours still
+        // connecting is abandoned too, the restart after the idle hold will make a new one.
+        if !self.has_open_connection() {
+            let pending: Vec<ConnectionId> = self.connections.iter().map(|c| c.id).collect();
+            for other in pending {
+                self.forget(other, out);
+            }
             self.enter_idle(now, damp, out);
         }
+    }
+
+    /// Whether some connection has TCP up and our OPEN sent.
+    fn has_open_connection(&self) -> bool {
+        self.connections.iter().any(|c| c.state >= State::OpenSent)
     }
 
     fn session_down(&mut self, now: Instant, reason: DownReason, out: &mut Vec<Output>) {
