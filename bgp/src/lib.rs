@@ -3,3 +3,4 @@
 //! - [`packet`]: the wire format — typed messages, attributes, capabilities and their codec.
 pub mod packet;
 pub mod fsm;
+pub mod rib;

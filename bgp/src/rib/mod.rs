@@ -1,0 +1,1301 @@
+//! Routing Information Bases and the decision process (RFC 4271 §3.2, §9), with route
+//! reflection (RFC 4456) and Calico-style import/export policy — sans-IO.
+//!
+//! The speaker driver feeds the [`Rib`] with what sessions deliver (`peer_up`, `update`,
+//! `peer_down`, `refresh`) and what the node originates (`originate`, `withdraw_local`), and
+//! gets back a [`RibOutputs`]: UPDATE material per peer, grouped by shared attribute set so
+//! that the codec can pack many prefixes in one message, End-of-RIB markers, and best-path
+//! changes for the FIB. Nothing here does I/O or keeps time.
+//!
+//! # Layout, and why
+//! A full table is a million prefixes, so memory per prefix dominates:
+//! - Attribute sets are interned ([`AttrTable`]): every path holds an `Arc<RouteAttrs>`, and
+//!   the thousands of distinct sets are stored once.
+//! - The Loc-RIB is one hash map per family from prefix to a [`PathSet`]: the candidate paths
+//!   of every peer, best first. This *is* the post-policy Adj-RIB-In of every peer (RFC 4271
+//!   §3.2 allows any implementation that behaves as if the three RIBs existed); a peer's
+//!   Adj-RIB-In is the paths tagged with its [`PeerId`]. A single path is stored inline.
+//! - There is no stored Adj-RIB-Out. What a peer was sent for a prefix is a pure function of
+//!   the best path and that peer's configuration ([`export::export_attrs`]); when the best
+//!   path changes, the RIB evaluates the function for the old and the new best and sends the
+//!   difference (BIRD 2 works the same way by default). Export results are cached per
+//!   (attribute set, source peer, destination peer), so a full table costs one export
+//!   computation per distinct attribute set. A change of export policy re-evaluates the whole
+//!   table with the old and the new policy ([`Rib::set_export_policy`]).
+//!
+//! # Outputs
+//! Within one [`RibOutputs`] a prefix can appear in a withdrawal and, later, an
+//! announcement for the same peer (an UPDATE that withdraws and re-announces it); the driver
+//! must send `withdraws` before `updates`, and `end_of_rib` last.
+//!
+//! # Decision process and ECMP
+//! See [`decision`]. The FIB gets the ECMP set: up to [`RibConfig::max_paths`] paths equal
+//! through the IGP-cost step. The default is 16, because Calico runs BIRD's kernel protocol
+//! with `merge paths on` (whose default limit is 16); set 1 for a single best path.
+//!
+//! # Import acceptance (before policy)
+//! A path is excluded — and any previous path from the same peer for the prefix withdrawn —
+//! when our AS appears in AS_PATH more than `allow_local_as` times (RFC 4271 §9.1.2), its
+//! ORIGINATOR_ID is our router id or CLUSTER_LIST holds our cluster id (RFC 4456 §8), its
+//! next hop is unusable ([`export::next_hop_usable`]), or the codec marked the UPDATE
+//! treat-as-withdraw (RFC 7606 §2).
+
+pub mod attrs;
+pub mod decision;
+pub mod error;
+pub mod export;
+mod hash;
+pub mod peer;
+pub mod policy;
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use tracing::debug;
+
+use crate::packet::{Family, MpReach, MpUnreach, Origin, PathAttributes, Update};
+
+pub use attrs::{AttrTable, RouteAttrs};
+pub use decision::{compare, multipath_equal, Candidate, DecisionOptions, DecisionStep, RibPath};
+pub use error::RibError;
+pub use export::{export_attrs, reflection_allowed, ExportContext, PathSource};
+pub use peer::{NextHopMode, PeerConfig, PeerId, PeerSession, PeerStats};
+pub use policy::{
+    ExportPolicy, FilterAction, FilterRule, ImportPolicy, MatchOperator, PrefixCommunities,
+    PrefixLengthRange, RouteFilter, RouteSourceMatch,
+};
+
+use decision::{select_best, CandidateView, PathSet, Upsert};
+use hash::FoldHashBuilder;
+
+/// Interior cost to reach a next hop (RFC 4271 §9.1.2.2 e), supplied by whoever knows the
+/// IGP/kernel routes. Without one, all next hops cost 0.
+pub type IgpCostFn = dyn Fn(IpAddr) -> u32 + Send + Sync;
+
+/// Router-wide settings of the RIB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RibConfig {
+    /// Our BGP Identifier: ORIGINATOR_ID loop check (RFC 4456 §8) and default cluster id.
+    pub router_id: Ipv4Addr,
+    /// Our AS, for AS-path loop detection in addition to each peer's `local_as`.
+    pub local_as: u32,
+    /// CLUSTER_ID when acting as route reflector; defaults to `router_id` (RFC 4456 §7).
+    pub cluster_id: Option<Ipv4Addr>,
+    /// Most paths installed together in the FIB (ECMP); at least 1. See the module docs.
+    pub max_paths: usize,
+    pub always_compare_med: bool,
+    /// LOCAL_PREF given to eBGP-learned routes and assumed where absent.
+    pub default_local_pref: u32,
+}
+
+impl RibConfig {
+    pub fn new(local_as: u32, router_id: Ipv4Addr) -> RibConfig {
+        RibConfig {
+            router_id,
+            local_as,
+            cluster_id: None,
+            max_paths: 16,
+            always_compare_med: false,
+            default_local_pref: 100,
+        }
+    }
+
+    pub fn cluster_id(&self) -> Ipv4Addr {
+        self.cluster_id.unwrap_or(self.router_id)
+    }
+
+    fn decision(&self) -> DecisionOptions {
+        DecisionOptions {
+            default_local_pref: self.default_local_pref,
+            always_compare_med: self.always_compare_med,
+        }
+    }
+
+    fn export(&self) -> ExportContext {
+        ExportContext {
+            cluster_id: self.cluster_id(),
+            default_local_pref: self.default_local_pref,
+        }
+    }
+}
+
+/// Prefixes to announce to one peer with one (export-transformed) attribute set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutUpdate {
+    pub peer: PeerId,
+    pub family: Family,
+    pub attrs: Arc<RouteAttrs>,
+    pub prefixes: Vec<IpNet>,
+}
+
+impl OutUpdate {
+    /// The UPDATE carrying all of `prefixes` (the driver splits it to fit the message size):
+    /// IPv4 unicast with an IPv4 next hop in the classic NLRI field, anything else in
+    /// MP_REACH_NLRI (RFC 4760 §3).
+    pub fn to_update(&self) -> Update {
+        let attributes = self.attrs.attrs.clone();
+        match (self.family, self.attrs.next_hop) {
+            (Family::Ipv4Unicast, IpAddr::V4(_)) => Update {
+                attributes,
+                nlri: self
+                    .prefixes
+                    .iter()
+                    .filter_map(|p| match p {
+                        IpNet::V4(v4) => Some(*v4),
+                        IpNet::V6(_) => None,
+                    })
+                    .collect(),
+                ..Update::default()
+            },
+            (family, next_hop) => {
+                let (afi, safi) = family.afi_safi();
+                Update {
+                    attributes,
+                    mp_reach: Some(MpReach {
+                        afi,
+                        safi,
+                        next_hop,
+                        link_local_next_hop: self.attrs.link_local_next_hop,
+                        nlri: self.prefixes.clone(),
+                    }),
+                    ..Update::default()
+                }
+            }
+        }
+    }
+}
+
+/// Prefixes to withdraw from one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutWithdraw {
+    pub peer: PeerId,
+    pub family: Family,
+    pub prefixes: Vec<IpNet>,
+}
+
+impl OutWithdraw {
+    pub fn to_update(&self) -> Update {
+        match self.family {
+            Family::Ipv4Unicast => Update {
+                withdrawn: self
+                    .prefixes
+                    .iter()
+                    .filter_map(|p| match p {
+                        IpNet::V4(v4) => Some(*v4),
+                        IpNet::V6(_) => None,
+                    })
+                    .collect(),
+                ..Update::default()
+            },
+            family => {
+                let (afi, safi) = family.afi_safi();
+                Update {
+                    mp_unreach: Some(MpUnreach {
+                        afi,
+                        safi,
+                        withdrawn: self.prefixes.clone(),
+                    }),
+                    ..Update::default()
+                }
+            }
+        }
+    }
+}
+
+/// The initial table dump of `family` to `peer` is complete (RFC 4724 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndOfRib {
+    pub peer: PeerId,
+    pub family: Family,
+}
+
+/// One forwarding path of a learned route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FibNextHop {
+    pub next_hop: IpAddr,
+    pub peer: PeerId,
+}
+
+/// What the FIB should do for a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FibRoute {
+    /// No path: remove the route.
+    Unreachable,
+    /// Our own route wins: the FIB has nothing to install from BGP (the owner of the
+    /// originated prefix, e.g. IPAM's blackhole for a block, programs it).
+    Local,
+    /// Forward over these next hops (ECMP when more than one), sorted.
+    Via(Vec<FibNextHop>),
+}
+
+/// The FIB-relevant outcome for a prefix changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BestPathChange {
+    pub prefix: IpNet,
+    pub route: FibRoute,
+}
+
+/// Everything one RIB call asks the outside world to do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RibOutputs {
+    pub withdraws: Vec<OutWithdraw>,
+    pub updates: Vec<OutUpdate>,
+    pub end_of_rib: Vec<EndOfRib>,
+    pub best_changes: Vec<BestPathChange>,
+}
+
+impl RibOutputs {
+    pub fn is_empty(&self) -> bool {
+        self.withdraws.is_empty()
+            && self.updates.is_empty()
+            && self.end_of_rib.is_empty()
+            && self.best_changes.is_empty()
+    }
+
+    /// Prefixes announced to `peer` in these outputs, in order.
+    pub fn announced_to(&self, peer: PeerId) -> impl Iterator<Item = (&IpNet, &Arc<RouteAttrs>)> {
+        self.updates
+            .iter()
+            .filter(move |u| u.peer == peer)
+            .flat_map(|u| u.prefixes.iter().map(move |p| (p, &u.attrs)))
+    }
+
+    /// Prefixes withdrawn from `peer` in these outputs.
+    pub fn withdrawn_from(&self, peer: PeerId) -> impl Iterator<Item = &IpNet> {
+        self.withdraws
+            .iter()
+            .filter(move |w| w.peer == peer)
+            .flat_map(|w| w.prefixes.iter())
+    }
+}
+
+/// Why a received path was excluded before policy (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportReject {
+    AsLoop,
+    OriginatorIsUs,
+    ClusterLoop,
+    UnusableNextHop,
+    TreatAsWithdraw,
+    MissingNextHop,
+}
+
+impl fmt::Display for ImportReject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ImportReject::AsLoop => "own AS in AS_PATH",
+            ImportReject::OriginatorIsUs => "ORIGINATOR_ID is our router id",
+            ImportReject::ClusterLoop => "our cluster id in CLUSTER_LIST",
+            ImportReject::UnusableNextHop => "unusable next hop",
+            ImportReject::TreatAsWithdraw => "treat-as-withdraw",
+            ImportReject::MissingNextHop => "NLRI without NEXT_HOP",
+        })
+    }
+}
+
+/// The acceptance rules of the module docs, for a path received from `peer`.
+pub fn import_check(
+    config: &RibConfig,
+    peer: &PeerConfig,
+    session: &PeerSession,
+    attrs: &PathAttributes,
+    next_hop: IpAddr,
+) -> Option<ImportReject> {
+    if let Some(path) = &attrs.as_path {
+        let allowed = usize::from(peer.allow_local_as);
+        if path.count(peer.local_as) > allowed
+            || (config.local_as != peer.local_as && path.count(config.local_as) > allowed)
+        {
+            return Some(ImportReject::AsLoop);
+        }
+    }
+    if attrs.originator_id == Some(config.router_id) {
+        return Some(ImportReject::OriginatorIsUs);
+    }
+    if attrs.cluster_list.contains(&config.cluster_id()) {
+        return Some(ImportReject::ClusterLoop);
+    }
+    if !export::next_hop_usable(next_hop, session, config.router_id) {
+        return Some(ImportReject::UnusableNextHop);
+    }
+    None
+}
+
+#[derive(Debug)]
+struct PeerState {
+    config: PeerConfig,
+    /// Kept until the peer's paths are gone after it goes down (their export needs its
+    /// router id), hence separate from `up`.
+    session: Option<PeerSession>,
+    up: bool,
+    /// Bumped on every export-policy change; part of the export cache key.
+    generation: u32,
+    accepted: u64,
+    advertised: u64,
+    /// Prefixes the peer announced that import rules or policy rejected (for `received`).
+    filtered: HashSet<IpNet, FoldHashBuilder>,
+}
+
+impl PeerState {
+    fn source(&self) -> Option<PathSource> {
+        let session = self.session.as_ref()?;
+        Some(PathSource::Peer {
+            ibgp: self.config.is_ibgp(),
+            rr_client: self.config.route_reflector_client,
+            router_id: session.router_id,
+        })
+    }
+
+    fn carries(&self, family: Family) -> bool {
+        self.up
+            && self
+                .session
+                .as_ref()
+                .is_some_and(|s| s.families.contains(&family))
+    }
+}
+
+type ExportKey = (usize, PeerId, PeerId, u32);
+
+/// Memoised [`export_attrs`] results, with a one-entry front cache because consecutive
+/// prefixes of an UPDATE share everything.
+#[derive(Debug, Default)]
+struct ExportCache {
+    map: HashMap<ExportKey, Option<Arc<RouteAttrs>>, FoldHashBuilder>,
+    last: Option<(ExportKey, Option<Arc<RouteAttrs>>)>,
+}
+
+impl ExportCache {
+    fn clear(&mut self) {
+        self.map.clear();
+        self.last = None;
+    }
+}
+
+/// Accumulates outputs, grouping announcements by (peer, family, attribute set).
+#[derive(Debug, Default)]
+struct OutputBuilder {
+    out: RibOutputs,
+    updates: HashMap<(PeerId, Family, usize), usize, FoldHashBuilder>,
+    withdraws: HashMap<(PeerId, Family), usize, FoldHashBuilder>,
+    last_update: Option<((PeerId, Family, usize), usize)>,
+    /// Change of each peer's `advertised` count (indexed by `PeerId`), applied at the end of
+    /// the call because peers are borrowed immutably while outputs are produced.
+    advertised: Vec<i64>,
+}
+
+impl OutputBuilder {
+    fn count(&mut self, peer: PeerId, delta: i64) {
+        let i = peer.index();
+        if self.advertised.len() <= i {
+            self.advertised.resize(i + 1, 0);
+        }
+        self.advertised[i] += delta;
+    }
+
+    fn announce(&mut self, peer: PeerId, family: Family, attrs: &Arc<RouteAttrs>, prefix: IpNet) {
+        let key = (peer, family, Arc::as_ptr(attrs) as usize);
+        let index = match self.last_update {
+            Some((k, i)) if k == key => i,
+            _ => {
+                let next = self.out.updates.len();
+                let i = *self.updates.entry(key).or_insert(next);
+                if i == next {
+                    self.out.updates.push(OutUpdate {
+                        peer,
+                        family,
+                        attrs: Arc::clone(attrs),
+                        prefixes: Vec::new(),
+                    });
+                }
+                self.last_update = Some((key, i));
+                i
+            }
+        };
+        if let Some(u) = self.out.updates.get_mut(index) {
+            u.prefixes.push(prefix);
+        }
+    }
+
+    fn withdraw(&mut self, peer: PeerId, family: Family, prefix: IpNet) {
+        let next = self.out.withdraws.len();
+        let i = *self.withdraws.entry((peer, family)).or_insert(next);
+        if i == next {
+            self.out.withdraws.push(OutWithdraw {
+                peer,
+                family,
+                prefixes: Vec::new(),
+            });
+        }
+        if let Some(w) = self.out.withdraws.get_mut(i) {
+            w.prefixes.push(prefix);
+        }
+    }
+}
+
+/// A change to one prefix's candidate paths.
+enum Change {
+    Upsert(RibPath),
+    Remove(PeerId),
+}
+
+/// The RIB. See the module docs.
+pub struct Rib {
+    config: RibConfig,
+    /// Indexed by `PeerId`; slot 0 (the local pseudo-peer) stays `None`.
+    peers: Vec<Option<PeerState>>,
+    table: AttrTable,
+    v4: HashMap<Ipv4Net, PathSet, FoldHashBuilder>,
+    v6: HashMap<Ipv6Net, PathSet, FoldHashBuilder>,
+    cache: ExportCache,
+    igp_cost: Option<Box<IgpCostFn>>,
+}
+
+impl fmt::Debug for Rib {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rib")
+            .field("config", &self.config)
+            .field("peers", &self.peers.iter().flatten().count())
+            .field("ipv4_prefixes", &self.v4.len())
+            .field("ipv6_prefixes", &self.v6.len())
+            .field("attribute_sets", &self.table.len())
+            .finish()
+    }
+}
+
+/// Borrowed, read-only view used while one prefix's path set is mutably borrowed.
+struct Env<'a> {
+    config: &'a RibConfig,
+    peers: &'a [Option<PeerState>],
+    igp_cost: Option<&'a IgpCostFn>,
+}
+
+impl CandidateView for Env<'_> {
+    fn candidate<'p>(&self, path: &'p RibPath) -> Option<Candidate<'p>> {
+        if path.peer.is_local() {
+            return Some(Candidate {
+                attrs: &path.attrs,
+                local: true,
+                ebgp: false,
+                router_id: self.config.router_id,
+                peer_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                igp_cost: 0,
+            });
+        }
+        let peer = self.peers.get(path.peer.index())?.as_ref()?;
+        let router_id = peer
+            .session
+            .as_ref()
+            .map_or(Ipv4Addr::UNSPECIFIED, |s| s.router_id);
+        Some(Candidate {
+            attrs: &path.attrs,
+            local: false,
+            ebgp: !peer.config.is_ibgp(),
+            router_id,
+            peer_address: peer.config.address,
+            igp_cost: self.igp_cost.map_or(0, |f| f(path.attrs.next_hop)),
+        })
+    }
+}
+
+impl Env<'_> {
+    fn fib_route(&self, set: Option<&PathSet>) -> FibRoute {
+        let Some(set) = set else {
+            return FibRoute::Unreachable;
+        };
+        let paths = set.as_slice();
+        let best = set.best();
+        if best.peer.is_local() {
+            return FibRoute::Local;
+        }
+        let mut hops = vec![FibNextHop {
+            next_hop: best.attrs.next_hop,
+            peer: best.peer,
+        }];
+        if paths.len() > 1 && self.config.max_paths > 1 {
+            let opts = self.config.decision();
+            if let Some(b) = self.candidate(best) {
+                for p in &paths[1..] {
+                    if hops.len() >= self.config.max_paths {
+                        break;
+                    }
+                    if hops.iter().any(|h| h.next_hop == p.attrs.next_hop) {
+                        continue;
+                    }
+                    if let Some(c) = self.candidate(p) {
+                        if multipath_equal(&b, &c, &opts) {
+                            hops.push(FibNextHop {
+                                next_hop: p.attrs.next_hop,
+                                peer: p.peer,
+                            });
+                        }
+                    }
+                }
+            }
+            hops.sort();
+        }
+        FibRoute::Via(hops)
+    }
+
+    /// What `dst` is sent for `prefix` when `path` is the best path, under `dst_config`.
+    #[allow(clippy::too_many_arguments)]
+    fn export_for(
+        &self,
+        table: &mut AttrTable,
+        cache: &mut ExportCache,
+        prefix: &IpNet,
+        family: Family,
+        path: &RibPath,
+        dst: PeerId,
+        dst_state: &PeerState,
+        dst_config: &PeerConfig,
+        generation: u32,
+    ) -> Option<Arc<RouteAttrs>> {
+        if path.peer == dst {
+            return None;
+        }
+        let filter = &dst_config.export.filter;
+        if !filter.is_empty() && !filter.accepts(prefix, !path.peer.is_local()) {
+            return None;
+        }
+        let key = (
+            Arc::as_ptr(&path.attrs) as usize,
+            path.peer,
+            dst,
+            generation,
+        );
+        let exported = match &cache.last {
+            Some((k, v)) if *k == key => v.clone(),
+            _ => {
+                let v = match cache.map.get(&key) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = self.compute_export(table, family, path, dst_state, dst_config);
+                        cache.map.insert(key, v.clone());
+                        v
+                    }
+                };
+                cache.last = Some((key, v.clone()));
+                v
+            }
+        }?;
+        if dst_config.export.prefix_communities.is_empty() {
+            return Some(exported);
+        }
+        match export::prefix_communities(dst_config, prefix, &exported) {
+            Some(extended) => Some(table.intern(extended)),
+            None => Some(exported),
+        }
+    }
+
+    fn compute_export(
+        &self,
+        table: &mut AttrTable,
+        family: Family,
+        path: &RibPath,
+        dst_state: &PeerState,
+        dst_config: &PeerConfig,
+    ) -> Option<Arc<RouteAttrs>> {
+        let session = dst_state.session.as_ref()?;
+        let source = if path.peer.is_local() {
+            PathSource::Local
+        } else {
+            self.peers.get(path.peer.index())?.as_ref()?.source()?
+        };
+        let attrs = export_attrs(
+            &self.config.export(),
+            dst_config,
+            session,
+            source,
+            &path.attrs,
+            family,
+        )?;
+        Some(table.intern(attrs))
+    }
+}
+
+/// Applies `change` to `key`'s path set and emits FIB and peer outputs.
+/// Returns +1/-1/0: how the number of paths from the changing peer moved.
+fn apply<K>(
+    map: &mut HashMap<K, PathSet, FoldHashBuilder>,
+    key: K,
+    change: Change,
+    env: &Env<'_>,
+    table: &mut AttrTable,
+    cache: &mut ExportCache,
+    out: &mut OutputBuilder,
+) -> i64
+where
+    K: Hash + Eq + Copy + Into<IpNet>,
+{
+    let opts = env.config.decision();
+    let prefix: IpNet = key.into();
+    let (old_best, old_fib, delta) = match (map.entry(key), change) {
+        (Entry::Vacant(v), Change::Upsert(path)) => {
+            v.insert(PathSet::One(path));
+            (None, FibRoute::Unreachable, 1)
+        }
+        (Entry::Vacant(_), Change::Remove(_)) => return 0,
+        (Entry::Occupied(mut o), Change::Upsert(path)) => {
+            let set = o.get_mut();
+            let old_best = set.best().clone();
+            let old_fib = env.fib_route(Some(set));
+            let delta = match set.upsert(path) {
+                Upsert::Unchanged => return 0,
+                Upsert::Replaced => 0,
+                Upsert::Inserted => 1,
+            };
+            select_best(set.as_mut_slice(), env, &opts);
+            (Some(old_best), old_fib, delta)
+        }
+        (Entry::Occupied(mut o), Change::Remove(peer)) => {
+            let set = o.get_mut();
+            if !set.contains(peer) {
+                return 0;
+            }
+            let old_best = set.best().clone();
+            let old_fib = env.fib_route(Some(set));
+            if set.len() == 1 {
+                o.remove();
+            } else {
+                set.remove_from_many(peer);
+                select_best(set.as_mut_slice(), env, &opts);
+            }
+            (Some(old_best), old_fib, -1)
+        }
+    };
+    let set = map.get(&key);
+    let new_fib = env.fib_route(set);
+    if new_fib != old_fib {
+        out.out.best_changes.push(BestPathChange {
+            prefix,
+            route: new_fib,
+        });
+    }
+    let new_best = set.map(|s| s.best());
+    let unchanged = match (&old_best, new_best) {
+        (Some(a), Some(b)) => a.same_as(b),
+        (None, None) => true,
+        _ => false,
+    };
+    if !unchanged {
+        export_change(prefix, old_best.as_ref(), new_best, env, table, cache, out);
+    }
+    delta
+}
+
+/// Sends every up peer the difference between what it had for `prefix` (the export of
+/// `old`) and what it should have now (the export of `new`).
+fn export_change(
+    prefix: IpNet,
+    old: Option<&RibPath>,
+    new: Option<&RibPath>,
+    env: &Env<'_>,
+    table: &mut AttrTable,
+    cache: &mut ExportCache,
+    out: &mut OutputBuilder,
+) {
+    let family = Family::of(&prefix);
+    for (i, slot) in env.peers.iter().enumerate() {
+        let Some(dst_state) = slot else { continue };
+        if !dst_state.carries(family) {
+            continue;
+        }
+        let dst = PeerId(i as u32);
+        let g = dst_state.generation;
+        let cfg = &dst_state.config;
+        let before = old
+            .and_then(|p| env.export_for(table, cache, &prefix, family, p, dst, dst_state, cfg, g));
+        let after = new
+            .and_then(|p| env.export_for(table, cache, &prefix, family, p, dst, dst_state, cfg, g));
+        match (before, after) {
+            (None, None) => {}
+            (Some(a), Some(b)) if Arc::ptr_eq(&a, &b) => {}
+            (Some(_), Some(b)) => out.announce(dst, family, &b, prefix),
+            (None, Some(b)) => {
+                out.announce(dst, family, &b, prefix);
+                out.count(dst, 1);
+            }
+            (Some(_), None) => {
+                out.withdraw(dst, family, prefix);
+                out.count(dst, -1);
+            }
+        }
+    }
+}
+
+impl Rib {
+    pub fn new(config: RibConfig) -> Rib {
+        Rib {
+            config,
+            peers: vec![None],
+            table: AttrTable::default(),
+            v4: HashMap::default(),
+            v6: HashMap::default(),
+            cache: ExportCache::default(),
+            igp_cost: None,
+        }
+    }
+
+    /// Installs the IGP cost function for decision step §9.1.2.2 e. Existing best paths are
+    /// re-evaluated only as their prefixes change.
+    pub fn set_igp_cost(&mut self, cost: Box<IgpCostFn>) {
+        self.igp_cost = Some(cost);
+    }
+
+    pub fn config(&self) -> &RibConfig {
+        &self.config
+    }
+
+    /// Registers a neighbour (down until [`Rib::peer_up`]).
+    pub fn add_peer(&mut self, config: PeerConfig) -> PeerId {
+        let id = PeerId(self.peers.len() as u32);
+        self.peers.push(Some(PeerState {
+            config,
+            session: None,
+            up: false,
+            generation: 0,
+            accepted: 0,
+            advertised: 0,
+            filtered: HashSet::default(),
+        }));
+        id
+    }
+
+    pub fn peer_config(&self, peer: PeerId) -> Option<&PeerConfig> {
+        self.peer(peer).ok().map(|p| &p.config)
+    }
+
+    fn peer(&self, peer: PeerId) -> Result<&PeerState, RibError> {
+        if peer.is_local() {
+            return Err(RibError::LocalPeer);
+        }
+        self.peers
+            .get(peer.index())
+            .and_then(|p| p.as_ref())
+            .ok_or(RibError::UnknownPeer(peer))
+    }
+
+    fn peer_mut(&mut self, peer: PeerId) -> Result<&mut PeerState, RibError> {
+        if peer.is_local() {
+            return Err(RibError::LocalPeer);
+        }
+        self.peers
+            .get_mut(peer.index())
+            .and_then(|p| p.as_mut())
+            .ok_or(RibError::UnknownPeer(peer))
+    }
+
+    /// The session reached Established: send it the whole table, then End-of-RIB for each
+    /// negotiated family (RFC 4724 §4).
+    pub fn peer_up(&mut self, peer: PeerId, session: PeerSession) -> Result<RibOutputs, RibError> {
+        let state = self.peer_mut(peer)?;
+        if state.up {
+            return Err(RibError::PeerAlreadyEstablished(peer));
+        }
+        let families = session.families.clone();
+        state.session = Some(session);
+        state.up = true;
+        state.advertised = 0;
+        let mut out = OutputBuilder::default();
+        for family in families {
+            self.dump(peer, family, &mut out);
+            out.out.end_of_rib.push(EndOfRib { peer, family });
+        }
+        self.apply_advertised(&out);
+        Ok(out.out)
+    }
+
+    /// Re-sends `family` to `peer` (ROUTE-REFRESH, RFC 2918 §4).
+    pub fn refresh(&mut self, peer: PeerId, family: Family) -> Result<RibOutputs, RibError> {
+        let state = self.peer(peer)?;
+        if !state.up {
+            return Err(RibError::PeerNotEstablished(peer));
+        }
+        let mut out = OutputBuilder::default();
+        if state.carries(family) {
+            self.dump(peer, family, &mut out);
+        }
+        Ok(out.out)
+    }
+
+    fn dump(&mut self, peer: PeerId, family: Family, out: &mut OutputBuilder) {
+        let Rib {
+            config,
+            peers,
+            table,
+            v4,
+            v6,
+            cache,
+            igp_cost,
+        } = self;
+        let env = Env {
+            config,
+            peers,
+            igp_cost: igp_cost.as_deref(),
+        };
+        let Some(Some(dst_state)) = env.peers.get(peer.index()) else {
+            return;
+        };
+        if !dst_state.carries(family) {
+            return;
+        }
+        let cfg = &dst_state.config;
+        let g = dst_state.generation;
+        let mut each = |prefix: IpNet, set: &PathSet| {
+            if let Some(a) = env.export_for(
+                table,
+                cache,
+                &prefix,
+                family,
+                set.best(),
+                peer,
+                dst_state,
+                cfg,
+                g,
+            ) {
+                out.announce(peer, family, &a, prefix);
+                out.count(peer, 1);
+            }
+        };
+        match family {
+            Family::Ipv4Unicast => v4.iter().for_each(|(k, s)| each(IpNet::V4(*k), s)),
+            Family::Ipv6Unicast => v6.iter().for_each(|(k, s)| each(IpNet::V6(*k), s)),
+        }
+    }
+
+    fn apply_advertised(&mut self, out: &OutputBuilder) {
+        for (i, delta) in out.advertised.iter().enumerate() {
+            if let Some(Some(p)) = self.peers.get_mut(i) {
+                p.advertised = p.advertised.saturating_add_signed(*delta);
+            }
+        }
+    }
+
+    /// Applies one change and keeps the per-peer counters right.
+    fn change(&mut self, prefix: IpNet, change: Change, out: &mut OutputBuilder) {
+        let source = match &change {
+            Change::Upsert(p) => p.peer,
+            Change::Remove(p) => *p,
+        };
+        let Rib {
+            config,
+            peers,
+            table,
+            v4,
+            v6,
+            cache,
+            igp_cost,
+        } = self;
+        let env = Env {
+            config,
+            peers,
+            igp_cost: igp_cost.as_deref(),
+        };
+        let delta = match prefix {
+            IpNet::V4(k) => apply(v4, k, change, &env, table, cache, out),
+            IpNet::V6(k) => apply(v6, k, change, &env, table, cache, out),
+        };
+        if delta != 0 {
+            if let Some(Some(p)) = self.peers.get_mut(source.index()) {
+                p.accepted = p.accepted.saturating_add_signed(delta);
+            }
+        }
+    }
+
+    /// Processes an UPDATE from an established peer.
+    pub fn update(&mut self, peer: PeerId, update: &Update) -> Result<RibOutputs, RibError> {
+        let state = self.peer(peer)?;
+        if !state.up {
+            return Err(RibError::PeerNotEstablished(peer));
+        }
+        let mut out = OutputBuilder::default();
+        if update.is_end_of_rib().is_some() {
+            return Ok(out.out);
+        }
+        for prefix in update.withdrawn_all() {
+            self.withdraw_from_peer(peer, prefix, &mut out);
+        }
+        if !update.nlri.is_empty() {
+            let next_hop = update.attributes.next_hop.map(IpAddr::V4);
+            let prefixes = update.nlri.iter().map(|p| IpNet::V4(*p));
+            self.announce_group(
+                peer,
+                update,
+                Some(Family::Ipv4Unicast),
+                next_hop,
+                None,
+                prefixes,
+                &mut out,
+            );
+        }
+        if let Some(mp) = &update.mp_reach {
+            let family = Family::from_afi_safi(mp.afi, mp.safi);
+            self.announce_group(
+                peer,
+                update,
+                family,
+                Some(mp.next_hop),
+                mp.link_local_next_hop,
+                mp.nlri.iter().copied(),
+                &mut out,
+            );
+        }
+        self.apply_advertised(&out);
+        self.maybe_sweep();
+        Ok(out.out)
+    }
+
+    fn withdraw_from_peer(&mut self, peer: PeerId, prefix: IpNet, out: &mut OutputBuilder) {
+        if let Some(Some(state)) = self.peers.get_mut(peer.index()) {
+            if !state.filtered.is_empty() {
+                state.filtered.remove(&prefix);
+            }
+        }
+        self.change(prefix, Change::Remove(peer), out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn announce_group(
+        &mut self,
+        peer: PeerId,
+        update: &Update,
+        family: Option<Family>,
+        next_hop: Option<IpAddr>,
+        link_local: Option<Ipv6Addr>,
+        prefixes: impl Iterator<Item = IpNet>,
+        out: &mut OutputBuilder,
+    ) {
+        let Some(family) = family else {
+            debug!(%peer, "ignoring MP_REACH_NLRI of an unsupported family");
+            return;
+        };
+        let Ok(state) = self.peer(peer) else { return };
+        let Some(session) = state.session.as_ref() else {
+            return;
+        };
+        if !session.families.contains(&family) {
+            debug!(%peer, ?family, "ignoring NLRI of a family not negotiated");
+            return;
+        }
+        let reject = if update.treat_as_withdraw {
+            Some(ImportReject::TreatAsWithdraw)
+        } else {
+            match next_hop {
+                None => Some(ImportReject::MissingNextHop),
+                Some(nh) => {
+                    import_check(&self.config, &state.config, session, &update.attributes, nh)
+                }
+            }
+        };
+        let import_local_pref = state.config.import.local_pref;
+        let ibgp = state.config.is_ibgp();
+        let import_filter_empty = state.config.import.filter.is_empty();
+        let attrs = match (reject, next_hop) {
+            (None, Some(nh)) => {
+                let mut attrs = update.attributes.clone();
+                if let Some(lp) = import_local_pref {
+                    attrs.local_pref = Some(lp);
+                } else if !ibgp {
+                    // RFC 4271 §5.1.5: LOCAL_PREF from an external peer is ignored.
+                    attrs.local_pref = Some(self.config.default_local_pref);
+                }
+                // An IPv6 route needs an IPv6 next hop (RFC 2545 §3).
+                let nh_family_ok = !matches!((family, nh), (Family::Ipv6Unicast, IpAddr::V4(_)));
+                if nh_family_ok {
+                    Some(
+                        self.table
+                            .intern(RouteAttrs::new(attrs, family, nh, link_local)),
+                    )
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        if let Some(reason) = reject {
+            debug!(%peer, %reason, "excluding received paths");
+        }
+        for prefix in prefixes {
+            if Family::of(&prefix) != family {
+                continue;
+            }
+            let accepted = match &attrs {
+                None => None,
+                Some(a) => {
+                    let ok = import_filter_empty || {
+                        let Ok(state) = self.peer(peer) else { return };
+                        state.config.import.filter.accepts(&prefix, true)
+                    };
+                    ok.then(|| Arc::clone(a))
+                }
+            };
+            match accepted {
+                Some(a) => {
+                    if let Ok(state) = self.peer_mut(peer) {
+                        if !state.filtered.is_empty() {
+                            state.filtered.remove(&prefix);
+                        }
+                    }
+                    self.change(prefix, Change::Upsert(RibPath { peer, attrs: a }), out);
+                }
+                None => {
+                    if let Ok(state) = self.peer_mut(peer) {
+                        state.filtered.insert(prefix);
+                    }
+                    self.change(prefix, Change::Remove(peer), out);
+                }
+            }
+        }
+    }
+
+    /// The session went down: its paths leave the Loc-RIB, and what they carried is
+    /// withdrawn from (or replaced at) the other peers.
+    pub fn peer_down(&mut self, peer: PeerId) -> Result<RibOutputs, RibError> {
+        let state = self.peer_mut(peer)?;
+        if !state.up {
+            return Err(RibError::PeerNotEstablished(peer));
+        }
+        state.up = false;
+        state.advertised = 0;
+        state.filtered = HashSet::default();
+        let mut out = OutputBuilder::default();
+        let affected: Vec<IpNet> = self
+            .v4
+            .iter()
+            .filter(|(_, s)| s.contains(peer))
+            .map(|(k, _)| IpNet::V4(*k))
+            .chain(
+                self.v6
+                    .iter()
+                    .filter(|(_, s)| s.contains(peer))
+                    .map(|(k, _)| IpNet::V6(*k)),
+            )
+            .collect();
+        for prefix in affected {
+            self.withdraw_from_peer(peer, prefix, &mut out);
+        }
+        self.apply_advertised(&out);
+        if let Ok(state) = self.peer_mut(peer) {
+            state.session = None;
+            state.accepted = 0;
+        }
+        self.cache.clear();
+        self.table.sweep();
+        Ok(out.out)
+    }
+
+    /// Forgets a peer (deconfigured); takes it down first if it is up.
+    pub fn remove_peer(&mut self, peer: PeerId) -> Result<RibOutputs, RibError> {
+        let out = if self.peer(peer)?.up {
+            self.peer_down(peer)?
+        } else {
+            RibOutputs::default()
+        };
+        if let Some(slot) = self.peers.get_mut(peer.index()) {
+            *slot = None;
+        }
+        Ok(out)
+    }
+
+    /// Originates `prefix` from this router (Calico: the node's IPAM blocks). `attrs` may
+    /// carry communities or a MED; ORIGIN defaults to IGP and AS_PATH to empty (eBGP export
+    /// prepends our AS).
+    pub fn originate(&mut self, prefix: IpNet, attrs: Option<PathAttributes>) -> RibOutputs {
+        let family = Family::of(&prefix);
+        let mut attrs = attrs.unwrap_or_default();
+        attrs.origin.get_or_insert(Origin::Igp);
+        attrs.as_path.get_or_insert_with(Default::default);
+        let route = RouteAttrs::new(
+            attrs,
+            family,
+            RouteAttrs::unspecified_next_hop(family),
+            None,
+        );
+        let attrs = self.table.intern(route);
+        let mut out = OutputBuilder::default();
+        self.change(
+            prefix,
+            Change::Upsert(RibPath {
+                peer: PeerId::LOCAL,
+                attrs,
+            }),
+            &mut out,
+        );
+        self.apply_advertised(&out);
+        self.maybe_sweep();
+        out.out
+    }
+
+    /// Stops originating `prefix`.
+    pub fn withdraw_local(&mut self, prefix: IpNet) -> RibOutputs {
+        let mut out = OutputBuilder::default();
+        self.change(prefix, Change::Remove(PeerId::LOCAL), &mut out);
+        self.apply_advertised(&out);
+        out.out
+    }
+
+    /// Replaces a peer's import policy. It applies to paths received from now on: we keep no
+    /// pre-policy Adj-RIB-In, so the driver should ask the peer to resend (ROUTE-REFRESH,
+    /// RFC 2918) when the session supports it, as BIRD does on `reload in`.
+    pub fn set_import_policy(
+        &mut self,
+        peer: PeerId,
+        import: ImportPolicy,
+    ) -> Result<(), RibError> {
+        self.peer_mut(peer)?.config.import = import;
+        Ok(())
+    }
+
+    /// Replaces a peer's export policy and sends it the difference.
+    pub fn set_export_policy(
+        &mut self,
+        peer: PeerId,
+        export: ExportPolicy,
+    ) -> Result<RibOutputs, RibError> {
+        let state = self.peer_mut(peer)?;
+        let old_config = state.config.clone();
+        let old_generation = state.generation;
+        state.config.export = export;
+        state.generation = state.generation.wrapping_add(1);
+        let mut out = OutputBuilder::default();
+        if !state.up {
+            return Ok(out.out);
+        }
+        let Rib {
+            config,
+            peers,
+            table,
+            v4,
+            v6,
+            cache,
+            igp_cost,
+        } = self;
+        let env = Env {
+            config,
+            peers,
+            igp_cost: igp_cost.as_deref(),
+        };
+        let Some(Some(dst_state)) = env.peers.get(peer.index()) else {
+            return Ok(out.out);
+        };
+        let mut each = |prefix: IpNet, set: &PathSet| {
+            let family = Family::of(&prefix);
+            if !dst_state.carries(family) {
+                return;
+            }
+            let best = set.best();
+            let before = env.export_for(
+                table,
+                cache,
+                &prefix,
+                family,
+                best,
+                peer,
+                dst_state,
+                &old_config,
+                old_generation,
+            );
+            let after = env.export_for(
+                table,
+                cache,
+                &prefix,
+                family,
+                best,
+                peer,
+                dst_state,
+                &dst_state.config,
+                dst_state.generation,
+            );
+            match (before, after) {
+                (None, None) => {}
+                (Some(a), Some(b)) if Arc::ptr_eq(&a, &b) => {}
+                (Some(_), Some(b)) => out.announce(peer, family, &b, prefix),
+                (None, Some(b)) => {
+                    out.announce(peer, family, &b, prefix);
+                    out.count(peer, 1);
+                }
+                (Some(_), None) => {
+                    out.withdraw(peer, family, prefix);
+                    out.count(peer, -1);
+                }
+            }
+        };
+        v4.iter().for_each(|(k, s)| each(IpNet::V4(*k), s));
+        v6.iter().for_each(|(k, s)| each(IpNet::V6(*k), s));
+        self.apply_advertised(&out);
+        Ok(out.out)
+    }
+
+    fn maybe_sweep(&mut self) {
+        if self.table.wants_sweep() {
+            // The cache holds Arcs too and is keyed by pointers that a sweep may free.
+            self.cache.clear();
+            self.table.sweep();
+        }
+    }
+
+    /// Route counts of a peer.
+    pub fn stats(&self, peer: PeerId) -> Result<PeerStats, RibError> {
+        let p = self.peer(peer)?;
+        Ok(PeerStats {
+            received: p.accepted + p.filtered.len() as u64,
+            accepted: p.accepted,
+            advertised: p.advertised,
+        })
+    }
+
+    /// The best path for `prefix`.
+    pub fn best(&self, prefix: &IpNet) -> Option<&RibPath> {
+        self.set(prefix).map(|s| s.best())
+    }
+
+    /// All candidate paths for `prefix`, best first.
+    pub fn paths(&self, prefix: &IpNet) -> &[RibPath] {
+        self.set(prefix).map_or(&[], |s| s.as_slice())
+    }
+
+    /// What the FIB should hold for `prefix` now (for resynchronising a FIB).
+    pub fn fib_route(&self, prefix: &IpNet) -> FibRoute {
+        let env = Env {
+            config: &self.config,
+            peers: &self.peers,
+            igp_cost: self.igp_cost.as_deref(),
+        };
+        env.fib_route(self.set(prefix))
+    }
+
+    fn set(&self, prefix: &IpNet) -> Option<&PathSet> {
+        match prefix {
+            IpNet::V4(k) => self.v4.get(k),
+            IpNet::V6(k) => self.v6.get(k),
+        }
+    }
+
+    /// The Loc-RIB: every prefix with its paths, best first, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (IpNet, &[RibPath])> {
+        self.v4
+            .iter()
+            .map(|(k, s)| (IpNet::V4(*k), s.as_slice()))
+            .chain(self.v6.iter().map(|(k, s)| (IpNet::V6(*k), s.as_slice())))
+    }
+
+    /// Prefixes in the Loc-RIB.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Distinct attribute sets held (interning effectiveness, for status and tests).
+    pub fn attribute_sets(&self) -> usize {
+        self.table.len()
+    }
+}
