@@ -501,6 +501,7 @@ fn merge_as4_path(path: &AsPath, as4: AsPath) -> AsPath {
         return path.clone();
     }
     let mut budget = len - len4;
+    let mut budget_used_in_sequence = false;
     let mut merged: Vec<AsSegment> = Vec::new();
     for seg in &path.segments {
         match seg.kind {
@@ -512,6 +513,7 @@ fn merge_as4_path(path: &AsPath, as4: AsPath) -> AsPath {
             }
             SegmentType::Sequence => {
                 let take = budget.min(seg.asns.len());
+                budget_used_in_sequence = take < seg.asns.len();
                 merged.push(AsSegment {
                     kind: SegmentType::Sequence,
                     asns: seg.asns[..take].to_vec(),
@@ -520,18 +522,21 @@ fn merge_as4_path(path: &AsPath, as4: AsPath) -> AsPath {
             }
         }
     }
-    for seg in as4.segments {
-        match merged.last_mut() {
-            Some(last)
-                if last.kind == SegmentType::Sequence
-                    && seg.kind == SegmentType::Sequence
-                    && last.asns.len() + seg.asns.len() <= 255 =>
-            {
-                last.asns.extend(seg.asns)
-            }
-            _ => merged.push(seg),
+    // Drop an empty remainder (budget ran out exactly at a segment boundary).
+    merged.retain(|s| !s.asns.is_empty());
+    let mut as4 = as4.segments.into_iter();
+    // Join the sequence cut from AS_PATH with the first AS4_PATH sequence: they were one.
+    if let (Some(last), Some(first)) = (merged.last_mut(), as4.as_slice().first()) {
+        if last.kind == SegmentType::Sequence
+            && first.kind == SegmentType::Sequence
+            && budget_used_in_sequence
+            && last.asns.len() + first.asns.len() <= 255
+        {
+            last.asns.extend_from_slice(&first.asns);
+            as4.next();
         }
     }
+    merged.extend(as4);
     AsPath { segments: merged }
 }
 
