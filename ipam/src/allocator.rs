@@ -184,6 +184,9 @@ pub struct Assignment {
     pub borrowed: bool,
 }
 
+/// A block from a listing: usable, or its prefix and what makes it unusable.
+pub(crate) type ListedBlock = Result<Versioned<AllocationBlock>, (IpNet, IpamError)>;
+
 /// Result of one attempt; `Retry` means a compare-and-swap was lost.
 enum Attempt<T> {
     Done(T),
@@ -291,9 +294,7 @@ impl<S: IpamStore> Allocator<S> {
     }
 
     /// All blocks, each either usable or the error that makes it unusable.
-    pub(crate) fn list_blocks(
-        &self,
-    ) -> Result<Vec<Result<Versioned<AllocationBlock>, (IpNet, IpamError)>>, IpamError> {
+    pub(crate) fn list_blocks(&self) -> Result<Vec<ListedBlock>, IpamError> {
         let mut out = Vec::new();
         for v in self.store.list(RecordKind::Block)? {
             match v.value {
@@ -665,7 +666,7 @@ impl<S: IpamStore> Allocator<S> {
         &self,
         pool: &IpPool,
         node: &str,
-        blocks: &[Result<Versioned<AllocationBlock>, (IpNet, IpamError)>],
+        blocks: &[ListedBlock],
     ) -> Result<Option<Versioned<AllocationBlock>>, IpamError> {
         let mut taken = TakenRanges::new(
             blocks

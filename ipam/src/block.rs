@@ -356,6 +356,7 @@ pub struct IpamHandle {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

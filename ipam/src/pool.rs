@@ -359,6 +359,7 @@ pub fn check_pool_overlaps(pools: &[IpPool]) -> Result<(), PoolValidationError> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

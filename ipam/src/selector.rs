@@ -67,9 +67,10 @@ impl<L: Labels + ?Sized> Labels for &L {
 }
 
 /// A parsed selector expression.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Selector {
     /// `all()`: matches everything.
+    #[default]
     All,
     /// `global()`: in Calico, matches non-namespaced resources; nodes are global, so it matches
     /// every label set here.
@@ -132,12 +133,6 @@ impl Selector {
             Selector::And(a, b) => a.matches(labels) && b.matches(labels),
             Selector::Or(a, b) => a.matches(labels) || b.matches(labels),
         }
-    }
-}
-
-impl Default for Selector {
-    fn default() -> Self {
-        Selector::All
     }
 }
 
@@ -410,6 +405,7 @@ impl Parser<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -1,4 +1,5 @@
 //! Claim / assign / release / borrow behaviour of the allocator over the in-memory store.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! address out of the ledger *before* releasing it, so a legitimate reuse can never look like a
 //! duplicate. At the end the ledger must equal the blocks' contents exactly, usage must add up
 //! and `check` must find nothing.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

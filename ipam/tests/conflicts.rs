@@ -1,6 +1,7 @@
 //! Lost compare-and-swap races: a store wrapper makes chosen writes fail exactly as a
 //! concurrent writer would (it really changes the record first, then answers `Conflict`), and
 //! the allocator must re-read, retry, and leave the records consistent.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Shared fixtures for the allocator tests.
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
