@@ -1048,3 +1048,59 @@ fn a_pending_attempt_is_retried_or_abandoned_when_the_peers_connection_ends() {
     assert_eq!(s.state(), State::Idle);
     assert!(s.connections().is_empty());
 }
+
+#[test]
+fn rebooted_peer_is_refused_until_hold_expiry_without_graceful_restart() {
+    let mut pair = Pair::new(a_config(), b_config());
+    pair.establish();
+    pair.reboot(Side::B);
+    let start = pair.a.log.len();
+    pair.input(Side::B, Input::AutomaticStart);
+    // A still believes in the old session: the new connection is a collision with an
+    // Established one and is refused.
+    assert!(codes(&pair.a.log[start..]).contains(&(6, 7)));
+    assert_eq!(pair.state(Side::A), State::Established);
+    assert_ne!(pair.state(Side::B), State::Established);
+    // A's hold timer ends the dead session; B's retries then get through.
+    pair.advance(Duration::from_secs(200));
+    assert!(codes(&pair.a.log[start..]).contains(&(4, 0)));
+    assert_eq!(pair.state(Side::A), State::Established);
+    assert_eq!(pair.state(Side::B), State::Established);
+}
+
+#[test]
+fn rebooted_graceful_restart_peer_replaces_its_old_session_at_once() {
+    let gr = bgp::fsm::GracefulRestartConfig {
+        restart_time: 120,
+        forwarding_preserved: true,
+    };
+    let mut a = a_config();
+    a.graceful_restart = Some(gr);
+    let mut b = b_config();
+    b.graceful_restart = Some(gr);
+    let mut pair = Pair::new(a, b);
+    pair.establish();
+    let gr_seen = pair
+        .a
+        .session
+        .negotiated()
+        .unwrap()
+        .graceful_restart
+        .clone();
+    assert_eq!(gr_seen.map(|g| g.restart_time), Some(120));
+    let old = pair.a.session.negotiated().unwrap().connection;
+    pair.reboot(Side::B);
+    let start = pair.a.log.len();
+    pair.input(Side::B, Input::AutomaticStart);
+    let outs = pair.a.log[start..].to_vec();
+    assert!(outs.contains(&Output::SessionDown(DownReason::PeerRestarted)));
+    assert!(outs.contains(&Output::Close(old)));
+    assert!(
+        notifications(&outs).is_empty(),
+        "no NOTIFICATION on a restart: {outs:?}"
+    );
+    assert_eq!(pair.state(Side::A), State::Established);
+    assert_eq!(pair.state(Side::B), State::Established);
+    assert_ne!(pair.a.session.negotiated().unwrap().connection, old);
+    assert_eq!(pair.a.session.counters().established_transitions, 2);
+}

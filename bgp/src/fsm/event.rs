@@ -338,6 +338,10 @@ pub enum DownReason {
     NotificationReceived(Notification),
     /// The TCP connection failed or was closed without a NOTIFICATION.
     ConnectionLost,
+    /// The peer, having negotiated Graceful Restart, connected anew while its old session
+    /// looked Established: it restarted (RFC 4724 §4.2), so the old session was closed
+    /// without a NOTIFICATION. Its routes are to be kept as stale, not withdrawn.
+    PeerRestarted,
 }
 
 impl DownReason {
@@ -348,6 +352,7 @@ impl DownReason {
                 format!("received NOTIFICATION: {}", n.describe())
             }
             DownReason::ConnectionLost => "connection lost".to_string(),
+            DownReason::PeerRestarted => "peer restarted (graceful restart)".to_string(),
         }
     }
 
@@ -355,7 +360,7 @@ impl DownReason {
     pub fn notification(&self) -> Option<&Notification> {
         match self {
             DownReason::NotificationSent(n) | DownReason::NotificationReceived(n) => Some(n),
-            DownReason::ConnectionLost => None,
+            DownReason::ConnectionLost | DownReason::PeerRestarted => None,
         }
     }
 }

@@ -16,7 +16,9 @@
 //! higher identifier survives; RFC 6286 §2.3 breaks a tie by AS number) and the loser gets
 //! Cease/7 "Connection Collision Resolution" (Event 23, OpenCollisionDump). An Established
 //! connection always wins: once a connection is Established every other one is closed with
-//! Cease/7, and new inbound connections are refused the same way. The peer's [`State`] is the
+//! Cease/7, and new inbound connections are refused the same way — unless Graceful Restart was
+//! negotiated, in which case a new connection means the peer restarted (RFC 4724 §4.2) and
+//! replaces the old session ([`DownReason::PeerRestarted`]). The peer's [`State`] is the
 //! most advanced of its connections' states, or Connect/Active/Idle when none has TCP up.
 //!
 //! # Restarts
@@ -306,7 +308,23 @@ impl Session {
                 self.stop_timer(Timer::IdleHold, out);
                 self.accept(now, id, out)
             }
-            // A collision with an Established connection closes the new one (RFC 4271 §6.8).
+            // A Graceful Restart peer connecting while its session looks Established has
+            // restarted (RFC 4724 §4.2, as BIRD does): the old session goes, the new one is
+            // taken instead of refused.
+            (State::Established, Event::TcpConnectionConfirmed(id))
+                if self.peer_restart_capable() =>
+            {
+                let old: Vec<ConnectionId> = self.connections.iter().map(|c| c.id).collect();
+                info!(new = %id, "graceful-restart peer reconnected: closing its old session");
+                for c in old {
+                    self.forget(c, out);
+                }
+                self.last_error = Some(DownReason::PeerRestarted);
+                self.session_down(now, DownReason::PeerRestarted, out);
+                self.accept(now, id, out)
+            }
+            // Otherwise a collision with an Established connection closes the new one
+            // (RFC 4271 §6.8).
             (State::Established, Event::TcpConnectionConfirmed(id)) => {
                 self.refuse(id, cease::CONNECTION_COLLISION_RESOLUTION, out)
             }
@@ -772,6 +790,15 @@ impl Session {
             }
             self.enter_idle(now, damp, out);
         }
+    }
+
+    /// Both sides advertised Graceful Restart on the Established session.
+    fn peer_restart_capable(&self) -> bool {
+        self.config.graceful_restart.is_some()
+            && self
+                .negotiated
+                .as_ref()
+                .is_some_and(|n| n.graceful_restart.is_some())
     }
 
     /// Whether some connection has TCP up and our OPEN sent.

@@ -123,6 +123,18 @@ impl Pair {
         inbound
     }
 
+    /// `side` reboots: a fresh session with the same configuration; its connections vanish
+    /// without the other side hearing about it (no FIN reached it).
+    pub fn reboot(&mut self, side: Side) {
+        let now = self.now;
+        let config = self.speaker(side).session.config().clone();
+        let sp = self.speaker(side);
+        sp.session = Session::new(config, now).unwrap();
+        sp.timers.clear();
+        self.links.clear();
+        self.queue.retain(|(s, _)| *s != side);
+    }
+
     /// Delivers raw bytes to `side` on its connection `id`, as its driver would read them.
     pub fn deliver_bytes(&mut self, side: Side, id: ConnectionId, bytes: &[u8]) {
         let ctx = self.speaker(side).session.decode_context(id);
