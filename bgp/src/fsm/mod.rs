@@ -36,6 +36,29 @@
 //! deadline so that an expiry which raced with a restart of the timer (a KEEPALIVE arriving
 //! just as the hold timer fires) is recognised as stale and ignored. A driver may instead
 //! poll [`Session::next_deadline`] and call [`Session::handle_timeouts`].
+//!
+//! # Driving a session
+//!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use std::time::Instant;
+//! use bgp::fsm::{Input, Output, Session, SessionConfig, State};
+//!
+//! let now = Instant::now();
+//! let config = SessionConfig::new(65001, Some(65002), Ipv4Addr::new(192, 0, 2, 1));
+//! let mut session = Session::new(config, now)?;
+//! for output in session.handle(now, Input::AutomaticStart) {
+//!     match output {
+//!         // Open a socket; feed Input::TcpConnected(id) or Input::TcpFailed(id).
+//!         Output::Connect(id) => println!("connect {id}"),
+//!         // Sleep until `at`, then feed Input::TimerExpired(timer).
+//!         Output::SetTimer { timer, at, .. } => println!("{timer:?} at {at:?}"),
+//!         _ => {}
+//!     }
+//! }
+//! assert_eq!(session.state(), State::Connect);
+//! # Ok::<(), bgp::fsm::ConfigError>(())
+//! ```
 
 mod config;
 mod event;
