@@ -20,7 +20,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -105,8 +105,13 @@ impl UserspaceIpip {
     /// Creates the TUN device `name` and the raw socket in the network namespace at `netns`
     /// (the caller's own namespace if `None`) and starts the two forwarding tasks on the
     /// current tokio runtime. The device is left down and unaddressed: the caller configures
-    /// it over rtnetlink like any other link.
+    /// it over rtnetlink like any other link. Fails (rather than panicking) outside a tokio
+    /// runtime.
     pub fn start(netns: Option<&Path>, name: &str) -> Result<Self, EncapError> {
+        tokio::runtime::Handle::try_current().map_err(|e| EncapError::Io {
+            operation: "start userspace IP-in-IP (needs a tokio runtime)",
+            source: std::io::Error::other(e),
+        })?;
         let owned_name = name.to_string();
         let create = move || -> Result<(File, Socket), EncapError> {
             let tun = open_tun(&owned_name).map_err(EncapError::io("create TUN device"))?;
@@ -174,7 +179,7 @@ async fn outbound(
         let n = match read_ready(&tun, &mut buf, |mut f: &File, b| f.read(b)).await {
             Ok(n) => n,
             Err(e) => {
-                io_error(&counters, "read from TUN device", &e).await;
+                read_error(&counters, "read from TUN device", &e).await;
                 continue;
             }
         };
@@ -195,7 +200,9 @@ async fn outbound(
             Ok(_) => {
                 counters.encapsulated.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => io_error(&counters, "send IP-in-IP packet", &e).await,
+            // E.g. EMSGSIZE for an inner packet too big for the underlay path: the packet is
+            // dropped like a router drops it; the next one must not wait.
+            Err(e) => write_error(&counters, "send IP-in-IP packet", node, &e),
         }
     }
 }
@@ -212,7 +219,7 @@ async fn inbound(
         let n = match read_ready(&raw, &mut buf, |mut s: &Socket, b| s.read(b)).await {
             Ok(n) => n,
             Err(e) => {
-                io_error(&counters, "receive IP-in-IP packet", &e).await;
+                read_error(&counters, "receive IP-in-IP packet", &e).await;
                 continue;
             }
         };
@@ -233,7 +240,7 @@ async fn inbound(
             Ok(_) => {
                 counters.decapsulated.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => io_error(&counters, "write to TUN device", &e).await,
+            Err(e) => write_error(&counters, "write to TUN device", from, &e),
         }
     }
 }
@@ -248,12 +255,18 @@ async fn read_ready<T: AsRawFd>(
         .await
 }
 
-/// Counts and logs an I/O error, then pauses briefly so a persistently failing fd (device
+/// Counts and logs a failed read, then pauses briefly so a persistently failing fd (device
 /// deleted under us) cannot spin a core.
-async fn io_error(counters: &Counters, what: &'static str, e: &std::io::Error) {
+async fn read_error(counters: &Counters, what: &'static str, e: &std::io::Error) {
     counters.io_errors.fetch_add(1, Ordering::Relaxed);
     warn!(error = %e, "{what} failed");
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// Counts and logs (at debug: one per packet could flood the log) a packet the kernel refused.
+fn write_error(counters: &Counters, what: &'static str, peer: Ipv4Addr, e: &std::io::Error) {
+    counters.io_errors.fetch_add(1, Ordering::Relaxed);
+    debug!(error = %e, %peer, "{what} failed");
 }
 
 /// Types that own their file descriptor: it stays open, and `as_raw_fd` returns the same one,
@@ -304,7 +317,6 @@ fn open_tun(name: &str) -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     #[test]
     fn bad_tun_names_are_rejected_before_any_syscall() {
@@ -312,6 +324,12 @@ mod tests {
             let err = open_tun(name).unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{name:?}");
         }
+    }
+
+    #[test]
+    fn start_outside_a_runtime_is_an_error() {
+        let err = UserspaceIpip::start(None, "tunl0").unwrap_err();
+        assert!(matches!(err, EncapError::Io { .. }), "{err}");
     }
 
     #[test]
