@@ -11,6 +11,8 @@
 //! The crate is split the house way:
 //! - [`mode`]: the pure decision (mode × this node × remote node -> [`Encapsulation`]) and the
 //!   next hop a route towards a remote block must use ([`NextHop`]).
+//! - [`overlay`]: the pure whole-node plan ([`plan_overlay`]): from every remote node and its
+//!   blocks to the routes, remote VTEPs and IP-in-IP nodes this node must program.
 //! - [`mtu`]: tunnel and workload MTUs derived from the parent (underlay) link MTU.
 //! - [`vxlan`]: the `vxlan.calico` device and its per-remote-node neighbour and FDB entries, as
 //!   a pure diff ([`vxlan::VtepChanges`]) applied by a thin rtnetlink driver.
@@ -32,10 +34,12 @@ mod link;
 pub mod mode;
 pub mod mtu;
 pub mod netns;
+pub mod overlay;
 pub mod vxlan;
 
 pub use error::EncapError;
-pub use ipip::{IpipConfig, IpipDataPath, RemoteNode, UserspaceIpip};
+pub use ipip::{IpipConfig, IpipCounters, IpipDataPath, RemoteNode, UserspaceIpip};
 pub use link::link_mtu;
 pub use mode::{encapsulation, EncapMode, Encapsulation, NextHop, PoolEncap};
-pub use vxlan::{RemoteVtep, VxlanConfig, VxlanDevice};
+pub use overlay::{plan_overlay, ClusterNode, OverlayPlan, UnroutableBlock};
+pub use vxlan::{RemoteVtep, VtepChanges, VxlanConfig, VxlanDevice};

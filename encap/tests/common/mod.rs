@@ -7,8 +7,8 @@
 //! Underlay: nodes on subnet 1 share one L2 segment `192.168.10.0/24` (node n = .n, router
 //! .254); nodes on subnet 2 sit behind the router namespace on `192.168.20.0/24`.
 //!
-//! [`Node::program`] plays the agent: it decides the encapsulation towards every other node
-//! with `encap::encapsulation`, sets up the tunnel devices, and installs the routes Calico
+//! [`Cluster::program`] plays the agent: it plans the overlay towards every other node with
+//! `encap::plan_overlay`, sets up the tunnel devices, and installs the routes Calico
 //! would (own block blackholed, pod /32 scope link, remote blocks per the decision) through
 //! the fib crate's `NetlinkFib`.
 
@@ -19,10 +19,7 @@ use std::time::Duration;
 
 use encap::ipip::IpipConfig;
 use encap::vxlan::vtep_mac;
-use encap::{
-    encapsulation, Encapsulation, IpipDataPath, PoolEncap, RemoteNode, RemoteVtep, VxlanConfig,
-    VxlanDevice,
-};
+use encap::{plan_overlay, ClusterNode, IpipDataPath, PoolEncap, VxlanConfig, VxlanDevice};
 use ipnet::{IpNet, Ipv4Net};
 use lab::Netns;
 
@@ -176,9 +173,22 @@ impl Cluster {
         }
     }
 
-    /// Plays the agent on node `i` (0-based) for an IP pool with `pool`'s encapsulation.
+    /// Plays the agent on node `i` (0-based) for an IP pool with `pool`'s encapsulation: plans
+    /// the overlay with `encap::plan_overlay`, sets up the tunnel devices the plan needs and
+    /// installs the routes.
     pub async fn program(&mut self, i: usize, pool: PoolEncap) {
         let me = &self.nodes[i];
+        let cluster: Vec<ClusterNode> = self
+            .nodes
+            .iter()
+            .map(|n| ClusterNode {
+                node_ip: IpAddr::V4(n.ip),
+                vtep: Some((IpAddr::V4(n.tunnel_ip()), vtep_mac(IpAddr::V4(n.ip)))),
+                blocks: vec![(IpNet::V4(n.block()), pool)],
+            })
+            .collect();
+        let plan = plan_overlay(me.registered, &cluster);
+        assert!(plan.unroutable.is_empty(), "{:?}", plan.unroutable);
         let mut routes = vec![
             fib::Route::blackhole(IpNet::V4(me.block())),
             fib::Route::via(
@@ -186,54 +196,32 @@ impl Cluster {
                 fib::NextHop::dev("cali0"),
             ),
         ];
-        let mut vteps = Vec::new();
-        let mut ipip_nodes = Vec::new();
-        let mut decided = Vec::new();
-        for other in self.nodes.iter().filter(|o| o.n != me.n) {
-            let how = encapsulation(pool, me.registered, IpAddr::V4(other.ip)).unwrap();
-            decided.push((other.n, how));
-            match how {
-                Encapsulation::Vxlan => vteps.push(RemoteVtep {
-                    node_ip: IpAddr::V4(other.ip),
-                    tunnel_ip: IpAddr::V4(other.tunnel_ip()),
-                    mac: vtep_mac(IpAddr::V4(other.ip)),
-                }),
-                Encapsulation::IpIp => ipip_nodes.push(RemoteNode {
-                    node_ip: other.ip,
-                    blocks: vec![other.block()],
-                }),
-                Encapsulation::None => {}
-            }
-            let hop = how
-                .next_hop(IpAddr::V4(other.ip), Some(IpAddr::V4(other.tunnel_ip())))
-                .unwrap();
-            routes.push(hop.route_to(IpNet::V4(other.block())));
-        }
+        routes.extend(plan.routes.iter().cloned());
         let handle = me.handle().clone();
         let mut vxlan = None;
         let mut ipip = None;
-        if !vteps.is_empty() {
+        if plan.needs_vxlan() {
             let mut cfg = VxlanConfig::new("eth0", IpAddr::V4(me.ip));
             cfg.mac = Some(vtep_mac(IpAddr::V4(me.ip)));
             cfg.tunnel_address = Some(IpAddr::V4(me.tunnel_ip()));
             let dev = VxlanDevice::ensure(handle.clone(), &cfg).await.unwrap();
-            dev.set_remote_vteps(vteps).await.unwrap();
+            dev.set_remote_vteps(plan.vteps.clone()).await.unwrap();
             vxlan = Some(dev);
         }
-        if !ipip_nodes.is_empty() {
+        if plan.needs_ipip() {
             let mut cfg = IpipConfig::new("eth0");
             cfg.tunnel_address = Some(me.tunnel_ip());
             let dp = IpipDataPath::start(&handle, Some(&me.ns.path()), &cfg)
                 .await
                 .unwrap();
-            dp.set_remote_nodes(&ipip_nodes);
+            dp.set_remote_nodes(&plan.ipip_nodes);
             ipip = Some(dp);
         }
         install_routes(&me.ns, &routes);
+        eprintln!("node {} routes: {:?}", me.n, plan.routes);
         let me = &mut self.nodes[i];
         me.vxlan = vxlan;
         me.ipip = ipip;
-        eprintln!("node {} decisions: {decided:?}", me.n);
     }
 
     /// Whether the pod of node `from` can ping the pod of node `to` (0-based indices).
