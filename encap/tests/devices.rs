@@ -165,3 +165,53 @@ async fn ipip_device_follows_parent_and_goes_with_the_data_path() {
         .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vxlan_over_ipv6_underlay() {
+    lab::require(&["ip", "bridge"]);
+    let ns = node_with_jumbo_parent("envx6");
+    ns.ip(&["addr", "add", "fd00:30::1/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    let handle = encap::netns::rtnetlink_handle(&ns.path()).unwrap();
+    let local: IpAddr = "fd00:30::1".parse().unwrap();
+    let mut cfg = VxlanConfig::new("eth0", local);
+    cfg.mac = Some(vtep_mac(local));
+    cfg.tunnel_address = Some("fd10:244:9::".parse().unwrap());
+
+    let dev = VxlanDevice::ensure(handle.clone(), &cfg).await.unwrap();
+    assert_eq!(dev.name(), "vxlan-v6.calico");
+    assert_eq!(dev.mtu(), 8930, "parent 9000 - 70 over IPv6");
+    let details = show(&ns, &["-d", "link", "show", "vxlan-v6.calico"]);
+    assert!(details.contains("local fd00:30::1"), "{details}");
+    let addrs = show(&ns, &["-6", "addr", "show", "dev", "vxlan-v6.calico"]);
+    assert!(addrs.contains("fd10:244:9::/128"), "{addrs}");
+    // Idempotent over IPv6 too (the local6 attribute is compared, not just local).
+    assert_eq!(
+        VxlanDevice::ensure(handle.clone(), &cfg)
+            .await
+            .unwrap()
+            .index(),
+        dev.index()
+    );
+
+    let remote = RemoteVtep {
+        node_ip: "fd00:30::2".parse().unwrap(),
+        tunnel_ip: "fd10:244:2::".parse().unwrap(),
+        mac: vtep_mac("fd00:30::2".parse().unwrap()),
+    };
+    dev.set_remote_vteps(vec![remote]).await.unwrap();
+    let (neigh, fdb) = dev.current_entries().await.unwrap();
+    assert_eq!(neigh.len(), 1);
+    assert_eq!(neigh[0].ip, remote.tunnel_ip);
+    assert_eq!(
+        fdb.len(),
+        1,
+        "16-byte NDA_DST of the FDB entry is read back"
+    );
+    assert_eq!(fdb[0].dst, remote.node_ip);
+    assert!(dev.set_remote_vteps(vec![remote]).await.unwrap().is_empty());
+    let gone = dev.set_remote_vteps(Vec::new()).await.unwrap();
+    assert_eq!((gone.del_neighbours.len(), gone.del_fdb.len()), (1, 1));
+    let (neigh, fdb) = dev.current_entries().await.unwrap();
+    assert!(neigh.is_empty() && fdb.is_empty());
+}
