@@ -108,7 +108,7 @@ impl MemoryFib {
             .map(|(_, (_, r))| r.clone())
     }
 
-    fn ours(&self, st: &FibState) -> BTreeMap<RouteKey, Option<Route>> {
+    fn ours(&self, st: &FibState) -> HashMap<RouteKey, Option<Route>> {
         st.routes
             .iter()
             .filter(|(_, (p, _))| *p == self.protocol)
@@ -208,7 +208,12 @@ impl RouteTable for MemoryFib {
 
     fn installed(&mut self) -> Result<Vec<Route>, FibError> {
         let st = self.state();
-        Ok(self.ours(&st).into_values().flatten().collect())
+        Ok(st
+            .routes
+            .values()
+            .filter(|(p, _)| *p == self.protocol)
+            .map(|(_, r)| r.clone())
+            .collect())
     }
 
     fn desired(&self) -> Vec<Route> {

@@ -289,8 +289,15 @@ impl Route {
         match (&self.kind, &actual.kind) {
             (RouteKind::Blackhole, RouteKind::Blackhole) => true,
             (RouteKind::Unicast(want), RouteKind::Unicast(have)) => {
-                if want.len() != have.len() {
-                    return false;
+                let leg_ok = |w: &NextHop, h: &NextHop| {
+                    w.gateway == h.gateway
+                        && w.onlink == h.onlink
+                        && (w.device.is_none() || w.device == h.device)
+                };
+                match (want.as_slice(), have.as_slice()) {
+                    ([w], [h]) => return leg_ok(w, h),
+                    _ if want.len() != have.len() => return false,
+                    _ => {}
                 }
                 let mut used = vec![false; have.len()];
                 // Exact device matches first, so a wildcard leg cannot steal a leg that a
@@ -298,12 +305,10 @@ impl Route {
                 let mut order: Vec<&NextHop> = want.iter().collect();
                 order.sort_by_key(|nh| nh.device.is_none());
                 order.into_iter().all(|w| {
-                    let found = have.iter().enumerate().position(|(i, h)| {
-                        !used[i]
-                            && w.gateway == h.gateway
-                            && w.onlink == h.onlink
-                            && (w.device.is_none() || w.device == h.device)
-                    });
+                    let found = have
+                        .iter()
+                        .enumerate()
+                        .position(|(i, h)| !used[i] && leg_ok(w, h));
                     found.map(|i| used[i] = true).is_some()
                 })
             }

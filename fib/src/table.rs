@@ -6,7 +6,7 @@
 //! which routes to replace and which to delete. Everything else in the FIB (kernel connected
 //! routes, `proto static`, BIRD's routes) is invisible to the diff and therefore never touched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{FibError, RouteError};
 use crate::route::{Route, RouteKey};
@@ -97,7 +97,7 @@ pub struct RouteDiff {
 /// is ignored and a desired next hop without a device accepts the kernel's choice.
 pub fn diff(
     desired: &BTreeMap<RouteKey, Route>,
-    actual: &BTreeMap<RouteKey, Option<Route>>,
+    actual: &HashMap<RouteKey, Option<Route>>,
 ) -> RouteDiff {
     let mut d = RouteDiff::default();
     for (key, want) in desired {
@@ -112,6 +112,8 @@ pub fn diff(
         .filter(|k| !desired.contains_key(k))
         .copied()
         .collect();
+    // Deterministic order (the FIB's listing is a hash map): tests and logs stay stable.
+    d.delete.sort_unstable();
     d
 }
 
@@ -136,7 +138,7 @@ mod tests {
         .into_iter()
         .map(|r| (r.key(), r))
         .collect();
-        let actual: BTreeMap<_, _> = [
+        let actual: HashMap<_, _> = [
             r("10.65.1.0/26", "10.0.0.1"),  // same
             r("10.65.2.0/26", "10.0.0.99"), // changed
             r("10.65.4.0/26", "10.0.0.4"),  // stale

@@ -108,9 +108,11 @@ impl NetlinkFib {
 
     /// Re-reads the interface names of the namespace.
     fn refresh_links(&mut self) -> Result<(), FibError> {
-        let answers = self
-            .rtnl
-            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), "link")?;
+        let answers = self.rtnl.dump(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            "link",
+            |_| true,
+        )?;
         self.links = answers
             .into_iter()
             .filter_map(|m| match m {
@@ -146,11 +148,14 @@ impl NetlinkFib {
     }
 
     /// Our routes in the kernel, by key (`None` for shapes we do not model).
-    fn dump_ours(&mut self) -> Result<BTreeMap<RouteKey, Option<Route>>, FibError> {
-        let mut out = BTreeMap::new();
+    fn dump_ours(&mut self) -> Result<HashMap<RouteKey, Option<Route>>, FibError> {
+        let mut out = HashMap::new();
         for v6 in [false, true] {
             let request = RouteNetlinkMessage::GetRoute(codec::dump_message(v6));
-            for m in self.rtnl.dump(request, "route")? {
+            let protocol = self.config.protocol;
+            // struct rtmsg follows the 16-byte nlmsghdr; rtm_protocol is its byte 5.
+            let ours = |raw: &[u8]| raw.get(16 + 5) == Some(&protocol);
+            for m in self.rtnl.dump(request, "route", ours)? {
                 if let RouteNetlinkMessage::NewRoute(msg) = m {
                     if let Some((key, route)) = codec::parse_route(&msg, self.config.protocol) {
                         out.insert(key, route);
@@ -183,39 +188,60 @@ impl NetlinkFib {
     }
 
     /// Sends the writes, retrying transient refusals, and tallies them into `report`.
-    fn program(
-        &mut self,
-        mut writes: Vec<(Write, Request)>,
-        report: &mut ApplyReport,
-    ) -> Result<(), FibError> {
+    fn program(&mut self, mut batch: Batch, report: &mut ApplyReport) -> Result<(), FibError> {
         let mut attempt = 0;
-        while !writes.is_empty() {
-            let requests: Vec<Request> = writes.iter().map(|(_, r)| r.clone()).collect();
-            let results = self.rtnl.execute(&requests, self.config.batch_size)?;
-            let mut again = Vec::new();
-            for ((write, request), result) in writes.into_iter().zip(results) {
+        while !batch.writes.is_empty() {
+            let results = self.rtnl.execute(&batch.requests, self.config.batch_size)?;
+            let mut again = Batch::default();
+            let pairs = batch.writes.into_iter().zip(batch.requests);
+            for ((write, request), result) in pairs.zip(results) {
                 match (write.op, result) {
                     (RouteOp::Delete, None | Some(Errno::ESRCH)) => report.deleted += 1,
                     (RouteOp::Replace, None) if write.was_present => report.changed += 1,
                     (RouteOp::Replace, None) => report.added += 1,
                     (_, Some(e)) if is_transient(e) && attempt < self.config.retries => {
-                        again.push((write, request));
+                        again.push(write, request);
                     }
                     (op, Some(errno)) => {
                         tracing::warn!(%op, key = %write.key, %errno, "kernel refused route");
+                        let route = write
+                            .route
+                            .or_else(|| self.desired.get(&write.key).cloned());
                         report.failed.push(RouteError {
                             op,
                             key: write.key,
-                            route: write.route,
+                            route,
                             failure: RouteFailure::Kernel(errno),
                         });
                     }
                 }
             }
             attempt += 1;
-            writes = again;
+            batch = again;
         }
         Ok(())
+    }
+}
+
+/// Writes and their requests, index-aligned (kept apart so the requests can be sent as one
+/// slice without copying).
+#[derive(Default)]
+struct Batch {
+    writes: Vec<Write>,
+    requests: Vec<Request>,
+}
+
+impl Batch {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            writes: Vec::with_capacity(n),
+            requests: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, write: Write, request: Request) {
+        self.writes.push(write);
+        self.requests.push(request);
     }
 }
 
@@ -230,6 +256,7 @@ impl RouteTable for NetlinkFib {
     }
 
     fn reconcile(&mut self) -> Result<ApplyReport, FibError> {
+        let started = std::time::Instant::now();
         self.refresh_links()?;
         let mut report = ApplyReport::default();
         let mut resolved = BTreeMap::new();
@@ -256,9 +283,11 @@ impl RouteTable for NetlinkFib {
         for key in &unresolvable {
             actual.remove(key);
         }
+        let dumped = started.elapsed();
         let d = diff(&resolved, &actual);
+        let diffed = started.elapsed();
         report.unchanged = d.unchanged;
-        let mut writes = Vec::with_capacity(d.add.len() + d.change.len() + d.delete.len());
+        let mut writes = Batch::with_capacity(d.add.len() + d.change.len() + d.delete.len());
         for key in d.delete {
             let request = self.delete_request(&key);
             let route = actual.get(&key).cloned().flatten();
@@ -268,26 +297,27 @@ impl RouteTable for NetlinkFib {
                 route,
                 was_present: true,
             };
-            writes.push((write, request));
+            writes.push(write, request);
         }
         for (routes, was_present) in [(d.add, false), (d.change, true)] {
             for r in routes {
                 let key = r.key();
-                let original = self.desired.get(&key).cloned();
                 match self.replace_request(&r) {
-                    Ok(request) => writes.push((
+                    // The caller's form of the route (device names) is looked up only if the
+                    // kernel refuses it.
+                    Ok(request) => writes.push(
                         Write {
                             op: RouteOp::Replace,
                             key,
-                            route: original,
+                            route: None,
                             was_present,
                         },
                         request,
-                    )),
+                    ),
                     Err(failure) => report.failed.push(RouteError {
                         op: RouteOp::Replace,
                         key,
-                        route: original,
+                        route: self.desired.get(&key).cloned(),
                         failure,
                     }),
                 }
@@ -300,6 +330,9 @@ impl RouteTable for NetlinkFib {
             deleted = report.deleted,
             unchanged = report.unchanged,
             failed = report.failed.len(),
+            dump_ms = dumped.as_millis() as u64,
+            diff_ms = (diffed - dumped).as_millis() as u64,
+            write_ms = (started.elapsed() - diffed).as_millis() as u64,
             "reconciled kernel FIB"
         );
         Ok(report)
@@ -315,7 +348,7 @@ impl RouteTable for NetlinkFib {
         if needs_refresh {
             self.refresh_links()?;
         }
-        let mut writes = Vec::with_capacity(routes.len());
+        let mut writes = Batch::with_capacity(routes.len());
         for route in routes {
             let key = route.key();
             self.desired.insert(key, route.clone());
@@ -323,7 +356,7 @@ impl RouteTable for NetlinkFib {
                 .resolve(&route)
                 .and_then(|resolved| self.replace_request(&resolved))
             {
-                Ok(request) => writes.push((
+                Ok(request) => writes.push(
                     Write {
                         op: RouteOp::Replace,
                         key,
@@ -331,7 +364,7 @@ impl RouteTable for NetlinkFib {
                         was_present: false,
                     },
                     request,
-                )),
+                ),
                 Err(failure) => report.failed.push(RouteError {
                     op: RouteOp::Replace,
                     key,
@@ -346,21 +379,19 @@ impl RouteTable for NetlinkFib {
 
     fn delete(&mut self, keys: Vec<RouteKey>) -> Result<ApplyReport, FibError> {
         let mut report = ApplyReport::default();
-        let writes = keys
-            .into_iter()
-            .map(|k| {
-                let key = RouteKey::new(k.table, k.destination);
-                let route = self.desired.remove(&key);
-                let request = self.delete_request(&key);
-                let write = Write {
-                    op: RouteOp::Delete,
-                    key,
-                    route,
-                    was_present: true,
-                };
-                (write, request)
-            })
-            .collect();
+        let mut writes = Batch::with_capacity(keys.len());
+        for k in keys {
+            let key = RouteKey::new(k.table, k.destination);
+            let route = self.desired.remove(&key);
+            let request = self.delete_request(&key);
+            let write = Write {
+                op: RouteOp::Delete,
+                key,
+                route,
+                was_present: true,
+            };
+            writes.push(write, request);
+        }
         self.program(writes, &mut report)?;
         Ok(report)
     }

@@ -26,8 +26,8 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 use rtnetlink::packet_core::{
-    Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK,
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLMSG_DONE,
+    NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
@@ -286,11 +286,14 @@ impl Rtnl {
         }
     }
 
-    /// Dumps `request` (RTM_GETROUTE / RTM_GETLINK) and returns every answer body.
+    /// Dumps `request` (RTM_GETROUTE / RTM_GETLINK) and returns the answer bodies that
+    /// `keep` accepts. `keep` sees the raw message (header included) before it is decoded, so
+    /// uninteresting entries — other protocols' routes — cost no decoding.
     pub(crate) fn dump(
         &mut self,
         request: RouteNetlinkMessage,
         what: &'static str,
+        keep: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<RouteNetlinkMessage>, FibError> {
         for _ in 0..DUMP_RETRIES {
             self.tx.clear();
@@ -301,29 +304,48 @@ impl Rtnl {
             'recv: loop {
                 let n = self.recv().map_err(sock_err("recv dump"))?;
                 let mut off = 0;
-                while off < n {
-                    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.rx[off..n])
-                        .map_err(|e| FibError::Decode(e.to_string()))?;
-                    let len = msg.header.length as usize;
-                    if len == 0 {
-                        return Err(FibError::Decode("zero-length netlink message".into()));
+                while off + NETLINK_HEADER_LEN <= n {
+                    let raw = &self.rx[off..n];
+                    let word = |at: usize| {
+                        u32::from_ne_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]])
+                    };
+                    let len = word(0) as usize;
+                    let kind = u16::from_ne_bytes([raw[4], raw[5]]);
+                    let flags = u16::from_ne_bytes([raw[6], raw[7]]);
+                    let msg_seq = word(8);
+                    if len < NETLINK_HEADER_LEN || len > raw.len() {
+                        return Err(FibError::Decode(format!(
+                            "netlink message length {len} out of bounds ({} left)",
+                            raw.len()
+                        )));
                     }
+                    let raw = &raw[..len];
                     off += (len + 3) & !3;
-                    if msg.header.sequence_number != seq {
+                    if msg_seq != seq {
                         continue;
                     }
-                    interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
-                    match msg.payload {
-                        NetlinkPayload::Done(_) => break 'recv,
-                        NetlinkPayload::Error(e) => {
-                            if let Some(code) = e.code {
-                                return Err(FibError::Dump {
-                                    what,
-                                    errno: Errno::from_raw(code.get().abs()),
-                                });
+                    interrupted |= flags & NLM_F_DUMP_INTR != 0;
+                    match kind {
+                        NLMSG_DONE => break 'recv,
+                        NLMSG_ERROR => {
+                            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw)
+                                .map_err(|e| FibError::Decode(e.to_string()))?;
+                            if let NetlinkPayload::Error(e) = msg.payload {
+                                if let Some(code) = e.code {
+                                    return Err(FibError::Dump {
+                                        what,
+                                        errno: Errno::from_raw(code.get().abs()),
+                                    });
+                                }
                             }
                         }
-                        NetlinkPayload::InnerMessage(m) => out.push(m),
+                        _ if keep(raw) => {
+                            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw)
+                                .map_err(|e| FibError::Decode(e.to_string()))?;
+                            if let NetlinkPayload::InnerMessage(m) = msg.payload {
+                                out.push(m);
+                            }
+                        }
                         _ => {}
                     }
                 }
