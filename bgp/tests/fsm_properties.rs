@@ -208,6 +208,16 @@ proptest! {
                 prop_assert_eq!(state, State::Idle);
                 prop_assert!(s.next_deadline().is_none());
             }
+            // A NOTIFICATION is sent before its connection is closed, never after: once a
+            // batch closes a connection it sends nothing more on it.
+            for (i, o) in outs.iter().enumerate() {
+                if let Output::Close(c) = o {
+                    prop_assert!(
+                        !outs[i..].iter().any(|later| matches!(later, Output::Send(k, _) if k == c)),
+                        "Send on {} after its Close", c
+                    );
+                }
+            }
             // Every message goes to a connection that exists or has just been closed.
             for o in &outs {
                 if let Output::Send(c, _) = o {
