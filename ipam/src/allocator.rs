@@ -321,6 +321,12 @@ impl<S: IpamStore> Allocator<S> {
                 }
             }
         }
+        // Address order, whatever order the store lists names in ("10-0-0-16-29" sorts
+        // before "10-0-0-8-29" as text): borrowing and reports are then deterministic.
+        out.sort_by_key(|b| match b {
+            Ok(b) => b.value.cidr,
+            Err((cidr, _)) => *cidr,
+        });
         Ok(out)
     }
 
@@ -576,7 +582,7 @@ impl<S: IpamStore> Allocator<S> {
         let in_eligible = |c: &IpNet| eligible.iter().any(|p| p.contains_block(c));
         // 1. Blocks the node already owns.
         let mut tried = Vec::new();
-        for b in self.node_blocks(&req.node)? {
+        for b in self.node_blocks(&req.node, false)? {
             if !in_eligible(&b.value.cidr) {
                 continue;
             }
@@ -587,9 +593,9 @@ impl<S: IpamStore> Allocator<S> {
             return self.assign_in_block(b, req, attrs, lowest, false);
         }
         // 2. A new block.
-        let blocks = self.list_blocks()?;
+        let taken = self.store.list_block_cidrs()?;
         for pool in eligible {
-            if let Some(b) = self.claim_block(pool, &req.node, &blocks)? {
+            if let Some(b) = self.claim_block(pool, &req.node, &taken)? {
                 return self.assign_in_block(b, req, attrs, lowest, false);
             }
         }
@@ -597,7 +603,7 @@ impl<S: IpamStore> Allocator<S> {
         if self.config.strict_affinity {
             return Ok(Attempt::Done(None));
         }
-        for b in blocks.into_iter().flatten() {
+        for b in self.list_blocks()?.into_iter().flatten() {
             if tried.contains(&b.value.cidr) || !in_eligible(&b.value.cidr) || b.value.free() == 0 {
                 continue;
             }
@@ -607,12 +613,18 @@ impl<S: IpamStore> Allocator<S> {
         Ok(Attempt::Done(None))
     }
 
-    /// Blocks affine to `node` according to its affinity records (claimed or being claimed,
-    /// not being released) and to the blocks themselves.
-    fn node_blocks(&self, node: &str) -> Result<Vec<Versioned<AllocationBlock>>, IpamError> {
+    /// Blocks affine to `node` according to its affinity records and to the blocks
+    /// themselves; blocks being released only with `include_releasing`.
+    fn node_blocks(
+        &self,
+        node: &str,
+        include_releasing: bool,
+    ) -> Result<Vec<Versioned<AllocationBlock>>, IpamError> {
         let mut out = Vec::new();
         for a in self.list_affinities()? {
-            if a.value.node != node || a.value.state == AffinityState::PendingDeletion {
+            if a.value.node != node
+                || (a.value.state == AffinityState::PendingDeletion && !include_releasing)
+            {
                 continue;
             }
             match self.get_block(&a.value.cidr) {
@@ -666,17 +678,9 @@ impl<S: IpamStore> Allocator<S> {
         &self,
         pool: &IpPool,
         node: &str,
-        blocks: &[ListedBlock],
+        blocks: &[IpNet],
     ) -> Result<Option<Versioned<AllocationBlock>>, IpamError> {
-        let mut taken = TakenRanges::new(
-            blocks
-                .iter()
-                .map(|b| match b {
-                    Ok(b) => block_range(&b.value.cidr),
-                    Err((cidr, _)) => block_range(cidr),
-                })
-                .collect(),
-        );
+        let mut taken = TakenRanges::new(blocks.iter().map(block_range).collect());
         let pool_net = pool.cidr();
         let (pool_start, pool_end) = block_range(&pool_net);
         let host_bits = u32::from(pool_net.max_prefix_len() - pool.block_size());
@@ -983,16 +987,15 @@ impl<S: IpamStore> Allocator<S> {
 
     /// Blocks affine to `node`: the prefixes it originates (as aggregate routes to itself and
     /// blackholes for the unassigned rest).
+    ///
+    /// Found through the node's affinity records, as Calico does, so the cost does not grow
+    /// with the number of blocks in the cluster.
     pub fn affine_blocks(&self, node: &str) -> Result<Vec<IpNet>, IpamError> {
-        let mut out: Vec<IpNet> = self
-            .list_blocks()?
+        Ok(self
+            .node_blocks(node, true)?
             .into_iter()
-            .flatten()
-            .filter(|b| b.value.affine_node() == Some(node))
             .map(|b| b.value.cidr)
-            .collect();
-        out.sort();
-        Ok(out)
+            .collect())
     }
 
     /// Addresses used on `node` from blocks it does not own: each needs a host route from

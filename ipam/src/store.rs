@@ -10,7 +10,9 @@
 //!
 //! [`MemoryStore`] is a thread-safe in-memory implementation for tests and simulations.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use ipnet::IpNet;
 use std::fmt;
 use std::sync::Mutex;
 
@@ -130,6 +132,20 @@ pub trait IpamStore: Send + Sync {
     /// Deletes a record if its current revision is `expected`; [`StoreError::Conflict`]
     /// otherwise, [`StoreError::NotFound`] if it is gone.
     fn delete(&self, kind: RecordKind, name: &str, expected: &Revision) -> Result<(), StoreError>;
+
+    /// The prefixes of all stored blocks: what a claimer needs to find a free block. The
+    /// default reads every block; a store that can answer without decoding whole blocks
+    /// (from record names or an index) should override it, as claims call it often.
+    fn list_block_cidrs(&self) -> Result<Vec<IpNet>, StoreError> {
+        Ok(self
+            .list(RecordKind::Block)?
+            .into_iter()
+            .filter_map(|v| match v.value {
+                Record::Block(b) => Some(b.cidr),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 impl<S: IpamStore + ?Sized> IpamStore for &S {
@@ -147,6 +163,9 @@ impl<S: IpamStore + ?Sized> IpamStore for &S {
     }
     fn delete(&self, kind: RecordKind, name: &str, expected: &Revision) -> Result<(), StoreError> {
         (**self).delete(kind, name, expected)
+    }
+    fn list_block_cidrs(&self) -> Result<Vec<IpNet>, StoreError> {
+        (**self).list_block_cidrs()
     }
 }
 
@@ -166,16 +185,20 @@ impl<S: IpamStore + ?Sized> IpamStore for std::sync::Arc<S> {
     fn delete(&self, kind: RecordKind, name: &str, expected: &Revision) -> Result<(), StoreError> {
         (**self).delete(kind, name, expected)
     }
+    fn list_block_cidrs(&self) -> Result<Vec<IpNet>, StoreError> {
+        (**self).list_block_cidrs()
+    }
 }
 
 #[derive(Debug, Default)]
 struct MemoryState {
     next_revision: u64,
-    records: HashMap<(RecordKind, String), (u64, Record)>,
+    /// One map per kind, ordered by name (a listing is then a plain in-order walk).
+    records: HashMap<RecordKind, BTreeMap<String, (u64, Record)>>,
 }
 
-/// In-memory [`IpamStore`]: one mutex around a map, revisions from a global counter (like
-/// etcd's). Cheap enough to simulate a thousand-node cluster in one process.
+/// In-memory [`IpamStore`]: one mutex around per-kind maps, revisions from a global counter
+/// (like etcd's). Cheap enough to simulate a thousand-node cluster in one process.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<MemoryState>,
@@ -187,17 +210,15 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryState>, StoreError> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         // A panic in another thread while holding the lock cannot leave a half-written record
         // (every mutation is a single map operation), so a poisoned lock is still consistent.
-        Ok(self.state.lock().unwrap_or_else(|p| p.into_inner()))
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Number of stored records of a kind.
     pub fn count(&self, kind: RecordKind) -> usize {
-        self.lock()
-            .map(|s| s.records.keys().filter(|(k, _)| *k == kind).count())
-            .unwrap_or(0)
+        self.lock().records.get(&kind).map_or(0, BTreeMap::len)
     }
 }
 
@@ -205,66 +226,66 @@ fn parse_revision(r: &Revision) -> Option<u64> {
     r.0.parse().ok()
 }
 
+fn versioned(rev: u64, rec: &Record) -> Versioned<Record> {
+    Versioned {
+        revision: Revision(rev.to_string()),
+        value: rec.clone(),
+    }
+}
+
 impl IpamStore for MemoryStore {
     fn get(&self, kind: RecordKind, name: &str) -> Result<Option<Versioned<Record>>, StoreError> {
-        let s = self.lock()?;
+        let s = self.lock();
         Ok(s.records
-            .get(&(kind, name.to_string()))
-            .map(|(rev, rec)| Versioned {
-                revision: Revision(rev.to_string()),
-                value: rec.clone(),
-            }))
+            .get(&kind)
+            .and_then(|m| m.get(name))
+            .map(|(rev, rec)| versioned(*rev, rec)))
     }
 
     fn list(&self, kind: RecordKind) -> Result<Vec<Versioned<Record>>, StoreError> {
-        let s = self.lock()?;
-        let mut out: Vec<_> = s
-            .records
-            .iter()
-            .filter(|((k, _), _)| *k == kind)
-            .map(|((_, name), (rev, rec))| {
-                (
-                    name.clone(),
-                    Versioned {
-                        revision: Revision(rev.to_string()),
-                        value: rec.clone(),
-                    },
-                )
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out.into_iter().map(|(_, v)| v).collect())
+        let s = self.lock();
+        Ok(s.records.get(&kind).map_or_else(Vec::new, |m| {
+            m.values().map(|(rev, rec)| versioned(*rev, rec)).collect()
+        }))
+    }
+
+    fn list_block_cidrs(&self) -> Result<Vec<IpNet>, StoreError> {
+        let s = self.lock();
+        Ok(s.records
+            .get(&RecordKind::Block)
+            .map_or_else(Vec::new, |m| {
+                m.values()
+                    .filter_map(|(_, rec)| match rec {
+                        Record::Block(b) => Some(b.cidr),
+                        _ => None,
+                    })
+                    .collect()
+            }))
     }
 
     fn create(&self, record: Record) -> Result<Revision, StoreError> {
-        let mut s = self.lock()?;
-        let key = (record.kind(), record.name());
-        if s.records.contains_key(&key) {
-            return Err(StoreError::Conflict {
-                kind: key.0,
-                name: key.1,
-            });
-        }
+        let mut s = self.lock();
+        let (kind, name) = (record.kind(), record.name());
         s.next_revision += 1;
         let rev = s.next_revision;
-        s.records.insert(key, (rev, record));
+        let map = s.records.entry(kind).or_default();
+        if map.contains_key(&name) {
+            return Err(StoreError::Conflict { kind, name });
+        }
+        map.insert(name, (rev, record));
         Ok(Revision(rev.to_string()))
     }
 
     fn update(&self, record: Record, expected: &Revision) -> Result<Revision, StoreError> {
-        let mut s = self.lock()?;
+        let mut s = self.lock();
+        let (kind, name) = (record.kind(), record.name());
         s.next_revision += 1;
         let rev = s.next_revision;
-        let key = (record.kind(), record.name());
-        match s.records.get_mut(&key) {
-            None => Err(StoreError::NotFound {
-                kind: key.0,
-                name: key.1,
-            }),
-            Some((cur, _)) if Some(*cur) != parse_revision(expected) => Err(StoreError::Conflict {
-                kind: key.0,
-                name: key.1,
-            }),
+        match s.records.entry(kind).or_default().get_mut(&name) {
+            None => Err(StoreError::NotFound { kind, name }),
+            Some((cur, _)) if Some(*cur) != parse_revision(expected) => {
+                Err(StoreError::Conflict { kind, name })
+            }
             Some(slot) => {
                 *slot = (rev, record);
                 Ok(Revision(rev.to_string()))
@@ -273,15 +294,16 @@ impl IpamStore for MemoryStore {
     }
 
     fn delete(&self, kind: RecordKind, name: &str, expected: &Revision) -> Result<(), StoreError> {
-        let mut s = self.lock()?;
-        let key = (kind, name.to_string());
-        match s.records.get(&key) {
-            None => Err(StoreError::NotFound { kind, name: key.1 }),
+        let mut s = self.lock();
+        let map = s.records.entry(kind).or_default();
+        let name = name.to_string();
+        match map.get(&name) {
+            None => Err(StoreError::NotFound { kind, name }),
             Some((cur, _)) if Some(*cur) != parse_revision(expected) => {
-                Err(StoreError::Conflict { kind, name: key.1 })
+                Err(StoreError::Conflict { kind, name })
             }
             Some(_) => {
-                s.records.remove(&key);
+                map.remove(&name);
                 Ok(())
             }
         }
