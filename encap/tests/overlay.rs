@@ -143,8 +143,9 @@ async fn pods_reach_each_other_over_ipip_always() {
         let dp = node.ipip.as_ref().unwrap();
         assert_eq!(dp.is_userspace(), !kernel_has_ipip);
         if let Some(counters) = dp.counters() {
-            assert!(counters.encapsulated >= 6, "{counters:?}");
-            assert!(counters.decapsulated >= 6, "{counters:?}");
+            // Each node sent 3 requests and at least one reply (ping succeeds on one reply).
+            assert!(counters.encapsulated >= 4, "{counters:?}");
+            assert!(counters.decapsulated >= 4, "{counters:?}");
         }
     }
 
@@ -183,8 +184,9 @@ async fn cross_subnet(pool: PoolEncap, encapsulated: &str) {
         counts[1], 0,
         "same-subnet node is not encapsulated: {counts:?}"
     );
+    // Three requests and at least one reply (a ping run succeeds on one reply).
     assert!(
-        counts[2] >= 6,
+        counts[2] >= 4,
         "same-subnet pod traffic is native: {counts:?}"
     );
     assert_eq!(
