@@ -34,12 +34,13 @@ pub fn render(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:<10} {:>9} {:>7} {:>9} {:>11} {:>10} {:>10} {:>9} {:>5}  notes",
+        "{:<6} {:<10} {:>9} {:>7} {:>9} {:>8} {:>11} {:>10} {:>10} {:>9} {:>5}  notes",
         "daemon",
         "version",
         "prefixes",
         "paths",
         "time (s)",
+        "CPU (s)",
         "prefixes/s",
         "RSS (MiB)",
         "time/BIRD",
@@ -69,12 +70,13 @@ pub fn render(rows: &[Row]) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "{:<6} {:<10} {:>9} {:>7} {:>9.3} {:>11.0} {:>10.1} {:>10} {:>9} {:>5.2}  {} UPDATEs ({:.1} MiB) received; tester wrote the table in {:.3} s",
+                    "{:<6} {:<10} {:>9} {:>7} {:>9.3} {:>8.2} {:>11.0} {:>10.1} {:>10} {:>9} {:>5.2}  {} UPDATEs ({:.1} MiB) received; tester wrote the table in {:.3} s",
                     r.kind.to_string(),
                     r.version,
                     r.prefixes,
                     r.paths,
                     secs,
+                    m.cpu.as_secs_f64(),
                     rate,
                     m.peak_rss_mib,
                     tr,
@@ -88,11 +90,12 @@ pub fn render(rows: &[Row]) -> String {
             Err(why) => {
                 let _ = writeln!(
                     out,
-                    "{:<6} {:<10} {:>9} {:>7} {:>9} {:>11} {:>10} {:>10} {:>9} {:>5.2}  FAILED: {why}",
+                    "{:<6} {:<10} {:>9} {:>7} {:>9} {:>8} {:>11} {:>10} {:>10} {:>9} {:>5.2}  FAILED: {why}",
                     r.kind.to_string(),
                     r.version,
                     r.prefixes,
                     r.paths,
+                    "-",
                     "-",
                     "-",
                     "-",
@@ -104,8 +107,10 @@ pub fn render(rows: &[Row]) -> String {
         }
     }
     if rows.iter().any(|r| r.outcome.is_ok()) {
-        out += "time/BIRD compares time per prefix (lower is faster); mem/BIRD compares peak RSS \
-                (VmHWM), `*` where the table sizes differ.\n";
+        out += "time: first UPDATE sent to last prefix received; CPU: the daemon's user+system \
+                time over that span; time/BIRD compares time per prefix (lower is faster); \
+                mem/BIRD compares peak RSS (VmHWM), `*` where the table sizes differ; load: \
+                1-minute load average before the run.\n";
     }
     out
 }

@@ -27,6 +27,8 @@ pub struct Measurement {
     /// `elapsed`, the daemon kept up with the wire.
     pub write_time: Duration,
     pub peak_rss_mib: f64,
+    /// CPU time the daemon used between the first UPDATE and the last prefix out.
+    pub cpu: Duration,
     pub updates_received: u64,
     pub octets_received: u64,
 }
@@ -128,16 +130,19 @@ fn drive(
     if !daemon.is_alive() {
         bail!("the daemon exited after the sessions came up");
     }
+    let cpu_before = dut::cpu_seconds(daemon.pid)?;
     let sent = tester.send(spec.table)?;
     let report = monitor
         .join()
         .map_err(|_| anyhow!("monitor thread panicked"))??;
+    let cpu_after = dut::cpu_seconds(daemon.pid)?;
     let peak_rss_mib = dut::peak_rss_mib(daemon.pid)?;
     drop(tester);
     Ok(Measurement {
         elapsed: report.last_prefix_at.duration_since(sent.first_update_at),
         write_time: sent.last_written_at.duration_since(sent.first_update_at),
         peak_rss_mib,
+        cpu: Duration::from_secs_f64((cpu_after - cpu_before).max(0.0)),
         updates_received: report.updates,
         octets_received: report.octets,
     })
