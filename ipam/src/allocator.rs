@@ -621,7 +621,14 @@ impl<S: IpamStore> Allocator<S> {
         include_releasing: bool,
     ) -> Result<Vec<Versioned<AllocationBlock>>, IpamError> {
         let mut out = Vec::new();
-        for a in self.list_affinities()? {
+        for v in self.store.list_node_affinities(node)? {
+            let a = match v.value {
+                Record::Affinity(a) => Versioned {
+                    revision: v.revision,
+                    value: a,
+                },
+                other => return Err(wrong_kind(RecordKind::Affinity, &other.name(), &other)),
+            };
             if a.value.node != node
                 || (a.value.state == AffinityState::PendingDeletion && !include_releasing)
             {

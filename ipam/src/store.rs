@@ -146,6 +146,16 @@ pub trait IpamStore: Send + Sync {
             })
             .collect())
     }
+
+    /// The affinity records of one node (Calico lists them with a label selector on the
+    /// host). The default reads every affinity; stores with an index should override it.
+    fn list_node_affinities(&self, node: &str) -> Result<Vec<Versioned<Record>>, StoreError> {
+        Ok(self
+            .list(RecordKind::Affinity)?
+            .into_iter()
+            .filter(|v| matches!(&v.value, Record::Affinity(a) if a.node == node))
+            .collect())
+    }
 }
 
 impl<S: IpamStore + ?Sized> IpamStore for &S {
@@ -167,6 +177,9 @@ impl<S: IpamStore + ?Sized> IpamStore for &S {
     fn list_block_cidrs(&self) -> Result<Vec<IpNet>, StoreError> {
         (**self).list_block_cidrs()
     }
+    fn list_node_affinities(&self, node: &str) -> Result<Vec<Versioned<Record>>, StoreError> {
+        (**self).list_node_affinities(node)
+    }
 }
 
 impl<S: IpamStore + ?Sized> IpamStore for std::sync::Arc<S> {
@@ -187,6 +200,9 @@ impl<S: IpamStore + ?Sized> IpamStore for std::sync::Arc<S> {
     }
     fn list_block_cidrs(&self) -> Result<Vec<IpNet>, StoreError> {
         (**self).list_block_cidrs()
+    }
+    fn list_node_affinities(&self, node: &str) -> Result<Vec<Versioned<Record>>, StoreError> {
+        (**self).list_node_affinities(node)
     }
 }
 
@@ -259,6 +275,22 @@ impl IpamStore for MemoryStore {
                         Record::Block(b) => Some(b.cidr),
                         _ => None,
                     })
+                    .collect()
+            }))
+    }
+
+    fn list_node_affinities(&self, node: &str) -> Result<Vec<Versioned<Record>>, StoreError> {
+        // Records are named `<node>-<block>`: scan that name prefix, then drop other nodes
+        // whose name merely starts with `<node>-`.
+        let s = self.lock();
+        let prefix = format!("{node}-");
+        Ok(s.records
+            .get(&RecordKind::Affinity)
+            .map_or_else(Vec::new, |m| {
+                m.range(prefix.clone()..)
+                    .take_while(|(name, _)| name.starts_with(&prefix))
+                    .filter(|(_, (_, rec))| matches!(rec, Record::Affinity(a) if a.node == node))
+                    .map(|(_, (rev, rec))| versioned(*rev, rec))
                     .collect()
             }))
     }
@@ -354,6 +386,22 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
         assert!(s.get(RecordKind::Handle, "h").unwrap().is_none());
+    }
+
+    #[test]
+    fn node_affinities_do_not_include_nodes_with_a_longer_name() {
+        let s = MemoryStore::new();
+        for node in ["n1", "n1-x", "n10", "n"] {
+            s.create(Record::Affinity(BlockAffinity {
+                node: node.into(),
+                cidr: "10.0.0.0/26".parse().unwrap(),
+                state: crate::block::AffinityState::Confirmed,
+            }))
+            .unwrap();
+        }
+        let got = s.list_node_affinities("n1").unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(matches!(&got[0].value, Record::Affinity(a) if a.node == "n1"));
     }
 
     #[test]
