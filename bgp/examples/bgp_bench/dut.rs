@@ -229,6 +229,15 @@ pub fn start(kind: DutKind, exe: &Path, ns: &Netns, dir: &Path) -> Result<Runnin
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Make sure the figures will be the daemon's and not those of a wrapper process.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let expected: String = exe
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(15).collect())
+        .unwrap_or_default();
+    if comm.trim() != expected {
+        bail!("process {pid} is {:?}, not {expected:?}: cannot measure it", comm.trim());
+    }
     Ok(dut)
 }
 
