@@ -1,0 +1,170 @@
+//! RIB throughput benchmark (not a test): one eBGP peer announces 1,000,000 IPv4 /24s over
+//! 10,000 distinct AS paths; the RIB runs import, the decision process and export to one
+//! other established eBGP peer. Prints wall time and peak RSS (VmHWM).
+//!
+//! `cargo run --release -p bgp --example rib-bench [prefixes] [paths]`
+//!
+//! UPDATEs are built as the codec would hand them over: one attribute set per UPDATE with
+//! as many /24s as fit in a 4096-octet message (about 900), so a set's 100 prefixes arrive
+//! in one UPDATE. Every output is consumed (counted) and dropped, as a driver would after
+//! encoding.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use bgp::packet::{AsPath, Family, Origin, PathAttributes, Update};
+use bgp::rib::{PeerConfig, PeerSession, Rib, RibConfig};
+use ipnet::Ipv4Net;
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time this process's main thread has run, in nanoseconds (first field of
+/// /proc/self/schedstat): the machine may be shared, so wall time alone misleads.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let prefixes: u32 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let paths: u32 = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000)
+        .max(1);
+    let rss_start = vm_hwm_kib();
+
+    let local_as = 64512;
+    let mut rib = Rib::new(RibConfig::new(local_as, Ipv4Addr::new(192, 0, 2, 1)));
+    let upstream = rib.add_peer(PeerConfig::new(
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+        65001,
+        local_as,
+    ));
+    let downstream = rib.add_peer(PeerConfig::new(
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
+        65002,
+        local_as,
+    ));
+    let session = |local: Ipv4Addr, router_id: Ipv4Addr| PeerSession {
+        router_id,
+        local_ipv4: Some(local),
+        local_ipv6: None,
+        families: vec![Family::Ipv4Unicast],
+    };
+    rib.peer_up(
+        upstream,
+        session(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)),
+    )
+    .map_err(|e| e.to_string())
+    .unwrap_or_default();
+    rib.peer_up(
+        downstream,
+        session(
+            Ipv4Addr::new(198, 51, 100, 1),
+            Ipv4Addr::new(198, 51, 100, 2),
+        ),
+    )
+    .map_err(|e| e.to_string())
+    .unwrap_or_default();
+
+    let per_path = prefixes.div_ceil(paths);
+    let chunk = 900usize;
+    let mut announced = 0u64;
+    let mut fib_changes = 0u64;
+    let mut out_groups = 0u64;
+    let mut errors = 0u64;
+    let start = Instant::now();
+    let cpu_start = cpu_ns();
+    let mut next_prefix = 0u32;
+    for p in 0..paths {
+        let attrs = PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::from_sequence(vec![
+                65001,
+                3000 + p % 100,
+                100_000 + p,
+            ])),
+            next_hop: Some(Ipv4Addr::new(192, 0, 2, 2)),
+            med: Some(p % 7),
+            ..PathAttributes::default()
+        };
+        let mut nlri = Vec::with_capacity(per_path as usize);
+        for _ in 0..per_path {
+            if next_prefix >= prefixes {
+                break;
+            }
+            // 1.0.0.0/24, 1.0.1.0/24, ...
+            let addr = Ipv4Addr::from((1u32 << 24) + (next_prefix << 8));
+            if let Ok(net) = Ipv4Net::new(addr, 24) {
+                nlri.push(net);
+            }
+            next_prefix += 1;
+        }
+        for part in nlri.chunks(chunk) {
+            let update = Update {
+                attributes: attrs.clone(),
+                nlri: part.to_vec(),
+                ..Update::default()
+            };
+            match rib.update(upstream, &update) {
+                Ok(out) => {
+                    announced += out
+                        .updates
+                        .iter()
+                        .map(|u| u.prefixes.len() as u64)
+                        .sum::<u64>();
+                    out_groups += out.updates.len() as u64;
+                    fib_changes += out.best_changes.len() as u64;
+                }
+                Err(_) => errors += 1,
+            }
+        }
+    }
+    let load = start.elapsed();
+    let load_cpu = cpu_ns().saturating_sub(cpu_start);
+    let rss_loaded = vm_hwm_kib();
+
+    let t = Instant::now();
+    let cpu_down = cpu_ns();
+    let withdrawn = rib
+        .peer_down(upstream)
+        .map(|o| o.withdraws.iter().map(|w| w.prefixes.len()).sum::<usize>())
+        .unwrap_or(0);
+    let down = t.elapsed();
+    let down_cpu = cpu_ns().saturating_sub(cpu_down);
+
+    println!("rib-bench: {prefixes} IPv4 /24 prefixes over {paths} AS paths, eBGP in -> decision -> eBGP out");
+    println!(
+        "  load: {:.3} s wall, {:.3} s CPU ({:.0} ns CPU/prefix), {announced} prefixes exported in {out_groups} UPDATE groups, {fib_changes} FIB changes, {errors} errors",
+        load.as_secs_f64(),
+        load_cpu as f64 / 1e9,
+        load_cpu as f64 / f64::from(prefixes.max(1))
+    );
+    println!(
+        "  peak RSS (VmHWM): {:.1} MiB (at start {:.1} MiB)",
+        rss_loaded as f64 / 1024.0,
+        rss_start as f64 / 1024.0
+    );
+    println!(
+        "  peer down: {:.3} s wall, {:.3} s CPU, {withdrawn} prefixes withdrawn downstream",
+        down.as_secs_f64(),
+        down_cpu as f64 / 1e9
+    );
+}

@@ -1,0 +1,198 @@
+//! Peer lifecycle through the RIB: initial dump and End-of-RIB, batching of outputs,
+//! peer down withdrawing its routes with best-path changes, route refresh, counters and
+//! API errors.
+#![allow(clippy::unwrap_used)]
+
+mod rib_common;
+
+use bgp::packet::Family;
+use bgp::rib::{EndOfRib, FibNextHop, FibRoute, PeerId, RibError};
+use rib_common::*;
+
+#[test]
+fn initial_dump_then_end_of_rib_per_family() {
+    let mut rib = rib();
+    let a = peer(&mut rib, "10.1.0.2", 65001);
+    rib.update(
+        a,
+        &announce(
+            attrs(&[65001], "10.1.0.2"),
+            &["10.10.0.0/24", "10.10.1.0/24"],
+        ),
+    )
+    .unwrap();
+    rib.originate(net("fd00:10::/64"), None);
+    let b = add(&mut rib, "10.1.0.3", 65002, |_| {});
+    let out = up(&mut rib, b, "10.1.0.3");
+    assert_eq!(sent(&out, b).len(), 3);
+    assert_eq!(
+        out.end_of_rib,
+        vec![
+            EndOfRib {
+                peer: b,
+                family: Family::Ipv4Unicast
+            },
+            EndOfRib {
+                peer: b,
+                family: Family::Ipv6Unicast
+            }
+        ]
+    );
+    // The two IPv4 prefixes share one attribute set, so one group.
+    assert_eq!(
+        out.updates
+            .iter()
+            .filter(|u| u.family == Family::Ipv4Unicast)
+            .count(),
+        1
+    );
+    assert_eq!(rib.stats(b).unwrap().advertised, 3);
+    // An empty table still gets End-of-RIB.
+    let mut empty = rib_common::rib();
+    let c = add(&mut empty, "10.1.0.4", 65003, |_| {});
+    let out = up(&mut empty, c, "10.1.0.4");
+    assert!(out.updates.is_empty());
+    assert_eq!(out.end_of_rib.len(), 2);
+}
+
+#[test]
+fn one_update_yields_one_group_per_peer() {
+    let mut rib = rib();
+    let a = peer(&mut rib, "10.1.0.2", 65001);
+    let b = peer(&mut rib, "10.1.0.3", 65002);
+    let c = peer(&mut rib, "10.1.0.4", 65003);
+    let prefixes: Vec<String> = (0..200)
+        .map(|i| format!("10.{}.{}.0/24", 100 + i / 256, i % 256))
+        .collect();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    let out = rib
+        .update(a, &announce(attrs(&[65001], "10.1.0.2"), &refs))
+        .unwrap();
+    assert_eq!(out.updates.len(), 2);
+    for peer in [b, c] {
+        let u = out.updates.iter().find(|u| u.peer == peer).unwrap();
+        assert_eq!(u.prefixes.len(), 200);
+    }
+    assert_eq!(out.best_changes.len(), 200);
+    // A repeat of the same UPDATE changes nothing.
+    let out = rib
+        .update(a, &announce(attrs(&[65001], "10.1.0.2"), &refs))
+        .unwrap();
+    assert!(out.is_empty());
+}
+
+#[test]
+fn peer_down_withdraws_its_routes_and_reports_best_path_changes() {
+    let mut rib = rib();
+    let a = peer(&mut rib, "10.1.0.2", 65001);
+    let b = peer(&mut rib, "10.1.0.3", 65002);
+    let c = peer(&mut rib, "10.1.0.4", 65003);
+    // 10.10.0.0/24 only via a; 10.10.1.0/24 via a (best, shorter) and b.
+    rib.update(
+        a,
+        &announce(
+            attrs(&[65001], "10.1.0.2"),
+            &["10.10.0.0/24", "10.10.1.0/24"],
+        ),
+    )
+    .unwrap();
+    rib.update(
+        b,
+        &announce(attrs(&[65002, 9], "10.1.0.3"), &["10.10.1.0/24"]),
+    )
+    .unwrap();
+    assert_eq!(rib.stats(c).unwrap().advertised, 2);
+
+    let out = rib.peer_down(a).unwrap();
+    assert!(rib.best(&net("10.10.0.0/24")).is_none());
+    assert_eq!(rib.best(&net("10.10.1.0/24")).unwrap().peer, b);
+    let mut changes = out.best_changes.clone();
+    changes.sort_by_key(|c| c.prefix);
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0].route, FibRoute::Unreachable);
+    assert_eq!(
+        changes[1].route,
+        FibRoute::Via(vec![FibNextHop {
+            next_hop: ip("10.1.0.3"),
+            peer: b
+        }])
+    );
+    // c: one withdrawal, one replacement; b: gets a withdrawal for the prefix it had
+    // received from a (now its own path is best) and for the gone one.
+    assert_eq!(withdrawn(&out, c), vec![net("10.10.0.0/24")]);
+    assert_eq!(sent(&out, c).len(), 1);
+    assert_eq!(
+        withdrawn(&out, b),
+        vec![net("10.10.0.0/24"), net("10.10.1.0/24")]
+    );
+    assert!(
+        withdrawn(&out, a).is_empty() && sent(&out, a).is_empty(),
+        "a is down"
+    );
+    assert_eq!(rib.stats(c).unwrap().advertised, 1);
+    assert_eq!(rib.stats(a).unwrap(), Default::default());
+    // It can come back and gets the table.
+    let out = up(&mut rib, a, "10.1.0.2");
+    assert_eq!(sent(&out, a).len(), 1);
+}
+
+#[test]
+fn refresh_resends_the_adj_rib_out() {
+    let mut rib = rib();
+    let a = peer(&mut rib, "10.1.0.2", 65001);
+    let b = peer(&mut rib, "10.1.0.3", 65002);
+    rib.update(a, &announce(attrs(&[65001], "10.1.0.2"), &["10.10.0.0/24"]))
+        .unwrap();
+    let out = rib.refresh(b, Family::Ipv4Unicast).unwrap();
+    assert_eq!(sent(&out, b).len(), 1);
+    assert!(out.end_of_rib.is_empty());
+    assert_eq!(
+        rib.stats(b).unwrap().advertised,
+        1,
+        "a refresh is no new advertisement"
+    );
+    let out = rib.refresh(b, Family::Ipv6Unicast).unwrap();
+    assert!(out.updates.is_empty());
+}
+
+#[test]
+fn api_errors() {
+    let mut rib = rib();
+    let a = add(&mut rib, "10.1.0.2", 65001, |_| {});
+    let upd = announce(attrs(&[65001], "10.1.0.2"), &["10.10.0.0/24"]);
+    assert_eq!(rib.update(a, &upd), Err(RibError::PeerNotEstablished(a)));
+    assert_eq!(rib.peer_down(a), Err(RibError::PeerNotEstablished(a)));
+    assert_eq!(rib.update(PeerId::LOCAL, &upd), Err(RibError::LocalPeer));
+    up(&mut rib, a, "10.1.0.2");
+    rib.update(a, &upd).unwrap();
+    let out = rib.remove_peer(a).unwrap();
+    assert_eq!(out.best_changes.len(), 1);
+    assert!(rib.is_empty());
+    assert_eq!(rib.update(a, &upd), Err(RibError::UnknownPeer(a)));
+}
+
+#[test]
+fn end_of_rib_and_unnegotiated_families_are_ignored() {
+    let mut rib = rib();
+    let a = add(&mut rib, "10.1.0.2", 65001, |_| {});
+    rib.peer_up(
+        a,
+        bgp::rib::PeerSession {
+            router_id: v4("10.1.0.2"),
+            local_ipv4: Some(v4("10.255.0.1")),
+            local_ipv6: None,
+            families: vec![Family::Ipv4Unicast],
+        },
+    )
+    .unwrap();
+    assert!(rib
+        .update(a, &bgp::packet::Update::end_of_rib(Family::Ipv4Unicast))
+        .unwrap()
+        .is_empty());
+    rib.update(
+        a,
+        &announce_v6(attrs(&[65001], "10.1.0.2"), "fd00:1::2", &["fd00:10::/64"]),
+    )
+    .unwrap();
+    assert!(rib.is_empty());
+}
