@@ -167,7 +167,7 @@ async fn end_to_end() {
         c.program(0, pool).await;
         c.program(1, pool).await;
         c.assert_pods_reach(0, 1);
-        let path = match &c.nodes[0].ipip {
+        let path = match c.nodes[0].ipip() {
             Some(dp) if dp.is_userspace() => " [userspace TUN fallback]",
             Some(_) => " [kernel ipip]",
             None => "",

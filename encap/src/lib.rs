@@ -12,7 +12,8 @@
 //! - [`mode`]: the pure decision (mode × this node × remote node -> [`Encapsulation`]) and the
 //!   next hop a route towards a remote block must use ([`NextHop`]).
 //! - [`overlay`]: the pure whole-node plan ([`plan_overlay`]): from every remote node and its
-//!   blocks to the routes, remote VTEPs and IP-in-IP nodes this node must program.
+//!   blocks to the routes, remote VTEPs and IP-in-IP nodes this node must program; and
+//!   [`Overlay`], the per-node driver that keeps the tunnel devices in line with it.
 //! - [`mtu`]: tunnel and workload MTUs derived from the parent (underlay) link MTU.
 //! - [`vxlan`]: the `vxlan.calico` device and its per-remote-node neighbour and FDB entries, as
 //!   a pure diff ([`vxlan::VtepChanges`]) applied by a thin rtnetlink driver.
@@ -41,5 +42,7 @@ pub use error::EncapError;
 pub use ipip::{IpipConfig, IpipCounters, IpipDataPath, RemoteNode, UserspaceIpip};
 pub use link::link_mtu;
 pub use mode::{encapsulation, EncapMode, Encapsulation, NextHop, PoolEncap};
-pub use overlay::{plan_overlay, ClusterNode, OverlayPlan, UnroutableBlock};
+pub use overlay::{
+    plan_overlay, ClusterNode, Overlay, OverlayConfig, OverlayPlan, UnroutableBlock,
+};
 pub use vxlan::{RemoteVtep, VtepChanges, VxlanConfig, VxlanDevice};

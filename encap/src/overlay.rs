@@ -7,17 +7,27 @@
 //! state. The drivers ([`crate::VxlanDevice::set_remote_vteps`],
 //! [`crate::IpipDataPath::set_remote_nodes`], the FIB's `apply`) then make the kernel match.
 //!
+//! [`Overlay`] is the thin driver an agent owns (one per node): it keeps the tunnel devices
+//! that the IP pools in use call for, feeds them the plan, and hands the routes back for the
+//! FIB.
+//!
 //! Per block, [`crate::encapsulation`] decides; a remote node appears among the VTEPs (or the
 //! IP-in-IP nodes) only if at least one of its blocks needs that tunnel. A VXLAN block of a node
 //! that has not published its VTEP yet cannot be routed and is reported, not guessed.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 
 use ipnet::{IpNet, Ipv4Net};
+use tracing::info;
 
+use crate::ipip::IpipConfig;
 use crate::vxlan::Mac;
-use crate::{encapsulation, EncapError, Encapsulation, PoolEncap, RemoteNode, RemoteVtep};
+use crate::{
+    encapsulation, EncapError, EncapMode, Encapsulation, IpipDataPath, PoolEncap, RemoteNode,
+    RemoteVtep, VxlanConfig, VxlanDevice,
+};
 
 /// A remote node as the datastore describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +132,113 @@ pub fn plan_overlay(this_node: IpNet, remotes: &[ClusterNode]) -> OverlayPlan {
     plan
 }
 
+impl OverlayPlan {
+    /// The tunnels the plan routes through, for [`crate::mtu::workload_mtu`].
+    pub fn tunnels_in_use(&self) -> Vec<Encapsulation> {
+        let mut used = Vec::new();
+        if self.needs_ipip() {
+            used.push(Encapsulation::IpIp);
+        }
+        if self.needs_vxlan() {
+            used.push(Encapsulation::Vxlan);
+        }
+        used
+    }
+}
+
+/// What a node's [`Overlay`] is built from.
+#[derive(Debug, Clone)]
+pub struct OverlayConfig {
+    /// This node's underlay address with its subnet prefix (for CrossSubnet).
+    pub this_node: IpNet,
+    /// The VXLAN device to use when a pool enables VXLAN (name, VNI, port, parent, MAC,
+    /// tunnel address).
+    pub vxlan: VxlanConfig,
+    /// The IP-in-IP device to use when a pool enables IP-in-IP.
+    pub ipip: IpipConfig,
+    /// The network namespace the rtnetlink handle is bound to, where a userspace IP-in-IP
+    /// data path must create its TUN device and socket (`None`: the process's own).
+    pub netns: Option<PathBuf>,
+}
+
+/// One node's overlay: owns the tunnel devices and keeps them in line with the IP pools and
+/// the cluster view it is given.
+#[derive(Debug)]
+pub struct Overlay {
+    handle: rtnetlink::Handle,
+    config: OverlayConfig,
+    vxlan: Option<VxlanDevice>,
+    ipip: Option<IpipDataPath>,
+}
+
+impl Overlay {
+    pub fn new(handle: rtnetlink::Handle, config: OverlayConfig) -> Self {
+        Overlay {
+            handle,
+            config,
+            vxlan: None,
+            ipip: None,
+        }
+    }
+
+    /// Level-triggered update. A tunnel device exists while any of `pools` (the pools this
+    /// cluster uses) enables it, because other nodes may send to us through it even if we
+    /// route nothing into it; it is then fed the planned VTEPs / remote nodes. A VXLAN device no
+    /// pool needs any more is deleted, and so is a userspace `tunl0` (the kernel's fallback
+    /// `tunl0` cannot be deleted and is left alone). Returns the plan, whose routes the caller
+    /// gives to the FIB together with its own (blackholes, workloads).
+    pub async fn apply(
+        &mut self,
+        pools: &[PoolEncap],
+        remotes: &[ClusterNode],
+    ) -> Result<OverlayPlan, EncapError> {
+        let plan = plan_overlay(self.config.this_node, remotes);
+        let want_vxlan = plan.needs_vxlan() || pools.iter().any(|p| p.vxlan != EncapMode::Never);
+        let want_ipip = plan.needs_ipip() || pools.iter().any(|p| p.ipip != EncapMode::Never);
+
+        if want_vxlan {
+            let dev = VxlanDevice::ensure(self.handle.clone(), &self.config.vxlan).await?;
+            dev.set_remote_vteps(plan.vteps.clone()).await?;
+            self.vxlan = Some(dev);
+        } else if let Some(dev) = self.vxlan.take() {
+            info!(
+                device = dev.name(),
+                "no IP pool uses VXLAN any more, removing the device"
+            );
+            dev.remove().await?;
+        }
+
+        if want_ipip {
+            if self.ipip.is_none() {
+                let dp = IpipDataPath::start(
+                    &self.handle,
+                    self.config.netns.as_deref(),
+                    &self.config.ipip,
+                )
+                .await?;
+                self.ipip = Some(dp);
+            }
+            if let Some(dp) = &self.ipip {
+                dp.set_remote_nodes(&plan.ipip_nodes);
+            }
+        } else if let Some(dp) = self.ipip.take() {
+            info!(
+                userspace = dp.is_userspace(),
+                "no IP pool uses IP-in-IP any more"
+            );
+        }
+        Ok(plan)
+    }
+
+    pub fn vxlan(&self) -> Option<&VxlanDevice> {
+        self.vxlan.as_ref()
+    }
+
+    pub fn ipip(&self) -> Option<&IpipDataPath> {
+        self.ipip.as_ref()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +303,7 @@ mod tests {
             }]
         );
         assert!(plan.needs_ipip() && !plan.needs_vxlan());
+        assert_eq!(plan.tunnels_in_use(), vec![Encapsulation::IpIp]);
         assert!(plan.unroutable.is_empty());
     }
 

@@ -80,7 +80,7 @@ async fn pods_reach_each_other_over_vxlan_always() {
     c.assert_pods_reach(1, 0);
 
     // Re-applying the same VTEPs changes nothing (level-triggered, idempotent).
-    let dev = c.nodes[0].vxlan.as_ref().unwrap();
+    let dev = c.nodes[0].vxlan().unwrap();
     let same = vec![encap::RemoteVtep {
         node_ip: IpAddr::V4(c.nodes[1].ip),
         tunnel_ip: IpAddr::V4(c.nodes[1].tunnel_ip()),
@@ -106,6 +106,16 @@ async fn pods_reach_each_other_over_vxlan_always() {
             .unwrap();
     assert!(!fdb.contains("66:ca:c0:a8:0a:02"), "{fdb}");
     assert!(!c.pod_ping(0, 1, "1"));
+
+    // The pool stops using VXLAN: the device goes, the route to node 2 becomes native.
+    c.program(0, pool(Never, Never)).await;
+    assert!(c.nodes[0].vxlan().is_none());
+    assert!(c.nodes[0].ns.ip(&["link", "show", "vxlan.calico"]).is_err());
+    let route = c.nodes[0]
+        .ns
+        .ip(&["route", "show", "10.244.2.0/26"])
+        .unwrap();
+    assert!(route.contains("via 192.168.10.2 dev eth0"), "{route}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +150,7 @@ async fn pods_reach_each_other_over_ipip_always() {
 
     let kernel_has_ipip = std::path::Path::new("/sys/module/ipip").exists();
     for node in &c.nodes {
-        let dp = node.ipip.as_ref().unwrap();
+        let dp = node.ipip().unwrap();
         assert_eq!(dp.is_userspace(), !kernel_has_ipip);
         if let Some(counters) = dp.counters() {
             // Each node sent 3 requests and at least one reply (ping succeeds on one reply).
@@ -150,7 +160,7 @@ async fn pods_reach_each_other_over_ipip_always() {
     }
 
     // Node 2 forgets node 1: its IP-in-IP packets are now from an unknown source and dropped.
-    if let Some(dp) = c.nodes[1].ipip.as_ref().filter(|d| d.is_userspace()) {
+    if let Some(dp) = c.nodes[1].ipip().filter(|d| d.is_userspace()) {
         dp.set_remote_nodes(&[]);
         assert!(!c.pod_ping(0, 1, "1"));
         let counters = dp.counters().unwrap();

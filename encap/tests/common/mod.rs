@@ -7,8 +7,8 @@
 //! Underlay: nodes on subnet 1 share one L2 segment `192.168.10.0/24` (node n = .n, router
 //! .254); nodes on subnet 2 sit behind the router namespace on `192.168.20.0/24`.
 //!
-//! [`Cluster::program`] plays the agent: it plans the overlay towards every other node with
-//! `encap::plan_overlay`, sets up the tunnel devices, and installs the routes Calico
+//! [`Cluster::program`] plays the agent: its `encap::Overlay` plans the overlay towards every
+//! other node and sets up the tunnel devices, and it installs the routes Calico
 //! would (own block blackholed, pod /32 scope link, remote blocks per the decision) through
 //! the fib crate's `NetlinkFib`.
 
@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use encap::ipip::IpipConfig;
 use encap::vxlan::vtep_mac;
-use encap::{plan_overlay, ClusterNode, IpipDataPath, PoolEncap, VxlanConfig, VxlanDevice};
+use encap::{
+    ClusterNode, IpipDataPath, Overlay, OverlayConfig, PoolEncap, VxlanConfig, VxlanDevice,
+};
 use ipnet::{IpNet, Ipv4Net};
 use lab::Netns;
 
@@ -44,8 +46,7 @@ pub struct Node {
     /// The node's address with the prefix it registered (its subnet).
     pub registered: IpNet,
     pub handle: Option<rtnetlink::Handle>,
-    pub vxlan: Option<VxlanDevice>,
-    pub ipip: Option<IpipDataPath>,
+    pub overlay: Option<Overlay>,
 }
 
 impl Node {
@@ -60,6 +61,12 @@ impl Node {
     }
     pub fn handle(&self) -> &rtnetlink::Handle {
         self.handle.as_ref().unwrap()
+    }
+    pub fn vxlan(&self) -> Option<&VxlanDevice> {
+        self.overlay.as_ref().and_then(Overlay::vxlan)
+    }
+    pub fn ipip(&self) -> Option<&IpipDataPath> {
+        self.overlay.as_ref().and_then(Overlay::ipip)
     }
 }
 
@@ -142,8 +149,7 @@ impl Cluster {
                 ip,
                 registered,
                 handle: Some(handle),
-                vxlan: None,
-                ipip: None,
+                overlay: None,
             });
         }
         // Subnet 1: one L2 segment with the router.
@@ -173,11 +179,10 @@ impl Cluster {
         }
     }
 
-    /// Plays the agent on node `i` (0-based) for an IP pool with `pool`'s encapsulation: plans
-    /// the overlay with `encap::plan_overlay`, sets up the tunnel devices the plan needs and
-    /// installs the routes.
+    /// Plays the agent on node `i` (0-based) for an IP pool with `pool`'s encapsulation: its
+    /// `encap::Overlay` plans the overlay and keeps the tunnel devices, and the planned routes
+    /// plus the node's own (block blackhole, pod /32) go to the FIB.
     pub async fn program(&mut self, i: usize, pool: PoolEncap) {
-        let me = &self.nodes[i];
         let cluster: Vec<ClusterNode> = self
             .nodes
             .iter()
@@ -187,7 +192,23 @@ impl Cluster {
                 blocks: vec![(IpNet::V4(n.block()), pool)],
             })
             .collect();
-        let plan = plan_overlay(me.registered, &cluster);
+        let me = &mut self.nodes[i];
+        if me.overlay.is_none() {
+            let mut vxlan = VxlanConfig::new("eth0", IpAddr::V4(me.ip));
+            vxlan.mac = Some(vtep_mac(IpAddr::V4(me.ip)));
+            vxlan.tunnel_address = Some(IpAddr::V4(me.tunnel_ip()));
+            let mut ipip = IpipConfig::new("eth0");
+            ipip.tunnel_address = Some(me.tunnel_ip());
+            let config = OverlayConfig {
+                this_node: me.registered,
+                vxlan,
+                ipip,
+                netns: Some(me.ns.path()),
+            };
+            me.overlay = Some(Overlay::new(me.handle().clone(), config));
+        }
+        let overlay = me.overlay.as_mut().unwrap();
+        let plan = overlay.apply(&[pool], &cluster).await.unwrap();
         assert!(plan.unroutable.is_empty(), "{:?}", plan.unroutable);
         let mut routes = vec![
             fib::Route::blackhole(IpNet::V4(me.block())),
@@ -197,31 +218,8 @@ impl Cluster {
             ),
         ];
         routes.extend(plan.routes.iter().cloned());
-        let handle = me.handle().clone();
-        let mut vxlan = None;
-        let mut ipip = None;
-        if plan.needs_vxlan() {
-            let mut cfg = VxlanConfig::new("eth0", IpAddr::V4(me.ip));
-            cfg.mac = Some(vtep_mac(IpAddr::V4(me.ip)));
-            cfg.tunnel_address = Some(IpAddr::V4(me.tunnel_ip()));
-            let dev = VxlanDevice::ensure(handle.clone(), &cfg).await.unwrap();
-            dev.set_remote_vteps(plan.vteps.clone()).await.unwrap();
-            vxlan = Some(dev);
-        }
-        if plan.needs_ipip() {
-            let mut cfg = IpipConfig::new("eth0");
-            cfg.tunnel_address = Some(me.tunnel_ip());
-            let dp = IpipDataPath::start(&handle, Some(&me.ns.path()), &cfg)
-                .await
-                .unwrap();
-            dp.set_remote_nodes(&plan.ipip_nodes);
-            ipip = Some(dp);
-        }
         install_routes(&me.ns, &routes);
         eprintln!("node {} routes: {:?}", me.n, plan.routes);
-        let me = &mut self.nodes[i];
-        me.vxlan = vxlan;
-        me.ipip = ipip;
     }
 
     /// Whether the pod of node `from` can ping the pod of node `to` (0-based indices).
@@ -255,7 +253,11 @@ pub fn install_routes(ns: &Netns, routes: &[fib::Route]) {
     let mut table = fib::NetlinkFib::in_namespace(ns.path(), fib::FibConfig::default()).unwrap();
     let report = table.apply(routes.to_vec()).unwrap();
     assert!(report.is_clean(), "FIB refused routes: {report:?}");
-    assert_eq!(report.added, routes.len(), "{report:?}");
+    assert_eq!(
+        report.added + report.changed + report.unchanged,
+        routes.len(),
+        "{report:?}"
+    );
 }
 
 /// Captures on `dev` in `ns` into a pcap file until [`Capture::stop`].
