@@ -1,7 +1,6 @@
 //! [`Route`] ↔ rtnetlink `RouteMessage` (RTM_NEWROUTE / RTM_DELROUTE / dump entries).
 //!
-//! Pure functions, so the mapping is unit-tested without a kernel. Routes handed to
-//! [`replace_message`] must already have their device names resolved to ifindexes.
+//! Pure functions, so the mapping is unit-tested without a kernel.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -30,16 +29,26 @@ fn family(dst: &IpNet) -> AddressFamily {
     }
 }
 
-fn ifindex(dev: &Option<Device>) -> Result<Option<u32>, EncodeError> {
+fn ifindex(
+    dev: &Option<Device>,
+    resolve: &impl Fn(&str) -> Option<u32>,
+) -> Result<Option<u32>, EncodeError> {
     match dev {
         None => Ok(None),
         Some(Device::Index(i)) => Ok(Some(*i)),
-        Some(Device::Name(n)) => Err(EncodeError::UnresolvedDevice(n.clone())),
+        Some(Device::Name(n)) => resolve(n)
+            .map(Some)
+            .ok_or_else(|| EncodeError::UnresolvedDevice(n.clone())),
     }
 }
 
 /// RTM_NEWROUTE body for `route` with our protocol id (sent with NLM_F_CREATE|NLM_F_REPLACE).
-pub(crate) fn replace_message(route: &Route, protocol: u8) -> Result<RouteMessage, EncodeError> {
+/// Device names are turned into ifindexes by `resolve`.
+pub(crate) fn replace_message(
+    route: &Route,
+    protocol: u8,
+    resolve: impl Fn(&str) -> Option<u32>,
+) -> Result<RouteMessage, EncodeError> {
     route.validate().map_err(EncodeError::Invalid)?;
     let dst = route.destination.trunc();
     let invalid = |gw| EncodeError::Invalid(InvalidRoute::GatewayFamily(gw));
@@ -61,7 +70,7 @@ pub(crate) fn replace_message(route: &Route, protocol: u8) -> Result<RouteMessag
                 if let Some(gw) = nh.gateway {
                     b = b.gateway(gw).map_err(|_| invalid(gw))?;
                 }
-                if let Some(i) = ifindex(&nh.device)? {
+                if let Some(i) = ifindex(&nh.device, &resolve)? {
                     b = b.output_interface(i);
                 }
                 if nh.onlink {
@@ -74,7 +83,7 @@ pub(crate) fn replace_message(route: &Route, protocol: u8) -> Result<RouteMessag
                     if let Some(gw) = nh.gateway {
                         leg = leg.via(gw).map_err(|_| invalid(gw))?;
                     }
-                    if let Some(i) = ifindex(&nh.device)? {
+                    if let Some(i) = ifindex(&nh.device, &resolve)? {
                         leg = leg.interface(i);
                     }
                     if nh.onlink {
@@ -234,9 +243,20 @@ mod tests {
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
+    fn no_links(_: &str) -> Option<u32> {
+        None
+    }
+
+    #[test]
+    fn device_names_are_resolved_while_encoding() {
+        let r = Route::via(net("10.65.1.5/32"), NextHop::dev("cali1"));
+        let msg = replace_message(&r, 80, |n| (n == "cali1").then_some(9)).unwrap();
+        let parsed = parse_route(&msg, 80).unwrap().1.unwrap();
+        assert_eq!(parsed, Route::via(net("10.65.1.5/32"), NextHop::dev(9)));
+    }
 
     fn round_trip(r: &Route) -> Route {
-        let msg = replace_message(r, 80).unwrap();
+        let msg = replace_message(r, 80, no_links).unwrap();
         assert_eq!(u8::from(msg.header.protocol), 80);
         parse_route(&msg, 80).unwrap().1.unwrap()
     }
@@ -265,9 +285,14 @@ mod tests {
 
     #[test]
     fn link_scope_only_without_gateway() {
-        let m = replace_message(&Route::via(net("10.65.1.5/32"), NextHop::dev(7)), 80).unwrap();
+        let m = replace_message(
+            &Route::via(net("10.65.1.5/32"), NextHop::dev(7)),
+            80,
+            no_links,
+        )
+        .unwrap();
         assert_eq!(m.header.scope, RouteScope::Link);
-        let m = replace_message(&Route::blackhole(net("10.65.1.0/26")), 80).unwrap();
+        let m = replace_message(&Route::blackhole(net("10.65.1.0/26")), 80, no_links).unwrap();
         assert_eq!(m.header.scope, RouteScope::Universe);
         assert_eq!(m.header.kind, RouteType::BlackHole);
     }
@@ -276,7 +301,7 @@ mod tests {
     fn unresolved_device_is_refused() {
         let r = Route::via(net("10.65.1.5/32"), NextHop::dev("cali1"));
         assert_eq!(
-            replace_message(&r, 80),
+            replace_message(&r, 80, no_links),
             Err(EncodeError::UnresolvedDevice("cali1".into()))
         );
     }
@@ -284,9 +309,9 @@ mod tests {
     #[test]
     fn other_protocols_are_invisible_and_odd_shapes_are_flagged() {
         let r = Route::blackhole(net("10.65.1.0/26"));
-        let msg = replace_message(&r, 4).unwrap();
+        let msg = replace_message(&r, 4, no_links).unwrap();
         assert_eq!(parse_route(&msg, 80), None);
-        let mut msg = replace_message(&r, 80).unwrap();
+        let mut msg = replace_message(&r, 80, no_links).unwrap();
         msg.header.kind = RouteType::Unreachable;
         assert_eq!(parse_route(&msg, 80), Some((r.key(), None)));
     }

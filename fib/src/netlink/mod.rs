@@ -27,7 +27,6 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 use crate::error::{FibError, RouteError, RouteFailure, RouteOp};
 use crate::route::{Device, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL};
 use crate::table::{diff, ApplyReport, RouteTable};
-use codec::EncodeError;
 use socket::{Request, Rtnl};
 
 /// Tuning and identity of a [`NetlinkFib`].
@@ -60,12 +59,13 @@ fn is_transient(e: Errno) -> bool {
     )
 }
 
-/// One write we intend, kept next to its request so failures can name the route.
-struct Write {
+/// One write we intend. Requests are encoded from it batch by batch, straight into the
+/// socket's transmit buffer, so a call for 100k routes never holds 100k encoded messages.
+struct Item<'a> {
     op: RouteOp,
     key: RouteKey,
-    /// The route as the caller gave it (device names), for error reports.
-    route: Option<Route>,
+    /// The route to install (replace), or the kernel's route being deleted (reconcile).
+    route: Option<&'a Route>,
     /// For reconcile: whether the key was absent (counts as added) or present (changed).
     was_present: bool,
 }
@@ -166,50 +166,51 @@ impl NetlinkFib {
         Ok(out)
     }
 
-    fn replace_request(&self, resolved: &Route) -> Result<Request, RouteFailure> {
-        codec::replace_message(resolved, self.config.protocol)
-            .map(|m| {
-                (
-                    RouteNetlinkMessage::NewRoute(m),
-                    NLM_F_CREATE | NLM_F_REPLACE,
-                )
-            })
-            .map_err(|e| match e {
-                EncodeError::Invalid(i) => RouteFailure::Invalid(i),
-                EncodeError::UnresolvedDevice(n) => RouteFailure::UnknownDevice(n),
-            })
-    }
-
-    fn delete_request(&self, key: &RouteKey) -> Request {
-        (
-            RouteNetlinkMessage::DelRoute(codec::delete_message(key, self.config.protocol)),
-            0,
-        )
-    }
-
     /// Sends the writes, retrying transient refusals, and tallies them into `report`.
-    fn program(&mut self, mut batch: Batch, report: &mut ApplyReport) -> Result<(), FibError> {
+    /// `original` gives the caller's form of a route (device names) for error reports.
+    fn program(
+        &mut self,
+        mut items: Vec<Item<'_>>,
+        report: &mut ApplyReport,
+        original: impl Fn(&RouteKey) -> Option<Route>,
+    ) -> Result<(), FibError> {
+        let protocol = self.config.protocol;
+        let links = &self.links;
+        let encode = |item: &Item<'_>| -> Option<Request> {
+            match (item.op, item.route) {
+                (RouteOp::Replace, Some(route)) => {
+                    let resolve = |name: &str| links.get(name).copied();
+                    let msg = codec::replace_message(route, protocol, resolve).ok()?;
+                    Some((
+                        RouteNetlinkMessage::NewRoute(msg),
+                        NLM_F_CREATE | NLM_F_REPLACE,
+                    ))
+                }
+                (RouteOp::Replace, None) => None,
+                (RouteOp::Delete, _) => Some((
+                    RouteNetlinkMessage::DelRoute(codec::delete_message(&item.key, protocol)),
+                    0,
+                )),
+            }
+        };
         let mut attempt = 0;
-        while !batch.writes.is_empty() {
-            let results = self.rtnl.execute(&batch.requests, self.config.batch_size)?;
-            let mut again = Batch::default();
-            let pairs = batch.writes.into_iter().zip(batch.requests);
-            for ((write, request), result) in pairs.zip(results) {
-                match (write.op, result) {
+        while !items.is_empty() {
+            let results = self.rtnl.execute(&items, self.config.batch_size, encode)?;
+            let mut again = Vec::new();
+            for (item, result) in items.into_iter().zip(results) {
+                match (item.op, result) {
                     (RouteOp::Delete, None | Some(Errno::ESRCH)) => report.deleted += 1,
-                    (RouteOp::Replace, None) if write.was_present => report.changed += 1,
+                    (RouteOp::Replace, None) if item.was_present => report.changed += 1,
                     (RouteOp::Replace, None) => report.added += 1,
                     (_, Some(e)) if is_transient(e) && attempt < self.config.retries => {
-                        again.push(write, request);
+                        again.push(item);
                     }
                     (op, Some(errno)) => {
-                        tracing::warn!(%op, key = %write.key, %errno, "kernel refused route");
-                        let route = write
-                            .route
-                            .or_else(|| self.desired.get(&write.key).cloned());
+                        tracing::warn!(%op, key = %item.key, %errno, "kernel refused route");
+                        let route = original(&item.key).or_else(|| item.route.cloned());
                         report.failed.push(RouteError {
                             op,
-                            key: write.key,
+                            key: item.key,
                             route,
                             failure: RouteFailure::Kernel(errno),
                         });
@@ -217,31 +218,22 @@ impl NetlinkFib {
                 }
             }
             attempt += 1;
-            batch = again;
+            items = again;
         }
         Ok(())
     }
-}
 
-/// Writes and their requests, index-aligned (kept apart so the requests can be sent as one
-/// slice without copying).
-#[derive(Default)]
-struct Batch {
-    writes: Vec<Write>,
-    requests: Vec<Request>,
-}
-
-impl Batch {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            writes: Vec::with_capacity(n),
-            requests: Vec::with_capacity(n),
+    /// Checks that `route` can be encoded: valid, and every device name known.
+    fn check(&self, route: &Route) -> Result<(), RouteFailure> {
+        route.validate()?;
+        for nh in route.next_hops() {
+            if let Some(Device::Name(name)) = &nh.device {
+                if !self.links.contains_key(name) {
+                    return Err(RouteFailure::UnknownDevice(name.clone()));
+                }
+            }
         }
-    }
-
-    fn push(&mut self, write: Write, request: Request) {
-        self.writes.push(write);
-        self.requests.push(request);
+        Ok(())
     }
 }
 
@@ -287,43 +279,27 @@ impl RouteTable for NetlinkFib {
         let d = diff(&resolved, &actual);
         let diffed = started.elapsed();
         report.unchanged = d.unchanged;
-        let mut writes = Batch::with_capacity(d.add.len() + d.change.len() + d.delete.len());
-        for key in d.delete {
-            let request = self.delete_request(&key);
-            let route = actual.get(&key).cloned().flatten();
-            let write = Write {
+        let mut items = Vec::with_capacity(d.add.len() + d.change.len() + d.delete.len());
+        for key in &d.delete {
+            items.push(Item {
                 op: RouteOp::Delete,
-                key,
-                route,
+                key: *key,
+                route: actual.get(key).and_then(Option::as_ref),
                 was_present: true,
-            };
-            writes.push(write, request);
+            });
         }
-        for (routes, was_present) in [(d.add, false), (d.change, true)] {
-            for r in routes {
-                let key = r.key();
-                match self.replace_request(&r) {
-                    // The caller's form of the route (device names) is looked up only if the
-                    // kernel refuses it.
-                    Ok(request) => writes.push(
-                        Write {
-                            op: RouteOp::Replace,
-                            key,
-                            route: None,
-                            was_present,
-                        },
-                        request,
-                    ),
-                    Err(failure) => report.failed.push(RouteError {
-                        op: RouteOp::Replace,
-                        key,
-                        route: self.desired.get(&key).cloned(),
-                        failure,
-                    }),
-                }
-            }
+        for (routes, was_present) in [(&d.add, false), (&d.change, true)] {
+            items.extend(routes.iter().map(|r| Item {
+                op: RouteOp::Replace,
+                key: r.key(),
+                route: Some(r),
+                was_present,
+            }));
         }
-        self.program(writes, &mut report)?;
+        let desired = std::mem::take(&mut self.desired);
+        let result = self.program(items, &mut report, |k| desired.get(k).cloned());
+        self.desired = desired;
+        result?;
         tracing::debug!(
             added = report.added,
             changed = report.changed,
@@ -340,59 +316,62 @@ impl RouteTable for NetlinkFib {
 
     fn replace(&mut self, routes: Vec<Route>) -> Result<ApplyReport, FibError> {
         let mut report = ApplyReport::default();
-        let needs_refresh = routes.iter().any(|r| {
-            r.next_hops().iter().any(
-                |nh| matches!(&nh.device, Some(Device::Name(n)) if !self.links.contains_key(n)),
-            )
-        });
-        if needs_refresh {
+        if routes.iter().any(|r| self.check(r).is_err()) {
+            // A device we do not know yet may simply be new: re-read the links once.
             self.refresh_links()?;
         }
-        let mut writes = Batch::with_capacity(routes.len());
+        let mut ok = Vec::with_capacity(routes.len());
         for route in routes {
-            let key = route.key();
-            self.desired.insert(key, route.clone());
-            match self
-                .resolve(&route)
-                .and_then(|resolved| self.replace_request(&resolved))
-            {
-                Ok(request) => writes.push(
-                    Write {
+            match self.check(&route) {
+                Ok(()) => ok.push(route),
+                Err(failure) => {
+                    report.failed.push(RouteError {
                         op: RouteOp::Replace,
-                        key,
-                        route: Some(route),
-                        was_present: false,
-                    },
-                    request,
-                ),
-                Err(failure) => report.failed.push(RouteError {
-                    op: RouteOp::Replace,
-                    key,
-                    route: Some(route),
-                    failure,
-                }),
+                        key: route.key(),
+                        route: Some(route.clone()),
+                        failure,
+                    });
+                    // Still desired: the next reconcile retries it.
+                    self.desired.insert(route.key(), route);
+                }
             }
         }
-        self.program(writes, &mut report)?;
+        let items = ok
+            .iter()
+            .map(|r| Item {
+                op: RouteOp::Replace,
+                key: r.key(),
+                route: Some(r),
+                was_present: false,
+            })
+            .collect();
+        self.program(items, &mut report, |_| None)?;
+        for route in ok {
+            self.desired.insert(route.key(), route);
+        }
         Ok(report)
     }
 
     fn delete(&mut self, keys: Vec<RouteKey>) -> Result<ApplyReport, FibError> {
         let mut report = ApplyReport::default();
-        let mut writes = Batch::with_capacity(keys.len());
-        for k in keys {
-            let key = RouteKey::new(k.table, k.destination);
-            let route = self.desired.remove(&key);
-            let request = self.delete_request(&key);
-            let write = Write {
+        let keys: Vec<RouteKey> = keys
+            .into_iter()
+            .map(|k| RouteKey::new(k.table, k.destination))
+            .collect();
+        let removed: HashMap<RouteKey, Route> = keys
+            .iter()
+            .filter_map(|k| self.desired.remove(k).map(|r| (*k, r)))
+            .collect();
+        let items = keys
+            .iter()
+            .map(|key| Item {
                 op: RouteOp::Delete,
-                key,
-                route,
+                key: *key,
+                route: removed.get(key),
                 was_present: true,
-            };
-            writes.push(write, request);
-        }
-        self.program(writes, &mut report)?;
+            })
+            .collect();
+        self.program(items, &mut report, |_| None)?;
         Ok(report)
     }
 

@@ -190,41 +190,56 @@ impl Rtnl {
         }
     }
 
-    /// Sends `requests` in batches of at most `batch` messages and returns, per request, the
-    /// errno the kernel refused it with (`None` = done).
-    pub(crate) fn execute(
+    /// Encodes `items` with `encode` and sends them in batches of at most `batch` messages;
+    /// returns, per item, the errno the kernel refused it with (`None` = done). An item
+    /// `encode` cannot express is not sent and gets EINVAL.
+    pub(crate) fn execute<T>(
         &mut self,
-        requests: &[Request],
+        items: &[T],
         batch: usize,
+        encode: impl Fn(&T) -> Option<Request>,
     ) -> Result<Vec<Option<Errno>>, FibError> {
-        let mut results = vec![None; requests.len()];
+        let mut results = vec![None; items.len()];
+        // Item index of each message of the current batch, in sequence-number order.
+        let mut sent: Vec<usize> = Vec::with_capacity(batch.max(1));
         let mut start = 0;
-        while start < requests.len() {
+        while start < items.len() {
             let mut attempt = 0;
             loop {
                 // Fill the batch up to `batch` messages or MAX_BATCH_BYTES, then ask for an
                 // ACK on its last message only (patching that header's flags in place).
                 self.tx.clear();
+                sent.clear();
                 let first = self.seq.wrapping_add(1);
                 let mut end = start;
-                let mut last_off = 0;
-                while end < requests.len()
+                let mut last_off = None;
+                while end < items.len()
                     && end - start < batch.max(1)
                     && self.tx.len() < MAX_BATCH_BYTES
                 {
-                    let (body, flags) = &requests[end];
-                    last_off = self.tx.len();
-                    self.push(body, *flags);
+                    match encode(&items[end]) {
+                        Some((body, flags)) => {
+                            last_off = Some(self.tx.len());
+                            self.push(&body, flags);
+                            sent.push(end);
+                        }
+                        None => results[end] = Some(Errno::EINVAL),
+                    }
                     end += 1;
                 }
+                let Some(last_off) = last_off else {
+                    start = end;
+                    break;
+                };
                 let flags_at = last_off + 6;
                 let flags = u16::from_ne_bytes([self.tx[flags_at], self.tx[flags_at + 1]]);
                 self.tx[flags_at..flags_at + 2].copy_from_slice(&(flags | NLM_F_ACK).to_ne_bytes());
                 let last_seq = self.seq;
-                let slots = &mut results[start..end];
-                slots.iter_mut().for_each(|s| *s = None);
+                for &i in &sent {
+                    results[i] = None;
+                }
                 self.send_tx()?;
-                match self.collect_answers(first, last_seq, slots) {
+                match self.collect_answers(first, last_seq, &sent, &mut results) {
                     Ok(()) => {
                         start = end;
                         break;
@@ -248,12 +263,14 @@ impl Rtnl {
         Ok(results)
     }
 
-    /// Reads answers until the ACK (or error) of `last`, recording errors of `first..=last`.
+    /// Reads answers until the ACK (or error) of `last`, recording the errors of
+    /// `first..=last` in `results` at the item index `sent` gives for each sequence number.
     fn collect_answers(
         &mut self,
         first: u32,
         last: u32,
-        slots: &mut [Option<Errno>],
+        sent: &[usize],
+        results: &mut [Option<Errno>],
     ) -> Result<(), io::Error> {
         loop {
             let n = self.recv()?;
@@ -272,9 +289,9 @@ impl Rtnl {
                 let seq = msg.header.sequence_number;
                 let idx = seq.wrapping_sub(first) as usize;
                 if let NetlinkPayload::Error(err) = msg.payload {
-                    if idx < slots.len() {
+                    if let Some(&item) = sent.get(idx) {
                         if let Some(code) = err.code {
-                            slots[idx] = Some(Errno::from_raw(code.get().abs()));
+                            results[item] = Some(Errno::from_raw(code.get().abs()));
                         }
                         if seq == last {
                             return Ok(());
