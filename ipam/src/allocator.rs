@@ -750,20 +750,9 @@ impl<S: IpamStore> Allocator<S> {
             }
             Err(StoreError::Conflict { .. }) => {
                 debug!(node, block = %cidr, "lost the race for a free block");
-                // Remove our pending claim unless the winner is this very node (another
-                // thread of the same node), whose claim it also is.
-                let ours = matches!(self.get_block(&cidr), Ok(Some(b)) if b.value.affine_node() == Some(node));
-                if !ours {
-                    if let Some(a) = self.get_affinity(node, &cidr)? {
-                        if a.value.state == AffinityState::Pending {
-                            let _ = self.store.delete(
-                                RecordKind::Affinity,
-                                &affinity_record_name(node, &cidr),
-                                &a.revision,
-                            );
-                        }
-                    }
-                }
+                // Drops our pending record, or confirms it if the winner is another thread
+                // of this same node (whose claim it also is).
+                self.settle_affinity(node, &cidr)?;
                 Ok(None)
             }
             Err(e) => Err(e.into()),
@@ -910,20 +899,16 @@ impl<S: IpamStore> Allocator<S> {
     ) -> Result<bool, IpamError> {
         let retries = self.config.max_conflict_retries;
         // Mark the affinity as going away so this node stops assigning from the block.
-        let marked = with_retries(retries, "marking an affinity for deletion", || {
+        with_retries(retries, "marking an affinity for deletion", || {
             match self.get_affinity(node, &block)? {
-                None => Ok(Attempt::Done(false)),
-                Some(a) if a.value.state == AffinityState::PendingDeletion => {
-                    Ok(Attempt::Done(true))
-                }
+                None => Ok(Attempt::Done(())),
+                Some(a) if a.value.state == AffinityState::PendingDeletion => Ok(Attempt::Done(())),
                 Some(mut a) => {
                     a.value.state = AffinityState::PendingDeletion;
-                    Ok(
-                        match cas(self.store.update(Record::Affinity(a.value), &a.revision))? {
-                            Attempt::Done(_) => Attempt::Done(true),
-                            Attempt::Retry => Attempt::Retry,
-                        },
-                    )
+                    cas(self
+                        .store
+                        .update(Record::Affinity(a.value), &a.revision)
+                        .map(|_| ()))
                 }
             }
         })?;
@@ -943,9 +928,8 @@ impl<S: IpamStore> Allocator<S> {
                 Attempt::Retry => Attempt::Retry,
             })
         })?;
-        if marked {
-            self.settle_affinity(node, &block)?;
-        }
+        // Delete the record, or restore it to `confirmed` if the block stayed ours.
+        self.settle_affinity(node, &block)?;
         if released {
             info!(node, block = %block, "released block affinity");
         }
@@ -956,11 +940,8 @@ impl<S: IpamStore> Allocator<S> {
     /// needs so other nodes can claim them). Returns the released blocks.
     pub fn release_empty_blocks(&self, node: &str) -> Result<Vec<IpNet>, IpamError> {
         let mut out = Vec::new();
-        for b in self.list_blocks()?.into_iter().flatten() {
-            if b.value.affine_node() == Some(node)
-                && b.value.is_empty()
-                && self.release_affinity(node, b.value.cidr, true)?
-            {
+        for b in self.node_blocks(node, true)? {
+            if b.value.is_empty() && self.release_affinity(node, b.value.cidr, true)? {
                 out.push(b.value.cidr);
             }
         }
