@@ -1,9 +1,9 @@
 //! A small cluster in network namespaces for the overlay tests.
 //!
 //! Node `n` (1-based) owns the pod block `10.244.n.0/26`, runs one pod `10.244.n.5` behind a
-//! veth `cali0` (pod side `eth0`, default route via Calico's link-local gateway 169.254.1.1,
-//! resolved to the node's `cali0` MAC ee:ee:ee:ee:ee:ee by a permanent neighbour entry in
-//! the pod, standing in for Calico's proxy ARP) and uses `10.244.n.0` as its tunnel address.
+//! veth `cali0` (pod side `eth0`, default route via Calico's link-local gateway 169.254.1.1
+//! `onlink`, answered by proxy ARP on the node's `cali0`, MAC ee:ee:ee:ee:ee:ee) and uses
+//! `10.244.n.0` as its tunnel address. Each node's default route points at the router.
 //! Underlay: nodes on subnet 1 share one L2 segment `192.168.10.0/24` (node n = .n, router
 //! .254); nodes on subnet 2 sit behind the router namespace on `192.168.20.0/24`.
 //!
@@ -108,7 +108,7 @@ impl Cluster {
                             // of subnet 2 would need a bridge. One is enough for the tests.
                             panic!("only one node on subnet 2 is supported")
                         });
-                    ns.ip(&["route", "add", "192.168.10.0/24", "via", "192.168.20.254"])
+                    ns.ip(&["route", "add", "default", "via", "192.168.20.254"])
                         .unwrap();
                     (ip, IpNet::new(IpAddr::V4(ip), 24).unwrap())
                 }
@@ -118,16 +118,14 @@ impl Cluster {
             ns.ip(&["link", "set", "cali0", "address", CALI_MAC])
                 .unwrap();
             pod.addr("eth0", &format!("10.244.{n}.5/32")).unwrap();
-            pod.ip(&[
-                "neigh",
-                "replace",
-                POD_GATEWAY,
-                "lladdr",
-                CALI_MAC,
-                "dev",
-                "eth0",
-                "nud",
-                "permanent",
+            // Calico's trick: the node answers the pod's ARP for the link-local gateway by proxy
+            // ARP on the workload interface (it has a route to 169.254.1.1, its default route,
+            // through another interface), without delay.
+            ns.exec(&[
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.cali0.proxy_arp=1",
+                "net.ipv4.neigh.cali0.proxy_delay=0",
             ])
             .unwrap();
             pod.ip(&[
@@ -169,7 +167,7 @@ impl Cluster {
         router.ip(&["link", "set", "r0", "up"]).unwrap();
         for n in &ones {
             n.ns.ip(&["link", "set", "eth0", "up"]).unwrap();
-            n.ns.ip(&["route", "add", "192.168.20.0/24", "via", "192.168.10.254"])
+            n.ns.ip(&["route", "add", "default", "via", "192.168.10.254"])
                 .unwrap();
         }
         Cluster {
