@@ -47,6 +47,7 @@ pub mod export;
 mod hash;
 pub mod peer;
 pub mod policy;
+mod table;
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -72,6 +73,7 @@ pub use policy::{
 
 use decision::{select_best, CandidateView, PathSet, Upsert};
 use hash::FoldHashBuilder;
+use table::PrefixTable;
 
 /// Interior cost to reach a next hop (RFC 4271 §9.1.2.2 e), supplied by whoever knows the
 /// IGP/kernel routes. Without one, all next hops cost 0.
@@ -450,8 +452,8 @@ pub struct Rib {
     /// Indexed by `PeerId`; slot 0 (the local pseudo-peer) stays `None`.
     peers: Vec<Option<PeerState>>,
     table: AttrTable,
-    v4: HashMap<Ipv4Net, PathSet, FoldHashBuilder>,
-    v6: HashMap<Ipv6Net, PathSet, FoldHashBuilder>,
+    v4: PrefixTable<Ipv4Net>,
+    v6: PrefixTable<Ipv6Net>,
     cache: ExportCache,
     igp_cost: Option<Box<IgpCostFn>>,
 }
@@ -544,10 +546,10 @@ impl Env<'_> {
 
     /// What `dst` is sent for `prefix` when `path` is the best path, under `dst_config`.
     #[allow(clippy::too_many_arguments)]
-    fn export_for(
+    fn export_for<'c>(
         &self,
         table: &mut AttrTable,
-        cache: &mut ExportCache,
+        cache: &'c mut ExportCache,
         prefix: &IpNet,
         family: Family,
         path: &RibPath,
@@ -555,7 +557,7 @@ impl Env<'_> {
         dst_state: &PeerState,
         dst_config: &PeerConfig,
         generation: u32,
-    ) -> Option<Arc<RouteAttrs>> {
+    ) -> Option<Exported<'c>> {
         if path.peer == dst {
             return None;
         }
@@ -569,27 +571,25 @@ impl Env<'_> {
             dst,
             generation,
         );
-        let exported = match &cache.last {
-            Some((k, v)) if *k == key => v.clone(),
-            _ => {
-                let v = match cache.map.get(&key) {
-                    Some(v) => v.clone(),
-                    None => {
-                        let v = self.compute_export(table, family, path, dst_state, dst_config);
-                        cache.map.insert(key, v.clone());
-                        v
-                    }
-                };
-                cache.last = Some((key, v.clone()));
-                v
-            }
-        }?;
-        if dst_config.export.prefix_communities.is_empty() {
-            return Some(exported);
+        let hit = matches!(&cache.last, Some((k, _)) if *k == key);
+        if !hit {
+            let v = match cache.map.get(&key) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = self.compute_export(table, family, path, dst_state, dst_config);
+                    cache.map.insert(key, v.clone());
+                    v
+                }
+            };
+            cache.last = Some((key, v));
         }
-        match export::prefix_communities(dst_config, prefix, &exported) {
-            Some(extended) => Some(table.intern(extended)),
-            None => Some(exported),
+        let exported = cache.last.as_ref().and_then(|(_, v)| v.as_ref())?;
+        if dst_config.export.prefix_communities.is_empty() {
+            return Some(Exported::Cached(exported));
+        }
+        match export::prefix_communities(dst_config, prefix, exported) {
+            Some(extended) => Some(Exported::Owned(table.intern(extended))),
+            None => Some(Exported::Cached(exported)),
         }
     }
 
@@ -635,14 +635,21 @@ where
 {
     let opts = env.config.decision();
     let prefix: IpNet = key.into();
-    let (old_best, old_fib, delta) = match (map.entry(key), change) {
+    let mut outputs = Outputs {
+        env,
+        table,
+        cache,
+        out,
+    };
+    match (map.entry(key), change) {
         (Entry::Vacant(v), Change::Upsert(path)) => {
-            v.insert(PathSet::One(path));
-            (None, FibRoute::Unreachable, 1)
+            let set = v.insert(PathSet::One(path));
+            outputs.emit(prefix, None, FibRoute::Unreachable, Some(set));
+            1
         }
-        (Entry::Vacant(_), Change::Remove(_)) => return 0,
-        (Entry::Occupied(mut o), Change::Upsert(path)) => {
-            let set = o.get_mut();
+        (Entry::Vacant(_), Change::Remove(_)) => 0,
+        (Entry::Occupied(o), Change::Upsert(path)) => {
+            let set = o.into_mut();
             let old_best = set.best().clone();
             let old_fib = env.fib_route(Some(set));
             let delta = match set.upsert(path) {
@@ -651,81 +658,120 @@ where
                 Upsert::Inserted => 1,
             };
             select_best(set.as_mut_slice(), env, &opts);
-            (Some(old_best), old_fib, delta)
+            outputs.emit(prefix, Some(old_best), old_fib, Some(set));
+            delta
         }
-        (Entry::Occupied(mut o), Change::Remove(peer)) => {
-            let set = o.get_mut();
-            if !set.contains(peer) {
+        (Entry::Occupied(o), Change::Remove(peer)) => {
+            if !o.get().contains(peer) {
                 return 0;
             }
-            let old_best = set.best().clone();
-            let old_fib = env.fib_route(Some(set));
-            if set.len() == 1 {
-                o.remove();
+            let old_fib = env.fib_route(Some(o.get()));
+            if o.get().len() == 1 {
+                if let PathSet::One(old_best) = o.remove() {
+                    outputs.emit(prefix, Some(old_best), old_fib, None);
+                }
             } else {
+                let set = o.into_mut();
+                let old_best = set.best().clone();
                 set.remove_from_many(peer);
                 select_best(set.as_mut_slice(), env, &opts);
+                outputs.emit(prefix, Some(old_best), old_fib, Some(set));
             }
-            (Some(old_best), old_fib, -1)
+            -1
         }
-    };
-    let set = map.get(&key);
-    let new_fib = env.fib_route(set);
-    if new_fib != old_fib {
-        out.out.best_changes.push(BestPathChange {
-            prefix,
-            route: new_fib,
-        });
     }
-    let new_best = set.map(|s| s.best());
-    let unchanged = match (&old_best, new_best) {
-        (Some(a), Some(b)) => a.same_as(b),
-        (None, None) => true,
-        _ => false,
-    };
-    if !unchanged {
-        export_change(prefix, old_best.as_ref(), new_best, env, table, cache, out);
-    }
-    delta
 }
 
-/// Sends every up peer the difference between what it had for `prefix` (the export of
-/// `old`) and what it should have now (the export of `new`).
-fn export_change(
-    prefix: IpNet,
-    old: Option<&RibPath>,
-    new: Option<&RibPath>,
-    env: &Env<'_>,
-    table: &mut AttrTable,
-    cache: &mut ExportCache,
-    out: &mut OutputBuilder,
-) {
-    let family = Family::of(&prefix);
-    for (i, slot) in env.peers.iter().enumerate() {
-        let Some(dst_state) = slot else { continue };
-        if !dst_state.carries(family) {
-            continue;
+/// Everything needed to turn one prefix's change into outputs.
+struct Outputs<'e, 'a> {
+    env: &'e Env<'a>,
+    table: &'e mut AttrTable,
+    cache: &'e mut ExportCache,
+    out: &'e mut OutputBuilder,
+}
+
+impl Outputs<'_, '_> {
+    /// Reports a FIB change if the ECMP set moved, and sends every up peer the difference
+    /// between what it had for `prefix` (the export of the old best path) and what it
+    /// should have now (the export of the new one).
+    fn emit(
+        &mut self,
+        prefix: IpNet,
+        old: Option<RibPath>,
+        old_fib: FibRoute,
+        set: Option<&PathSet>,
+    ) {
+        let env = self.env;
+        let new_fib = env.fib_route(set);
+        if new_fib != old_fib {
+            self.out.out.best_changes.push(BestPathChange {
+                prefix,
+                route: new_fib,
+            });
         }
-        let dst = PeerId(i as u32);
-        let g = dst_state.generation;
-        let cfg = &dst_state.config;
-        let before = old
-            .and_then(|p| env.export_for(table, cache, &prefix, family, p, dst, dst_state, cfg, g));
-        let after = new
-            .and_then(|p| env.export_for(table, cache, &prefix, family, p, dst, dst_state, cfg, g));
-        match (before, after) {
-            (None, None) => {}
-            (Some(a), Some(b)) if Arc::ptr_eq(&a, &b) => {}
-            (Some(_), Some(b)) => out.announce(dst, family, &b, prefix),
-            (None, Some(b)) => {
-                out.announce(dst, family, &b, prefix);
-                out.count(dst, 1);
+        let new = set.map(|s| s.best());
+        let unchanged = match (&old, new) {
+            (Some(a), Some(b)) => a.same_as(b),
+            (None, None) => true,
+            _ => false,
+        };
+        if unchanged {
+            return;
+        }
+        let family = Family::of(&prefix);
+        for (i, slot) in env.peers.iter().enumerate() {
+            let Some(dst_state) = slot else { continue };
+            if !dst_state.carries(family) {
+                continue;
             }
-            (Some(_), None) => {
-                out.withdraw(dst, family, prefix);
-                out.count(dst, -1);
+            let dst = PeerId(i as u32);
+            let g = dst_state.generation;
+            let cfg = &dst_state.config;
+            let before = old.as_ref().and_then(|p| {
+                env.export_for(
+                    self.table, self.cache, &prefix, family, p, dst, dst_state, cfg, g,
+                )
+                .map(|e| e.ptr())
+            });
+            let after = new.and_then(|p| {
+                env.export_for(
+                    self.table, self.cache, &prefix, family, p, dst, dst_state, cfg, g,
+                )
+            });
+            match (before, after) {
+                (None, None) => {}
+                (Some(a), Some(b)) if a == b.ptr() => {}
+                (Some(_), Some(b)) => self.out.announce(dst, family, b.get(), prefix),
+                (None, Some(b)) => {
+                    self.out.announce(dst, family, b.get(), prefix);
+                    self.out.count(dst, 1);
+                }
+                (Some(_), None) => {
+                    self.out.withdraw(dst, family, prefix);
+                    self.out.count(dst, -1);
+                }
             }
         }
+    }
+}
+
+/// An export result: usually borrowed from the export cache (no reference-count traffic in
+/// the per-prefix path), owned when per-prefix communities made a new set.
+enum Exported<'c> {
+    Cached(&'c Arc<RouteAttrs>),
+    Owned(Arc<RouteAttrs>),
+}
+
+impl Exported<'_> {
+    fn get(&self) -> &Arc<RouteAttrs> {
+        match self {
+            Exported::Cached(a) => a,
+            Exported::Owned(a) => a,
+        }
+    }
+
+    fn ptr(&self) -> usize {
+        Arc::as_ptr(self.get()) as usize
     }
 }
 
@@ -735,8 +781,8 @@ impl Rib {
             config,
             peers: vec![None],
             table: AttrTable::default(),
-            v4: HashMap::default(),
-            v6: HashMap::default(),
+            v4: PrefixTable::default(),
+            v6: PrefixTable::default(),
             cache: ExportCache::default(),
             igp_cost: None,
         }
@@ -859,7 +905,7 @@ impl Rib {
                 cfg,
                 g,
             ) {
-                out.announce(peer, family, &a, prefix);
+                out.announce(peer, family, a.get(), prefix);
                 out.count(peer, 1);
             }
         };
@@ -898,8 +944,8 @@ impl Rib {
             igp_cost: igp_cost.as_deref(),
         };
         let delta = match prefix {
-            IpNet::V4(k) => apply(v4, k, change, &env, table, cache, out),
-            IpNet::V6(k) => apply(v6, k, change, &env, table, cache, out),
+            IpNet::V4(k) => apply(v4.shard_mut(&k), k, change, &env, table, cache, out),
+            IpNet::V6(k) => apply(v6.shard_mut(&k), k, change, &env, table, cache, out),
         };
         if delta != 0 {
             if let Some(Some(p)) = self.peers.get_mut(source.index()) {
@@ -1190,17 +1236,19 @@ impl Rib {
                 return;
             }
             let best = set.best();
-            let before = env.export_for(
-                table,
-                cache,
-                &prefix,
-                family,
-                best,
-                peer,
-                dst_state,
-                &old_config,
-                old_generation,
-            );
+            let before = env
+                .export_for(
+                    table,
+                    cache,
+                    &prefix,
+                    family,
+                    best,
+                    peer,
+                    dst_state,
+                    &old_config,
+                    old_generation,
+                )
+                .map(|e| e.ptr());
             let after = env.export_for(
                 table,
                 cache,
@@ -1214,10 +1262,10 @@ impl Rib {
             );
             match (before, after) {
                 (None, None) => {}
-                (Some(a), Some(b)) if Arc::ptr_eq(&a, &b) => {}
-                (Some(_), Some(b)) => out.announce(peer, family, &b, prefix),
+                (Some(a), Some(b)) if a == b.ptr() => {}
+                (Some(_), Some(b)) => out.announce(peer, family, b.get(), prefix),
                 (None, Some(b)) => {
-                    out.announce(peer, family, &b, prefix);
+                    out.announce(peer, family, b.get(), prefix);
                     out.count(peer, 1);
                 }
                 (Some(_), None) => {
