@@ -27,6 +27,22 @@
 //!   throughput.
 //!
 //! The diff is a pure function; the netlink code is a thin driver around it.
+//!
+//! ```
+//! use fib::{MemoryFib, NextHop, Route, RouteTable};
+//!
+//! let mut fib = MemoryFib::default();
+//! let block = Route::blackhole("10.65.1.0/26".parse().unwrap());
+//! let remote = Route::via(
+//!     "10.65.2.0/26".parse().unwrap(),
+//!     NextHop::onlink("192.168.9.2".parse().unwrap(), "tunl0"),
+//! );
+//! let report = fib.apply(vec![block.clone(), remote]).unwrap();
+//! assert_eq!(report.added, 2);
+//! // Same set again (or from a restarted agent): nothing is written.
+//! let report = fib.restart().apply(vec![block]).unwrap();
+//! assert_eq!((report.unchanged, report.deleted), (1, 1));
+//! ```
 
 mod error;
 mod memory;
