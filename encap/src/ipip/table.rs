@@ -7,6 +7,7 @@
 //! the check that keeps arbitrary hosts from injecting packets into the overlay.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -20,6 +21,32 @@ pub struct RemoteNode {
     pub blocks: Vec<Ipv4Net>,
 }
 
+/// A fast hasher for the table's `u32` network keys (Fibonacci hashing). SipHash's protection
+/// against hash flooding is not needed: the keys come from the agent's configuration, and
+/// lookups of attacker-chosen destinations never insert.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NetworkHasher(u64);
+
+impl Hasher for NetworkHasher {
+    /// The product's high half is the well-mixed one (block keys end in zero bits, which
+    /// multiplication keeps in the low half); the hash table indexes by the low bits, so swap.
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type NetworkMap<V> = HashMap<u32, V, BuildHasherDefault<NetworkHasher>>;
+
 /// Longest-prefix-match table from inner destination to remote node.
 ///
 /// One hash map per prefix length present, probed from the longest length down: a lookup
@@ -28,7 +55,7 @@ pub struct RemoteNode {
 #[derive(Debug, Clone, Default)]
 pub struct RemoteBlockTable {
     /// `(prefix length, network bits -> node)`, longest length first.
-    by_len: Vec<(u8, HashMap<u32, Ipv4Addr>)>,
+    by_len: Vec<(u8, NetworkMap<Ipv4Addr>)>,
     nodes: HashSet<Ipv4Addr>,
 }
 
@@ -36,7 +63,7 @@ impl RemoteBlockTable {
     /// Builds the table. If two nodes claim the same block, the later one wins (a block moving
     /// between nodes is a transient the agent resolves on its next update).
     pub fn new(nodes: &[RemoteNode]) -> Self {
-        let mut lens: HashMap<u8, HashMap<u32, Ipv4Addr>> = HashMap::new();
+        let mut lens: HashMap<u8, NetworkMap<Ipv4Addr>> = HashMap::new();
         let mut known = HashSet::new();
         for node in nodes {
             known.insert(node.node_ip);
