@@ -196,3 +196,14 @@ fn end_of_rib_and_unnegotiated_families_are_ignored() {
     .unwrap();
     assert!(rib.is_empty());
 }
+
+#[test]
+fn prefixes_are_keyed_without_host_bits() {
+    let mut rib = rib();
+    let a = peer(&mut rib, "10.1.0.2", 65001);
+    rib.update(a, &announce(attrs(&[65001], "10.1.0.2"), &["10.10.0.7/24"]))
+        .unwrap();
+    assert!(rib.best(&net("10.10.0.0/24")).is_some());
+    rib.update(a, &withdraw(&["10.10.0.0/24"])).unwrap();
+    assert!(rib.is_empty());
+}

@@ -964,7 +964,9 @@ impl Rib {
         if update.is_end_of_rib().is_some() {
             return Ok(out.out);
         }
-        for prefix in update.withdrawn_all() {
+        // Prefixes are keyed in canonical form (host bits cleared): a peer that sends
+        // 10.0.0.1/24 means 10.0.0.0/24.
+        for prefix in update.withdrawn_all().map(|p| p.trunc()) {
             self.withdraw_from_peer(peer, prefix, &mut out);
         }
         if !update.nlri.is_empty() {
@@ -1067,7 +1069,7 @@ impl Rib {
         if let Some(reason) = reject {
             debug!(%peer, %reason, "excluding received paths");
         }
-        for prefix in prefixes {
+        for prefix in prefixes.map(|p| p.trunc()) {
             if Family::of(&prefix) != family {
                 continue;
             }
@@ -1153,6 +1155,7 @@ impl Rib {
     /// carry communities or a MED; ORIGIN defaults to IGP and AS_PATH to empty (eBGP export
     /// prepends our AS).
     pub fn originate(&mut self, prefix: IpNet, attrs: Option<PathAttributes>) -> RibOutputs {
+        let prefix = prefix.trunc();
         let family = Family::of(&prefix);
         let mut attrs = attrs.unwrap_or_default();
         attrs.origin.get_or_insert(Origin::Igp);
@@ -1180,6 +1183,7 @@ impl Rib {
 
     /// Stops originating `prefix`.
     pub fn withdraw_local(&mut self, prefix: IpNet) -> RibOutputs {
+        let prefix = prefix.trunc();
         let mut out = OutputBuilder::default();
         self.change(prefix, Change::Remove(PeerId::LOCAL), &mut out);
         self.apply_advertised(&out);
@@ -1319,9 +1323,9 @@ impl Rib {
     }
 
     fn set(&self, prefix: &IpNet) -> Option<&PathSet> {
-        match prefix {
-            IpNet::V4(k) => self.v4.get(k),
-            IpNet::V6(k) => self.v6.get(k),
+        match prefix.trunc() {
+            IpNet::V4(k) => self.v4.get(&k),
+            IpNet::V6(k) => self.v6.get(&k),
         }
     }
 
