@@ -49,3 +49,14 @@ pub fn rtnetlink_handle(netns: &Path) -> Result<rtnetlink::Handle, EncapError> {
     tokio::spawn(connection);
     Ok(handle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_namespace_is_an_error() {
+        let err = run_in(Path::new("/run/netns/encap-no-such-namespace"), || ()).unwrap_err();
+        assert!(matches!(err, EncapError::Io { .. }), "{err}");
+    }
+}
