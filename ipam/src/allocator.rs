@@ -1050,3 +1050,25 @@ fn checked_block(
     })?;
     Ok(Versioned { revision, value: b })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taken_ranges_merge_nested_and_adjacent_ranges() {
+        let mut t = TakenRanges::new(vec![(0, 255), (64, 127), (256, 511), (1024, 1087)]);
+        assert_eq!(t.0, vec![(0, 511), (1024, 1087)]);
+        assert_eq!(t.overlap(128, 191), Some(511));
+        assert_eq!(t.overlap(512, 575), None);
+        assert_eq!(t.overlap(1000, 1024), Some(1087));
+        assert_eq!(t.overlap(1088, 2000), None);
+        t.insert(512, 1023);
+        assert_eq!(t.0, vec![(0, 1087)]);
+        let empty = TakenRanges::new(Vec::new());
+        assert_eq!(empty.overlap(0, u128::MAX), None);
+        let top = TakenRanges::new(vec![(u128::MAX - 3, u128::MAX)]);
+        assert_eq!(top.overlap(u128::MAX, u128::MAX), Some(u128::MAX));
+    }
+}

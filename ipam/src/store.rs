@@ -6,7 +6,9 @@
 //! block, both write against the revision they read; the datastore accepts one and answers
 //! [`StoreError::Conflict`] to the other, which re-reads and tries again. Uniqueness of addresses
 //! therefore rests on this one primitive, and the agent's datastores (a file directory, Kubernetes
-//! CRDs) only have to implement these five operations faithfully.
+//! CRDs) only have to implement these five operations faithfully. Two listing shortcuts
+//! ([`IpamStore::list_block_cidrs`], [`IpamStore::list_node_affinities`]) have default
+//! implementations on top of `list`; a store overrides them when it can answer more cheaply.
 //!
 //! [`MemoryStore`] is a thread-safe in-memory implementation for tests and simulations.
 

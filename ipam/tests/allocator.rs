@@ -628,3 +628,44 @@ fn release_ip_counts_a_handle_with_an_unlisted_allocation_as_leak() {
     );
     assert_eq!(r.dangling_handles.len(), 1);
 }
+
+#[test]
+fn claims_skip_blocks_of_an_older_block_size() {
+    let a = allocator();
+    let old = [pool("p", "10.0.0.0/24", 26)];
+    a.assign(&old, &no_labels(), &req("c0", "n1")).unwrap(); // 10.0.0.0/26
+    a.assign(&old, &no_labels(), &req("c1", "n2")).unwrap(); // 10.0.0.64/26
+                                                             // The pool is re-created with smaller blocks: new claims avoid the old /26 ranges.
+    let new = [pool("p", "10.0.0.0/24", 28)];
+    let got = a.assign(&new, &no_labels(), &req("d0", "n3")).unwrap();
+    assert_eq!(got.block, net("10.0.0.128/28"));
+    let got = a.assign(&new, &no_labels(), &req("d1", "n4")).unwrap();
+    assert_eq!(got.block, net("10.0.0.144/28"));
+    // n1 keeps using its old block.
+    let got = a.assign(&new, &no_labels(), &req("c2", "n1")).unwrap();
+    assert_eq!(got.block, net("10.0.0.0/26"));
+    assert!(a.check().unwrap().is_clean());
+}
+
+#[test]
+fn ipv6_blocks_and_names() {
+    let a = allocator();
+    let pools = [pool("v6", "fd00:10:244::/64", 122)];
+    let mut r = req("c0", "n1");
+    r.family = IpFamily::V6;
+    let got = a.assign(&pools, &no_labels(), &r).unwrap();
+    assert_eq!(got.block, net("fd00:10:244::/122"));
+    let mut r = req("c1", "n2");
+    r.family = IpFamily::V6;
+    let got = a.assign(&pools, &no_labels(), &r).unwrap();
+    assert_eq!(got.block, net("fd00:10:244::40/122"));
+    assert_eq!(got.address, ip("fd00:10:244::40"));
+    assert!(a
+        .store()
+        .get(RecordKind::Block, "fd00-10-244--40-122")
+        .unwrap()
+        .is_some());
+    let u = a.usage(&pools).unwrap();
+    assert_eq!(u.pools[0].total, 1u128 << 64);
+    assert_eq!(u.pools[0].in_use, 2);
+}
