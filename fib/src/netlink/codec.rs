@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric, RouteNextHop,
-    RouteNextHopFlags, RouteProtocol, RouteScope, RouteType, RouteVia,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{RouteMessageBuilder, RouteNextHopBuilder};
@@ -140,82 +140,148 @@ pub(crate) fn dump_message(v6: bool) -> RouteMessage {
     msg
 }
 
-fn address(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+// Kernel ABI constants (include/uapi/linux/rtnetlink.h, linux/socket.h) for the raw dump
+// decoder below.
+const RTM_NEWROUTE: u16 = 24;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_METRICS: u16 = 8;
+const RTA_MULTIPATH: u16 = 9;
+const RTA_TABLE: u16 = 15;
+const RTA_VIA: u16 = 18;
+const RTAX_MTU: u16 = 2;
+const RTN_UNICAST: u8 = 1;
+const RTN_BLACKHOLE: u8 = 6;
+const RTNH_F_ONLINK: u32 = 4;
+/// sizeof(struct nlmsghdr) + sizeof(struct rtmsg).
+const ROUTE_HEADERS: usize = 16 + 12;
+/// Strips NLA_F_NESTED and NLA_F_NET_BYTEORDER from an attribute type.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// Iterates `struct rtattr`s (type, value); stops at the first malformed one.
+struct Attrs<'a>(&'a [u8]);
+
+impl<'a> Iterator for Attrs<'a> {
+    type Item = (u16, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.0;
+        if b.len() < 4 {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
+        let kind = u16::from_ne_bytes([b[2], b[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > b.len() {
+            self.0 = &[];
+            return None;
+        }
+        let value = &b[4..len];
+        self.0 = b.get((len + 3) & !3..).unwrap_or(&[]);
+        Some((kind, value))
+    }
+}
+
+fn u32_of(v: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+fn addr_of(v: &[u8]) -> Option<IpAddr> {
+    match v.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(v).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(v).ok()?)),
         _ => None,
     }
 }
 
-fn via(v: &RouteVia) -> Option<IpAddr> {
-    match v {
-        RouteVia::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteVia::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
+/// RTA_VIA: `struct rtvia { __kernel_sa_family_t rtvia_family; __u8 rtvia_addr[]; }`.
+fn via_of(v: &[u8]) -> Option<IpAddr> {
+    addr_of(v.get(2..)?)
+}
+
+/// RTA_MULTIPATH: a sequence of `struct rtnexthop { len, flags, hops, ifindex }` each followed
+/// by its own attributes.
+fn legs_of(mut v: &[u8]) -> Vec<NextHop> {
+    let mut legs = Vec::new();
+    while v.len() >= 8 {
+        let len = usize::from(u16::from_ne_bytes([v[0], v[1]]));
+        if len < 8 || len > v.len() {
+            break;
+        }
+        let flags = u32::from(v[2]);
+        let ifindex = u32::from_ne_bytes([v[4], v[5], v[6], v[7]]);
+        let mut gateway = None;
+        for (kind, value) in Attrs(&v[8..len]) {
+            match kind {
+                RTA_GATEWAY => gateway = addr_of(value),
+                RTA_VIA => gateway = via_of(value),
+                _ => {}
+            }
+        }
+        legs.push(NextHop {
+            gateway,
+            device: (ifindex != 0).then_some(Device::Index(ifindex)),
+            onlink: flags & RTNH_F_ONLINK != 0,
+        });
+        v = v.get((len + 3) & !3..).unwrap_or(&[]);
     }
+    legs
 }
 
-fn gateway_of(attrs: &[RouteAttribute]) -> Option<IpAddr> {
-    attrs.iter().find_map(|a| match a {
-        RouteAttribute::Gateway(g) => address(g),
-        RouteAttribute::Via(v) => via(v),
-        _ => None,
-    })
-}
-
-fn leg(nh: &RouteNextHop) -> NextHop {
-    NextHop {
-        gateway: gateway_of(&nh.attributes),
-        device: (nh.interface_index != 0).then_some(Device::Index(nh.interface_index)),
-        onlink: nh.flags.contains(RouteNextHopFlags::Onlink),
-    }
-}
-
-/// The route a dump entry describes, if it is ours.
+/// The route a raw RTM_NEWROUTE dump entry (nlmsghdr included) describes, if it is ours.
 ///
-/// `None`: not our protocol (or not an IPv4/IPv6 route): invisible to us. `Some((key, None))`:
-/// ours, but of a shape [`Route`] does not model (e.g. `unreachable`), so reconcile replaces
-/// or deletes it. `Some((key, Some(route)))`: ours, devices as ifindex.
-pub(crate) fn parse_route(msg: &RouteMessage, protocol: u8) -> Option<(RouteKey, Option<Route>)> {
-    let h = &msg.header;
-    if u8::from(h.protocol) != protocol {
+/// Decoded straight from the bytes rather than through `RouteMessage`: a reconcile reads back
+/// every route we own, and this avoids one allocation per attribute. Only the fields [`Route`]
+/// models are read; the protocol byte is checked first, so other protocols' routes cost
+/// nothing.
+///
+/// `None`: not our protocol, not IPv4/IPv6, or malformed: invisible to us. `Some((key,
+/// None))`: ours, but of a shape [`Route`] does not model (e.g. `unreachable`), so reconcile
+/// replaces or deletes it. `Some((key, Some(route)))`: ours, devices as ifindex.
+pub(crate) fn parse_route_raw(raw: &[u8], protocol: u8) -> Option<(RouteKey, Option<Route>)> {
+    if raw.len() < ROUTE_HEADERS || u16::from_ne_bytes([raw[4], raw[5]]) != RTM_NEWROUTE {
         return None;
     }
-    let unspecified = match h.address_family {
-        AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    let rtm = &raw[16..ROUTE_HEADERS];
+    let (family, dst_len, header_table, proto, kind) = (rtm[0], rtm[1], rtm[4], rtm[5], rtm[7]);
+    let rtm_flags = u32::from_ne_bytes([rtm[8], rtm[9], rtm[10], rtm[11]]);
+    if proto != protocol {
+        return None;
+    }
+    let mut dst = match family {
+        AF_INET => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        AF_INET6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         _ => return None,
     };
-    let mut dst_addr = unspecified;
-    let mut table = u32::from(h.table);
-    let mut oif = None;
-    let mut legs = None;
-    let mut mtu = None;
-    for attr in &msg.attributes {
+    let mut table = u32::from(header_table);
+    let (mut oif, mut gateway, mut legs, mut mtu) = (None, None, None, None);
+    for (attr, value) in Attrs(&raw[ROUTE_HEADERS..]) {
         match attr {
-            RouteAttribute::Destination(a) => dst_addr = address(a)?,
-            RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Oif(i) => oif = Some(*i),
-            RouteAttribute::MultiPath(nhs) => legs = Some(nhs.iter().map(leg).collect()),
-            RouteAttribute::Metrics(ms) => {
-                mtu = ms.iter().find_map(|m| match m {
-                    RouteMetric::Mtu(v) => Some(*v),
-                    _ => None,
-                })
+            RTA_DST => dst = addr_of(value)?,
+            RTA_TABLE => table = u32_of(value)?,
+            RTA_OIF => oif = u32_of(value),
+            RTA_GATEWAY => gateway = addr_of(value),
+            RTA_VIA => gateway = via_of(value),
+            RTA_MULTIPATH => legs = Some(legs_of(value)),
+            RTA_METRICS => {
+                mtu = Attrs(value)
+                    .find(|(m, _)| *m == RTAX_MTU)
+                    .and_then(|(_, v)| u32_of(v))
             }
             _ => {}
         }
     }
-    let destination = IpNet::new(dst_addr, h.destination_prefix_length).ok()?;
+    let destination = IpNet::new(dst, dst_len).ok()?;
     let key = RouteKey::new(table, destination);
-    let kind = match h.kind {
-        RouteType::BlackHole => RouteKind::Blackhole,
-        RouteType::Unicast => RouteKind::Unicast(legs.unwrap_or_else(|| {
+    let kind = match kind {
+        RTN_BLACKHOLE => RouteKind::Blackhole,
+        RTN_UNICAST => RouteKind::Unicast(legs.unwrap_or_else(|| {
             vec![NextHop {
-                gateway: gateway_of(&msg.attributes),
+                gateway,
                 device: oif.filter(|i| *i != 0).map(Device::Index),
-                onlink: h.flags.contains(RouteFlags::Onlink),
+                onlink: rtm_flags & RTNH_F_ONLINK != 0,
             }]
         })),
         _ => return Some((key, None)),
@@ -253,6 +319,35 @@ mod tests {
         let msg = replace_message(&r, 80, |n| (n == "cali1").then_some(9)).unwrap();
         let parsed = parse_route(&msg, 80).unwrap().1.unwrap();
         assert_eq!(parsed, Route::via(net("10.65.1.5/32"), NextHop::dev(9)));
+    }
+
+    /// The bytes the kernel would send for `msg` in a dump.
+    fn wire(msg: RouteMessage) -> Vec<u8> {
+        use rtnetlink::packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        let mut m = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(msg)),
+        );
+        m.finalize();
+        let mut buf = vec![0; m.buffer_len()];
+        m.serialize(&mut buf);
+        buf
+    }
+
+    fn parse_route(msg: &RouteMessage, protocol: u8) -> Option<(RouteKey, Option<Route>)> {
+        parse_route_raw(&wire(msg.clone()), protocol)
+    }
+
+    #[test]
+    fn truncated_or_garbage_entries_are_skipped() {
+        let msg = replace_message(&Route::blackhole(net("10.65.1.0/26")), 80, no_links).unwrap();
+        let bytes = wire(msg);
+        for cut in 0..bytes.len() {
+            // Must not panic; a cut inside the attributes may still yield a route.
+            let _ = parse_route_raw(&bytes[..cut], 80);
+        }
+        assert_eq!(parse_route_raw(&[0xff; 64], 80), None);
     }
 
     fn round_trip(r: &Route) -> Route {

@@ -108,11 +108,9 @@ impl NetlinkFib {
 
     /// Re-reads the interface names of the namespace.
     fn refresh_links(&mut self) -> Result<(), FibError> {
-        let answers = self.rtnl.dump(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            "link",
-            |_| true,
-        )?;
+        let answers = self
+            .rtnl
+            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), "link")?;
         self.links = answers
             .into_iter()
             .filter_map(|m| match m {
@@ -149,19 +147,19 @@ impl NetlinkFib {
 
     /// Our routes in the kernel, by key (`None` for shapes we do not model).
     fn dump_ours(&mut self) -> Result<HashMap<RouteKey, Option<Route>>, FibError> {
+        let protocol = self.config.protocol;
         let mut out = HashMap::new();
         for v6 in [false, true] {
             let request = RouteNetlinkMessage::GetRoute(codec::dump_message(v6));
-            let protocol = self.config.protocol;
-            // struct rtmsg follows the 16-byte nlmsghdr; rtm_protocol is its byte 5.
-            let ours = |raw: &[u8]| raw.get(16 + 5) == Some(&protocol);
-            for m in self.rtnl.dump(request, "route", ours)? {
-                if let RouteNetlinkMessage::NewRoute(msg) = m {
-                    if let Some((key, route)) = codec::parse_route(&msg, self.config.protocol) {
-                        out.insert(key, route);
+            let found = self
+                .rtnl
+                .dump_raw(request, "route", Vec::new, |found, raw| {
+                    if let Some(entry) = codec::parse_route_raw(raw, protocol) {
+                        found.push(entry);
                     }
-                }
-            }
+                    Ok(())
+                })?;
+            out.extend(found);
         }
         Ok(out)
     }

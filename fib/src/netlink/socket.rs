@@ -303,20 +303,40 @@ impl Rtnl {
         }
     }
 
-    /// Dumps `request` (RTM_GETROUTE / RTM_GETLINK) and returns the answer bodies that
-    /// `keep` accepts. `keep` sees the raw message (header included) before it is decoded, so
-    /// uninteresting entries — other protocols' routes — cost no decoding.
+    /// Dumps `request` (RTM_GETROUTE / RTM_GETLINK) and decodes every answer with the
+    /// netlink-packet-route types.
     pub(crate) fn dump(
         &mut self,
         request: RouteNetlinkMessage,
         what: &'static str,
-        keep: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<RouteNetlinkMessage>, FibError> {
+        self.dump_raw(request, what, Vec::new, |out, raw| {
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw)
+                .map_err(|e| FibError::Decode(e.to_string()))?;
+            if let NetlinkPayload::InnerMessage(m) = msg.payload {
+                out.push(m);
+            }
+            Ok(())
+        })
+    }
+
+    /// Dumps `request`, handing each answer message (raw bytes, nlmsghdr included) to `each`,
+    /// which folds it into the accumulator made by `init`. Raw access lets the caller skip,
+    /// without decoding, entries it does not care about (other protocols' routes) and decode
+    /// the rest without intermediate allocations. A dump the kernel flags as interrupted
+    /// (NLM_F_DUMP_INTR: the table changed meanwhile) starts over with a fresh accumulator.
+    pub(crate) fn dump_raw<C>(
+        &mut self,
+        request: RouteNetlinkMessage,
+        what: &'static str,
+        init: impl Fn() -> C,
+        mut each: impl FnMut(&mut C, &[u8]) -> Result<(), FibError>,
+    ) -> Result<C, FibError> {
         for _ in 0..DUMP_RETRIES {
             self.tx.clear();
             let seq = self.push(&request, NLM_F_DUMP);
             self.send_tx()?;
-            let mut out = Vec::new();
+            let mut out = init();
             let mut interrupted = false;
             'recv: loop {
                 let n = self.recv().map_err(sock_err("recv dump"))?;
@@ -356,14 +376,7 @@ impl Rtnl {
                                 }
                             }
                         }
-                        _ if keep(raw) => {
-                            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw)
-                                .map_err(|e| FibError::Decode(e.to_string()))?;
-                            if let NetlinkPayload::InnerMessage(m) = msg.payload {
-                                out.push(m);
-                            }
-                        }
-                        _ => {}
+                        _ => each(&mut out, raw)?,
                     }
                 }
             }
