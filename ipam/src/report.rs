@@ -187,7 +187,7 @@ impl<S: IpamStore> Allocator<S> {
             }
         }
         for p in &mut report.pools {
-            p.free = p.total - p.in_use;
+            p.free = p.total.saturating_sub(p.in_use);
             p.blocks.sort_by_key(|b| b.cidr);
         }
         report.blocks_outside_pools.sort_by_key(|b| b.cidr);
