@@ -2,7 +2,8 @@
 //! 10,000 distinct AS paths; the RIB runs import, the decision process and export to one
 //! other established eBGP peer. Prints wall time and peak RSS (VmHWM).
 //!
-//! `cargo run --release -p bgp --example rib-bench [prefixes] [paths]`
+//! `cargo run --release -p bgp --example rib-bench [prefixes] [paths] [export-peers]`
+//! (defaults 1000000, 10000, 1; more export peers model a node-to-node mesh).
 //!
 //! UPDATEs are built as the codec would hand them over: one attribute set per UPDATE with
 //! as many /24s as fit in a 4096-octet message (about 900), so a set's 100 prefixes arrive
@@ -48,6 +49,11 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000)
         .max(1);
+    let export_peers: u32 = args
+        .get(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 250);
     let rss_start = vm_hwm_kib();
 
     let local_as = 64512;
@@ -55,11 +61,6 @@ fn main() {
     let upstream = rib.add_peer(PeerConfig::new(
         IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
         65001,
-        local_as,
-    ));
-    let downstream = rib.add_peer(PeerConfig::new(
-        IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
-        65002,
         local_as,
     ));
     let session = |local: Ipv4Addr, router_id: Ipv4Addr| PeerSession {
@@ -74,15 +75,13 @@ fn main() {
     )
     .map_err(|e| e.to_string())
     .unwrap_or_default();
-    rib.peer_up(
-        downstream,
-        session(
-            Ipv4Addr::new(198, 51, 100, 1),
-            Ipv4Addr::new(198, 51, 100, 2),
-        ),
-    )
-    .map_err(|e| e.to_string())
-    .unwrap_or_default();
+    for i in 0..export_peers {
+        let addr = Ipv4Addr::new(198, 51, 100, 2 + i as u8);
+        let downstream = rib.add_peer(PeerConfig::new(IpAddr::V4(addr), 65002 + i, local_as));
+        rib.peer_up(downstream, session(Ipv4Addr::new(198, 51, 100, 1), addr))
+            .map_err(|e| e.to_string())
+            .unwrap_or_default();
+    }
 
     let per_path = prefixes.div_ceil(paths);
     let chunk = 900usize;
@@ -150,7 +149,7 @@ fn main() {
     let down = t.elapsed();
     let down_cpu = cpu_ns().saturating_sub(cpu_down);
 
-    println!("rib-bench: {prefixes} IPv4 /24 prefixes over {paths} AS paths, eBGP in -> decision -> eBGP out");
+    println!("rib-bench: {prefixes} IPv4 /24 prefixes over {paths} AS paths, eBGP in -> decision -> eBGP out to {export_peers} peer(s)");
     println!(
         "  load: {:.3} s wall, {:.3} s CPU ({:.0} ns CPU/prefix), {announced} prefixes exported in {out_groups} UPDATE groups, {fib_changes} FIB changes, {errors} errors",
         load.as_secs_f64(),

@@ -364,18 +364,19 @@ impl PeerState {
 
 type ExportKey = (usize, PeerId, PeerId, u32);
 
-/// Memoised [`export_attrs`] results, with a one-entry front cache because consecutive
-/// prefixes of an UPDATE share everything.
+/// Memoised [`export_attrs`] results, with a one-entry front cache per destination peer
+/// because consecutive prefixes of an UPDATE share everything but the prefix.
 #[derive(Debug, Default)]
 struct ExportCache {
     map: HashMap<ExportKey, Option<Arc<RouteAttrs>>, FoldHashBuilder>,
-    last: Option<(ExportKey, Option<Arc<RouteAttrs>>)>,
+    /// Indexed by destination `PeerId`.
+    last: Vec<Option<(ExportKey, Option<Arc<RouteAttrs>>)>>,
 }
 
 impl ExportCache {
     fn clear(&mut self) {
         self.map.clear();
-        self.last = None;
+        self.last.clear();
     }
 }
 
@@ -385,7 +386,8 @@ struct OutputBuilder {
     out: RibOutputs,
     updates: HashMap<(PeerId, Family, usize), usize, FoldHashBuilder>,
     withdraws: HashMap<(PeerId, Family), usize, FoldHashBuilder>,
-    last_update: Option<((PeerId, Family, usize), usize)>,
+    /// Per destination `PeerId`: the last group appended to (front cache of `updates`).
+    last_update: Vec<Option<((PeerId, Family, usize), usize)>>,
     /// Change of each peer's `advertised` count (indexed by `PeerId`), applied at the end of
     /// the call because peers are borrowed immutably while outputs are produced.
     advertised: Vec<i64>,
@@ -402,7 +404,11 @@ impl OutputBuilder {
 
     fn announce(&mut self, peer: PeerId, family: Family, attrs: &Arc<RouteAttrs>, prefix: IpNet) {
         let key = (peer, family, Arc::as_ptr(attrs) as usize);
-        let index = match self.last_update {
+        let slot = peer.index();
+        if self.last_update.len() <= slot {
+            self.last_update.resize(slot + 1, None);
+        }
+        let index = match self.last_update[slot] {
             Some((k, i)) if k == key => i,
             _ => {
                 let next = self.out.updates.len();
@@ -415,7 +421,7 @@ impl OutputBuilder {
                         prefixes: Vec::new(),
                     });
                 }
-                self.last_update = Some((key, i));
+                self.last_update[slot] = Some((key, i));
                 i
             }
         };
@@ -571,7 +577,11 @@ impl Env<'_> {
             dst,
             generation,
         );
-        let hit = matches!(&cache.last, Some((k, _)) if *k == key);
+        let slot = dst.index();
+        if cache.last.len() <= slot {
+            cache.last.resize(slot + 1, None);
+        }
+        let hit = matches!(&cache.last[slot], Some((k, _)) if *k == key);
         if !hit {
             let v = match cache.map.get(&key) {
                 Some(v) => v.clone(),
@@ -581,9 +591,9 @@ impl Env<'_> {
                     v
                 }
             };
-            cache.last = Some((key, v));
+            cache.last[slot] = Some((key, v));
         }
-        let exported = cache.last.as_ref().and_then(|(_, v)| v.as_ref())?;
+        let exported = cache.last[slot].as_ref().and_then(|(_, v)| v.as_ref())?;
         if dst_config.export.prefix_communities.is_empty() {
             return Some(Exported::Cached(exported));
         }
