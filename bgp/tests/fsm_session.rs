@@ -1104,3 +1104,16 @@ fn rebooted_graceful_restart_peer_replaces_its_old_session_at_once() {
     assert_ne!(pair.a.session.negotiated().unwrap().connection, old);
     assert_eq!(pair.a.session.counters().established_transitions, 2);
 }
+
+#[test]
+fn zero_hold_time_peer_that_never_confirms_is_dropped() {
+    let mut c = a_config();
+    c.hold_time = 0;
+    let (mut s, now, id) = open_confirm(c, ipv4_open(65002, 90, [10, 0, 0, 2]));
+    assert!(s.decode_context(id).four_octet_as);
+    // No KEEPALIVE ever comes: the OpenSent hold timer (4 minutes) still ends it.
+    assert!(s.handle_timeouts(now + Duration::from_secs(239)).is_empty());
+    let outs = s.handle_timeouts(now + Duration::from_secs(240));
+    assert_eq!(codes(&outs), vec![(4, 0)]);
+    assert_eq!(s.state(), State::Idle);
+}

@@ -704,8 +704,10 @@ impl Session {
         }
         out.push(Output::Send(id, Message::Keepalive));
         if hold == 0 {
-            // RFC 4271 §4.4: a zero hold time means no hold timer and no KEEPALIVEs.
-            self.stop_timer(Timer::Hold(id), out);
+            // RFC 4271 §4.4: a zero hold time means no hold timer and no KEEPALIVEs once
+            // Established. Until then the OpenSent hold timer keeps running (a deviation from
+            // §8.2.2, which stops it): a peer that never confirms must not pin the connection
+            // in OpenConfirm forever.
         } else {
             self.set_timer(now, Timer::Hold(id), secs(hold), out);
             self.set_timer(now, Timer::Keepalive(id), secs(keepalive), out);
@@ -765,6 +767,8 @@ impl Session {
             .map_or(0, |n| n.hold_time);
         if hold > 0 {
             self.set_timer(now, Timer::Hold(id), secs(hold), out);
+        } else {
+            self.stop_timer(Timer::Hold(id), out);
         }
     }
 
