@@ -1102,6 +1102,10 @@ impl Rib {
                     }
                     self.change(prefix, Change::Upsert(RibPath { peer, attrs: a }), out);
                 }
+                // RFC 7606 §2: treat-as-withdraw is a withdrawal, not a received route.
+                None if reject == Some(ImportReject::TreatAsWithdraw) => {
+                    self.withdraw_from_peer(peer, prefix, out);
+                }
                 None => {
                     if let Ok(state) = self.peer_mut(peer) {
                         state.filtered.insert(prefix);
@@ -1337,6 +1341,13 @@ impl Rib {
             IpNet::V4(k) => self.v4.get(&k),
             IpNet::V6(k) => self.v6.get(&k),
         }
+    }
+
+    /// A peer's Adj-RIB-In after import policy: the paths it sent that were accepted.
+    pub fn adj_rib_in(&self, peer: PeerId) -> impl Iterator<Item = (IpNet, &RibPath)> {
+        self.iter().filter_map(move |(prefix, paths)| {
+            paths.iter().find(|p| p.peer == peer).map(|p| (prefix, p))
+        })
     }
 
     /// The Loc-RIB: every prefix with its paths, best first, in no particular order.

@@ -55,6 +55,11 @@ pub enum NextHopMode {
 
 /// Static configuration of one neighbour, as the agent derives it from a BGPPeer (or the
 /// node-to-node mesh).
+///
+/// Only the policies can change while the peer exists ([`super::Rib::set_import_policy`],
+/// [`super::Rib::set_export_policy`]): everything else decides what the peer has been sent,
+/// which the RIB does not store, so a change of AS, reflector-client status or next-hop
+/// mode is a `remove_peer` followed by `add_peer` (the session restarts anyway).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerConfig {
     /// The neighbour's address: the last decision-process tie-breaker (RFC 4271 §9.1.2.2 g).
