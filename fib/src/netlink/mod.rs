@@ -352,23 +352,19 @@ impl RouteTable for NetlinkFib {
 
     fn delete(&mut self, keys: Vec<RouteKey>) -> Result<ApplyReport, FibError> {
         let mut report = ApplyReport::default();
-        let keys: Vec<RouteKey> = keys
-            .into_iter()
-            .map(|k| RouteKey::new(k.table, k.destination))
-            .collect();
-        let removed: HashMap<RouteKey, Route> = keys
-            .iter()
-            .filter_map(|k| self.desired.remove(k).map(|r| (*k, r)))
-            .collect();
-        let items = keys
-            .iter()
-            .map(|key| Item {
+        let mut items = Vec::with_capacity(keys.len());
+        for k in keys {
+            let key = RouteKey::new(k.table, k.destination);
+            if !self.desired.is_empty() {
+                self.desired.remove(&key);
+            }
+            items.push(Item {
                 op: RouteOp::Delete,
-                key: *key,
-                route: removed.get(key),
+                key,
+                route: None,
                 was_present: true,
-            })
-            .collect();
+            });
+        }
         self.program(items, &mut report, |_| None)?;
         Ok(report)
     }
