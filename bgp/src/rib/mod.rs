@@ -380,14 +380,17 @@ impl ExportCache {
     }
 }
 
+/// An UPDATE group: destination, family and the exported attribute set's address.
+type GroupKey = (PeerId, Family, usize);
+
 /// Accumulates outputs, grouping announcements by (peer, family, attribute set).
 #[derive(Debug, Default)]
 struct OutputBuilder {
     out: RibOutputs,
-    updates: HashMap<(PeerId, Family, usize), usize, FoldHashBuilder>,
+    updates: HashMap<GroupKey, usize, FoldHashBuilder>,
     withdraws: HashMap<(PeerId, Family), usize, FoldHashBuilder>,
     /// Per destination `PeerId`: the last group appended to (front cache of `updates`).
-    last_update: Vec<Option<((PeerId, Family, usize), usize)>>,
+    last_update: Vec<Option<(GroupKey, usize)>>,
     /// Change of each peer's `advertised` count (indexed by `PeerId`), applied at the end of
     /// the call because peers are borrowed immutably while outputs are produced.
     advertised: Vec<i64>,
