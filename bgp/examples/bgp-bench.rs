@@ -30,7 +30,8 @@
 //!    stops the clock when the last one arrives: the time covers receiving, deciding and
 //!    re-advertising the whole table.
 //! 5. The DUT's peak RSS (`VmHWM`) is read from `/proc/<pid>/status` at the end. For FRR this
-//!    is bgpd alone (zebra is not run).
+//!    is bgpd alone (zebra is not run). The DUT's CPU time (user + system, all threads) over
+//!    the timed span is reported too: on a shared machine it varies far less than wall time.
 //!
 //! Tester and monitor stay off the critical path: no encoding after the clock starts, large
 //! writes and reads, and the monitor parses only prefix fields. The "tester wrote the table
