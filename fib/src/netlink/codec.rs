@@ -230,6 +230,26 @@ fn legs_of(mut v: &[u8]) -> Vec<NextHop> {
     legs
 }
 
+const RTM_NEWLINK: u16 = 16;
+const IFLA_IFNAME: u16 = 3;
+/// sizeof(struct nlmsghdr) + sizeof(struct ifinfomsg).
+const LINK_HEADERS: usize = 16 + 16;
+
+/// Name and ifindex of a raw RTM_NEWLINK dump entry. Read from the bytes so that a link
+/// attribute this crate's decoder does not understand can never make a reconcile fail.
+pub(crate) fn parse_link_raw(raw: &[u8]) -> Option<(String, u32)> {
+    if raw.len() < LINK_HEADERS || u16::from_ne_bytes([raw[4], raw[5]]) != RTM_NEWLINK {
+        return None;
+    }
+    let index = u32::from_ne_bytes([raw[20], raw[21], raw[22], raw[23]]);
+    let name = Attrs(&raw[LINK_HEADERS..])
+        .find(|(kind, _)| *kind == IFLA_IFNAME)?
+        .1;
+    // IFLA_IFNAME is NUL-terminated.
+    let name = name.split(|b| *b == 0).next()?;
+    Some((String::from_utf8_lossy(name).into_owned(), index))
+}
+
 /// The route a raw RTM_NEWROUTE dump entry (nlmsghdr included) describes, if it is ours.
 ///
 /// Decoded straight from the bytes rather than through `RouteMessage`: a reconcile reads back
@@ -337,6 +357,27 @@ mod tests {
 
     fn parse_route(msg: &RouteMessage, protocol: u8) -> Option<(RouteKey, Option<Route>)> {
         parse_route_raw(&wire(msg.clone()), protocol)
+    }
+
+    #[test]
+    fn link_name_and_index_from_the_wire() {
+        use rtnetlink::packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+        use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        let mut link = LinkMessage::default();
+        link.header.index = 42;
+        link.attributes.push(LinkAttribute::Mtu(1500));
+        link.attributes
+            .push(LinkAttribute::IfName("cali0123".into()));
+        let mut m = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)),
+        );
+        m.finalize();
+        let mut buf = vec![0; m.buffer_len()];
+        m.serialize(&mut buf);
+        assert_eq!(parse_link_raw(&buf), Some(("cali0123".into(), 42)));
+        assert_eq!(parse_link_raw(&buf[..20]), None);
     }
 
     #[test]

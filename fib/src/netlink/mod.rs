@@ -1,9 +1,9 @@
 //! The kernel FIB through rtnetlink: [`NetlinkFib`].
 //!
-//! A thin driver: [`codec`] maps routes to and from `RouteMessage`s (built with rtnetlink's
-//! `RouteMessageBuilder`, through the `rtnetlink::packet_route` re-export), [`socket`] moves
-//! batches of them through one NETLINK_ROUTE socket, and the decision of what to write is the
-//! pure [`diff`](crate::diff).
+//! A thin driver: [`codec`] encodes routes as `RouteMessage`s (built with rtnetlink's
+//! `RouteMessageBuilder`, through the `rtnetlink::packet_route` re-export) and decodes dump
+//! entries straight from the wire, [`socket`] moves batches of requests through one
+//! NETLINK_ROUTE socket, and the decision of what to write is the pure [`diff`](crate::diff).
 //!
 //! Kernel behaviour this relies on:
 //! * RTM_NEWROUTE with NLM_F_CREATE|NLM_F_REPLACE adds or overwrites the route with the same
@@ -21,7 +21,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
 use crate::error::{FibError, RouteError, RouteFailure, RouteOp};
@@ -108,22 +108,15 @@ impl NetlinkFib {
 
     /// Re-reads the interface names of the namespace.
     fn refresh_links(&mut self) -> Result<(), FibError> {
-        let answers = self
+        let request = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        self.links = self
             .rtnl
-            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), "link")?;
-        self.links = answers
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(link) => {
-                    let name = link.attributes.iter().find_map(|a| match a {
-                        LinkAttribute::IfName(n) => Some(n.clone()),
-                        _ => None,
-                    })?;
-                    Some((name, link.header.index))
+            .dump_raw(request, "link", HashMap::new, |links, raw| {
+                if let Some((name, index)) = codec::parse_link_raw(raw) {
+                    links.insert(name, index);
                 }
-                _ => None,
-            })
-            .collect();
+                Ok(())
+            })?;
         Ok(())
     }
 

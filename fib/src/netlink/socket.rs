@@ -303,23 +303,6 @@ impl Rtnl {
         }
     }
 
-    /// Dumps `request` (RTM_GETROUTE / RTM_GETLINK) and decodes every answer with the
-    /// netlink-packet-route types.
-    pub(crate) fn dump(
-        &mut self,
-        request: RouteNetlinkMessage,
-        what: &'static str,
-    ) -> Result<Vec<RouteNetlinkMessage>, FibError> {
-        self.dump_raw(request, what, Vec::new, |out, raw| {
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw)
-                .map_err(|e| FibError::Decode(e.to_string()))?;
-            if let NetlinkPayload::InnerMessage(m) = msg.payload {
-                out.push(m);
-            }
-            Ok(())
-        })
-    }
-
     /// Dumps `request`, handing each answer message (raw bytes, nlmsghdr included) to `each`,
     /// which folds it into the accumulator made by `init`. Raw access lets the caller skip,
     /// without decoding, entries it does not care about (other protocols' routes) and decode
