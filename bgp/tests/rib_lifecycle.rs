@@ -207,3 +207,25 @@ fn prefixes_are_keyed_without_host_bits() {
     rib.update(a, &withdraw(&["10.10.0.0/24"])).unwrap();
     assert!(rib.is_empty());
 }
+
+#[test]
+fn prefix_in_both_nlri_and_ipv4_mp_reach_is_taken_once() {
+    let mut rib = rib();
+    let a = peer(&mut rib, "10.1.0.2", 65001);
+    let b = peer(&mut rib, "10.1.0.3", 65002);
+    let mut u = announce(attrs(&[65001], "10.1.0.2"), &["10.10.0.0/24"]);
+    u.mp_reach = Some(bgp::packet::MpReach {
+        afi: bgp::packet::Afi::Ipv4,
+        safi: bgp::packet::Safi::Unicast,
+        next_hop: ip("10.1.0.9"),
+        link_local_next_hop: None,
+        nlri: vec![net("10.10.0.0/24")],
+    });
+    let out = rib.update(a, &u).unwrap();
+    assert_eq!(
+        rib.best(&net("10.10.0.0/24")).unwrap().attrs.next_hop,
+        ip("10.1.0.9")
+    );
+    assert_eq!(sent(&out, b).len(), 1);
+    assert_eq!(out.best_changes.len(), 1);
+}

@@ -984,7 +984,21 @@ impl Rib {
         }
         if !update.nlri.is_empty() {
             let next_hop = update.attributes.next_hop.map(IpAddr::V4);
-            let prefixes = update.nlri.iter().map(|p| IpNet::V4(*p));
+            // A prefix announced both in the NLRI field and in an IPv4 MP_REACH_NLRI of the
+            // same UPDATE is taken from MP_REACH only: processing it twice with different
+            // next hops would put it in two UPDATE groups whose send order is not the order
+            // of processing. (Legal but unheard of, so the set is only built then.)
+            let in_mp: HashSet<IpNet> = match &update.mp_reach {
+                Some(mp) if Family::from_afi_safi(mp.afi, mp.safi) == Some(Family::Ipv4Unicast) => {
+                    mp.nlri.iter().map(|p| p.trunc()).collect()
+                }
+                _ => HashSet::new(),
+            };
+            let prefixes = update
+                .nlri
+                .iter()
+                .map(|p| IpNet::V4(*p))
+                .filter(|p| in_mp.is_empty() || !in_mp.contains(&p.trunc()));
             self.announce_group(
                 peer,
                 update,
@@ -1299,6 +1313,14 @@ impl Rib {
         v6.iter().for_each(|(k, s)| each(IpNet::V6(*k), s));
         self.apply_advertised(&out);
         Ok(out.out)
+    }
+
+    /// Drops attribute sets no route uses any more. The RIB sweeps by itself when the intern
+    /// table has doubled and when a peer goes down; a driver may also call this from a
+    /// timer so that a table that only shrinks gives memory back.
+    pub fn sweep(&mut self) {
+        self.cache.clear();
+        self.table.sweep();
     }
 
     fn maybe_sweep(&mut self) {
