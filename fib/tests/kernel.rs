@@ -546,3 +546,35 @@ fn thousands_of_routes_in_one_apply() {
     assert!(our_routes(&n.ns, false).is_empty());
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[test]
+fn every_failure_of_a_large_batch_is_attributed_to_its_route() {
+    let n = node("fibfail");
+    let mut fib = fib_in(&n.ns);
+    // Alternate reachable and unreachable gateways over 6000 routes: each error must come
+    // back for exactly the route that caused it, across several batches.
+    let routes: Vec<Route> = (0..6000u32)
+        .map(|i| {
+            let dst = IpNet::new(IpAddr::from([10, 120, (i >> 8) as u8, i as u8]), 32).unwrap();
+            let gw = if i % 2 == 0 {
+                "192.168.50.2"
+            } else {
+                "10.201.0.1"
+            };
+            Route::via(dst, NextHop::via(ip(gw)))
+        })
+        .collect();
+    let report = fib.apply(routes.clone()).unwrap();
+    assert_eq!(report.added, 3000, "{:?}", &report.failed[..3]);
+    assert_eq!(report.failed.len(), 3000);
+    for e in &report.failed {
+        assert_eq!(e.errno(), Some(Errno::ENETUNREACH), "{e}");
+        let host = match e.key.destination.addr() {
+            IpAddr::V4(a) => u32::from(a) & 0xffff,
+            IpAddr::V6(_) => panic!("unexpected {e}"),
+        };
+        assert_eq!(host % 2, 1, "route {e} should have succeeded");
+        assert_eq!(e.route.as_ref().map(Route::key), Some(e.key));
+    }
+    assert_eq!(our_routes(&n.ns, false).len(), 3000);
+}

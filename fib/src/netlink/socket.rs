@@ -167,10 +167,16 @@ impl Rtnl {
         Ok(())
     }
 
-    /// Receives one datagram into `rx`; returns its length.
+    /// Receives one datagram into `rx`; returns its length. A signal interrupting the wait
+    /// is not an error.
     fn recv(&mut self) -> Result<usize, io::Error> {
-        self.rx.clear();
-        let n = self.sock.recv(&mut self.rx, libc::MSG_TRUNC)?;
+        let n = loop {
+            self.rx.clear();
+            match self.sock.recv(&mut self.rx, libc::MSG_TRUNC) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
         if n > self.rx.len() {
             return Err(io::Error::other(format!(
                 "netlink datagram of {n} bytes truncated to {}",
