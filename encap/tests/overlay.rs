@@ -214,3 +214,46 @@ async fn ipip_cross_subnet_encapsulates_only_to_the_remote_subnet() {
 async fn vxlan_cross_subnet_encapsulates_only_to_the_remote_subnet() {
     cross_subnet(pool(Never, CrossSubnet), "udp port 4789").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_change_moves_pods_from_ipip_to_vxlan() {
+    lab::require(TOOLS);
+    let mut c = Cluster::new(&[Subnet::One, Subnet::One]);
+    for i in 0..2 {
+        c.program(i, pool(Always, Never)).await;
+    }
+    c.assert_pods_reach(0, 1);
+
+    // The pool switches to VXLAN: the VXLAN device appears, the userspace tunl0 goes, and
+    // the routes move over.
+    for i in 0..2 {
+        c.program(i, pool(Never, Always)).await;
+    }
+    for node in &c.nodes {
+        assert!(node.ipip().is_none());
+        assert!(node.vxlan().is_some());
+    }
+    let route = c.nodes[0]
+        .ns
+        .ip(&["route", "show", "10.244.2.0/26"])
+        .unwrap();
+    assert!(route.contains("dev vxlan.calico"), "{route}");
+    if !std::path::Path::new("/sys/module/ipip").exists() {
+        // The userspace tunl0 is a TUN device that vanishes with its data path.
+        lab::wait_for(
+            "userspace tunl0 to go",
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_millis(20),
+            || {
+                c.nodes[0]
+                    .ns
+                    .ip(&["link", "show", "tunl0"])
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .unwrap();
+    }
+    c.assert_pods_reach(0, 1);
+    c.assert_pods_reach(1, 0);
+}
