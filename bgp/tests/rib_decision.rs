@@ -191,7 +191,7 @@ fn ebgp_wins_over_ibgp() {
 fn lowest_igp_cost_wins() {
     let setup = || {
         let (mut rib, a, b) = two_ibgp("1.1.1.1", "1.1.1.2")();
-        rib.set_igp_cost(Box::new(|nh| if nh == ip("10.9.0.1") { 50 } else { 10 }));
+        let _ = rib.set_igp_cost(Box::new(|nh| if nh == ip("10.9.0.1") { 50 } else { 10 }));
         (rib, a, b)
     };
     // a would win on router id; the IGP cost to its next hop is higher.
@@ -433,4 +433,35 @@ fn non_transitive_med_comparison_never_panics() {
     }
     assert!(rib.best(&net(PREFIX)).is_some());
     assert_eq!(rib.paths(&net(PREFIX)).len(), 3);
+}
+
+#[test]
+fn changing_igp_costs_reevaluates_and_reports() {
+    let (mut rib, a, b) = two_ibgp("1.1.1.1", "1.1.1.2")();
+    let e = peer(&mut rib, "10.1.0.9", 65009);
+    rib.update(a, &announce(attrs(&[64600], "10.9.0.1"), &[PREFIX]))
+        .unwrap();
+    rib.update(b, &announce(attrs(&[64600], "10.9.0.2"), &[PREFIX]))
+        .unwrap();
+    assert_eq!(
+        rib.best(&net(PREFIX)).unwrap().peer,
+        a,
+        "router id decides at equal cost"
+    );
+    let out = rib.set_igp_cost(Box::new(|nh| if nh == ip("10.9.0.1") { 50 } else { 10 }));
+    assert_eq!(rib.best(&net(PREFIX)).unwrap().peer, b);
+    assert_eq!(
+        out.best_changes,
+        vec![bgp::rib::BestPathChange {
+            prefix: net(PREFIX),
+            route: FibRoute::Via(vec![FibNextHop {
+                next_hop: ip("10.9.0.2"),
+                peer: b
+            }])
+        }]
+    );
+    // The eBGP peer sees the same next-hop-self route either way: nothing to send.
+    assert!(out.updates.iter().all(|u| u.peer != e));
+    // Unchanged costs: nothing happens.
+    assert!(rib.reevaluate().is_empty());
 }

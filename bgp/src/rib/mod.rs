@@ -801,10 +801,51 @@ impl Rib {
         }
     }
 
-    /// Installs the IGP cost function for decision step §9.1.2.2 e. Existing best paths are
-    /// re-evaluated only as their prefixes change.
-    pub fn set_igp_cost(&mut self, cost: Box<IgpCostFn>) {
+    /// Installs the IGP cost function for decision step §9.1.2.2 e and re-runs the decision
+    /// process with it ([`Rib::reevaluate`]).
+    pub fn set_igp_cost(&mut self, cost: Box<IgpCostFn>) -> RibOutputs {
         self.igp_cost = Some(cost);
+        self.reevaluate()
+    }
+
+    /// Re-runs the decision process for every prefix that has a choice, and emits what
+    /// changed — for when IGP costs moved (the cost function answers differently now).
+    pub fn reevaluate(&mut self) -> RibOutputs {
+        let Rib {
+            config,
+            peers,
+            table,
+            v4,
+            v6,
+            cache,
+            igp_cost,
+        } = self;
+        let env = Env {
+            config,
+            peers,
+            igp_cost: igp_cost.as_deref(),
+        };
+        let opts = config.decision();
+        let mut out = OutputBuilder::default();
+        let mut outputs = Outputs {
+            env: &env,
+            table,
+            cache,
+            out: &mut out,
+        };
+        let mut redo = |prefix: IpNet, set: &mut PathSet| {
+            if set.len() < 2 {
+                return;
+            }
+            let old_best = set.best().clone();
+            let old_fib = env.fib_route(Some(set));
+            select_best(set.as_mut_slice(), &env, &opts);
+            outputs.emit(prefix, Some(old_best), old_fib, Some(set));
+        };
+        v4.iter_mut().for_each(|(k, s)| redo(IpNet::V4(*k), s));
+        v6.iter_mut().for_each(|(k, s)| redo(IpNet::V6(*k), s));
+        self.apply_advertised(&out);
+        out.out
     }
 
     pub fn config(&self) -> &RibConfig {

@@ -53,6 +53,10 @@ impl<K: Hash + Eq> PrefixTable<K> {
         self.shards.iter().flat_map(|s| s.iter())
     }
 
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut PathSet)> {
+        self.shards.iter_mut().flat_map(|s| s.iter_mut())
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(HashMap::len).sum()
     }
