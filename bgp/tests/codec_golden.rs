@@ -617,3 +617,185 @@ fn as4_path_from_four_octet_peer_is_discarded() {
     );
     assert!(u.attributes.unknown.is_empty());
 }
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// What BIRD 2.0.12 actually sent on an eBGP session (captured in a network namespace):
+/// OPEN, KEEPALIVE, two UPDATEs and the IPv4 End-of-RIB. Each decodes to what BIRD meant and
+/// re-encodes to the very same bytes.
+#[test]
+fn real_bird_session_capture() {
+    let open = hex(concat!(
+        "ffffffffffffffffffffffffffffffff00350104fde9005a0a00000118021601040001000102004002",
+        "007841040000fde946004700"
+    ));
+    let keepalive = hex("ffffffffffffffffffffffffffffffff001304");
+    let upd1 = hex(concat!(
+        "ffffffffffffffffffffffffffffffff002e02000000144001010040020602010000fde94003047f00",
+        "0001100a01"
+    ));
+    let upd2 = hex(concat!(
+        "ffffffffffffffffffffffffffffffff0045020000002a4001010040020602010000fde94003047f00",
+        "0001c00804fde90064c0200c0000fde90000000100000002180a0203"
+    ));
+    let eor = hex("ffffffffffffffffffffffffffffffff00170200000000");
+
+    let bird_open = Open {
+        version: 4,
+        my_as: 65001,
+        hold_time: 90,
+        bgp_id: Ipv4Addr::new(10, 0, 0, 1),
+        capabilities: vec![
+            Capability::MultiProtocol {
+                afi: Afi::Ipv4,
+                safi: Safi::Unicast,
+            },
+            Capability::RouteRefresh,
+            Capability::GracefulRestart {
+                restarting: false,
+                notification: false,
+                restart_time: 120,
+                families: vec![],
+            },
+            Capability::FourOctetAs(65001),
+            Capability::EnhancedRouteRefresh,
+            // Long-Lived Graceful Restart (code 71), no families: kept verbatim.
+            Capability::Unknown {
+                code: 71,
+                value: vec![],
+            },
+        ],
+    };
+    let base = PathAttributes {
+        origin: Some(Origin::Igp),
+        as_path: Some(AsPath::from_sequence(vec![65001])),
+        next_hop: Some(Ipv4Addr::new(127, 0, 0, 1)),
+        ..Default::default()
+    };
+    let first = Update {
+        attributes: base.clone(),
+        nlri: vec!["10.1.0.0/16".parse().unwrap()],
+        ..Default::default()
+    };
+    let second = Update {
+        attributes: PathAttributes {
+            communities: vec![Community::new(65001, 100)],
+            large_communities: vec![LargeCommunity {
+                global: 65001,
+                local1: 1,
+                local2: 2,
+            }],
+            ..base
+        },
+        nlri: vec!["10.2.3.0/24".parse().unwrap()],
+        ..Default::default()
+    };
+    both_ways(&open, &Message::Open(bird_open), &FOUR);
+    both_ways(&keepalive, &Message::Keepalive, &FOUR);
+    both_ways(&upd1, &Message::Update(first), &FOUR);
+    both_ways(&upd2, &Message::Update(second), &FOUR);
+    both_ways(
+        &eor,
+        &Message::Update(Update::end_of_rib(Family::Ipv4Unicast)),
+        &FOUR,
+    );
+
+    // The same bytes as one TCP stream, cut by frame_len.
+    let stream = [open, keepalive, upd1, upd2, eor].concat();
+    let mut rest = &stream[..];
+    let mut kinds = Vec::new();
+    while let Some(len) = frame_len(rest).unwrap() {
+        kinds.push(Message::decode(&rest[..len], &FOUR).unwrap().message_type());
+        rest = &rest[len..];
+    }
+    assert!(rest.is_empty());
+    assert_eq!(
+        kinds,
+        [
+            MessageType::Open,
+            MessageType::Keepalive,
+            MessageType::Update,
+            MessageType::Update,
+            MessageType::Update
+        ]
+    );
+}
+
+/// What GoBGP 3 (AS 4200000001) sent on a session with IPv4 and IPv6 unicast (captured in a
+/// network namespace): OPEN with AS_TRANS, hostname and Extended Next Hop capabilities, and an
+/// IPv6 route whose next hop is the IPv4-mapped session address.
+#[test]
+fn real_gobgp_session_capture() {
+    let open = hex(concat!(
+        "ffffffffffffffffffffffffffffffff004101045ba0005a0a0000032402220200490402766d0001",
+        "04000100010104000200014104fa56ea010506000100010002"
+    ));
+    let upd4 = hex(concat!(
+        "ffffffffffffffffffffffffffffffff002e0200000014400101024002060201fa56ea014003047f",
+        "000001100a05"
+    ));
+    let upd6 = hex(concat!(
+        "ffffffffffffffffffffffffffffffff0043020000002c400101024002060201fa56ea01800e1c00",
+        "02011000000000000000000000ffff7f000001003020010db80005"
+    ));
+    let gobgp_open = Open {
+        version: 4,
+        my_as: AS_TRANS,
+        hold_time: 90,
+        bgp_id: Ipv4Addr::new(10, 0, 0, 3),
+        capabilities: vec![
+            Capability::RouteRefresh,
+            Capability::Fqdn {
+                hostname: "vm".into(),
+                domain: String::new(),
+            },
+            Capability::MultiProtocol {
+                afi: Afi::Ipv4,
+                safi: Safi::Unicast,
+            },
+            Capability::MultiProtocol {
+                afi: Afi::Ipv6,
+                safi: Safi::Unicast,
+            },
+            Capability::FourOctetAs(4_200_000_001),
+            // Extended Next Hop Encoding (RFC 8950, code 5): IPv4 unicast over IPv6.
+            Capability::Unknown {
+                code: 5,
+                value: vec![0, 1, 0, 1, 0, 2],
+            },
+        ],
+    };
+    assert_eq!(gobgp_open.asn(), 4_200_000_001);
+    let attrs = PathAttributes {
+        origin: Some(Origin::Incomplete),
+        as_path: Some(AsPath::from_sequence(vec![4_200_000_001])),
+        ..Default::default()
+    };
+    let v4 = Update {
+        attributes: PathAttributes {
+            next_hop: Some(Ipv4Addr::new(127, 0, 0, 1)),
+            ..attrs.clone()
+        },
+        nlri: vec!["10.5.0.0/16".parse().unwrap()],
+        ..Default::default()
+    };
+    let v6 = Update {
+        attributes: attrs,
+        mp_reach: Some(MpReach {
+            afi: Afi::Ipv6,
+            safi: Safi::Unicast,
+            next_hop: "::ffff:127.0.0.1".parse().unwrap(),
+            link_local_next_hop: None,
+            nlri: vec![net("2001:db8:5::/48")],
+        }),
+        ..Default::default()
+    };
+    both_ways(&open, &Message::Open(gobgp_open), &FOUR);
+    both_ways(&upd4, &Message::Update(v4), &FOUR);
+    both_ways(&upd6, &Message::Update(v6), &FOUR);
+}
