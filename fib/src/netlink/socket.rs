@@ -9,8 +9,9 @@
 //! per failed route is the whole return traffic, and each error names its request by sequence
 //! number, which is how failures are attributed to routes.
 //!
-//! If the receive queue ever overflows (ENOBUFS, answers lost), the batch is simply sent
-//! again: every request we send (replace, delete-with-ESRCH-as-success) is idempotent.
+//! If the receive queue ever overflows (ENOBUFS, answers lost), the batch is sent again, in
+//! halves: every request we send (replace, delete-with-ESRCH-as-success) is idempotent, so
+//! a replay is harmless.
 //!
 //! The socket belongs to the network namespace it was created in; [`Rtnl::open_in`] creates it
 //! on a short-lived thread that has `setns`'d into the target namespace, so the caller's
@@ -45,8 +46,9 @@ const RX_BUFFER: usize = 1 << 20;
 const MAX_BATCH_BYTES: usize = 128 << 10;
 /// A kernel that does not answer within this time is treated as a broken socket.
 const RECV_TIMEOUT: Duration = Duration::from_secs(10);
-/// Resends of a batch whose answers were lost to receive-queue overflow.
-const OVERFLOW_RETRIES: u32 = 4;
+/// Resends of a batch whose answers were lost to receive-queue overflow (each halves the
+/// batch, so 12 get from 4096 requests per write down to 1).
+const OVERFLOW_RETRIES: u32 = 12;
 /// Restarts of a dump that the kernel flagged NLM_F_DUMP_INTR (table changed mid-dump).
 const DUMP_RETRIES: u32 = 5;
 
@@ -209,6 +211,9 @@ impl Rtnl {
         // Item index of each message of the current batch, in sequence-number order.
         let mut sent: Vec<usize> = Vec::with_capacity(batch.max(1));
         let mut start = 0;
+        // Shrinks after a receive-queue overflow: the queue could not hold the answers of a
+        // batch this size (e.g. many failures with a small SO_RCVBUF), so send less at once.
+        let mut limit = batch.max(1);
         while start < items.len() {
             let mut attempt = 0;
             loop {
@@ -219,10 +224,7 @@ impl Rtnl {
                 let first = self.seq.wrapping_add(1);
                 let mut end = start;
                 let mut last_off = None;
-                while end < items.len()
-                    && end - start < batch.max(1)
-                    && self.tx.len() < MAX_BATCH_BYTES
-                {
+                while end < items.len() && end - start < limit && self.tx.len() < MAX_BATCH_BYTES {
                     match encode(&items[end]) {
                         Some((body, flags)) => {
                             last_off = Some(self.tx.len());
@@ -252,10 +254,12 @@ impl Rtnl {
                     }
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                         attempt += 1;
+                        limit = (end - start).div_ceil(2).max(1);
                         tracing::warn!(
                             batch = end - start,
                             attempt,
-                            "netlink receive queue overflowed; resending the batch"
+                            next_batch = limit,
+                            "netlink receive queue overflowed; resending in smaller batches"
                         );
                         self.drain();
                         if attempt > OVERFLOW_RETRIES {
@@ -378,5 +382,43 @@ impl Rtnl {
             what,
             attempts: DUMP_RETRIES,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::netlink::codec;
+    use crate::route::{NextHop, Route};
+    use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+
+    /// With a receive buffer far too small for the answers of one batch, the kernel drops
+    /// answers (ENOBUFS); the batch is resent in halves until every answer fits, and every
+    /// request still gets its own result.
+    #[test]
+    fn receive_queue_overflow_resends_in_smaller_batches() {
+        lab::require(&["ip"]);
+        let ns = lab::Netns::new("fibovf").unwrap();
+        let mut rtnl = Rtnl::open_in(&ns.path()).unwrap();
+        setsockopt(&rtnl.sock, sockopt::RcvBuf, &2048usize).unwrap();
+        // Every route fails (no route to the gateway), so every request is answered.
+        let routes: Vec<Route> = (0..3000u32)
+            .map(|i| {
+                let dst = format!("10.130.{}.{}/32", i >> 8, i & 255).parse().unwrap();
+                Route::via(dst, NextHop::via("10.202.0.1".parse().unwrap()))
+            })
+            .collect();
+        let encode = |r: &Route| {
+            codec::replace_message(r, 80, |_| None).ok().map(|m| {
+                (
+                    RouteNetlinkMessage::NewRoute(m),
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                )
+            })
+        };
+        let results = rtnl.execute(&routes, 1024, encode).unwrap();
+        assert_eq!(results.len(), routes.len());
+        assert!(results.iter().all(|r| *r == Some(Errno::ENETUNREACH)));
     }
 }
