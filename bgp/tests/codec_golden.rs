@@ -799,3 +799,59 @@ fn real_gobgp_session_capture() {
     both_ways(&upd4, &Message::Update(v4), &FOUR);
     both_ways(&upd6, &Message::Update(v6), &FOUR);
 }
+
+/// A segment holds at most 255 ASNs (1-octet count, RFC 4271 §4.3): longer ones are split.
+#[test]
+fn long_as_path_segment_is_split() {
+    let asns: Vec<u32> = (1..=300).collect();
+    let msg = Message::Update(Update {
+        attributes: PathAttributes {
+            as_path: Some(AsPath::from_sequence(asns.clone())),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let bytes = msg.to_bytes(&FOUR);
+    // Extended length: 2 + 255*4 + 2 + 45*4 = 1204 octets.
+    assert_eq!(&bytes[23..27], &[0x50, 2, 0x04, 0xb4]);
+    assert_eq!(&bytes[27..29], &[2, 255]);
+    let Message::Update(u) = Message::decode(&bytes, &FOUR).unwrap() else {
+        panic!()
+    };
+    let segs = u.attributes.as_path.unwrap().segments;
+    assert_eq!(segs.len(), 2);
+    assert_eq!(segs[0].asns, asns[..255]);
+    assert_eq!(segs[1].asns, asns[255..]);
+}
+
+/// Encoding keeps every length field in range whatever the caller built.
+#[test]
+fn oversized_fields_are_capped_on_encode() {
+    let open = Message::Open(Open::new(
+        65001,
+        90,
+        Ipv4Addr::new(10, 0, 0, 1),
+        vec![Capability::Unknown {
+            code: 200,
+            value: vec![7; 300],
+        }],
+    ));
+    let Message::Open(back) = Message::decode(&open.to_bytes(&FOUR), &FOUR).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        back.capabilities[0],
+        Capability::Unknown {
+            code: 200,
+            value: vec![7; 255]
+        }
+    );
+    let n = Message::Notification(Notification {
+        code: 7,
+        subcode: 1,
+        data: vec![0; 5000],
+    });
+    let bytes = n.to_bytes(&FOUR);
+    assert_eq!(bytes.len(), MAX_MESSAGE_LEN);
+    assert!(Message::decode(&bytes, &FOUR).is_ok());
+}

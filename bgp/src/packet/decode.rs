@@ -2,6 +2,11 @@
 //! (§6.2, RFC 5492, RFC 9072), NOTIFICATION, KEEPALIVE and ROUTE-REFRESH (RFC 2918, RFC 7313).
 //! UPDATE bodies are in [`super::update_decode`].
 //!
+//! OPEN checks that need configuration — Bad Peer AS (2/2), Unsupported Capability (2/7), an
+//! unacceptable hold time by local policy, collision detection — are the session's; the
+//! codec only rejects what is wrong whoever the peer is. ROUTE-REFRESH subtypes other than
+//! 0..=2 are returned as received (RFC 7313 §5 says to ignore such a message).
+//!
 //! nom does the field-level reading; its errors never leave this module: every failure is
 //! turned at the point of detection into the [`DecodeError`] whose NOTIFICATION the RFCs
 //! prescribe for that field.

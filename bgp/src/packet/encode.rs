@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::attribute::{code, flag, AsPath, AsSegment, MpReach, MpUnreach, PathAttributes};
 use super::capability::Capability;
 use super::message::{Message, MessageType, Notification, Open, RouteRefresh, Update};
-use super::{nlri, DecodeContext, AS_TRANS, HEADER_LEN};
+use super::{nlri, DecodeContext, AS_TRANS, HEADER_LEN, MAX_MESSAGE_LEN};
 
 /// Writes the 19-octet header with a zero length, returning where the message starts so that
 /// [`finish_header`] can fill the length in.
@@ -59,10 +59,13 @@ impl Message {
     }
 }
 
+/// NOTIFICATION; data that would push the message past 4096 octets is cut (it can only
+/// happen for RFC 7313's "the complete ROUTE-REFRESH message" of a maximal message).
 fn encode_notification(n: &Notification, out: &mut BytesMut) {
     out.put_u8(n.code);
     out.put_u8(n.subcode);
-    out.put_slice(&n.data);
+    let room = MAX_MESSAGE_LEN - HEADER_LEN - 2;
+    out.put_slice(&n.data[..n.data.len().min(room)]);
 }
 
 fn encode_route_refresh(rr: &RouteRefresh, out: &mut BytesMut) {
@@ -101,6 +104,12 @@ fn encode_open(open: &Open, out: &mut BytesMut) {
     }
 }
 
+/// Families per capability that fit its 1-octet length (4 octets each, after the 2-octet
+/// Graceful Restart header).
+const MAX_CAPABILITY_FAMILIES: usize = 63;
+
+/// One capability TLV. A value is capped at 255 octets (the length field's range) so that the
+/// OPEN stays well-formed whatever the caller put in.
 fn encode_capability(cap: &Capability, out: &mut BytesMut) {
     let start = out.len();
     out.put_u8(cap.code());
@@ -126,7 +135,7 @@ fn encode_capability(cap: &Capability, out: &mut BytesMut) {
                 word |= 0x4000;
             }
             out.put_u16(word);
-            for f in families {
+            for f in families.iter().take(MAX_CAPABILITY_FAMILIES) {
                 out.put_u16(f.afi.code());
                 out.put_u8(f.safi.code());
                 out.put_u8(if f.forwarding_preserved { 0x80 } else { 0 });
@@ -134,7 +143,7 @@ fn encode_capability(cap: &Capability, out: &mut BytesMut) {
         }
         Capability::FourOctetAs(asn) => out.put_u32(*asn),
         Capability::AddPath(families) => {
-            for (afi, safi, mode) in families {
+            for (afi, safi, mode) in families.iter().take(MAX_CAPABILITY_FAMILIES) {
                 out.put_u16(afi.code());
                 out.put_u8(safi.code());
                 out.put_u8(mode.code());
@@ -147,7 +156,7 @@ fn encode_capability(cap: &Capability, out: &mut BytesMut) {
                 out.put_slice(b);
             }
         }
-        Capability::Unknown { value, .. } => out.put_slice(value),
+        Capability::Unknown { value, .. } => out.put_slice(&value[..value.len().min(255)]),
     }
     let len = out.len() - start - 2;
     out[start + 1] = u8::try_from(len).unwrap_or(u8::MAX);

@@ -19,6 +19,10 @@
 //! | NEXT_HOP 0.0.0.0, multicast or 255.255.255.255 with IPv4 NLRI | treat-as-withdraw | RFC 7606 §7.3 ("syntactically incorrect") |
 //! | AS4_PATH / AS4_AGGREGATOR from a 4-octet-AS peer | discarded | RFC 6793 §4.1 |
 //!
+//! An UPDATE that announces nothing and has an attribute error comes back with
+//! `treat_as_withdraw` set and nothing to withdraw but its own withdrawals: effectively
+//! ignored, as RFC 7606 §5.2 allows. Host bits in prefixes are masked (see `nlri.rs`).
+//!
 //! Discarded attributes and treat-as-withdraw are logged with `tracing` (RFC 7606 §3 j says to
 //! log them). Unknown optional attributes are kept in [`PathAttributes::unknown`] with their
 //! flags (Extended Length cleared); transitive ones are re-sent with the Partial bit set and
