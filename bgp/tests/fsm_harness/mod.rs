@@ -123,6 +123,30 @@ impl Pair {
         inbound
     }
 
+    /// Fails a pending outbound connection (refused, unreachable).
+    pub fn fail_connect(&mut self, side: Side, id: ConnectionId) {
+        self.pending_connects
+            .retain(|(s, i)| !(*s == side && *i == id));
+        self.input(side, Input::TcpFailed(id));
+    }
+
+    /// The connected TCP pairs, as (side, its id, the other side's id).
+    pub fn links(&self) -> Vec<(Side, ConnectionId, ConnectionId)> {
+        self.links.clone()
+    }
+
+    /// The TCP connection breaks (a reset): both ends hear about it.
+    pub fn break_link(&mut self, side: Side, id: ConnectionId) {
+        if let Some(peer) = self.peer_of(side, id) {
+            self.links.retain(|(s, i, _)| {
+                !((*s == side && *i == id) || (*s == side.other() && *i == peer))
+            });
+            self.queue.push_back((side, Input::TcpFailed(id)));
+            self.queue.push_back((side.other(), Input::TcpFailed(peer)));
+            self.run();
+        }
+    }
+
     /// `side` reboots: a fresh session with the same configuration; its connections vanish
     /// without the other side hearing about it (no FIN reached it).
     pub fn reboot(&mut self, side: Side) {
