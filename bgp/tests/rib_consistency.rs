@@ -4,8 +4,8 @@
 //! the old and the new best path. If that bookkeeping is right, then replaying every output
 //! a peer was sent yields exactly what a full re-send (ROUTE-REFRESH) produces, and
 //! replaying every best-path change yields exactly the RIB's current FIB view. This test
-//! drives random announcements, withdrawals, session flaps, local originations and export
-//! policy changes (deterministic seeds, bounded op count) and checks both after every step.
+//! drives random announcements, withdrawals, session flaps (hard and graceful, with
+//! End-of-RIB and stale-timer expiry), local originations and export policy changes (deterministic seeds, bounded op count) and checks both after every step.
 #![allow(clippy::unwrap_used)]
 
 mod rib_common;
@@ -147,7 +147,15 @@ fn run(seed: u64) {
             0 => {
                 if is_up {
                     peers[which].1 = false;
-                    rib.peer_down(peer).unwrap()
+                    match rng.below(3) {
+                        0 => rib.peer_down(peer).unwrap(),
+                        1 => rib
+                            .peer_down_graceful(peer, &[Family::Ipv4Unicast])
+                            .unwrap(),
+                        _ => rib
+                            .peer_down_graceful(peer, &[Family::Ipv4Unicast, Family::Ipv6Unicast])
+                            .unwrap(),
+                    }
                 } else {
                     peers[which].1 = true;
                     model.adj_out.remove(&peer);
@@ -180,6 +188,19 @@ fn run(seed: u64) {
                     }
                 };
                 rib.set_export_policy(peer, policy).unwrap()
+            }
+            4 => {
+                if is_up {
+                    let family = if rng.below(2) == 0 {
+                        Family::Ipv4Unicast
+                    } else {
+                        Family::Ipv6Unicast
+                    };
+                    rib.update(peer, &bgp::packet::Update::end_of_rib(family))
+                        .unwrap()
+                } else {
+                    rib.flush_stale(peer).unwrap()
+                }
             }
             _ if !is_up => continue,
             n => {

@@ -229,3 +229,82 @@ fn prefix_in_both_nlri_and_ipv4_mp_reach_is_taken_once() {
     assert_eq!(sent(&out, b).len(), 1);
     assert_eq!(out.best_changes.len(), 1);
 }
+
+#[test]
+fn graceful_restart_keeps_stale_paths_until_end_of_rib() {
+    let mut rib = rib();
+    let a = peer(&mut rib, "10.1.0.2", 65001);
+    let c = peer(&mut rib, "10.1.0.4", 65003);
+    rib.update(
+        a,
+        &announce(
+            attrs(&[65001], "10.1.0.2"),
+            &["10.10.0.0/24", "10.10.1.0/24"],
+        ),
+    )
+    .unwrap();
+    rib.update(
+        a,
+        &announce_v6(attrs(&[65001], "10.1.0.2"), "fd00:1::2", &["fd00:10::/64"]),
+    )
+    .unwrap();
+    // a restarts, preserving forwarding for IPv4 only.
+    let out = rib.peer_down_graceful(a, &[Family::Ipv4Unicast]).unwrap();
+    assert_eq!(
+        withdrawn(&out, c),
+        vec![net("fd00:10::/64")],
+        "IPv6 is not retained"
+    );
+    assert!(sent(&out, c).is_empty());
+    assert_eq!(out.best_changes.len(), 1);
+    assert!(rib.best(&net("10.10.0.0/24")).unwrap().stale);
+    assert!(matches!(
+        rib.fib_route(&net("10.10.0.0/24")),
+        FibRoute::Via(_)
+    ));
+    // Back up; it re-sends one of the two prefixes unchanged, then End-of-RIB.
+    let out = up(&mut rib, a, "10.1.0.2");
+    assert!(
+        out.updates.is_empty(),
+        "nothing to send a: its own paths are best"
+    );
+    let out = rib
+        .update(a, &announce(attrs(&[65001], "10.1.0.2"), &["10.10.0.0/24"]))
+        .unwrap();
+    assert!(
+        out.is_empty(),
+        "refreshing an identical path changes nothing"
+    );
+    assert!(!rib.best(&net("10.10.0.0/24")).unwrap().stale);
+    let out = rib
+        .update(a, &bgp::packet::Update::end_of_rib(Family::Ipv4Unicast))
+        .unwrap();
+    assert_eq!(withdrawn(&out, c), vec![net("10.10.1.0/24")]);
+    assert_eq!(out.best_changes.len(), 1);
+    assert_eq!(out.best_changes[0].route, FibRoute::Unreachable);
+    assert!(rib.best(&net("10.10.0.0/24")).is_some());
+    assert_eq!(rib.stats(a).unwrap().accepted, 1);
+    assert_eq!(rib.stats(c).unwrap().advertised, 1);
+}
+
+#[test]
+fn stale_paths_go_when_the_restart_timer_expires_or_the_peer_is_removed() {
+    let mut rib = rib();
+    let a = peer(&mut rib, "10.1.0.2", 65001);
+    let c = peer(&mut rib, "10.1.0.4", 65003);
+    rib.update(a, &announce(attrs(&[65001], "10.1.0.2"), &["10.10.0.0/24"]))
+        .unwrap();
+    rib.peer_down_graceful(a, &[Family::Ipv4Unicast, Family::Ipv6Unicast])
+        .unwrap();
+    let out = rib.flush_stale(a).unwrap();
+    assert_eq!(withdrawn(&out, c), vec![net("10.10.0.0/24")]);
+    assert!(rib.is_empty());
+
+    up(&mut rib, a, "10.1.0.2");
+    rib.update(a, &announce(attrs(&[65001], "10.1.0.2"), &["10.10.0.0/24"]))
+        .unwrap();
+    rib.peer_down_graceful(a, &[Family::Ipv4Unicast]).unwrap();
+    let out = rib.remove_peer(a).unwrap();
+    assert_eq!(withdrawn(&out, c), vec![net("10.10.0.0/24")]);
+    assert!(rib.is_empty());
+}

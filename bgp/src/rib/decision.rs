@@ -37,6 +37,9 @@ use super::peer::PeerId;
 pub struct RibPath {
     pub peer: PeerId,
     pub attrs: Arc<RouteAttrs>,
+    /// Retained from a peer that is restarting (RFC 4724 §4.2) and not yet re-announced:
+    /// still used for forwarding, removed at its End-of-RIB unless refreshed.
+    pub stale: bool,
 }
 
 impl RibPath {
@@ -252,6 +255,8 @@ impl PathSet {
     pub(crate) fn upsert(&mut self, path: RibPath) -> Upsert {
         if let Some(slot) = self.as_mut_slice().iter_mut().find(|p| p.peer == path.peer) {
             if Arc::ptr_eq(&slot.attrs, &path.attrs) {
+                // A re-announcement refreshes a stale path (RFC 4724 §4.2).
+                slot.stale = false;
                 return Upsert::Unchanged;
             }
             *slot = path;

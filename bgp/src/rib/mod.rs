@@ -453,6 +453,8 @@ impl OutputBuilder {
 enum Change {
     Upsert(RibPath),
     Remove(PeerId),
+    /// Remove the peer's path only if it is stale (End-of-RIB after a graceful restart).
+    RemoveStale(PeerId),
 }
 
 /// The RIB. See the module docs.
@@ -654,13 +656,14 @@ where
         cache,
         out,
     };
+    let only_stale = matches!(change, Change::RemoveStale(_));
     match (map.entry(key), change) {
         (Entry::Vacant(v), Change::Upsert(path)) => {
             let set = v.insert(PathSet::One(path));
             outputs.emit(prefix, None, FibRoute::Unreachable, Some(set));
             1
         }
-        (Entry::Vacant(_), Change::Remove(_)) => 0,
+        (Entry::Vacant(_), Change::Remove(_) | Change::RemoveStale(_)) => 0,
         (Entry::Occupied(o), Change::Upsert(path)) => {
             let set = o.into_mut();
             let old_best = set.best().clone();
@@ -674,8 +677,13 @@ where
             outputs.emit(prefix, Some(old_best), old_fib, Some(set));
             delta
         }
-        (Entry::Occupied(o), Change::Remove(peer)) => {
-            if !o.get().contains(peer) {
+        (Entry::Occupied(o), Change::Remove(peer) | Change::RemoveStale(peer)) => {
+            let present = o
+                .get()
+                .as_slice()
+                .iter()
+                .any(|p| p.peer == peer && (p.stale || !only_stale));
+            if !present {
                 return 0;
             }
             let old_fib = env.fib_route(Some(o.get()));
@@ -981,7 +989,7 @@ impl Rib {
     fn change(&mut self, prefix: IpNet, change: Change, out: &mut OutputBuilder) {
         let source = match &change {
             Change::Upsert(p) => p.peer,
-            Change::Remove(p) => *p,
+            Change::Remove(p) | Change::RemoveStale(p) => *p,
         };
         let Rib {
             config,
@@ -1014,10 +1022,12 @@ impl Rib {
         if !state.up {
             return Err(RibError::PeerNotEstablished(peer));
         }
-        let mut out = OutputBuilder::default();
-        if update.is_end_of_rib().is_some() {
-            return Ok(out.out);
+        if let Some(family) = update.is_end_of_rib() {
+            // RFC 4724 §4.2: the restarted peer has re-sent everything of this family;
+            // whatever it did not refresh is gone.
+            return Ok(self.remove_stale(peer, Some(family)));
         }
+        let mut out = OutputBuilder::default();
         // Prefixes are keyed in canonical form (host bits cleared): a peer that sends
         // 10.0.0.1/24 means 10.0.0.0/24.
         for prefix in update.withdrawn_all().map(|p| p.trunc()) {
@@ -1158,7 +1168,15 @@ impl Rib {
                             state.filtered.remove(&prefix);
                         }
                     }
-                    self.change(prefix, Change::Upsert(RibPath { peer, attrs: a }), out);
+                    self.change(
+                        prefix,
+                        Change::Upsert(RibPath {
+                            peer,
+                            attrs: a,
+                            stale: false,
+                        }),
+                        out,
+                    );
                 }
                 // RFC 7606 §2: treat-as-withdraw is a withdrawal, not a received route.
                 None if reject == Some(ImportReject::TreatAsWithdraw) => {
@@ -1210,13 +1228,88 @@ impl Rib {
         Ok(out.out)
     }
 
-    /// Forgets a peer (deconfigured); takes it down first if it is up.
+    /// The session went down, but the peer is restarting gracefully (it advertised the
+    /// Graceful Restart capability, RFC 4724 §3, and preserves forwarding for `retained`):
+    /// its paths of the retained families stay in use, marked stale, until it re-sends them
+    /// and End-of-RIB, or the driver's restart/stale timer gives up ([`Rib::flush_stale`]).
+    /// Paths of other families go at once, as on [`Rib::peer_down`].
+    pub fn peer_down_graceful(
+        &mut self,
+        peer: PeerId,
+        retained: &[Family],
+    ) -> Result<RibOutputs, RibError> {
+        let state = self.peer_mut(peer)?;
+        if !state.up {
+            return Err(RibError::PeerNotEstablished(peer));
+        }
+        state.up = false;
+        state.advertised = 0;
+        state.filtered = HashSet::default();
+        let mark = |set: &mut PathSet| {
+            for p in set.as_mut_slice() {
+                if p.peer == peer {
+                    p.stale = true;
+                }
+            }
+        };
+        if retained.contains(&Family::Ipv4Unicast) {
+            self.v4.iter_mut().for_each(|(_, s)| mark(s));
+        }
+        if retained.contains(&Family::Ipv6Unicast) {
+            self.v6.iter_mut().for_each(|(_, s)| mark(s));
+        }
+        let mut out = OutputBuilder::default();
+        let gone: Vec<IpNet> = self
+            .iter()
+            .filter(|(p, paths)| {
+                !retained.contains(&Family::of(p)) && paths.iter().any(|x| x.peer == peer)
+            })
+            .map(|(p, _)| p)
+            .collect();
+        for prefix in gone {
+            self.withdraw_from_peer(peer, prefix, &mut out);
+        }
+        self.apply_advertised(&out);
+        Ok(out.out)
+    }
+
+    /// Drops the peer's stale paths (all families): its restart or stale-routes timer expired
+    /// without End-of-RIB (RFC 4724 §4.2).
+    pub fn flush_stale(&mut self, peer: PeerId) -> Result<RibOutputs, RibError> {
+        self.peer(peer)?;
+        Ok(self.remove_stale(peer, None))
+    }
+
+    fn remove_stale(&mut self, peer: PeerId, family: Option<Family>) -> RibOutputs {
+        let stale: Vec<IpNet> = self
+            .iter()
+            .filter(|(p, paths)| {
+                family.is_none_or(|f| f == Family::of(p))
+                    && paths.iter().any(|x| x.peer == peer && x.stale)
+            })
+            .map(|(p, _)| p)
+            .collect();
+        let mut out = OutputBuilder::default();
+        for prefix in stale {
+            self.change(prefix, Change::RemoveStale(peer), &mut out);
+        }
+        self.apply_advertised(&out);
+        self.maybe_sweep();
+        out.out
+    }
+
+    /// Forgets a peer (deconfigured); takes it down first if it is up, and drops paths it
+    /// left behind in a graceful restart.
     pub fn remove_peer(&mut self, peer: PeerId) -> Result<RibOutputs, RibError> {
-        let out = if self.peer(peer)?.up {
+        let mut out = if self.peer(peer)?.up {
             self.peer_down(peer)?
         } else {
             RibOutputs::default()
         };
+        let stale = self.remove_stale(peer, None);
+        out.withdraws.extend(stale.withdraws);
+        out.updates.extend(stale.updates);
+        out.best_changes.extend(stale.best_changes);
         if let Some(slot) = self.peers.get_mut(peer.index()) {
             *slot = None;
         }
@@ -1245,6 +1338,7 @@ impl Rib {
             Change::Upsert(RibPath {
                 peer: PeerId::LOCAL,
                 attrs,
+                stale: false,
             }),
             &mut out,
         );
