@@ -67,7 +67,11 @@ fn treat_as_withdraw_removes_the_previous_path() {
     let out = rib.update(a, &bad).unwrap();
     assert!(rib.best(&net(P)).is_none());
     assert_eq!(out.best_changes.len(), 1);
-    assert_eq!(rib.stats(a).unwrap().received, 0, "a withdrawal, not a filtered route");
+    assert_eq!(
+        rib.stats(a).unwrap().received,
+        0,
+        "a withdrawal, not a filtered route"
+    );
 }
 
 /// A reflector (us) with clients c1, c2, non-clients n1, n2 and an eBGP peer e.

@@ -2,8 +2,9 @@
 //! reflection (RFC 4456) and Calico-style import/export policy — sans-IO.
 //!
 //! The speaker driver feeds the [`Rib`] with what sessions deliver (`peer_up`, `update`,
-//! `peer_down`, `refresh`) and what the node originates (`originate`, `withdraw_local`), and
-//! gets back a [`RibOutputs`]: UPDATE material per peer, grouped by shared attribute set so
+//! `peer_down` / `peer_down_graceful`, `refresh`), what the node originates (`originate`,
+//! `withdraw_local`) and timer expiries it tracks itself (`flush_stale`), and gets back a
+//! [`RibOutputs`]: UPDATE material per peer, grouped by shared attribute set so
 //! that the codec can pack many prefixes in one message, End-of-RIB markers, and best-path
 //! changes for the FIB. Nothing here does I/O or keeps time.
 //!
@@ -11,8 +12,8 @@
 //! A full table is a million prefixes, so memory per prefix dominates:
 //! - Attribute sets are interned ([`AttrTable`]): every path holds an `Arc<RouteAttrs>`, and
 //!   the thousands of distinct sets are stored once.
-//! - The Loc-RIB is one hash map per family from prefix to a [`PathSet`]: the candidate paths
-//!   of every peer, best first. This *is* the post-policy Adj-RIB-In of every peer (RFC 4271
+//! - The Loc-RIB is one hash map per family (sharded by prefix hash, see `table.rs`) from
+//!   prefix to the candidate paths of every peer, best first. This *is* the post-policy Adj-RIB-In of every peer (RFC 4271
 //!   §3.2 allows any implementation that behaves as if the three RIBs existed); a peer's
 //!   Adj-RIB-In is the paths tagged with its [`PeerId`]. A single path is stored inline.
 //! - There is no stored Adj-RIB-Out. What a peer was sent for a prefix is a pure function of
@@ -32,6 +33,12 @@
 //! See [`decision`]. The FIB gets the ECMP set: up to [`RibConfig::max_paths`] paths equal
 //! through the IGP-cost step. The default is 16, because Calico runs BIRD's kernel protocol
 //! with `merge paths on` (whose default limit is 16); set 1 for a single best path.
+//!
+//! # Graceful restart (RFC 4724 §4.2, receiving side)
+//! [`Rib::peer_down_graceful`] keeps a restarting peer's paths of the families it preserves,
+//! marked stale and still forwarded; each re-announcement refreshes one, its End-of-RIB
+//! drops the rest of that family, and [`Rib::flush_stale`] drops them all when the driver's
+//! restart or stale timer expires.
 //!
 //! # Import acceptance (before policy)
 //! A path is excluded — and any previous path from the same peer for the prefix withdrawn —
@@ -362,7 +369,9 @@ impl PeerState {
     }
 }
 
-type ExportKey = (usize, PeerId, PeerId, u32);
+/// (source attribute set's address, source peer, destination peer, destination's policy
+/// generation, family).
+type ExportKey = (usize, PeerId, PeerId, u32, Family);
 
 /// Memoised [`export_attrs`] results, with a one-entry front cache per destination peer
 /// because consecutive prefixes of an UPDATE share everything but the prefix.
@@ -581,6 +590,7 @@ impl Env<'_> {
             path.peer,
             dst,
             generation,
+            family,
         );
         let slot = dst.index();
         if cache.last.len() <= slot {
@@ -1114,6 +1124,12 @@ impl Rib {
         } else {
             match next_hop {
                 None => Some(ImportReject::MissingNextHop),
+                // The next hop must be of the route's family: RFC 2545 §3 for IPv6; an IPv6
+                // next hop for IPv4 routes needs the Extended Next Hop capability (RFC 8950),
+                // which we do not negotiate.
+                Some(nh) if Family::of(&IpNet::from(nh)) != family => {
+                    Some(ImportReject::UnusableNextHop)
+                }
                 Some(nh) => {
                     import_check(&self.config, &state.config, session, &update.attributes, nh)
                 }
@@ -1131,16 +1147,10 @@ impl Rib {
                     // RFC 4271 §5.1.5: LOCAL_PREF from an external peer is ignored.
                     attrs.local_pref = Some(self.config.default_local_pref);
                 }
-                // An IPv6 route needs an IPv6 next hop (RFC 2545 §3).
-                let nh_family_ok = !matches!((family, nh), (Family::Ipv6Unicast, IpAddr::V4(_)));
-                if nh_family_ok {
-                    Some(
-                        self.table
-                            .intern(RouteAttrs::new(attrs, family, nh, link_local)),
-                    )
-                } else {
-                    None
-                }
+                Some(
+                    self.table
+                        .intern(RouteAttrs::new(attrs, family, nh, link_local)),
+                )
             }
             _ => None,
         };
