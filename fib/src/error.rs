@@ -35,7 +35,8 @@ impl std::fmt::Display for RouteOp {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteFailure {
     /// The kernel refused it, e.g. ENETUNREACH for a gateway outside every connected subnet
-    /// (without `onlink`), ENODEV for a device that went away, EINVAL for an onlink route in a
+    /// (without `onlink`), ENETDOWN for a device route whose device is not up yet (a
+    /// workload's veth), ENODEV for a device that went away, EINVAL for an onlink route in a
     /// namespace whose `lo` is down.
     #[error("kernel: {0}")]
     Kernel(Errno),

@@ -300,6 +300,15 @@ mod tests {
     }
 
     #[test]
+    fn tables_are_interchangeable_behind_the_trait() {
+        let tables: Vec<Box<dyn RouteTable>> = vec![Box::new(MemoryFib::default())];
+        for mut t in tables {
+            t.apply(vec![via("10.65.1.0/26", "192.168.1.2")]).unwrap();
+            assert_eq!(t.installed().unwrap().len(), 1);
+        }
+    }
+
+    #[test]
     fn delete_never_touches_foreign_routes() {
         let mut fib = MemoryFib::default();
         let foreign = via("10.99.0.0/24", "192.168.1.1");
