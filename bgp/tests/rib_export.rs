@@ -54,6 +54,13 @@ fn unusable_next_hops_are_rejected() {
     rib.update(a, &announce(attrs(&[65001], "10.1.0.2"), &[P]))
         .unwrap();
     assert!(rib.best(&net(P)).is_some());
+    // An IPv6 route needs an IPv6 next hop (RFC 2545 §3).
+    let v6 = announce_v6(attrs(&[65001], "10.1.0.2"), "10.1.0.2", &["fd00:20::/64"]);
+    rib.update(a, &v6).unwrap();
+    assert!(rib.best(&net("fd00:20::/64")).is_none());
+    let v6 = announce_v6(attrs(&[65001], "10.1.0.2"), "fd00:1::2", &["fd00:20::/64"]);
+    rib.update(a, &v6).unwrap();
+    assert!(rib.best(&net("fd00:20::/64")).is_some());
 }
 
 #[test]
