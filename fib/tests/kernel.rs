@@ -578,3 +578,29 @@ fn every_failure_of_a_large_batch_is_attributed_to_its_route() {
     }
     assert_eq!(our_routes(&n.ns, false).len(), 3000);
 }
+
+#[test]
+fn workload_route_waits_for_its_interface_to_come_up() {
+    let n = node("fibdown");
+    // A workload veth that exists but is not up yet (the CNI plugin brings it up later).
+    n.ns.ip(&[
+        "link", "add", "cali1", "type", "veth", "peer", "name", "cali1p",
+    ])
+    .unwrap();
+    let mut fib = fib_in(&n.ns);
+    let workload = Route::via(net("10.65.1.7/32"), NextHop::dev("cali1"));
+    let report = fib.apply(vec![workload.clone()]).unwrap();
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].errno(), Some(Errno::ENETDOWN));
+    assert!(our_routes(&n.ns, false).is_empty());
+
+    n.ns.ip(&["link", "set", "cali1", "up"]).unwrap();
+    let report = fib.reconcile().unwrap();
+    assert!(report.is_clean(), "{:?}", report.failed);
+    assert_eq!(report.added, 1);
+    assert!(has_route(
+        &our_routes(&n.ns, false),
+        "10.65.1.7 dev cali1",
+        &["scope link"]
+    ));
+}
