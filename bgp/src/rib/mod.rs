@@ -8,6 +8,43 @@
 //! that the codec can pack many prefixes in one message, End-of-RIB markers, and best-path
 //! changes for the FIB. Nothing here does I/O or keeps time.
 //!
+//! ```
+//! use std::net::{IpAddr, Ipv4Addr};
+//! use bgp::packet::{AsPath, Family, Origin, PathAttributes, Update};
+//! use bgp::rib::{FibRoute, PeerConfig, PeerSession, Rib, RibConfig};
+//!
+//! let mut rib = Rib::new(RibConfig::new(64512, Ipv4Addr::new(10, 0, 0, 1)));
+//! let upstream = rib.add_peer(PeerConfig::new(IpAddr::from([10, 0, 1, 2]), 65001, 64512));
+//! let mesh = rib.add_peer(PeerConfig::new(IpAddr::from([10, 0, 0, 2]), 64512, 64512));
+//! for (peer, local, id) in [(upstream, [10, 0, 1, 1], [10, 0, 1, 2]), (mesh, [10, 0, 0, 1], [10, 0, 0, 2])] {
+//!     let session = PeerSession {
+//!         router_id: Ipv4Addr::from(id),
+//!         local_ipv4: Some(Ipv4Addr::from(local)),
+//!         local_ipv6: None,
+//!         families: vec![Family::Ipv4Unicast],
+//!     };
+//!     let out = rib.peer_up(peer, session).unwrap();
+//!     assert_eq!(out.end_of_rib.len(), 1); // empty table, then End-of-RIB
+//! }
+//! let update = Update {
+//!     attributes: PathAttributes {
+//!         origin: Some(Origin::Igp),
+//!         as_path: Some(AsPath::from_sequence(vec![65001])),
+//!         next_hop: Some(Ipv4Addr::new(10, 0, 1, 2)),
+//!         ..PathAttributes::default()
+//!     },
+//!     nlri: vec!["192.0.2.0/24".parse().unwrap()],
+//!     ..Update::default()
+//! };
+//! let out = rib.update(upstream, &update).unwrap();
+//! // The iBGP mesh peer gets the route (send withdraws, then updates, then End-of-RIB) ...
+//! let to_mesh = out.updates.iter().find(|u| u.peer == mesh).unwrap();
+//! assert_eq!(to_mesh.attrs.attrs.local_pref, Some(100));
+//! let _wire: Update = to_mesh.to_update();
+//! // ... and the FIB a route via the upstream.
+//! assert!(matches!(&out.best_changes[0].route, FibRoute::Via(hops) if hops[0].peer == upstream));
+//! ```
+//!
 //! # Layout, and why
 //! A full table is a million prefixes, so memory per prefix dominates:
 //! - Attribute sets are interned ([`AttrTable`]): every path holds an `Arc<RouteAttrs>`, and
