@@ -109,8 +109,9 @@ fn shapes() -> Vec<Route> {
                 NextHop::via_dev(ip("192.168.50.3"), "eth0"),
             ],
         ),
-        // Another table.
+        // Other tables, one beyond the 8-bit rtm_table (carried in RTA_TABLE).
         Route::via(net("10.65.5.0/26"), NextHop::via(ip("192.168.50.2"))).with_table(100),
+        Route::blackhole(net("10.65.8.0/26")).with_table(1000),
         // IPv6.
         Route::blackhole(net("fd00:65:1::/122")),
         Route::via(net("fd00:65:1::5/128"), NextHop::dev("eth0")),
