@@ -269,6 +269,11 @@ fn ebgp_export_prepends_sets_next_hop_self_and_strips_ibgp_attributes() {
     let mut a = attrs(&[64700, 5], "10.9.0.1");
     a.local_pref = Some(250);
     a.med = Some(33);
+    // A transitive route target (type 0x00) and a non-transitive one (type 0x40).
+    a.ext_communities = vec![
+        bgp::packet::ExtCommunity([0x00, 0x02, 0, 1, 0, 0, 0, 1]),
+        bgp::packet::ExtCommunity([0x40, 0x02, 0, 1, 0, 0, 0, 2]),
+    ];
     a.unknown = vec![
         RawAttribute {
             flags: flag::OPTIONAL | flag::TRANSITIVE,
@@ -300,6 +305,12 @@ fn ebgp_export_prepends_sets_next_hop_self_and_strips_ibgp_attributes() {
         "unknown non-transitive attribute dropped"
     );
     assert_eq!(x.attrs.unknown[0].type_code, 99);
+    assert_eq!(
+        x.attrs.ext_communities.len(),
+        1,
+        "non-transitive ext community dropped"
+    );
+    assert_eq!(x.attrs.ext_communities[0].0[0], 0x00);
     assert_ne!(
         x.attrs.unknown[0].flags & flag::PARTIAL,
         0,

@@ -124,6 +124,9 @@ pub fn export_attrs(
         // RFC 4456 §8: ORIGINATOR_ID and CLUSTER_LIST are iBGP-only.
         attrs.originator_id = None;
         attrs.cluster_list.clear();
+        // RFC 4360 §6: extended communities whose type has the Transitive bit (0x40) set
+        // to 1 are non-transitive and must not cross an AS boundary.
+        attrs.ext_communities.retain(|c| c.0[0] & 0x40 == 0);
     }
     // RFC 4271 §5 and §9.1.3: unrecognised non-transitive attributes are dropped; unrecognised
     // transitive ones are passed on with the Partial bit set.
