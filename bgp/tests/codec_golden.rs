@@ -855,3 +855,47 @@ fn oversized_fields_are_capped_on_encode() {
     assert_eq!(bytes.len(), MAX_MESSAGE_LEN);
     assert!(Message::decode(&bytes, &FOUR).is_ok());
 }
+
+/// With ADD-PATH receive negotiated (RFC 7911 §3) every prefix carries a 4-octet path
+/// identifier; the decoder reads past it (our RIBs keep one path per prefix per peer).
+#[test]
+fn add_path_identifiers_are_skipped() {
+    let ctx = DecodeContext {
+        four_octet_as: true,
+        add_path_ipv4: true,
+        add_path_ipv6: true,
+    };
+    let mut attrs = vec![0x40, 1, 1, 0, 0x40, 2, 0, 0x40, 3, 4, 10, 0, 0, 1];
+    attrs.extend_from_slice(&[
+        0x80, 15, 14, 0, 2, 1, 0, 0, 0, 9, 48, 0x20, 0x01, 0x0d, 0xb8, 0, 2,
+    ]);
+    let bytes = update(
+        &[0, 0, 0, 1, 8, 10],
+        &attrs,
+        &[0, 0, 0, 2, 24, 10, 1, 2, 0, 0, 0, 3, 24, 10, 1, 2],
+    );
+    let Message::Update(u) = Message::decode(&bytes, &ctx).unwrap() else {
+        panic!()
+    };
+    assert_eq!(u.withdrawn, vec!["10.0.0.0/8".parse().unwrap()]);
+    assert_eq!(
+        u.nlri,
+        vec![
+            "10.1.2.0/24".parse().unwrap(),
+            "10.1.2.0/24".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        u.mp_unreach.unwrap().withdrawn,
+        vec![net("2001:db8:2::/48")]
+    );
+    assert!(!u.treat_as_withdraw);
+    // Without ADD-PATH the same bytes are not valid prefixes.
+    assert_eq!(
+        Message::decode(&bytes, &FOUR)
+            .unwrap_err()
+            .notification
+            .subcode,
+        10
+    );
+}
