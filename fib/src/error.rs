@@ -90,4 +90,7 @@ pub enum FibError {
     Dump { what: &'static str, errno: Errno },
     #[error("a {what} dump was interrupted by concurrent changes {attempts} times in a row")]
     DumpInterrupted { what: &'static str, attempts: u32 },
+    /// The FIB owner thread is gone (it panicked, or was never started).
+    #[error("the FIB owner thread is gone")]
+    OwnerGone,
 }

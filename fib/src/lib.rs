@@ -26,7 +26,8 @@
 //!   inside a given network namespace and batches many netlink requests per `sendmsg` for
 //!   throughput.
 //!
-//! The diff is a pure function; the netlink code is a thin driver around it.
+//! The diff is a pure function; the netlink code is a thin driver around it. Async code
+//! talks to a table through [`spawn_owner`]: one thread owns it and serves [`FibCommand`]s.
 //!
 //! ```
 //! use fib::{MemoryFib, NextHop, Route, RouteTable};
@@ -47,12 +48,14 @@
 mod error;
 mod memory;
 mod netlink;
+mod owner;
 mod route;
 mod table;
 
 pub use error::{FibError, RouteError, RouteFailure, RouteOp};
 pub use memory::MemoryFib;
 pub use netlink::{FibConfig, NetlinkFib};
+pub use owner::{spawn_owner, FibCommand, FibHandle};
 pub use route::{
     Device, InvalidRoute, NextHop, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL, MAIN_TABLE,
 };
