@@ -963,6 +963,8 @@ impl Rib {
             out.out.end_of_rib.push(EndOfRib { peer, family });
         }
         self.apply_advertised(&out);
+        let advertised: usize = out.out.updates.iter().map(|u| u.prefixes.len()).sum();
+        debug!(%peer, advertised, "initial table dump");
         Ok(out.out)
     }
 
@@ -1262,10 +1264,12 @@ impl Rib {
                     .map(|(k, _)| IpNet::V6(*k)),
             )
             .collect();
+        let removed = affected.len();
         for prefix in affected {
             self.withdraw_from_peer(peer, prefix, &mut out);
         }
         self.apply_advertised(&out);
+        debug!(%peer, paths = removed, "peer down: its paths removed");
         if let Ok(state) = self.peer_mut(peer) {
             state.session = None;
             state.accepted = 0;
