@@ -414,3 +414,37 @@ fn ipv6_routes_are_learned_and_exported() {
     assert_eq!(x.next_hop, ip("fd00:ff::1"));
     assert_eq!(x.attrs.next_hop, None);
 }
+
+#[test]
+fn alike_peers_share_exports_but_session_addresses_are_respected() {
+    let mut rib = rib();
+    let src = peer(&mut rib, "10.1.0.2", 65001);
+    let session = |local: &str| bgp::rib::PeerSession {
+        router_id: v4("10.4.0.9"),
+        local_ipv4: Some(v4(local)),
+        local_ipv6: None,
+        families: vec![Family::Ipv4Unicast],
+    };
+    // Same configuration, different local addresses: different next hop self.
+    let e1 = add(&mut rib, "10.4.0.1", 65010, |_| {});
+    rib.peer_up(e1, session("10.4.0.100")).unwrap();
+    let e2 = add(&mut rib, "10.5.0.1", 65020, |_| {});
+    rib.peer_up(e2, session("10.5.0.100")).unwrap();
+    // Same configuration and address as e1: the very same attribute set.
+    let e3 = add(&mut rib, "10.4.0.3", 65030, |_| {});
+    rib.peer_up(e3, session("10.4.0.100")).unwrap();
+    let out = rib
+        .update(src, &announce(attrs(&[65001], "10.1.0.2"), &[P]))
+        .unwrap();
+    let get = |p: PeerId| {
+        out.updates
+            .iter()
+            .find(|u| u.peer == p)
+            .unwrap()
+            .attrs
+            .clone()
+    };
+    assert_eq!(get(e1).next_hop, ip("10.4.0.100"));
+    assert_eq!(get(e2).next_hop, ip("10.5.0.100"));
+    assert!(std::sync::Arc::ptr_eq(&get(e1), &get(e3)));
+}

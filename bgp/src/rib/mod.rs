@@ -379,8 +379,8 @@ struct PeerState {
     /// router id), hence separate from `up`.
     session: Option<PeerSession>,
     up: bool,
-    /// Bumped on every export-policy change; part of the export cache key.
-    generation: u32,
+    /// The export class (see [`ExportClassKey`]) while up; part of the export cache key.
+    class: u32,
     accepted: u64,
     advertised: u64,
     /// Prefixes the peer announced that import rules or policy rejected (for `received`).
@@ -406,9 +406,52 @@ impl PeerState {
     }
 }
 
-/// (source attribute set's address, source peer, destination peer, destination's policy
-/// generation, family).
-type ExportKey = (usize, PeerId, PeerId, u32, Family);
+/// Everything about a destination peer that [`export_attrs`] depends on. Peers with equal
+/// keys receive identical attributes for the same path ("update groups"), so the export
+/// cache is keyed by the class number of this key rather than by peer: a route reflector
+/// with a thousand alike clients computes each reflected attribute set once, not a thousand
+/// times. (Export filters and per-prefix communities depend on the prefix and are applied
+/// outside the cache.)
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ExportClassKey {
+    ibgp: bool,
+    rr_client: bool,
+    next_hop_mode: NextHopMode,
+    local_as: u32,
+    local_ipv4: Option<Ipv4Addr>,
+    local_ipv6: Option<Ipv6Addr>,
+    communities: Vec<crate::packet::Community>,
+    large_communities: Vec<crate::packet::LargeCommunity>,
+}
+
+impl ExportClassKey {
+    fn new(config: &PeerConfig, session: &PeerSession) -> ExportClassKey {
+        ExportClassKey {
+            ibgp: config.is_ibgp(),
+            rr_client: config.route_reflector_client,
+            next_hop_mode: config.next_hop_mode,
+            local_as: config.local_as,
+            local_ipv4: session.local_ipv4,
+            local_ipv6: session.local_ipv6,
+            communities: config.export.communities.clone(),
+            large_communities: config.export.large_communities.clone(),
+        }
+    }
+}
+
+/// Numbers export classes; grows with distinct peer configurations only.
+#[derive(Debug, Default)]
+struct ExportClasses(HashMap<ExportClassKey, u32>);
+
+impl ExportClasses {
+    fn class(&mut self, key: ExportClassKey) -> u32 {
+        let next = self.0.len() as u32 + 1;
+        *self.0.entry(key).or_insert(next)
+    }
+}
+
+/// (source attribute set's address, source peer, destination export class, family).
+type ExportKey = (usize, PeerId, u32, Family);
 
 /// Memoised [`export_attrs`] results, with a one-entry front cache per destination peer
 /// because consecutive prefixes of an UPDATE share everything but the prefix.
@@ -512,6 +555,7 @@ pub struct Rib {
     v4: PrefixTable<Ipv4Net>,
     v6: PrefixTable<Ipv6Net>,
     cache: ExportCache,
+    classes: ExportClasses,
     igp_cost: Option<Box<IgpCostFn>>,
 }
 
@@ -613,7 +657,7 @@ impl Env<'_> {
         dst: PeerId,
         dst_state: &PeerState,
         dst_config: &PeerConfig,
-        generation: u32,
+        class: u32,
     ) -> Option<Exported<'c>> {
         if path.peer == dst {
             return None;
@@ -622,13 +666,7 @@ impl Env<'_> {
         if !filter.is_empty() && !filter.accepts(prefix, !path.peer.is_local()) {
             return None;
         }
-        let key = (
-            Arc::as_ptr(&path.attrs) as usize,
-            path.peer,
-            dst,
-            generation,
-            family,
-        );
+        let key = (Arc::as_ptr(&path.attrs) as usize, path.peer, class, family);
         let slot = dst.index();
         if cache.last.len() <= slot {
             cache.last.resize(slot + 1, None);
@@ -793,7 +831,7 @@ impl Outputs<'_, '_> {
                 continue;
             }
             let dst = PeerId(i as u32);
-            let g = dst_state.generation;
+            let g = dst_state.class;
             let cfg = &dst_state.config;
             let before = old.as_ref().and_then(|p| {
                 env.export_for(
@@ -852,6 +890,7 @@ impl Rib {
             v4: PrefixTable::default(),
             v6: PrefixTable::default(),
             cache: ExportCache::default(),
+            classes: ExportClasses::default(),
             igp_cost: None,
         }
     }
@@ -874,6 +913,7 @@ impl Rib {
             v6,
             cache,
             igp_cost,
+            ..
         } = self;
         let env = Env {
             config,
@@ -914,7 +954,7 @@ impl Rib {
             config,
             session: None,
             up: false,
-            generation: 0,
+            class: 0,
             accepted: 0,
             advertised: 0,
             filtered: HashSet::default(),
@@ -949,10 +989,13 @@ impl Rib {
     /// The session reached Established: send it the whole table, then End-of-RIB for each
     /// negotiated family (RFC 4724 §4).
     pub fn peer_up(&mut self, peer: PeerId, session: PeerSession) -> Result<RibOutputs, RibError> {
+        let key = ExportClassKey::new(&self.peer(peer)?.config, &session);
+        let class = self.classes.class(key);
         let state = self.peer_mut(peer)?;
         if state.up {
             return Err(RibError::PeerAlreadyEstablished(peer));
         }
+        state.class = class;
         let families = session.families.clone();
         state.session = Some(session);
         state.up = true;
@@ -990,6 +1033,7 @@ impl Rib {
             v6,
             cache,
             igp_cost,
+            ..
         } = self;
         let env = Env {
             config,
@@ -1003,7 +1047,7 @@ impl Rib {
             return;
         }
         let cfg = &dst_state.config;
-        let g = dst_state.generation;
+        let g = dst_state.class;
         let mut each = |prefix: IpNet, set: &PathSet| {
             if let Some(a) = env.export_for(
                 table,
@@ -1048,6 +1092,7 @@ impl Rib {
             v6,
             cache,
             igp_cost,
+            ..
         } = self;
         let env = Env {
             config,
@@ -1425,15 +1470,23 @@ impl Rib {
         peer: PeerId,
         export: ExportPolicy,
     ) -> Result<RibOutputs, RibError> {
-        let state = self.peer_mut(peer)?;
+        let state = self.peer(peer)?;
         let old_config = state.config.clone();
-        let old_generation = state.generation;
-        state.config.export = export;
-        state.generation = state.generation.wrapping_add(1);
+        let old_class = state.class;
+        let mut new_config = old_config.clone();
+        new_config.export = export;
+        let new_key = match &state.session {
+            Some(session) if state.up => Some(ExportClassKey::new(&new_config, session)),
+            _ => None,
+        };
+        let new_class = new_key.map(|k| self.classes.class(k));
+        let state = self.peer_mut(peer)?;
+        state.config = new_config;
         let mut out = OutputBuilder::default();
-        if !state.up {
+        let Some(new_class) = new_class else {
             return Ok(out.out);
-        }
+        };
+        state.class = new_class;
         let Rib {
             config,
             peers,
@@ -1442,6 +1495,7 @@ impl Rib {
             v6,
             cache,
             igp_cost,
+            ..
         } = self;
         let env = Env {
             config,
@@ -1467,7 +1521,7 @@ impl Rib {
                     peer,
                     dst_state,
                     &old_config,
-                    old_generation,
+                    old_class,
                 )
                 .map(|e| e.ptr());
             let after = env.export_for(
@@ -1479,7 +1533,7 @@ impl Rib {
                 peer,
                 dst_state,
                 &dst_state.config,
-                dst_state.generation,
+                dst_state.class,
             );
             match (before, after) {
                 (None, None) => {}

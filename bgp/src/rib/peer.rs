@@ -40,7 +40,7 @@ impl fmt::Display for PeerId {
 }
 
 /// Which next hop we advertise to a peer (BIRD's `next hop self` / `next hop keep`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum NextHopMode {
     /// eBGP: our session address (RFC 4271 §5.1.3 (1)); iBGP: keep the received next hop
     /// (§5.1.3 (2)); the default, as BIRD and Calico behave.
