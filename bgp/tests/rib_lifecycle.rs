@@ -308,3 +308,52 @@ fn stale_paths_go_when_the_restart_timer_expires_or_the_peer_is_removed() {
     assert_eq!(withdrawn(&out, c), vec![net("10.10.0.0/24")]);
     assert!(rib.is_empty());
 }
+
+#[test]
+fn outputs_encode_to_wire_updates_that_decode_back() {
+    use bgp::packet::{DecodeContext, Message};
+    let mut rib = rib();
+    let a = peer(&mut rib, "10.1.0.2", 65001);
+    let b = peer(&mut rib, "10.1.0.3", 65002);
+    let prefixes: Vec<String> = (0..2000)
+        .map(|i| format!("10.{}.{}.0/24", 100 + i / 256, i % 256))
+        .collect();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    let out = rib
+        .update(a, &announce(attrs(&[65001], "10.1.0.2"), &refs))
+        .unwrap();
+    let ctx = DecodeContext {
+        four_octet_as: true,
+        ..DecodeContext::default()
+    };
+    let mut wire = Vec::new();
+    for u in out.updates.iter().filter(|u| u.peer == b) {
+        u.encode(&ctx, &mut wire).unwrap();
+    }
+    assert!(
+        wire.len() > 1,
+        "2000 prefixes need several 4096-octet UPDATEs"
+    );
+    let mut seen = 0;
+    for bytes in &wire {
+        let Message::Update(u) = Message::decode(bytes, &ctx).unwrap() else {
+            panic!("not an UPDATE")
+        };
+        assert_eq!(u.attributes.next_hop, Some(v4("10.255.0.1")));
+        seen += u.nlri.len();
+    }
+    assert_eq!(seen, 2000);
+    let out = rib.peer_down(a).unwrap();
+    let mut wire = Vec::new();
+    for w in out.withdraws.iter().filter(|w| w.peer == b) {
+        w.encode(&ctx, &mut wire);
+    }
+    let withdrawn: usize = wire
+        .iter()
+        .map(|bytes| match Message::decode(bytes, &ctx).unwrap() {
+            Message::Update(u) => u.withdrawn.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(withdrawn, 2000);
+}

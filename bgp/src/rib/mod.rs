@@ -103,7 +103,12 @@ use std::sync::Arc;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracing::debug;
 
-use crate::packet::{Family, MpReach, MpUnreach, Origin, PathAttributes, Update};
+use bytes::Bytes;
+
+use crate::packet::{
+    encode_updates, encode_withdrawals, DecodeContext, EncodeError, Family, MpReach, MpUnreach,
+    NextHop, Origin, PathAttributes, Update,
+};
 
 pub use attrs::{AttrTable, RouteAttrs};
 pub use decision::{compare, multipath_equal, Candidate, DecisionOptions, DecisionStep, RibPath};
@@ -180,6 +185,27 @@ pub struct OutUpdate {
 }
 
 impl OutUpdate {
+    /// The next hop in the form the codec's batch encoder takes.
+    pub fn next_hop(&self) -> NextHop {
+        NextHop {
+            address: self.attrs.next_hop,
+            link_local: self.attrs.link_local_next_hop,
+        }
+    }
+
+    /// Packs this group into as few UPDATEs as fit ([`crate::packet::encode_updates`]),
+    /// appending them to `out`.
+    pub fn encode(&self, ctx: &DecodeContext, out: &mut Vec<Bytes>) -> Result<(), EncodeError> {
+        encode_updates(
+            &self.attrs.attrs,
+            self.family,
+            self.next_hop(),
+            &self.prefixes,
+            ctx,
+            out,
+        )
+    }
+
     /// The UPDATE carrying all of `prefixes` (the driver splits it to fit the message size):
     /// IPv4 unicast with an IPv4 next hop in the classic NLRI field, anything else in
     /// MP_REACH_NLRI (RFC 4760 §3).
@@ -225,6 +251,12 @@ pub struct OutWithdraw {
 }
 
 impl OutWithdraw {
+    /// Packs these withdrawals into UPDATEs ([`crate::packet::encode_withdrawals`]),
+    /// appending them to `out`.
+    pub fn encode(&self, ctx: &DecodeContext, out: &mut Vec<Bytes>) {
+        encode_withdrawals(self.family, &self.prefixes, ctx, out);
+    }
+
     pub fn to_update(&self) -> Update {
         match self.family {
             Family::Ipv4Unicast => Update {
