@@ -605,3 +605,53 @@ fn workload_route_waits_for_its_interface_to_come_up() {
         &["scope link"]
     ));
 }
+
+#[test]
+fn routes_change_in_place_between_single_path_multipath_and_blackhole() {
+    let n = node("fibchg");
+    let mut fib = fib_in(&n.ns);
+    for (dst, a, b) in [
+        ("10.65.4.0/26", "192.168.50.2", "192.168.50.3"),
+        ("fd00:65:4::/122", "fd00:50::2", "fd00:50::3"),
+    ] {
+        let v6 = dst.contains(':');
+        let single = Route::via(net(dst), NextHop::via_dev(ip(a), "eth0"));
+        let ecmp = Route::unicast(
+            net(dst),
+            vec![
+                NextHop::via_dev(ip(a), "eth0"),
+                NextHop::via_dev(ip(b), "eth0"),
+            ],
+        );
+        let hole = Route::blackhole(net(dst));
+        for (i, r) in [single.clone(), ecmp.clone(), single, hole, ecmp]
+            .iter()
+            .enumerate()
+        {
+            let report = fib.apply(vec![r.clone()]).unwrap();
+            assert!(report.is_clean(), "{:?}", report.failed);
+            assert_eq!(report.writes(), 1, "step {i} {r}: {report:?}");
+            let lines = our_routes(&n.ns, v6);
+            assert_eq!(lines.len(), 1, "step {i} {r}: {lines:?}");
+            let installed = fib.installed().unwrap();
+            assert_eq!(installed.len(), 1);
+            assert_eq!(
+                installed[0].next_hops().len(),
+                r.next_hops().len(),
+                "step {i} {r}"
+            );
+            assert_eq!(
+                matches!(installed[0].kind, fib::RouteKind::Blackhole),
+                matches!(r.kind, fib::RouteKind::Blackhole)
+            );
+            // And re-applying the same set writes nothing: what the kernel holds satisfies it.
+            let again = fib.apply(vec![r.clone()]).unwrap();
+            assert_eq!(
+                (again.writes(), again.unchanged),
+                (0, 1),
+                "step {i} {r}: {again:?}"
+            );
+        }
+        fib.apply(vec![]).unwrap();
+    }
+}
