@@ -5,17 +5,20 @@
 //! `cargo run --release -p bgp --example rib-bench [prefixes] [paths] [export-peers]`
 //! (defaults 1000000, 10000, 1; more export peers model a node-to-node mesh).
 //!
-//! UPDATEs are built as the codec would hand them over: one attribute set per UPDATE with
-//! as many /24s as fit in a 4096-octet message (about 900), so a set's 100 prefixes arrive
-//! in one UPDATE. Every output is consumed (counted) and dropped, as a driver would after
-//! encoding.
+//! The input is prepared (untimed) as wire UPDATEs, packed by the codec: one attribute set
+//! per UPDATE, so a set's 100 prefixes arrive in one 4096-octet message. The timed part is
+//! what the speaker does per message: decode, RIB (import, decision, export), and encoding
+//! the outputs into wire UPDATEs with the codec's batch packer — everything but the socket.
+//! Every output is counted and dropped, as a driver would after writing it.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use bgp::packet::{AsPath, Family, Origin, PathAttributes, Update};
+use bgp::packet::{
+    encode_updates, AsPath, DecodeContext, Family, Message, NextHop, Origin, PathAttributes,
+};
 use bgp::rib::{PeerConfig, PeerSession, Rib, RibConfig};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -84,13 +87,20 @@ fn main() {
     }
 
     let per_path = prefixes.div_ceil(paths);
-    let chunk = 900usize;
     let mut announced = 0u64;
     let mut fib_changes = 0u64;
     let mut out_groups = 0u64;
     let mut errors = 0u64;
-    let start = Instant::now();
-    let cpu_start = cpu_ns();
+    let ctx = DecodeContext {
+        four_octet_as: true,
+        ..DecodeContext::default()
+    };
+    let mut wire = Vec::new();
+    let mut wire_bytes = 0u64;
+    let mut wire_messages = 0u64;
+    // The input as it arrives from the upstream: wire UPDATEs, one attribute set each,
+    // packed by the codec (not timed).
+    let mut input: Vec<bytes::Bytes> = Vec::new();
     let mut next_prefix = 0u32;
     for p in 0..paths {
         let attrs = PathAttributes {
@@ -100,7 +110,6 @@ fn main() {
                 3000 + p % 100,
                 100_000 + p,
             ])),
-            next_hop: Some(Ipv4Addr::new(192, 0, 2, 2)),
             med: Some(p % 7),
             ..PathAttributes::default()
         };
@@ -112,28 +121,56 @@ fn main() {
             // 1.0.0.0/24, 1.0.1.0/24, ...
             let addr = Ipv4Addr::from((1u32 << 24) + (next_prefix << 8));
             if let Ok(net) = Ipv4Net::new(addr, 24) {
-                nlri.push(net);
+                nlri.push(IpNet::V4(net));
             }
             next_prefix += 1;
         }
-        for part in nlri.chunks(chunk) {
-            let update = Update {
-                attributes: attrs.clone(),
-                nlri: part.to_vec(),
-                ..Update::default()
-            };
-            match rib.update(upstream, &update) {
-                Ok(out) => {
-                    announced += out
-                        .updates
-                        .iter()
-                        .map(|u| u.prefixes.len() as u64)
-                        .sum::<u64>();
-                    out_groups += out.updates.len() as u64;
-                    fib_changes += out.best_changes.len() as u64;
-                }
-                Err(_) => errors += 1,
+        let next_hop = NextHop::from(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)));
+        if encode_updates(
+            &attrs,
+            Family::Ipv4Unicast,
+            next_hop,
+            &nlri,
+            &ctx,
+            &mut input,
+        )
+        .is_err()
+        {
+            errors += 1;
+        }
+    }
+    let input_bytes: usize = input.iter().map(|b| b.len()).sum();
+
+    let start = Instant::now();
+    let cpu_start = cpu_ns();
+    for bytes in &input {
+        let update = match Message::decode(bytes, &ctx) {
+            Ok(Message::Update(u)) => u,
+            _ => {
+                errors += 1;
+                continue;
             }
+        };
+        match rib.update(upstream, &update) {
+            Ok(out) => {
+                // Encode what a driver would send (4096-octet UPDATEs), then drop it.
+                for u in &out.updates {
+                    if u.encode(&ctx, &mut wire).is_err() {
+                        errors += 1;
+                    }
+                }
+                wire_bytes += wire.iter().map(|b| b.len() as u64).sum::<u64>();
+                wire_messages += wire.len() as u64;
+                wire.clear();
+                announced += out
+                    .updates
+                    .iter()
+                    .map(|u| u.prefixes.len() as u64)
+                    .sum::<u64>();
+                out_groups += out.updates.len() as u64;
+                fib_changes += out.best_changes.len() as u64;
+            }
+            Err(_) => errors += 1,
         }
     }
     let load = start.elapsed();
@@ -155,6 +192,12 @@ fn main() {
         load.as_secs_f64(),
         load_cpu as f64 / 1e9,
         load_cpu as f64 / f64::from(prefixes.max(1))
+    );
+    println!(
+        "  wire: decoded {} UPDATE messages ({:.1} MiB) in, encoded {wire_messages} ({:.1} MiB) out",
+        input.len(),
+        input_bytes as f64 / (1024.0 * 1024.0),
+        wire_bytes as f64 / (1024.0 * 1024.0)
     );
     println!(
         "  peak RSS (VmHWM): {:.1} MiB (at start {:.1} MiB)",
