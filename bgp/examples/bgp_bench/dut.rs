@@ -116,7 +116,15 @@ pub fn executable(kind: DutKind, speaker: &Path) -> Result<PathBuf> {
 /// The daemon's version as it reports it.
 pub fn version(kind: DutKind, exe: &Path) -> String {
     if kind == DutKind::Ours {
-        return format!("bgp {}", env!("CARGO_PKG_VERSION"));
+        // The crate version and, when run from a checkout, the commit it was built from.
+        let rev = Command::new("git")
+            .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| format!("-{}", String::from_utf8_lossy(&o.stdout).trim()))
+            .unwrap_or_default();
+        return format!("{}{rev}", env!("CARGO_PKG_VERSION"));
     }
     let Ok(out) = Command::new(exe).arg("--version").output() else {
         return "?".into();

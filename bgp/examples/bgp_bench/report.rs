@@ -34,7 +34,7 @@ pub fn render(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:<10} {:>9} {:>7} {:>9} {:>8} {:>11} {:>10} {:>10} {:>9} {:>5}  notes",
+        "{:<6} {:<13} {:>9} {:>7} {:>9} {:>8} {:>11} {:>10} {:>10} {:>9} {:>5}  notes",
         "daemon",
         "version",
         "prefixes",
@@ -70,7 +70,7 @@ pub fn render(rows: &[Row]) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "{:<6} {:<10} {:>9} {:>7} {:>9.3} {:>8.2} {:>11.0} {:>10.1} {:>10} {:>9} {:>5.2}  {} UPDATEs ({:.1} MiB) received; tester wrote the table in {:.3} s",
+                    "{:<6} {:<13} {:>9} {:>7} {:>9.3} {:>8.2} {:>11.0} {:>10.1} {:>10} {:>9} {:>5.2}  {} UPDATEs ({:.1} MiB) received; tester wrote the table in {:.3} s",
                     r.kind.to_string(),
                     r.version,
                     r.prefixes,
@@ -90,7 +90,7 @@ pub fn render(rows: &[Row]) -> String {
             Err(why) => {
                 let _ = writeln!(
                     out,
-                    "{:<6} {:<10} {:>9} {:>7} {:>9} {:>8} {:>11} {:>10} {:>10} {:>9} {:>5.2}  FAILED: {why}",
+                    "{:<6} {:<13} {:>9} {:>7} {:>9} {:>8} {:>11} {:>10} {:>10} {:>9} {:>5.2}  FAILED: {why}",
                     r.kind.to_string(),
                     r.version,
                     r.prefixes,
