@@ -118,7 +118,13 @@ pub fn version(kind: DutKind, exe: &Path) -> String {
     if kind == DutKind::Ours {
         // The crate version and, when run from a checkout, the commit it was built from.
         let rev = Command::new("git")
-            .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+            .args([
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ])
             .output()
             .ok()
             .filter(|o| o.status.success())
@@ -244,7 +250,10 @@ pub fn start(kind: DutKind, exe: &Path, ns: &Netns, dir: &Path) -> Result<Runnin
         .map(|n| n.to_string_lossy().chars().take(15).collect())
         .unwrap_or_default();
     if comm.trim() != expected {
-        bail!("process {pid} is {:?}, not {expected:?}: cannot measure it", comm.trim());
+        bail!(
+            "process {pid} is {:?}, not {expected:?}: cannot measure it",
+            comm.trim()
+        );
     }
     Ok(dut)
 }
