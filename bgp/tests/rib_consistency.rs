@@ -5,12 +5,14 @@
 //! a peer was sent yields exactly what a full re-send (ROUTE-REFRESH) produces, and
 //! replaying every best-path change yields exactly the RIB's current FIB view. This test
 //! drives random announcements, withdrawals, session flaps (hard and graceful, with
-//! End-of-RIB and stale-timer expiry), local originations and export policy changes (deterministic seeds, bounded op count) and checks both after every step.
+//! End-of-RIB and stale-timer expiry), local originations, export policy changes and IGP
+//! changes (next hops becoming unresolvable or dearer, then re-evaluation) (deterministic seeds, bounded op count) and checks both after every step.
 #![allow(clippy::unwrap_used)]
 
 mod rib_common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bgp::packet::{Community, Family, PathAttributes};
 use bgp::rib::{
@@ -122,6 +124,24 @@ fn random_attrs(rng: &mut Rng, peer_as: u32, next_hop: &str) -> PathAttributes {
 fn run(seed: u64) {
     let mut rng = Rng(seed);
     let mut rib = rib_with(|c| c.max_paths = 4);
+    // IGP view of the next hops 10.9.N.1: bit N of the low byte makes it unresolvable,
+    // bit N of the second byte doubles its cost. Flipped at random, then re-evaluated.
+    let igp = std::sync::Arc::new(AtomicU64::new(0));
+    let view = std::sync::Arc::clone(&igp);
+    let _ = rib.set_igp_cost(Box::new(move |nh| {
+        let bits = view.load(Ordering::SeqCst);
+        match nh {
+            std::net::IpAddr::V4(v4) if v4.octets()[..2] == [10, 9] => {
+                let n = u64::from(v4.octets()[2] % 8);
+                if bits & (1 << n) != 0 {
+                    None
+                } else {
+                    Some(10 + 10 * ((bits >> (8 + n)) & 1) as u32)
+                }
+            }
+            _ => Some(10),
+        }
+    }));
     let specs = [
         ("10.1.0.2", 65001u32, false),
         ("10.1.0.3", 65002, false),
@@ -201,6 +221,10 @@ fn run(seed: u64) {
                 } else {
                     rib.flush_stale(peer).unwrap()
                 }
+            }
+            5 => {
+                igp.fetch_xor(1 << rng.below(16), Ordering::SeqCst);
+                rib.reevaluate()
             }
             _ if !is_up => continue,
             n => {

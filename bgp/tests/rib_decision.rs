@@ -191,7 +191,9 @@ fn ebgp_wins_over_ibgp() {
 fn lowest_igp_cost_wins() {
     let setup = || {
         let (mut rib, a, b) = two_ibgp("1.1.1.1", "1.1.1.2")();
-        let _ = rib.set_igp_cost(Box::new(|nh| if nh == ip("10.9.0.1") { 50 } else { 10 }));
+        let _ = rib.set_igp_cost(Box::new(|nh| {
+            Some(if nh == ip("10.9.0.1") { 50 } else { 10 })
+        }));
         (rib, a, b)
     };
     // a would win on router id; the IGP cost to its next hop is higher.
@@ -247,6 +249,7 @@ fn compare_reports_the_deciding_step() {
     fn cand<'a>(r: &'a RouteAttrs, rid: &str, ebgp: bool) -> Candidate<'a> {
         Candidate {
             attrs: r,
+            resolvable: true,
             local: false,
             ebgp,
             router_id: v4(rid),
@@ -448,7 +451,9 @@ fn changing_igp_costs_reevaluates_and_reports() {
         a,
         "router id decides at equal cost"
     );
-    let out = rib.set_igp_cost(Box::new(|nh| if nh == ip("10.9.0.1") { 50 } else { 10 }));
+    let out = rib.set_igp_cost(Box::new(|nh| {
+        Some(if nh == ip("10.9.0.1") { 50 } else { 10 })
+    }));
     assert_eq!(rib.best(&net(PREFIX)).unwrap().peer, b);
     assert_eq!(
         out.best_changes,
@@ -464,4 +469,77 @@ fn changing_igp_costs_reevaluates_and_reports() {
     assert!(out.updates.iter().all(|u| u.peer != e));
     // Unchanged costs: nothing happens.
     assert!(rib.reevaluate().is_empty());
+}
+
+#[test]
+fn paths_with_unresolvable_next_hops_are_not_used() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (mut rib, a, b) = two_ibgp("1.1.1.1", "1.1.1.2")();
+    let e = peer(&mut rib, "10.1.0.9", 65009);
+    let resolves = std::sync::Arc::new(AtomicBool::new(false));
+    let r = std::sync::Arc::clone(&resolves);
+    // 10.9.0.1 (a's next hop) resolves only when `resolves` is set.
+    let _ = rib.set_igp_cost(Box::new(move |nh| {
+        (nh != ip("10.9.0.1") || r.load(Ordering::SeqCst)).then_some(10)
+    }));
+    // Only a's path, unresolvable: nothing in the FIB, nothing exported.
+    let out = rib
+        .update(a, &announce(attrs(&[64600], "10.9.0.1"), &[PREFIX]))
+        .unwrap();
+    assert!(out.best_changes.is_empty() && out.updates.is_empty());
+    assert_eq!(rib.fib_route(&net(PREFIX)), FibRoute::Unreachable);
+    assert_eq!(rib.paths(&net(PREFIX)).len(), 1, "kept in the Adj-RIB-In");
+    // b's resolvable path wins although a has the lower router id.
+    rib.update(b, &announce(attrs(&[64600], "10.9.0.2"), &[PREFIX]))
+        .unwrap();
+    assert_eq!(rib.best(&net(PREFIX)).unwrap().peer, b);
+    // The IGP learns a's next hop: a wins on router id after re-evaluation, and the FIB
+    // follows; the eBGP peer's next-hop-self route does not change.
+    resolves.store(true, Ordering::SeqCst);
+    let out = rib.reevaluate();
+    assert_eq!(rib.best(&net(PREFIX)).unwrap().peer, a);
+    assert_eq!(out.best_changes.len(), 1);
+    assert!(out.updates.iter().all(|u| u.peer != e));
+    // And unresolvable again with b gone: the prefix leaves the FIB and is withdrawn.
+    rib.update(b, &withdraw(&[PREFIX])).unwrap();
+    resolves.store(false, Ordering::SeqCst);
+    let out = rib.reevaluate();
+    assert_eq!(out.best_changes[0].route, FibRoute::Unreachable);
+    assert_eq!(out.withdrawn_from(e).count(), 1);
+}
+
+#[test]
+fn ecmp_set_shrinks_when_igp_costs_diverge() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let mut rib = rib();
+    let a = add(&mut rib, "10.1.0.2", LOCAL_AS, |_| {});
+    up(&mut rib, a, "1.1.1.1");
+    let b = add(&mut rib, "10.1.0.3", LOCAL_AS, |_| {});
+    up(&mut rib, b, "1.1.1.2");
+    let cost_b = std::sync::Arc::new(AtomicU32::new(10));
+    let c = std::sync::Arc::clone(&cost_b);
+    let _ = rib.set_igp_cost(Box::new(move |nh| {
+        Some(if nh == ip("10.9.0.2") {
+            c.load(Ordering::SeqCst)
+        } else {
+            10
+        })
+    }));
+    rib.update(a, &announce(attrs(&[64600], "10.9.0.1"), &[PREFIX]))
+        .unwrap();
+    rib.update(b, &announce(attrs(&[64600], "10.9.0.2"), &[PREFIX]))
+        .unwrap();
+    assert!(matches!(rib.fib_route(&net(PREFIX)), FibRoute::Via(h) if h.len() == 2));
+    cost_b.store(20, Ordering::SeqCst);
+    let out = rib.reevaluate();
+    assert_eq!(
+        out.best_changes,
+        vec![bgp::rib::BestPathChange {
+            prefix: net(PREFIX),
+            route: FibRoute::Via(vec![FibNextHop {
+                next_hop: ip("10.9.0.1"),
+                peer: a
+            }])
+        }]
+    );
 }

@@ -7,6 +7,9 @@
 //! is not a total order — a peer must never be able to make us panic.
 //!
 //! Order of the steps (lower/first is better):
+//! -. a path whose next hop resolves wins over one whose next hop does not; the latter is
+//!    never used (RFC 4271 §9.1.2.1 excludes it; keeping it last lets it come back when the
+//!    IGP changes without the peer re-sending it);
 //! 0. locally originated routes win over learned ones (like BIRD, whose static/device routes
 //!    carry a higher protocol preference than BGP's);
 //! 1. highest LOCAL_PREF (absent = the configured default, 100) — §9.1.1;
@@ -40,18 +43,30 @@ pub struct RibPath {
     /// Retained from a peer that is restarting (RFC 4724 §4.2) and not yet re-announced:
     /// still used for forwarding, removed at its End-of-RIB unless refreshed.
     pub stale: bool,
+    /// The IGP cost function could not resolve the next hop when the path was stored or
+    /// last re-evaluated: the path stays in the Adj-RIB-In but is excluded from selection
+    /// (RFC 4271 §9.1.2.1).
+    pub unresolved: bool,
+    /// Part of the forwarding entry last reported for the prefix (a member of the ECMP set,
+    /// or the local route): the old side of the next FIB comparison, kept so that a change
+    /// of IGP costs cannot make the RIB misremember what the FIB holds.
+    pub in_fib: bool,
 }
 
 impl RibPath {
-    /// Same source and the same interned attributes (a pointer comparison).
+    /// Same source, the same interned attributes (a pointer comparison) and the same
+    /// resolvability: everything its export depends on.
     pub fn same_as(&self, other: &RibPath) -> bool {
-        self.peer == other.peer && Arc::ptr_eq(&self.attrs, &other.attrs)
+        self.peer == other.peer
+            && Arc::ptr_eq(&self.attrs, &other.attrs)
+            && self.unresolved == other.unresolved
     }
 }
 
 /// The step of the decision process that separated two paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DecisionStep {
+    Resolvable,
     Local,
     LocalPref,
     AsPathLength,
@@ -90,6 +105,8 @@ impl Default for DecisionOptions {
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
     pub attrs: &'a RouteAttrs,
+    /// The next hop resolves (see [`RibPath::unresolved`]).
+    pub resolvable: bool,
     /// Originated by this router.
     pub local: bool,
     /// Learned over an eBGP session.
@@ -148,7 +165,8 @@ pub fn compare(
     opts: &DecisionOptions,
 ) -> (Ordering, DecisionStep) {
     // Better = Less throughout, so "higher wins" steps compare b to a.
-    let steps: [(DecisionStep, Ordering); 10] = [
+    let steps: [(DecisionStep, Ordering); 11] = [
+        (DecisionStep::Resolvable, b.resolvable.cmp(&a.resolvable)),
         (DecisionStep::Local, b.local.cmp(&a.local)),
         (
             DecisionStep::LocalPref,
@@ -197,7 +215,12 @@ pub fn multipath_equal(
     other: &Candidate<'_>,
     opts: &DecisionOptions,
 ) -> bool {
-    if best.local || other.local || best.med() != other.med() {
+    if best.local
+        || other.local
+        || !best.resolvable
+        || !other.resolvable
+        || best.med() != other.med()
+    {
         return false;
     }
     let (_, step) = compare(best, other, opts);
@@ -255,7 +278,9 @@ impl PathSet {
     pub(crate) fn upsert(&mut self, path: RibPath) -> Upsert {
         if let Some(slot) = self.as_mut_slice().iter_mut().find(|p| p.peer == path.peer) {
             if Arc::ptr_eq(&slot.attrs, &path.attrs) {
-                // A re-announcement refreshes a stale path (RFC 4724 §4.2).
+                // A re-announcement refreshes a stale path (RFC 4724 §4.2). Resolvability
+                // is left as stored: it changes only through re-evaluation, which reports
+                // what that changes.
                 slot.stale = false;
                 return Upsert::Unchanged;
             }

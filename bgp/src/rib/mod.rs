@@ -125,8 +125,9 @@ use hash::FoldHashBuilder;
 use table::PrefixTable;
 
 /// Interior cost to reach a next hop (RFC 4271 §9.1.2.2 e), supplied by whoever knows the
-/// IGP/kernel routes. Without one, all next hops cost 0.
-pub type IgpCostFn = dyn Fn(IpAddr) -> u32 + Send + Sync;
+/// IGP/kernel routes; `None` when the next hop does not resolve at all (§9.1.2.1: such
+/// paths are not used). Without a function, every next hop resolves at cost 0.
+pub type IgpCostFn = dyn Fn(IpAddr) -> Option<u32> + Send + Sync;
 
 /// Router-wide settings of the RIB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -615,6 +616,7 @@ impl CandidateView for Env<'_> {
         if path.peer.is_local() {
             return Some(Candidate {
                 attrs: &path.attrs,
+                resolvable: true,
                 local: true,
                 ebgp: false,
                 router_id: self.config.router_id,
@@ -629,16 +631,28 @@ impl CandidateView for Env<'_> {
             .map_or(Ipv4Addr::UNSPECIFIED, |s| s.router_id);
         Some(Candidate {
             attrs: &path.attrs,
+            resolvable: !path.unresolved,
             local: false,
             ebgp: !peer.config.is_ibgp(),
             router_id,
             peer_address: peer.config.address,
-            igp_cost: self.igp_cost.map_or(0, |f| f(path.attrs.next_hop)),
+            igp_cost: self
+                .igp_cost
+                .map_or(0, |f| f(path.attrs.next_hop).unwrap_or(u32::MAX)),
         })
     }
 }
 
 impl Env<'_> {
+    /// Whether the cost function fails to resolve `path`'s next hop (local paths always
+    /// resolve).
+    fn unresolved(&self, path: &RibPath) -> bool {
+        !path.peer.is_local()
+            && self
+                .igp_cost
+                .is_some_and(|f| f(path.attrs.next_hop).is_none())
+    }
+
     fn fib_route(&self, set: Option<&PathSet>) -> FibRoute {
         let Some(set) = set else {
             return FibRoute::Unreachable;
@@ -647,6 +661,10 @@ impl Env<'_> {
         let best = set.best();
         if best.peer.is_local() {
             return FibRoute::Local;
+        }
+        if best.unresolved {
+            // The best is unresolvable only when all are.
+            return FibRoute::Unreachable;
         }
         let mut hops = vec![FibNextHop {
             next_hop: best.attrs.next_hop,
@@ -691,7 +709,7 @@ impl Env<'_> {
         dst_config: &PeerConfig,
         class: u32,
     ) -> Option<Exported<'c>> {
-        if path.peer == dst {
+        if path.peer == dst || path.unresolved {
             return None;
         }
         let filter = &dst_config.export.filter;
@@ -774,6 +792,13 @@ where
         out,
     };
     let only_stale = matches!(change, Change::RemoveStale(_));
+    let change = match change {
+        Change::Upsert(mut path) => {
+            path.unresolved = env.unresolved(&path);
+            Change::Upsert(path)
+        }
+        other => other,
+    };
     match (map.entry(key), change) {
         (Entry::Vacant(v), Change::Upsert(path)) => {
             let set = v.insert(PathSet::One(path));
@@ -784,7 +809,7 @@ where
         (Entry::Occupied(o), Change::Upsert(path)) => {
             let set = o.into_mut();
             let old_best = set.best().clone();
-            let old_fib = env.fib_route(Some(set));
+            let old_fib = reported_fib(set);
             let delta = match set.upsert(path) {
                 Upsert::Unchanged => return 0,
                 Upsert::Replaced => 0,
@@ -803,7 +828,7 @@ where
             if !present {
                 return 0;
             }
-            let old_fib = env.fib_route(Some(o.get()));
+            let old_fib = reported_fib(o.get());
             if o.get().len() == 1 {
                 if let PathSet::One(old_best) = o.remove() {
                     outputs.emit(prefix, Some(old_best), old_fib, None);
@@ -818,6 +843,27 @@ where
             -1
         }
     }
+}
+
+/// The forwarding entry last reported for a prefix, from the paths' `in_fib` marks.
+fn reported_fib(set: &PathSet) -> FibRoute {
+    let paths = set.as_slice();
+    if paths.iter().any(|p| p.in_fib && p.peer.is_local()) {
+        return FibRoute::Local;
+    }
+    let mut hops: Vec<FibNextHop> = paths
+        .iter()
+        .filter(|p| p.in_fib)
+        .map(|p| FibNextHop {
+            next_hop: p.attrs.next_hop,
+            peer: p.peer,
+        })
+        .collect();
+    if hops.is_empty() {
+        return FibRoute::Unreachable;
+    }
+    hops.sort();
+    FibRoute::Via(hops)
 }
 
 /// Everything needed to turn one prefix's change into outputs.
@@ -837,10 +883,20 @@ impl Outputs<'_, '_> {
         prefix: IpNet,
         old: Option<RibPath>,
         old_fib: FibRoute,
-        set: Option<&PathSet>,
+        mut set: Option<&mut PathSet>,
     ) {
         let env = self.env;
-        let new_fib = env.fib_route(set);
+        let new_fib = env.fib_route(set.as_deref());
+        if let Some(set) = set.as_deref_mut() {
+            for p in set.as_mut_slice() {
+                p.in_fib = match &new_fib {
+                    FibRoute::Unreachable => false,
+                    FibRoute::Local => p.peer.is_local(),
+                    FibRoute::Via(hops) => hops.iter().any(|h| h.peer == p.peer),
+                };
+            }
+        }
+        let set = set.as_deref();
         if new_fib != old_fib {
             self.out.out.best_changes.push(BestPathChange {
                 prefix,
@@ -934,8 +990,9 @@ impl Rib {
         self.reevaluate()
     }
 
-    /// Re-runs the decision process for every prefix that has a choice, and emits what
-    /// changed — for when IGP costs moved (the cost function answers differently now).
+    /// Re-runs the decision process for every prefix that has a choice or whose next hops
+    /// changed resolvability, and emits what changed — for when IGP costs or reachability
+    /// moved (the cost function answers differently now).
     pub fn reevaluate(&mut self) -> RibOutputs {
         let Rib {
             config,
@@ -961,11 +1018,20 @@ impl Rib {
             out: &mut out,
         };
         let mut redo = |prefix: IpNet, set: &mut PathSet| {
-            if set.len() < 2 {
+            let resolution_moved = set
+                .as_slice()
+                .iter()
+                .any(|p| p.unresolved != env.unresolved(p));
+            if set.len() < 2 && !resolution_moved {
                 return;
             }
             let old_best = set.best().clone();
-            let old_fib = env.fib_route(Some(set));
+            let old_fib = reported_fib(set);
+            if resolution_moved {
+                for p in set.as_mut_slice() {
+                    p.unresolved = env.unresolved(p);
+                }
+            }
             select_best(set.as_mut_slice(), &env, &opts);
             outputs.emit(prefix, Some(old_best), old_fib, Some(set));
         };
@@ -1300,6 +1366,8 @@ impl Rib {
                             peer,
                             attrs: a,
                             stale: false,
+                            unresolved: false,
+                            in_fib: false,
                         }),
                         out,
                     );
@@ -1467,6 +1535,8 @@ impl Rib {
                 peer: PeerId::LOCAL,
                 attrs,
                 stale: false,
+                unresolved: false,
+                in_fib: false,
             }),
             &mut out,
         );
