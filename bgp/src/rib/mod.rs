@@ -1693,7 +1693,9 @@ impl Rib {
         self.set(prefix).map_or(&[], |s| s.as_slice())
     }
 
-    /// What the FIB should hold for `prefix` now (for resynchronising a FIB).
+    /// What the FIB should hold for `prefix` under the current IGP costs (for
+    /// resynchronising a FIB). Equals what the outputs last reported unless the cost
+    /// function answers differently since the last [`Rib::reevaluate`].
     pub fn fib_route(&self, prefix: &IpNet) -> FibRoute {
         let env = Env {
             config: &self.config,
