@@ -482,3 +482,23 @@ fn notification_describe_names_the_error() {
         "UPDATE Message Error: Invalid Network Field"
     );
 }
+
+#[test]
+fn malformed_next_hop_without_ipv4_nlri_is_discarded() {
+    // RFC 4760 §3: an UPDATE announcing only through MP_REACH_NLRI ignores NEXT_HOP.
+    let mut attrs = vec![
+        0x40, 1, 1, 0, 0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xe9, 0x40, 3, 5, 10, 0, 0, 1, 1,
+    ];
+    attrs.extend_from_slice(&[0x80, 14, 26, 0, 2, 1, 16]);
+    attrs.extend_from_slice(
+        &"2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    attrs.extend_from_slice(&[0, 32, 0x20, 0x01, 0x0d, 0xb8]);
+    let u = decoded_update(&update(&[], &attrs, &[]), &FOUR);
+    assert!(!u.treat_as_withdraw);
+    assert_eq!(u.attributes.next_hop, None);
+    assert_eq!(u.announced().count(), 1);
+}

@@ -17,6 +17,7 @@
 //! | MP attribute for a family other than IPv4/IPv6 unicast | attribute ignored | RFC 4760 §6: we did not negotiate it |
 //! | ORIGIN or AS_PATH missing while NLRI is announced; NEXT_HOP missing with IPv4 NLRI field | treat-as-withdraw | RFC 7606 §3 d |
 //! | NEXT_HOP 0.0.0.0, multicast or 255.255.255.255 with IPv4 NLRI | treat-as-withdraw | RFC 7606 §7.3 ("syntactically incorrect") |
+//! | NEXT_HOP of a wrong length in an UPDATE without IPv4 NLRI | attribute discard | RFC 4760 §3: such a NEXT_HOP is ignored |
 //! | AS4_PATH / AS4_AGGREGATOR from a 4-octet-AS peer | discarded | RFC 6793 §4.1 |
 //!
 //! An UPDATE that announces nothing and has an attribute error comes back with
@@ -273,9 +274,12 @@ impl<'c> AttributeParse<'c> {
                 attrs.as_path =
                     Some(decode_as_path(value, four, true).ok_or_else(|| malformed("AS_PATH"))?);
             }
-            code::NEXT_HOP => {
-                attrs.next_hop = Some(ipv4(value).ok_or_else(|| malformed("NEXT_HOP"))?);
-            }
+            code::NEXT_HOP => match ipv4(value) {
+                Some(nh) => attrs.next_hop = Some(nh),
+                // RFC 4760 §3: without IPv4 NLRI the attribute is to be ignored anyway.
+                None if upd.nlri.is_empty() => return Err(Recovery::Discard),
+                None => return Err(malformed("NEXT_HOP")),
+            },
             code::MULTI_EXIT_DISC => {
                 attrs.med = Some(u32_value(value).ok_or_else(|| malformed("MED"))?);
             }
