@@ -7,25 +7,25 @@
 //! is not a total order — a peer must never be able to make us panic.
 //!
 //! Order of the steps (lower/first is better):
-//! -. a path whose next hop resolves wins over one whose next hop does not; the latter is
-//!    never used (RFC 4271 §9.1.2.1 excludes it; keeping it last lets it come back when the
-//!    IGP changes without the peer re-sending it);
-//! 0. locally originated routes win over learned ones (like BIRD, whose static/device routes
+//! 1. a path whose next hop resolves wins over one whose next hop does not; the latter is
+//!    never used (RFC 4271 §9.1.2.1 excludes it; keeping it, last, lets it come back when
+//!    the IGP changes without the peer re-sending it);
+//! 2. locally originated routes win over learned ones (like BIRD, whose static/device routes
 //!    carry a higher protocol preference than BGP's);
-//! 1. highest LOCAL_PREF (absent = the configured default, 100) — §9.1.1;
-//! 2. shortest AS_PATH (an AS_SET counts 1) — §9.1.2.2 a;
-//! 3. lowest ORIGIN (IGP < EGP < INCOMPLETE) — §9.1.2.2 b;
-//! 4. lowest MED, only between paths from the same neighbour AS unless `always_compare_med`;
+//! 3. highest LOCAL_PREF (absent = the configured default, 100) — §9.1.1;
+//! 4. shortest AS_PATH (an AS_SET counts 1) — §9.1.2.2 a;
+//! 5. lowest ORIGIN (IGP < EGP < INCOMPLETE) — §9.1.2.2 b;
+//! 6. lowest MED, only between paths from the same neighbour AS unless `always_compare_med`;
 //!    a missing MED is 0 — §9.1.2.2 c;
-//! 5. eBGP-learned over iBGP-learned — §9.1.2.2 d;
-//! 6. lowest IGP cost to the next hop (0 where no cost function is configured) — §9.1.2.2 e;
-//! 7. lowest ORIGINATOR_ID, or BGP Identifier of the sender when there is none — §9.1.2.2 f
+//! 7. eBGP-learned over iBGP-learned — §9.1.2.2 d;
+//! 8. lowest IGP cost to the next hop (0 where no cost function is configured) — §9.1.2.2 e;
+//! 9. lowest ORIGINATOR_ID, or BGP Identifier of the sender when there is none — §9.1.2.2 f
 //!    with RFC 4456 §9;
-//! 8. shortest CLUSTER_LIST — RFC 4456 §9;
-//! 9. lowest peer address — §9.1.2.2 g.
+//! 10. shortest CLUSTER_LIST — RFC 4456 §9;
+//! 11. lowest peer address — §9.1.2.2 g.
 //!
-//! ECMP ("multipath", as BIRD's `merge paths` and FRR's `maximum-paths`): paths that tie
-//! through step 6 and also have equal MEDs form the set the FIB installs; locally
+//! ECMP ("multipath", as BIRD's `merge paths` and FRR's `maximum-paths`): resolvable paths
+//! that tie through step 8 (IGP cost) and also have equal MEDs form the set the FIB installs; locally
 //! originated routes never merge with learned ones.
 
 use std::cmp::Ordering;

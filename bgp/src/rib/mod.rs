@@ -89,6 +89,7 @@ pub mod decision;
 pub mod error;
 pub mod export;
 mod hash;
+mod output;
 pub mod peer;
 pub mod policy;
 mod table;
@@ -103,12 +104,7 @@ use std::sync::Arc;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracing::debug;
 
-use bytes::Bytes;
-
-use crate::packet::{
-    encode_updates, encode_withdrawals, DecodeContext, EncodeError, Family, MpReach, MpUnreach,
-    NextHop, Origin, PathAttributes, Update,
-};
+use crate::packet::{Family, Origin, PathAttributes, Update};
 
 pub use attrs::{AttrTable, RouteAttrs};
 pub use decision::{compare, multipath_equal, Candidate, DecisionOptions, DecisionStep, RibPath};
@@ -122,6 +118,10 @@ pub use policy::{
 
 use decision::{select_best, CandidateView, PathSet, Upsert};
 use hash::FoldHashBuilder;
+use output::OutputBuilder;
+pub use output::{
+    BestPathChange, EndOfRib, FibNextHop, FibRoute, OutUpdate, OutWithdraw, RibOutputs,
+};
 use table::PrefixTable;
 
 /// Interior cost to reach a next hop (RFC 4271 §9.1.2.2 e), supplied by whoever knows the
@@ -173,183 +173,6 @@ impl RibConfig {
             cluster_id: self.cluster_id(),
             default_local_pref: self.default_local_pref,
         }
-    }
-}
-
-/// Prefixes to announce to one peer with one (export-transformed) attribute set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutUpdate {
-    pub peer: PeerId,
-    pub family: Family,
-    pub attrs: Arc<RouteAttrs>,
-    pub prefixes: Vec<IpNet>,
-}
-
-impl OutUpdate {
-    /// The next hop in the form the codec's batch encoder takes.
-    pub fn next_hop(&self) -> NextHop {
-        NextHop {
-            address: self.attrs.next_hop,
-            link_local: self.attrs.link_local_next_hop,
-        }
-    }
-
-    /// Packs this group into as few UPDATEs as fit ([`crate::packet::encode_updates`]),
-    /// appending them to `out`.
-    pub fn encode(&self, ctx: &DecodeContext, out: &mut Vec<Bytes>) -> Result<(), EncodeError> {
-        encode_updates(
-            &self.attrs.attrs,
-            self.family,
-            self.next_hop(),
-            &self.prefixes,
-            ctx,
-            out,
-        )
-    }
-
-    /// The UPDATE carrying all of `prefixes` (the driver splits it to fit the message size):
-    /// IPv4 unicast with an IPv4 next hop in the classic NLRI field, anything else in
-    /// MP_REACH_NLRI (RFC 4760 §3).
-    pub fn to_update(&self) -> Update {
-        let attributes = self.attrs.attrs.clone();
-        match (self.family, self.attrs.next_hop) {
-            (Family::Ipv4Unicast, IpAddr::V4(_)) => Update {
-                attributes,
-                nlri: self
-                    .prefixes
-                    .iter()
-                    .filter_map(|p| match p {
-                        IpNet::V4(v4) => Some(*v4),
-                        IpNet::V6(_) => None,
-                    })
-                    .collect(),
-                ..Update::default()
-            },
-            (family, next_hop) => {
-                let (afi, safi) = family.afi_safi();
-                Update {
-                    attributes,
-                    mp_reach: Some(MpReach {
-                        afi,
-                        safi,
-                        next_hop,
-                        link_local_next_hop: self.attrs.link_local_next_hop,
-                        nlri: self.prefixes.clone(),
-                    }),
-                    ..Update::default()
-                }
-            }
-        }
-    }
-}
-
-/// Prefixes to withdraw from one peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutWithdraw {
-    pub peer: PeerId,
-    pub family: Family,
-    pub prefixes: Vec<IpNet>,
-}
-
-impl OutWithdraw {
-    /// Packs these withdrawals into UPDATEs ([`crate::packet::encode_withdrawals`]),
-    /// appending them to `out`.
-    pub fn encode(&self, ctx: &DecodeContext, out: &mut Vec<Bytes>) {
-        encode_withdrawals(self.family, &self.prefixes, ctx, out);
-    }
-
-    pub fn to_update(&self) -> Update {
-        match self.family {
-            Family::Ipv4Unicast => Update {
-                withdrawn: self
-                    .prefixes
-                    .iter()
-                    .filter_map(|p| match p {
-                        IpNet::V4(v4) => Some(*v4),
-                        IpNet::V6(_) => None,
-                    })
-                    .collect(),
-                ..Update::default()
-            },
-            family => {
-                let (afi, safi) = family.afi_safi();
-                Update {
-                    mp_unreach: Some(MpUnreach {
-                        afi,
-                        safi,
-                        withdrawn: self.prefixes.clone(),
-                    }),
-                    ..Update::default()
-                }
-            }
-        }
-    }
-}
-
-/// The initial table dump of `family` to `peer` is complete (RFC 4724 §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EndOfRib {
-    pub peer: PeerId,
-    pub family: Family,
-}
-
-/// One forwarding path of a learned route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FibNextHop {
-    pub next_hop: IpAddr,
-    pub peer: PeerId,
-}
-
-/// What the FIB should do for a prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FibRoute {
-    /// No path: remove the route.
-    Unreachable,
-    /// Our own route wins: the FIB has nothing to install from BGP (the owner of the
-    /// originated prefix, e.g. IPAM's blackhole for a block, programs it).
-    Local,
-    /// Forward over these next hops (ECMP when more than one), sorted.
-    Via(Vec<FibNextHop>),
-}
-
-/// The FIB-relevant outcome for a prefix changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BestPathChange {
-    pub prefix: IpNet,
-    pub route: FibRoute,
-}
-
-/// Everything one RIB call asks the outside world to do.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RibOutputs {
-    pub withdraws: Vec<OutWithdraw>,
-    pub updates: Vec<OutUpdate>,
-    pub end_of_rib: Vec<EndOfRib>,
-    pub best_changes: Vec<BestPathChange>,
-}
-
-impl RibOutputs {
-    pub fn is_empty(&self) -> bool {
-        self.withdraws.is_empty()
-            && self.updates.is_empty()
-            && self.end_of_rib.is_empty()
-            && self.best_changes.is_empty()
-    }
-
-    /// Prefixes announced to `peer` in these outputs, in order.
-    pub fn announced_to(&self, peer: PeerId) -> impl Iterator<Item = (&IpNet, &Arc<RouteAttrs>)> {
-        self.updates
-            .iter()
-            .filter(move |u| u.peer == peer)
-            .flat_map(|u| u.prefixes.iter().map(move |p| (p, &u.attrs)))
-    }
-
-    /// Prefixes withdrawn from `peer` in these outputs.
-    pub fn withdrawn_from(&self, peer: PeerId) -> impl Iterator<Item = &IpNet> {
-        self.withdraws
-            .iter()
-            .filter(move |w| w.peer == peer)
-            .flat_map(|w| w.prefixes.iter())
     }
 }
 
@@ -499,75 +322,6 @@ impl ExportCache {
     fn clear(&mut self) {
         self.map.clear();
         self.last.clear();
-    }
-}
-
-/// An UPDATE group: destination, family and the exported attribute set's address.
-type GroupKey = (PeerId, Family, usize);
-
-/// Accumulates outputs, grouping announcements by (peer, family, attribute set).
-#[derive(Debug, Default)]
-struct OutputBuilder {
-    out: RibOutputs,
-    updates: HashMap<GroupKey, usize, FoldHashBuilder>,
-    withdraws: HashMap<(PeerId, Family), usize, FoldHashBuilder>,
-    /// Per destination `PeerId`: the last group appended to (front cache of `updates`).
-    last_update: Vec<Option<(GroupKey, usize)>>,
-    /// Change of each peer's `advertised` count (indexed by `PeerId`), applied at the end of
-    /// the call because peers are borrowed immutably while outputs are produced.
-    advertised: Vec<i64>,
-}
-
-impl OutputBuilder {
-    fn count(&mut self, peer: PeerId, delta: i64) {
-        let i = peer.index();
-        if self.advertised.len() <= i {
-            self.advertised.resize(i + 1, 0);
-        }
-        self.advertised[i] += delta;
-    }
-
-    fn announce(&mut self, peer: PeerId, family: Family, attrs: &Arc<RouteAttrs>, prefix: IpNet) {
-        let key = (peer, family, Arc::as_ptr(attrs) as usize);
-        let slot = peer.index();
-        if self.last_update.len() <= slot {
-            self.last_update.resize(slot + 1, None);
-        }
-        let index = match self.last_update[slot] {
-            Some((k, i)) if k == key => i,
-            _ => {
-                let next = self.out.updates.len();
-                let i = *self.updates.entry(key).or_insert(next);
-                if i == next {
-                    self.out.updates.push(OutUpdate {
-                        peer,
-                        family,
-                        attrs: Arc::clone(attrs),
-                        prefixes: Vec::new(),
-                    });
-                }
-                self.last_update[slot] = Some((key, i));
-                i
-            }
-        };
-        if let Some(u) = self.out.updates.get_mut(index) {
-            u.prefixes.push(prefix);
-        }
-    }
-
-    fn withdraw(&mut self, peer: PeerId, family: Family, prefix: IpNet) {
-        let next = self.out.withdraws.len();
-        let i = *self.withdraws.entry((peer, family)).or_insert(next);
-        if i == next {
-            self.out.withdraws.push(OutWithdraw {
-                peer,
-                family,
-                prefixes: Vec::new(),
-            });
-        }
-        if let Some(w) = self.out.withdraws.get_mut(i) {
-            w.prefixes.push(prefix);
-        }
     }
 }
 
