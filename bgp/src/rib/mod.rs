@@ -1164,6 +1164,8 @@ impl Rib {
             )
             .collect();
         let removed = affected.len();
+        // Most removed paths change the FIB: size that output once instead of by doubling.
+        out.out.best_changes.reserve_exact(removed);
         for prefix in affected {
             self.withdraw_from_peer(peer, prefix, &mut out);
         }
