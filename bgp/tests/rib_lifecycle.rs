@@ -357,3 +357,17 @@ fn outputs_encode_to_wire_updates_that_decode_back() {
         .sum();
     assert_eq!(withdrawn, 2000);
 }
+
+#[test]
+fn stale_paths_are_dropped_when_the_peer_returns_as_another_router() {
+    let mut rib = rib();
+    let a = peer(&mut rib, "10.1.0.2", 65001);
+    let c = peer(&mut rib, "10.1.0.4", 65003);
+    rib.update(a, &announce(attrs(&[65001], "10.1.0.2"), &["10.10.0.0/24"]))
+        .unwrap();
+    rib.peer_down_graceful(a, &[Family::Ipv4Unicast]).unwrap();
+    let out = up(&mut rib, a, "10.1.0.99");
+    assert_eq!(withdrawn(&out, c), vec![net("10.10.0.0/24")]);
+    assert!(rib.is_empty());
+    assert_eq!(out.end_of_rib.len(), 2);
+}

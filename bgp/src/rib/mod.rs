@@ -843,16 +843,31 @@ impl Rib {
     pub fn peer_up(&mut self, peer: PeerId, session: PeerSession) -> Result<RibOutputs, RibError> {
         let key = ExportClassKey::new(&self.peer(peer)?.config, &session);
         let class = self.classes.class(key);
-        let state = self.peer_mut(peer)?;
+        let state = self.peer(peer)?;
         if state.up {
             return Err(RibError::PeerAlreadyEstablished(peer));
         }
+        // Paths kept from a graceful restart were exported with the old BGP Identifier as
+        // ORIGINATOR_ID; a peer that comes back as a different router restarts from scratch.
+        let identity_changed = state
+            .session
+            .as_ref()
+            .is_some_and(|old| old.router_id != session.router_id);
+        let flushed = if identity_changed {
+            self.remove_stale(peer, None)
+        } else {
+            RibOutputs::default()
+        };
+        let state = self.peer_mut(peer)?;
         state.class = class;
         let families = session.families.clone();
         state.session = Some(session);
         state.up = true;
         state.advertised = 0;
         let mut out = OutputBuilder::default();
+        out.out.withdraws = flushed.withdraws;
+        out.out.updates = flushed.updates;
+        out.out.best_changes = flushed.best_changes;
         for family in families {
             self.dump(peer, family, &mut out);
             out.out.end_of_rib.push(EndOfRib { peer, family });
