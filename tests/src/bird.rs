@@ -137,8 +137,9 @@ pub fn parse_routes(text: &str) -> Vec<BirdRoute> {
             continue;
         }
         if line.starts_with('\t') {
-            if let (Some(r), Some((k, v))) = (out.last_mut(), line.trim().split_once(": ")) {
-                r.attrs.insert(k.to_string(), v.to_string());
+            // `Name: value`; the value may be empty (an iBGP route's `BGP.as_path:`).
+            if let (Some(r), Some((k, v))) = (out.last_mut(), line.trim().split_once(':')) {
+                r.attrs.insert(k.to_string(), v.trim().to_string());
             }
             continue;
         }
@@ -178,13 +179,14 @@ mod tests {
 
     #[test]
     fn parses_show_route_all() {
-        let text = "BIRD 2.0.12 ready.\nTable master4:\n10.30.0.0/24         unicast [b 04:29:38.076] * (100) [AS65002?]\n\tvia 10.0.0.2 on v0\n\tType: BGP univ\n\tBGP.origin: Incomplete\n\tBGP.as_path: 65002\n\tBGP.med: 10\n                     unicast [c 04:29:39.000] (100) [AS65003i]\n\tBGP.as_path: 65003\n";
+        let text = "BIRD 2.0.12 ready.\nTable master4:\n10.30.0.0/24         unicast [b 04:29:38.076] * (100) [AS65002?]\n\tvia 10.0.0.2 on v0\n\tType: BGP univ\n\tBGP.origin: Incomplete\n\tBGP.as_path: \n\tBGP.med: 10\n                     unicast [c 04:29:39.000] (100) [AS65003i]\n\tBGP.as_path: 65003\n";
         let r = parse_routes(text);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].prefix, "10.30.0.0/24");
         assert!(r[0].best);
         assert_eq!(r[0].protocol, "b");
         assert_eq!(r[0].attr("BGP.med"), Some("10"));
+        assert_eq!(r[0].attr("BGP.as_path"), Some(""));
         assert_eq!(r[1].prefix, "10.30.0.0/24");
         assert!(!r[1].best);
         assert_eq!(r[1].attr("BGP.as_path"), Some("65003"));

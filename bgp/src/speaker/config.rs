@@ -1,0 +1,352 @@
+//! The standalone speaker's configuration (TOML), also the shape the agent fills in
+//! programmatically.
+//!
+//! ```toml
+//! router_id = "10.0.0.1"
+//! local_as = 64512
+//! listen = ["0.0.0.0:179", "[::]:179"]     # optional; default both families on port 179
+//! hold_time = 90                           # optional
+//! connect_retry = 5                        # seconds, optional
+//! cluster_id = "10.0.0.1"                  # optional; route reflector cluster id
+//! max_paths = 8                            # optional; ECMP paths per prefix
+//! control_socket = "/run/speaker.ctl"      # optional; JSON status/route queries
+//!
+//! [[originate]]
+//! prefix = "10.244.1.0/24"
+//! med = 10                                 # optional attributes
+//! local_pref = 200
+//! communities = ["64512:100"]
+//! large_communities = ["64512:1:2"]
+//!
+//! [[peer]]
+//! address = "10.0.0.2"
+//! remote_as = 64513
+//! port = 179                               # optional
+//! passive = false                          # optional
+//! route_reflector_client = false           # optional
+//! next_hop = "auto"                        # auto | self | keep
+//! password = "secret"                      # optional, TCP MD5
+//! ttl_security = 1                         # optional, GTSM hops
+//! local_address = "10.0.0.1"               # optional
+//! allow_local_as = 0                       # optional
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::packet::{Community, LargeCommunity};
+
+/// Errors reading a speaker configuration; each names the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// How the next hop is set when advertising to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NextHopMode {
+    /// eBGP: ourselves; iBGP: keep what we received (RFC 4271 §5.1.3).
+    #[default]
+    Auto,
+    /// Always ourselves.
+    #[serde(rename = "self")]
+    SelfAddress,
+    /// Always keep the received next hop.
+    Keep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeakerConfig {
+    pub router_id: Ipv4Addr,
+    pub local_as: u32,
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    #[serde(default = "default_hold_time")]
+    pub hold_time: u16,
+    #[serde(default = "default_connect_retry")]
+    pub connect_retry: u64,
+    #[serde(default)]
+    pub cluster_id: Option<Ipv4Addr>,
+    #[serde(default = "default_max_paths")]
+    pub max_paths: usize,
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
+    #[serde(default)]
+    pub originate: Vec<Origination>,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origination {
+    pub prefix: IpNet,
+    #[serde(default)]
+    pub med: Option<u32>,
+    #[serde(default)]
+    pub local_pref: Option<u32>,
+    /// Standard communities as `ASN:VALUE`.
+    #[serde(default)]
+    pub communities: Vec<String>,
+    /// Large communities as `GLOBAL:LOCAL1:LOCAL2`.
+    #[serde(default)]
+    pub large_communities: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub passive: bool,
+    #[serde(default)]
+    pub route_reflector_client: bool,
+    #[serde(default)]
+    pub next_hop: NextHopMode,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub ttl_security: Option<u8>,
+    #[serde(default)]
+    pub local_address: Option<IpAddr>,
+    #[serde(default)]
+    pub allow_local_as: u8,
+    /// Hold time offered to this peer; the speaker-wide value when absent.
+    #[serde(default)]
+    pub hold_time: Option<u16>,
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 179)),
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 179)),
+    ]
+}
+fn default_hold_time() -> u16 {
+    90
+}
+fn default_connect_retry() -> u64 {
+    5
+}
+fn default_max_paths() -> usize {
+    8
+}
+
+impl SpeakerConfig {
+    pub fn from_file(path: &std::path::Path) -> Result<SpeakerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        SpeakerConfig::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<SpeakerConfig, ConfigError> {
+        let c: SpeakerConfig = toml::from_str(text)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks what serde cannot: value ranges and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.router_id.is_unspecified() {
+            return Err(invalid(
+                "router_id",
+                "0.0.0.0 is not a valid BGP identifier (RFC 6286 §2.1)",
+            ));
+        }
+        if self.local_as == 0 {
+            return Err(invalid("local_as", "AS 0 is reserved (RFC 7607)"));
+        }
+        if self.hold_time == 1 || self.hold_time == 2 {
+            return Err(invalid(
+                "hold_time",
+                "must be 0 or at least 3 seconds (RFC 4271 §4.2)",
+            ));
+        }
+        if self.max_paths == 0 {
+            return Err(invalid("max_paths", "must be at least 1"));
+        }
+        for (i, o) in self.originate.iter().enumerate() {
+            if o.prefix.trunc() != o.prefix {
+                return Err(invalid(
+                    format!("originate[{i}].prefix"),
+                    format!("{} has host bits set", o.prefix),
+                ));
+            }
+            for (j, c) in o.communities.iter().enumerate() {
+                parse_community(c)
+                    .map_err(|e| invalid(format!("originate[{i}].communities[{j}]"), e))?;
+            }
+            for (j, c) in o.large_communities.iter().enumerate() {
+                parse_large_community(c)
+                    .map_err(|e| invalid(format!("originate[{i}].large_communities[{j}]"), e))?;
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.remote_as == 0 {
+                return Err(invalid(
+                    format!("peer[{i}].remote_as"),
+                    "AS 0 is reserved (RFC 7607)",
+                ));
+            }
+            if !seen.insert(p.address) {
+                return Err(invalid(
+                    format!("peer[{i}].address"),
+                    format!("{} is configured twice", p.address),
+                ));
+            }
+            if let Some(h) = p.hold_time {
+                if h == 1 || h == 2 {
+                    return Err(invalid(
+                        format!("peer[{i}].hold_time"),
+                        "must be 0 or at least 3 seconds",
+                    ));
+                }
+            }
+            if p.password.as_ref().is_some_and(|k| k.len() > 80) {
+                return Err(invalid(
+                    format!("peer[{i}].password"),
+                    "TCP MD5 keys are at most 80 octets",
+                ));
+            }
+            if p.ttl_security == Some(0) {
+                return Err(invalid(
+                    format!("peer[{i}].ttl_security"),
+                    "hop count must be 1..=255",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a standard community written `ASN:VALUE` (both 16-bit), or a well-known name.
+pub fn parse_community(s: &str) -> Result<Community, String> {
+    match s {
+        "no-export" => return Ok(Community::NO_EXPORT),
+        "no-advertise" => return Ok(Community::NO_ADVERTISE),
+        _ => {}
+    }
+    let (a, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not ASN:VALUE"))?;
+    let a: u16 = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not a 16-bit AS number"))?;
+    let v: u16 = v
+        .parse()
+        .map_err(|_| format!("{v:?} is not a 16-bit value"))?;
+    Ok(Community::new(a, v))
+}
+
+/// Parses a large community written `GLOBAL:LOCAL1:LOCAL2` (RFC 8092 §3: 32 bits each).
+pub fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let [g, l1, l2] = parts.as_slice() else {
+        return Err(format!("{s:?} is not GLOBAL:LOCAL1:LOCAL2"));
+    };
+    let num = |x: &str| {
+        x.parse::<u32>()
+            .map_err(|_| format!("{x:?} is not a 32-bit number"))
+    };
+    Ok(LargeCommunity {
+        global: num(g)?,
+        local1: num(l1)?,
+        local2: num(l2)?,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_example() {
+        let c = SpeakerConfig::from_toml(
+            r#"
+router_id = "10.0.0.1"
+local_as = 64512
+listen = ["127.0.0.1:1179"]
+[[originate]]
+prefix = "10.244.1.0/24"
+med = 10
+communities = ["64512:100"]
+large_communities = ["64512:1:2"]
+[[peer]]
+address = "10.0.0.2"
+remote_as = 64513
+next_hop = "self"
+password = "s3cret"
+ttl_security = 1
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.peers[0].next_hop, NextHopMode::SelfAddress);
+        assert_eq!(c.hold_time, 90);
+        assert_eq!(c.originate[0].med, Some(10));
+    }
+
+    #[test]
+    fn rejects_bad_fields_naming_them() {
+        let base = "router_id = \"10.0.0.1\"\nlocal_as = 1\n";
+        let cases = [
+            ("router_id = \"0.0.0.0\"\nlocal_as = 1\n", "router_id"),
+            ("router_id = \"10.0.0.1\"\nlocal_as = 0\n", "local_as"),
+            (&format!("{base}hold_time = 2\n"), "hold_time"),
+            (&format!("{base}[[originate]]\nprefix = \"10.0.0.1/24\"\n"), "originate[0].prefix"),
+            (&format!("{base}[[originate]]\nprefix = \"10.0.0.0/24\"\ncommunities = [\"x\"]\n"), "originate[0].communities[0]"),
+            (&format!("{base}[[peer]]\naddress = \"10.0.0.2\"\nremote_as = 0\n"), "peer[0].remote_as"),
+            (&format!("{base}[[peer]]\naddress = \"10.0.0.2\"\nremote_as = 2\n[[peer]]\naddress = \"10.0.0.2\"\nremote_as = 3\n"), "peer[1].address"),
+            (&format!("{base}[[peer]]\naddress = \"10.0.0.2\"\nremote_as = 2\nttl_security = 0\n"), "peer[0].ttl_security"),
+        ];
+        for (text, field) in cases {
+            let err = SpeakerConfig::from_toml(text).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{field}: {err}");
+        }
+        let err = SpeakerConfig::from_toml(&format!("{base}bogus = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn communities_parse() {
+        assert_eq!(parse_community("65000:7"), Ok(Community::new(65000, 7)));
+        assert!(parse_community("70000:1").is_err());
+        assert_eq!(
+            parse_large_community("4200000000:1:2"),
+            Ok(LargeCommunity {
+                global: 4_200_000_000,
+                local1: 1,
+                local2: 2
+            })
+        );
+        assert!(parse_large_community("1:2").is_err());
+    }
+}

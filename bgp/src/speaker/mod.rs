@@ -1,0 +1,1028 @@
+//! The speaker: the thin tokio driver around the sans-IO cores.
+//!
+//! One *core* task owns every peer's [`Session`] (the RFC 4271 FSM) and the [`Rib`]; nothing
+//! else touches them, so there are no locks on the route path. Around it:
+//!
+//! - a *reader* task per TCP connection cuts the byte stream into whole messages with
+//!   [`packet::frame_len`] and hands them to the core in batches. The core decodes them itself,
+//!   one at a time, because the decode context (4-octet AS, ADD-PATH) changes when the OPEN
+//!   is handled and must apply to the very next message;
+//! - a *writer* task per connection coalesces the encoded messages the core gives it into
+//!   large writes;
+//! - a *listener* task per listen address, *connector* tasks for outgoing connections, and a
+//!   *control* task serving the JSON control socket ([`control`]).
+//!
+//! Timers are not separate tasks: the core sleeps until the earliest
+//! [`Session::next_deadline`] and then lets each session fire what is due.
+
+pub mod config;
+pub mod control;
+pub mod socket;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::fsm::{ConnectionId, Input, Output, Session, SessionConfig, State, StopReason};
+use crate::packet::{
+    self, Community, DecodeContext, Family, LargeCommunity, Message, PathAttributes, Update,
+};
+use crate::rib::{self, BestPathChange, FibRoute, PeerId, PeerSession, Rib, RibConfig, RibOutputs};
+use config::{NextHopMode, Origination, PeerConfig, SpeakerConfig};
+use control::{ControlRequest, ControlResponse, PeerStatus, RouteView};
+use socket::SessionSecurity;
+
+/// Why the speaker could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot serve the control socket {path}: {source}")]
+    Control {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("peer {peer}: {reason}")]
+    Peer { peer: IpAddr, reason: String },
+    #[error("the speaker has stopped")]
+    Stopped,
+}
+
+/// A request to the core from the handle or the control socket.
+enum Command {
+    AddPeer(PeerConfig, oneshot::Sender<Result<(), SpeakerError>>),
+    RemovePeer(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
+    Control(ControlRequest, oneshot::Sender<ControlResponse>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The agent's handle on a running speaker.
+#[derive(Debug, Clone)]
+pub struct SpeakerHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::AddPeer(p, _) => write!(f, "AddPeer({})", p.address),
+            Command::RemovePeer(a, _) => write!(f, "RemovePeer({a})"),
+            Command::Control(r, _) => write!(f, "Control({r:?})"),
+            Command::Shutdown(_) => write!(f, "Shutdown"),
+        }
+    }
+}
+
+impl SpeakerHandle {
+    /// Adds a peer (or, if one with this address exists with other settings, replaces it:
+    /// the old session is closed with Cease/6 "Other Configuration Change"). A peer whose
+    /// settings did not change is left alone, so re-applying a full peer set is cheap.
+    pub async fn add_peer(&self, peer: PeerConfig) -> Result<(), SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::AddPeer(peer, tx)).await?;
+        rx.await.map_err(|_| SpeakerError::Stopped)?
+    }
+
+    /// Removes a peer: Cease/3 "Peer De-configured", and its routes are withdrawn.
+    pub async fn remove_peer(&self, address: IpAddr) -> Result<(), SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::RemovePeer(address, tx)).await?;
+        rx.await.map_err(|_| SpeakerError::Stopped)?
+    }
+
+    /// Runs one control request (status, routes, originate, withdraw).
+    pub async fn control(&self, request: ControlRequest) -> Result<ControlResponse, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Control(request, tx)).await?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Stops every session with Cease/2 and ends the core.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    async fn send(&self, c: Command) -> Result<(), SpeakerError> {
+        self.commands
+            .send(c)
+            .await
+            .map_err(|_| SpeakerError::Stopped)
+    }
+}
+
+/// Starts a speaker: binds its listeners and control socket (so start-up errors surface
+/// here), then runs the core in the background. Best-path changes for the FIB are sent on
+/// `best_paths` when given.
+pub async fn start(
+    config: SpeakerConfig,
+    best_paths: Option<mpsc::UnboundedSender<Vec<BestPathChange>>>,
+) -> Result<(SpeakerHandle, tokio::task::JoinHandle<()>), SpeakerError> {
+    let (events_tx, events_rx) = mpsc::channel(256);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+
+    let mut listener_fds = Vec::new();
+    for addr in &config.listen {
+        let sock = socket::listener(*addr).map_err(|source| SpeakerError::Listen {
+            addr: *addr,
+            source,
+        })?;
+        // A duplicate of the descriptor stays with the core to install MD5 keys for peers
+        // added later; the listener task owns the original.
+        let dup = sock.try_clone().map_err(|source| SpeakerError::Listen {
+            addr: *addr,
+            source,
+        })?;
+        listener_fds.push((*addr, OwnedFd::from(dup)));
+        let std_listener: std::net::TcpListener = sock.into();
+        let listener =
+            TcpListener::from_std(std_listener).map_err(|source| SpeakerError::Listen {
+                addr: *addr,
+                source,
+            })?;
+        info!(listen = %addr, "listening for BGP connections");
+        tokio::spawn(accept_loop(listener, events_tx.clone()));
+    }
+
+    if let Some(path) = &config.control_socket {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).map_err(|source| SpeakerError::Control {
+            path: path.clone(),
+            source,
+        })?;
+        tokio::spawn(control_loop(listener, cmd_tx.clone()));
+    }
+
+    let mut rib_config = RibConfig::new(config.local_as, config.router_id);
+    rib_config.cluster_id = config.cluster_id;
+    rib_config.max_paths = config.max_paths;
+    let mut core = Core {
+        rib: Rib::new(rib_config),
+        peers: HashMap::new(),
+        by_id: HashMap::new(),
+        events_tx,
+        next_inbound: 0,
+        best_paths,
+        listener_fds,
+        config: config.clone(),
+    };
+    for o in &config.originate {
+        let out = core.originate(o);
+        core.dispatch(out);
+    }
+    for p in &config.peers {
+        core.add_peer(p.clone())?;
+    }
+    let handle = SpeakerHandle { commands: cmd_tx };
+    let task = tokio::spawn(core.run(events_rx, cmd_rx));
+    Ok((handle, task))
+}
+
+/// What connection tasks report to the core.
+enum Event {
+    Accepted(TcpStream, SocketAddr),
+    Connected {
+        peer: IpAddr,
+        conn: ConnectionId,
+        stream: TcpStream,
+    },
+    ConnectFailed {
+        peer: IpAddr,
+        conn: ConnectionId,
+        error: std::io::Error,
+    },
+    /// Whole messages, in order.
+    Frames {
+        peer: IpAddr,
+        conn: ConnectionId,
+        frames: Vec<Bytes>,
+    },
+    /// A header error: the stream cannot be resynchronised (RFC 4271 §6.1).
+    BadHeader {
+        peer: IpAddr,
+        conn: ConnectionId,
+        error: packet::DecodeError,
+    },
+    Closed {
+        peer: IpAddr,
+        conn: ConnectionId,
+    },
+}
+
+enum Outgoing {
+    Messages(Vec<Bytes>),
+    /// Flush what was queued, then close (a NOTIFICATION must reach the peer first).
+    Close,
+}
+
+struct Connection {
+    writer: mpsc::UnboundedSender<Outgoing>,
+    local: Option<SocketAddr>,
+    reader: tokio::task::AbortHandle,
+}
+
+struct Peer {
+    config: PeerConfig,
+    id: PeerId,
+    session: Session,
+    connections: HashMap<ConnectionId, Connection>,
+    /// The Established connection and the context to encode for it.
+    established: Option<(ConnectionId, DecodeContext)>,
+    last_error: Option<String>,
+}
+
+struct Core {
+    config: SpeakerConfig,
+    rib: Rib,
+    peers: HashMap<IpAddr, Peer>,
+    by_id: HashMap<PeerId, IpAddr>,
+    events_tx: mpsc::Sender<Event>,
+    next_inbound: u64,
+    best_paths: Option<mpsc::UnboundedSender<Vec<BestPathChange>>>,
+    listener_fds: Vec<(SocketAddr, OwnedFd)>,
+}
+
+impl Core {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        loop {
+            let deadline = self
+                .peers
+                .values()
+                .filter_map(|p| p.session.next_deadline().map(|(at, _)| at))
+                .min();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(event) = events.recv() => self.on_event(event),
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Shutdown(done)) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                () = sleep => self.on_timers(),
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for a in addrs {
+            self.feed(a, Input::ManualStop(StopReason::AdministrativeShutdown));
+        }
+        // Give the writers a moment to flush their NOTIFICATIONs.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.session.next_deadline().is_some_and(|(at, _)| at <= now))
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in due {
+            let Some(peer) = self.peers.get_mut(&addr) else {
+                continue;
+            };
+            let before = peer.session.state();
+            let outputs = peer.session.handle_timeouts(now);
+            self.apply(addr, before, outputs);
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddPeer(p, reply) => {
+                let _ = reply.send(self.add_peer(p));
+            }
+            Command::RemovePeer(addr, reply) => {
+                let _ = reply.send(self.remove_peer(addr));
+            }
+            Command::Control(req, reply) => {
+                let _ = reply.send(self.control(req));
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn add_peer(&mut self, p: PeerConfig) -> Result<(), SpeakerError> {
+        if let Some(existing) = self.peers.get(&p.address) {
+            if existing.config == p {
+                return Ok(());
+            }
+            self.drop_peer(p.address, StopReason::ConfigurationChange);
+        }
+        let mut sc = SessionConfig::new(
+            self.config.local_as,
+            Some(p.remote_as),
+            self.config.router_id,
+        );
+        sc.hold_time = p.hold_time.unwrap_or(self.config.hold_time);
+        sc.connect_retry = Duration::from_secs(self.config.connect_retry.max(1));
+        sc.passive = p.passive;
+        sc.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
+        let session = Session::new(sc, Instant::now()).map_err(|e| SpeakerError::Peer {
+            peer: p.address,
+            reason: e.to_string(),
+        })?;
+        if let Some(key) = &p.password {
+            for (addr, fd) in &self.listener_fds {
+                if addr.is_ipv4() == p.address.is_ipv4() {
+                    socket::set_tcp_md5(fd, p.address, key.as_bytes()).map_err(|e| SpeakerError::Peer {
+                        peer: p.address,
+                        reason: format!("installing the TCP MD5 key: {e} (does the kernel have TCP_MD5SIG?)"),
+                    })?;
+                }
+            }
+        }
+        let mut rc = rib::PeerConfig::new(p.address, p.remote_as, self.config.local_as);
+        rc.route_reflector_client = p.route_reflector_client;
+        rc.allow_local_as = p.allow_local_as;
+        rc.next_hop_mode = match p.next_hop {
+            NextHopMode::Auto => rib::NextHopMode::Auto,
+            NextHopMode::SelfAddress => rib::NextHopMode::Self_,
+            NextHopMode::Keep => rib::NextHopMode::Keep,
+        };
+        let id = self.rib.add_peer(rc);
+        info!(peer = %p.address, remote_as = p.remote_as, passive = p.passive, "peer added");
+        self.by_id.insert(id, p.address);
+        let addr = p.address;
+        self.peers.insert(
+            addr,
+            Peer {
+                config: p,
+                id,
+                session,
+                connections: HashMap::new(),
+                established: None,
+                last_error: None,
+            },
+        );
+        self.feed(addr, Input::AutomaticStart);
+        Ok(())
+    }
+
+    fn remove_peer(&mut self, addr: IpAddr) -> Result<(), SpeakerError> {
+        if !self.peers.contains_key(&addr) {
+            return Err(SpeakerError::Peer {
+                peer: addr,
+                reason: "no such peer".into(),
+            });
+        }
+        self.drop_peer(addr, StopReason::PeerDeconfigured);
+        Ok(())
+    }
+
+    fn drop_peer(&mut self, addr: IpAddr, reason: StopReason) {
+        self.feed(addr, Input::ManualStop(reason));
+        if let Some(peer) = self.peers.remove(&addr) {
+            for (_, c) in peer.connections {
+                let _ = c.writer.send(Outgoing::Close);
+            }
+            self.by_id.remove(&peer.id);
+            match self.rib.remove_peer(peer.id) {
+                Ok(out) => self.dispatch(out),
+                Err(e) => warn!(peer = %addr, error = %e, "removing peer from the RIB"),
+            }
+            info!(peer = %addr, "peer removed");
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Accepted(stream, remote) => {
+                let addr = remote.ip();
+                let Some(peer) = self.peers.get(&addr) else {
+                    debug!(remote = %remote, "connection from an unconfigured address refused");
+                    return;
+                };
+                if let Some(hops) = peer.config.ttl_security {
+                    let sref = socket2::SockRef::from(&stream);
+                    if let Err(e) = socket::set_ttl_security(&sref, addr, hops) {
+                        warn!(peer = %addr, error = %e, "GTSM on accepted connection");
+                    }
+                }
+                self.next_inbound += 1;
+                let conn = ConnectionId::inbound(self.next_inbound);
+                self.attach(addr, conn, stream);
+                self.feed(addr, Input::TcpAccepted(conn));
+            }
+            Event::Connected { peer, conn, stream } => {
+                if !self.peers.contains_key(&peer) {
+                    return;
+                }
+                self.attach(peer, conn, stream);
+                self.feed(peer, Input::TcpConnected(conn));
+            }
+            Event::ConnectFailed { peer, conn, error } => {
+                debug!(peer = %peer, error = %error, "connect failed");
+                self.feed(peer, Input::TcpFailed(conn));
+            }
+            Event::Frames { peer, conn, frames } => {
+                for frame in frames {
+                    let Some(p) = self.peers.get(&peer) else {
+                        return;
+                    };
+                    if !p.connections.contains_key(&conn) {
+                        return; // closed while we were handling earlier frames
+                    }
+                    let ctx = p.session.decode_context(conn);
+                    let input = match Message::decode(&frame, &ctx) {
+                        Ok(m) => Input::Message(conn, m),
+                        Err(e) => {
+                            warn!(peer = %peer, error = %e, "malformed message");
+                            Input::DecodeError(conn, e)
+                        }
+                    };
+                    self.feed(peer, input);
+                }
+            }
+            Event::BadHeader { peer, conn, error } => {
+                warn!(peer = %peer, error = %error, "malformed message header");
+                self.feed(peer, Input::DecodeError(conn, error));
+            }
+            Event::Closed { peer, conn } => {
+                let known = self
+                    .peers
+                    .get_mut(&peer)
+                    .and_then(|p| p.connections.remove(&conn))
+                    .is_some();
+                if known {
+                    self.feed(peer, Input::TcpFailed(conn));
+                }
+            }
+        }
+    }
+
+    /// Starts the reader and writer tasks of a new connection.
+    fn attach(&mut self, addr: IpAddr, conn: ConnectionId, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let (r, w) = stream.into_split();
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(w, wrx));
+        let reader = tokio::spawn(read_loop(r, addr, conn, self.events_tx.clone())).abort_handle();
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.connections.insert(
+                conn,
+                Connection {
+                    writer: wtx,
+                    local,
+                    reader,
+                },
+            );
+        }
+    }
+
+    /// Feeds one input to a peer's session and carries out what it asks for.
+    fn feed(&mut self, addr: IpAddr, input: Input) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let before = peer.session.state();
+        let outputs = peer.session.handle(Instant::now(), input);
+        self.apply(addr, before, outputs);
+    }
+
+    fn apply(&mut self, addr: IpAddr, before: State, outputs: Vec<Output>) {
+        for output in outputs {
+            let Some(peer) = self.peers.get_mut(&addr) else {
+                return;
+            };
+            match output {
+                Output::Connect(conn) => {
+                    let target = SocketAddr::new(addr, peer.config.port.unwrap_or(179));
+                    let security = SessionSecurity {
+                        md5_key: peer.config.password.clone(),
+                        ttl_security: peer.config.ttl_security,
+                    };
+                    let local = peer.config.local_address;
+                    let timeout = Duration::from_secs(self.config.connect_retry.max(1));
+                    tokio::spawn(connect(
+                        addr,
+                        conn,
+                        target,
+                        local,
+                        security,
+                        timeout,
+                        self.events_tx.clone(),
+                    ));
+                }
+                Output::Send(conn, msg) => {
+                    let ctx = peer.session.decode_context(conn);
+                    if let Some(c) = peer.connections.get(&conn) {
+                        let _ = c.writer.send(Outgoing::Messages(vec![msg.to_bytes(&ctx)]));
+                    }
+                }
+                Output::Close(conn) => {
+                    if let Some(c) = peer.connections.remove(&conn) {
+                        let _ = c.writer.send(Outgoing::Close);
+                        c.reader.abort();
+                    }
+                }
+                Output::SetTimer { .. } | Output::StopTimer(_) => {
+                    // The core polls Session::next_deadline instead of keeping timers.
+                }
+                Output::Established(neg) => {
+                    let local = peer.connections.get(&neg.connection).and_then(|c| c.local);
+                    peer.established = Some((neg.connection, neg.decode));
+                    peer.last_error = None;
+                    info!(peer = %addr, peer_as = neg.peer_as, router_id = %neg.peer_id,
+                        hold_time = neg.hold_time, families = ?neg.families, "session established");
+                    let session = PeerSession {
+                        router_id: neg.peer_id,
+                        local_ipv4: match local.map(|l| l.ip()) {
+                            Some(IpAddr::V4(a)) => Some(a),
+                            _ => None,
+                        },
+                        local_ipv6: match local.map(|l| l.ip()) {
+                            Some(IpAddr::V6(a)) => Some(a),
+                            _ => None,
+                        },
+                        families: neg.families.clone(),
+                    };
+                    let id = peer.id;
+                    match self.rib.peer_up(id, session) {
+                        Ok(out) => self.dispatch(out),
+                        Err(e) => warn!(peer = %addr, error = %e, "RIB refused peer up"),
+                    }
+                }
+                Output::SessionDown(reason) => {
+                    peer.established = None;
+                    let text = reason.describe();
+                    warn!(peer = %addr, reason = %text, "session down");
+                    peer.last_error = Some(text);
+                    let id = peer.id;
+                    match self.rib.peer_down(id) {
+                        Ok(out) => self.dispatch(out),
+                        Err(e) => warn!(peer = %addr, error = %e, "RIB peer down"),
+                    }
+                }
+                Output::Update(update) => {
+                    let id = peer.id;
+                    match self.rib.update(id, &update) {
+                        Ok(out) => self.dispatch(out),
+                        Err(e) => warn!(peer = %addr, error = %e, "RIB refused update"),
+                    }
+                }
+                Output::RouteRefresh(rr) => {
+                    let id = peer.id;
+                    if let Some(family) = Family::from_afi_safi(rr.afi, rr.safi) {
+                        match self.rib.refresh(id, family) {
+                            Ok(out) => self.dispatch(out),
+                            Err(e) => warn!(peer = %addr, error = %e, "route refresh"),
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(peer) = self.peers.get(&addr) {
+            let after = peer.session.state();
+            if after != before {
+                info!(peer = %addr, from = before.as_str(), to = after.as_str(), "session state");
+            }
+        }
+    }
+
+    /// Encodes the RIB's outputs for each peer (withdrawals, then announcements, then
+    /// End-of-RIB, as the RIB requires) and hands best-path changes to the FIB.
+    fn dispatch(&mut self, out: RibOutputs) {
+        let mut per_peer: HashMap<PeerId, Vec<Bytes>> = HashMap::new();
+        for w in &out.withdraws {
+            if let Some(ctx) = self.context(w.peer) {
+                w.encode(&ctx, per_peer.entry(w.peer).or_default());
+            }
+        }
+        for u in &out.updates {
+            if let Some(ctx) = self.context(u.peer) {
+                if let Err(e) = u.encode(&ctx, per_peer.entry(u.peer).or_default()) {
+                    warn!(peer = ?self.by_id.get(&u.peer), error = %e, "cannot encode update");
+                }
+            }
+        }
+        for eor in &out.end_of_rib {
+            if let Some(ctx) = self.context(eor.peer) {
+                let msg = Message::Update(Update::end_of_rib(eor.family));
+                per_peer
+                    .entry(eor.peer)
+                    .or_default()
+                    .push(msg.to_bytes(&ctx));
+            }
+        }
+        for (id, msgs) in per_peer {
+            if msgs.is_empty() {
+                continue;
+            }
+            let Some(addr) = self.by_id.get(&id) else {
+                continue;
+            };
+            let Some(peer) = self.peers.get_mut(addr) else {
+                continue;
+            };
+            let Some((conn, _)) = peer.established else {
+                continue;
+            };
+            if let Some(c) = peer.connections.get(&conn) {
+                peer.session.record_sent(msgs.len() as u64);
+                let _ = c.writer.send(Outgoing::Messages(msgs));
+            }
+        }
+        if !out.best_changes.is_empty() {
+            if let Some(tx) = &self.best_paths {
+                let _ = tx.send(out.best_changes);
+            }
+        }
+    }
+
+    fn context(&self, id: PeerId) -> Option<DecodeContext> {
+        let addr = self.by_id.get(&id)?;
+        self.peers.get(addr)?.established.map(|(_, ctx)| ctx)
+    }
+
+    fn originate(&mut self, o: &Origination) -> RibOutputs {
+        let attrs = PathAttributes {
+            med: o.med,
+            local_pref: o.local_pref,
+            communities: o
+                .communities
+                .iter()
+                .filter_map(|c| config::parse_community(c).ok())
+                .collect(),
+            large_communities: o
+                .large_communities
+                .iter()
+                .filter_map(|c| config::parse_large_community(c).ok())
+                .collect(),
+            ..PathAttributes::default()
+        };
+        self.rib.originate(o.prefix, Some(attrs))
+    }
+
+    fn control(&mut self, req: ControlRequest) -> ControlResponse {
+        match req {
+            ControlRequest::Peers => ControlResponse::Peers {
+                peers: self.peer_status(),
+            },
+            ControlRequest::Routes => ControlResponse::Routes {
+                routes: self.routes(),
+            },
+            ControlRequest::Originate(o) => {
+                let mut errors = Vec::new();
+                for c in &o.communities {
+                    if let Err(e) = config::parse_community(c) {
+                        errors.push(format!("communities: {e}"));
+                    }
+                }
+                for c in &o.large_communities {
+                    if let Err(e) = config::parse_large_community(c) {
+                        errors.push(format!("large_communities: {e}"));
+                    }
+                }
+                if !errors.is_empty() {
+                    return ControlResponse::Error {
+                        message: errors.join("; "),
+                    };
+                }
+                let out = self.originate(&o);
+                self.dispatch(out);
+                ControlResponse::Done
+            }
+            ControlRequest::Withdraw { prefix } => {
+                let out = self.rib.withdraw_local(prefix);
+                self.dispatch(out);
+                ControlResponse::Done
+            }
+        }
+    }
+
+    fn peer_status(&self) -> Vec<PeerStatus> {
+        let now = Instant::now();
+        let mut v: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|(addr, p)| {
+                let st = p.session.status();
+                let stats = self.rib.stats(p.id).unwrap_or_default();
+                let neg = st.negotiated.as_ref();
+                PeerStatus {
+                    address: *addr,
+                    remote_as: p.config.remote_as,
+                    state: st.state.as_str().to_string(),
+                    since_secs: now.saturating_duration_since(st.since).as_secs(),
+                    router_id: neg.map(|n| n.peer_id.to_string()),
+                    hold_time: neg.map(|n| n.hold_time),
+                    families: neg
+                        .map(|n| {
+                            n.families
+                                .iter()
+                                .map(|f| family_name(*f).to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    capabilities: neg
+                        .map(|n| n.peer_capabilities.iter().map(capability_name).collect())
+                        .unwrap_or_default(),
+                    prefixes_received: stats.received,
+                    prefixes_accepted: stats.accepted,
+                    prefixes_advertised: stats.advertised,
+                    last_error: p
+                        .last_error
+                        .clone()
+                        .or_else(|| st.last_error.as_ref().map(|e| e.describe())),
+                }
+            })
+            .collect();
+        v.sort_by_key(|p| p.address);
+        v
+    }
+
+    fn routes(&self) -> Vec<RouteView> {
+        let mut out = Vec::new();
+        for (prefix, paths) in self.rib.iter() {
+            let best = self.rib.best(&prefix);
+            for path in paths {
+                let is_best =
+                    best.is_some_and(|b| b.peer == path.peer && Arc::ptr_eq(&b.attrs, &path.attrs));
+                out.push(route_view(
+                    prefix,
+                    path,
+                    is_best,
+                    self.by_id.get(&path.peer).copied(),
+                ));
+            }
+        }
+        out.sort_by(|a, b| a.prefix.cmp(&b.prefix).then(b.best.cmp(&a.best)));
+        out
+    }
+}
+
+fn route_view(
+    prefix: ipnet::IpNet,
+    path: &rib::RibPath,
+    best: bool,
+    peer: Option<IpAddr>,
+) -> RouteView {
+    let a = &path.attrs.attrs;
+    let nh = path.attrs.next_hop;
+    RouteView {
+        prefix,
+        peer: if path.peer.is_local() { None } else { peer },
+        best,
+        next_hop: (!nh.is_unspecified()).then_some(nh),
+        as_path: a
+            .as_path
+            .as_ref()
+            .map(|p| {
+                p.segments
+                    .iter()
+                    .flat_map(|s| s.asns.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        origin: match a.origin {
+            Some(packet::Origin::Igp) | None => "IGP",
+            Some(packet::Origin::Egp) => "EGP",
+            Some(packet::Origin::Incomplete) => "Incomplete",
+        }
+        .to_string(),
+        med: a.med,
+        local_pref: a.local_pref,
+        communities: a.communities.iter().map(community_text).collect(),
+        large_communities: a
+            .large_communities
+            .iter()
+            .map(large_community_text)
+            .collect(),
+        originator_id: a.originator_id.map(|i| i.to_string()),
+        cluster_list: a.cluster_list.iter().map(|i| i.to_string()).collect(),
+    }
+}
+
+fn community_text(c: &Community) -> String {
+    format!("{}:{}", c.0 >> 16, c.0 & 0xffff)
+}
+
+fn large_community_text(c: &LargeCommunity) -> String {
+    format!("{}:{}:{}", c.global, c.local1, c.local2)
+}
+
+/// The family's name as BIRD and GoBGP print it.
+pub fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::Ipv4Unicast => "ipv4-unicast",
+        Family::Ipv6Unicast => "ipv6-unicast",
+    }
+}
+
+fn capability_name(c: &packet::Capability) -> String {
+    use packet::Capability as C;
+    match c {
+        C::MultiProtocol { afi, safi } => format!("multiprotocol({}/{})", afi.code(), safi.code()),
+        C::RouteRefresh => "route-refresh".into(),
+        C::GracefulRestart { restart_time, .. } => format!("graceful-restart({restart_time}s)"),
+        C::FourOctetAs(asn) => format!("4-octet-as({asn})"),
+        C::AddPath(_) => "add-path".into(),
+        C::EnhancedRouteRefresh => "enhanced-route-refresh".into(),
+        C::Fqdn { hostname, .. } => format!("hostname({hostname})"),
+        C::Unknown { code, .. } => format!("unknown({code})"),
+    }
+}
+
+/// The next hop the FIB should use for a best-path change, for drivers that want one
+/// address (the first of an ECMP set).
+pub fn first_next_hop(change: &BestPathChange) -> Option<IpAddr> {
+    match &change.route {
+        FibRoute::Via(hops) => hops.first().map(|h| h.next_hop),
+        _ => None,
+    }
+}
+
+async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                if events.send(Event::Accepted(stream, remote)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connect(
+    peer: IpAddr,
+    conn: ConnectionId,
+    target: SocketAddr,
+    local: Option<IpAddr>,
+    security: SessionSecurity,
+    timeout: Duration,
+    events: mpsc::Sender<Event>,
+) {
+    let attempt = async {
+        let sock = socket::outgoing(target, local, &security)?;
+        let std_stream = std::net::TcpStream::from(OwnedFd::from(sock));
+        let socket = tokio::net::TcpSocket::from_std_stream(std_stream);
+        socket.connect(target).await
+    };
+    let event = match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(stream)) => Event::Connected { peer, conn, stream },
+        Ok(Err(error)) => Event::ConnectFailed { peer, conn, error },
+        Err(_) => Event::ConnectFailed {
+            peer,
+            conn,
+            error: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        },
+    };
+    let _ = events.send(event).await;
+}
+
+async fn read_loop(
+    mut r: OwnedReadHalf,
+    peer: IpAddr,
+    conn: ConnectionId,
+    events: mpsc::Sender<Event>,
+) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        match r.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut frames = Vec::new();
+        loop {
+            match packet::frame_len(&buf) {
+                Ok(Some(n)) if buf.len() >= n => frames.push(buf.split_to(n).freeze()),
+                Ok(_) => break,
+                Err(error) => {
+                    if !frames.is_empty() {
+                        let _ = events.send(Event::Frames { peer, conn, frames }).await;
+                    }
+                    let _ = events.send(Event::BadHeader { peer, conn, error }).await;
+                    return;
+                }
+            }
+        }
+        if !frames.is_empty()
+            && events
+                .send(Event::Frames { peer, conn, frames })
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+    }
+    let _ = events.send(Event::Closed { peer, conn }).await;
+}
+
+async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        let mut close = false;
+        let mut next = Some(first);
+        // Coalesce everything already queued into as few writes as possible.
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Messages(msgs) => {
+                    for m in msgs {
+                        out.extend_from_slice(&m);
+                    }
+                }
+                Outgoing::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if out.len() >= 256 * 1024 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !out.is_empty() {
+            if w.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if close {
+            let _ = w.shutdown().await;
+            return;
+        }
+    }
+}
+
+async fn control_loop(listener: UnixListener, commands: mpsc::Sender<Command>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncBufReadExt, BufReader};
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let response = match serde_json::from_str::<ControlRequest>(&line) {
+                    Ok(req) => {
+                        let (tx, rx) = oneshot::channel();
+                        if commands.send(Command::Control(req, tx)).await.is_err() {
+                            return;
+                        }
+                        match rx.await {
+                            Ok(r) => r,
+                            Err(_) => return,
+                        }
+                    }
+                    Err(e) => ControlResponse::Error {
+                        message: format!("bad request: {e}"),
+                    },
+                };
+                let Ok(mut text) = serde_json::to_vec(&response) else {
+                    return;
+                };
+                text.push(b'\n');
+                if w.write_all(&text).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}

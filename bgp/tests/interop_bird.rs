@@ -1,0 +1,361 @@
+//! Interop with BIRD 2 (Debian's `bird2`) in network namespaces: eBGP and iBGP over IPv4 and
+//! IPv6 (MP-BGP), attributes carried intact both ways, withdrawals, and route reflection in
+//! both directions (our speaker reflecting between BIRD clients; a BIRD reflector reflecting
+//! between two of our speakers).
+
+#![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
+
+mod support;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bgp::speaker::control::{ControlRequest, ControlResponse};
+use lab::bird::Bird;
+use lab::{lan, require, veth, wait_for, Netns};
+use support::{scratch, Speaker};
+
+const T: Duration = Duration::from_secs(40);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Two namespaces joined by a veth: ours at .1 / ::1, BIRD at .2 / ::2.
+fn pair(tag: &str) -> (Netns, Netns) {
+    let a = Netns::new(&format!("{tag}a")).unwrap();
+    let b = Netns::new(&format!("{tag}b")).unwrap();
+    veth(&a, "eth0", &b, "eth0").unwrap();
+    a.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])
+        .unwrap();
+    b.ip(&["addr", "add", "10.0.0.2/24", "dev", "eth0"])
+        .unwrap();
+    a.ip(&["addr", "add", "fd00::1/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    b.ip(&["addr", "add", "fd00::2/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    (a, b)
+}
+
+#[test]
+fn ebgp_ipv4_and_ipv6_routes_flow_both_ways_with_bird() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-ebgp");
+    let (ours, theirs) = pair("be");
+    let speaker = Speaker::start(
+        &ours,
+        &dir.join("speaker"),
+        r#"
+router_id = "10.0.0.1"
+local_as = 65001
+hold_time = 9
+connect_retry = 1
+[[originate]]
+prefix = "10.1.0.0/24"
+med = 10
+communities = ["65001:100"]
+large_communities = ["65001:1:2"]
+[[originate]]
+prefix = "fd01::/64"
+[[peer]]
+address = "10.0.0.2"
+remote_as = 65002
+[[peer]]
+address = "fd00::2"
+remote_as = 65002
+"#,
+    )
+    .unwrap();
+    let bird = Bird::start(
+        &theirs,
+        &dir.join("bird"),
+        r#"
+router id 10.0.0.2;
+protocol device {}
+protocol direct { ipv4; ipv6; }
+protocol static s4 { ipv4; route 10.2.0.0/24 blackhole; }
+protocol static s6 { ipv6; route fd02::/64 blackhole; }
+filter out4 { if net = 10.2.0.0/24 then { bgp_med = 50; bgp_community.add((65002,200)); bgp_large_community.add((65002,3,4)); } if proto = "s4" then accept; reject; }
+protocol bgp v4 { local 10.0.0.2 as 65002; neighbor 10.0.0.1 as 65001; hold time 9; connect retry time 1;
+  ipv4 { import all; export filter out4; }; }
+protocol bgp v6 { local fd00::2 as 65002; neighbor fd00::1 as 65001; hold time 9; connect retry time 1;
+  ipv6 { import all; export where proto = "s6"; }; }
+"#,
+    )
+    .unwrap();
+
+    bird.wait_established("v4", T).unwrap();
+    bird.wait_established("v6", T).unwrap();
+    speaker.wait_established(ip("10.0.0.2"), T).unwrap();
+    speaker.wait_established(ip("fd00::2"), T).unwrap();
+
+    // Ours -> BIRD, with AS path, MED and both kinds of communities intact.
+    let r = wait_for("10.1.0.0/24 in BIRD", T, Duration::from_millis(100), || {
+        bird.route("10.1.0.0/24").ok().flatten()
+    })
+    .unwrap();
+    assert_eq!(r.attr("BGP.as_path"), Some("65001"), "{r:?}");
+    assert_eq!(r.attr("BGP.next_hop"), Some("10.0.0.1"), "{r:?}");
+    assert_eq!(r.attr("BGP.med"), Some("10"), "{r:?}");
+    assert_eq!(r.attr("BGP.origin"), Some("IGP"), "{r:?}");
+    assert_eq!(r.attr("BGP.community"), Some("(65001,100)"), "{r:?}");
+    assert_eq!(
+        r.attr("BGP.large_community"),
+        Some("(65001, 1, 2)"),
+        "{r:?}"
+    );
+    let r6 = wait_for("fd01::/64 in BIRD", T, Duration::from_millis(100), || {
+        bird.route("fd01::/64").ok().flatten()
+    })
+    .unwrap();
+    assert_eq!(r6.attr("BGP.as_path"), Some("65001"), "{r6:?}");
+    assert!(
+        r6.attr("BGP.next_hop")
+            .is_some_and(|n| n.starts_with("fd00::1")),
+        "{r6:?}"
+    );
+
+    // BIRD -> ours.
+    let ours4 = speaker
+        .wait_route("10.2.0.0/24", T, Some(&|r| r.peer == Some(ip("10.0.0.2"))))
+        .unwrap()
+        .unwrap();
+    assert_eq!(ours4.as_path, vec![65002]);
+    assert_eq!(ours4.next_hop, Some(ip("10.0.0.2")));
+    assert_eq!(ours4.med, Some(50));
+    assert_eq!(ours4.communities, vec!["65002:200".to_string()]);
+    assert_eq!(ours4.large_communities, vec!["65002:3:4".to_string()]);
+    let ours6 = speaker
+        .wait_route("fd02::/64", T, Some(&|r| r.peer == Some(ip("fd00::2"))))
+        .unwrap()
+        .unwrap();
+    assert_eq!(ours6.as_path, vec![65002]);
+    assert_eq!(ours6.next_hop, Some(ip("fd00::2")));
+
+    // Withdrawals, both directions.
+    let answer = speaker
+        .request(&ControlRequest::Withdraw {
+            prefix: "10.1.0.0/24".parse().unwrap(),
+        })
+        .unwrap();
+    assert_eq!(answer, ControlResponse::Done);
+    wait_for(
+        "10.1.0.0/24 gone from BIRD",
+        T,
+        Duration::from_millis(100),
+        || {
+            bird.route("10.1.0.0/24")
+                .ok()
+                .filter(Option::is_none)
+                .map(|_| ())
+        },
+    )
+    .unwrap();
+    bird.cmd("disable s4").unwrap();
+    speaker.wait_route("10.2.0.0/24", T, None).unwrap();
+    // The IPv6 session and its routes are untouched by the IPv4 withdrawals.
+    assert!(bird.route("fd01::/64").unwrap().is_some());
+    assert_eq!(speaker.peer(ip("fd00::2")).unwrap().state, "Established");
+}
+
+#[test]
+fn ibgp_carries_local_pref_both_ways_with_bird() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-ibgp");
+    let (ours, theirs) = pair("bi");
+    let speaker = Speaker::start(
+        &ours,
+        &dir.join("speaker"),
+        r#"
+router_id = "10.0.0.1"
+local_as = 65001
+hold_time = 9
+connect_retry = 1
+[[originate]]
+prefix = "10.1.0.0/24"
+local_pref = 200
+med = 7
+[[peer]]
+address = "10.0.0.2"
+remote_as = 65001
+"#,
+    )
+    .unwrap();
+    let bird = Bird::start(
+        &theirs,
+        &dir.join("bird"),
+        r#"
+router id 10.0.0.2;
+protocol device {}
+protocol direct { ipv4; }
+protocol static s4 { ipv4; route 10.2.0.0/24 blackhole; }
+protocol bgp i4 { local 10.0.0.2 as 65001; neighbor 10.0.0.1 as 65001; hold time 9; connect retry time 1;
+  ipv4 { import all; export filter { if proto = "s4" then { bgp_local_pref = 300; bgp_community.add((65001,5)); accept; } reject; }; }; }
+"#,
+    )
+    .unwrap();
+    bird.wait_established("i4", T).unwrap();
+    let r = wait_for("10.1.0.0/24 in BIRD", T, Duration::from_millis(100), || {
+        bird.route("10.1.0.0/24").ok().flatten()
+    })
+    .unwrap();
+    assert_eq!(r.attr("BGP.local_pref"), Some("200"), "{r:?}");
+    assert_eq!(r.attr("BGP.med"), Some("7"), "{r:?}");
+    assert_eq!(r.attr("BGP.as_path"), Some(""), "{r:?}");
+    let ours = speaker
+        .wait_route("10.2.0.0/24", T, Some(&|r| r.peer.is_some()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(ours.local_pref, Some(300));
+    assert!(ours.as_path.is_empty());
+    assert_eq!(ours.communities, vec!["65001:5".to_string()]);
+}
+
+#[test]
+fn our_route_reflector_reflects_between_two_bird_clients() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-rr");
+    let rr = Netns::new("rrs").unwrap();
+    let a = Netns::new("rra").unwrap();
+    let c = Netns::new("rrc").unwrap();
+    let _sw = lan(
+        "rr",
+        &[
+            (&rr, "eth0", &["10.0.0.1/24"]),
+            (&a, "eth0", &["10.0.0.2/24"]),
+            (&c, "eth0", &["10.0.0.3/24"]),
+        ],
+    )
+    .unwrap();
+    let speaker = Speaker::start(
+        &rr,
+        &dir.join("speaker"),
+        r#"
+router_id = "10.0.0.1"
+local_as = 65001
+cluster_id = "10.0.0.100"
+hold_time = 9
+connect_retry = 1
+[[peer]]
+address = "10.0.0.2"
+remote_as = 65001
+route_reflector_client = true
+[[peer]]
+address = "10.0.0.3"
+remote_as = 65001
+route_reflector_client = true
+"#,
+    )
+    .unwrap();
+    let client = |id: &str, prefix: &str| {
+        format!(
+            r#"
+router id {id};
+protocol device {{}}
+protocol direct {{ ipv4; }}
+protocol static s4 {{ ipv4; route {prefix} blackhole; }}
+protocol bgp reflector {{ local {id} as 65001; neighbor 10.0.0.1 as 65001; hold time 9; connect retry time 1;
+  ipv4 {{ import all; export where proto = "s4"; }}; }}
+"#
+        )
+    };
+    let bird_a = Bird::start(&a, &dir.join("a"), &client("10.0.0.2", "10.11.0.0/24")).unwrap();
+    let bird_c = Bird::start(&c, &dir.join("c"), &client("10.0.0.3", "10.12.0.0/24")).unwrap();
+    bird_a.wait_established("reflector", T).unwrap();
+    bird_c.wait_established("reflector", T).unwrap();
+
+    for (bird, prefix, originator) in [
+        (&bird_c, "10.11.0.0/24", "10.0.0.2"),
+        (&bird_a, "10.12.0.0/24", "10.0.0.3"),
+    ] {
+        let r = wait_for(
+            &format!("{prefix} reflected"),
+            T,
+            Duration::from_millis(100),
+            || bird.route(prefix).ok().flatten(),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", speaker.log_tail()));
+        assert_eq!(r.attr("BGP.originator_id"), Some(originator), "{r:?}");
+        assert_eq!(r.attr("BGP.cluster_list"), Some("10.0.0.100"), "{r:?}");
+        // A reflector does not change the next hop (RFC 4456 §10).
+        assert_eq!(r.attr("BGP.next_hop"), Some(originator), "{r:?}");
+        assert_eq!(r.attr("BGP.as_path"), Some(""), "{r:?}");
+    }
+    // A client's own route is not reflected back to it (BIRD would drop it on ORIGINATOR_ID
+    // anyway, RFC 4456 §8): the only 10.11.0.0/24 at A is its static one.
+    let at_a: Vec<_> = bird_a
+        .routes()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.prefix == "10.11.0.0/24")
+        .collect();
+    assert_eq!(at_a.len(), 1, "{at_a:?}");
+    assert_eq!(at_a[0].protocol, "s4");
+}
+
+#[test]
+fn bird_route_reflector_reflects_between_two_of_our_speakers() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-rr2");
+    let rr = Netns::new("brr").unwrap();
+    let s1 = Netns::new("bs1").unwrap();
+    let s2 = Netns::new("bs2").unwrap();
+    let _sw = lan(
+        "brr",
+        &[
+            (&rr, "eth0", &["10.0.0.10/24"]),
+            (&s1, "eth0", &["10.0.0.1/24"]),
+            (&s2, "eth0", &["10.0.0.2/24"]),
+        ],
+    )
+    .unwrap();
+    let bird = Bird::start(
+        &rr,
+        &dir.join("bird"),
+        r#"
+router id 10.0.0.10;
+protocol device {}
+protocol direct { ipv4; }
+template bgp rrc { local 10.0.0.10 as 65001; rr client; rr cluster id 10.0.0.10; hold time 9; connect retry time 1;
+  ipv4 { import all; export all; }; }
+protocol bgp c1 from rrc { neighbor 10.0.0.1 as 65001; }
+protocol bgp c2 from rrc { neighbor 10.0.0.2 as 65001; }
+"#,
+    )
+    .unwrap();
+    let speaker = |id: &str, prefix: &str| {
+        format!(
+            r#"
+router_id = "{id}"
+local_as = 65001
+hold_time = 9
+connect_retry = 1
+[[originate]]
+prefix = "{prefix}"
+communities = ["65001:42"]
+[[peer]]
+address = "10.0.0.10"
+remote_as = 65001
+"#
+        )
+    };
+    let sp1 = Speaker::start(&s1, &dir.join("s1"), &speaker("10.0.0.1", "10.21.0.0/24")).unwrap();
+    let sp2 = Speaker::start(&s2, &dir.join("s2"), &speaker("10.0.0.2", "10.22.0.0/24")).unwrap();
+    bird.wait_established("c1", T).unwrap();
+    bird.wait_established("c2", T).unwrap();
+
+    for (sp, prefix, originator, next_hop) in [
+        (&sp2, "10.21.0.0/24", "10.0.0.1", "10.0.0.1"),
+        (&sp1, "10.22.0.0/24", "10.0.0.2", "10.0.0.2"),
+    ] {
+        let r = sp
+            .wait_route(prefix, T, Some(&|r| r.peer.is_some()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.peer, Some(ip("10.0.0.10")));
+        assert_eq!(r.originator_id.as_deref(), Some(originator), "{r:?}");
+        assert_eq!(r.cluster_list, vec!["10.0.0.10".to_string()], "{r:?}");
+        assert_eq!(r.next_hop, Some(ip(next_hop)), "{r:?}");
+        assert_eq!(r.communities, vec!["65001:42".to_string()], "{r:?}");
+    }
+}

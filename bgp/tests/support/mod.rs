@@ -1,0 +1,169 @@
+//! Runs our speaker (the `speaker` example, built by `cargo test` beside the test binaries) in
+//! a lab namespace and reads its state over the control socket.
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bgp::speaker::control::{
+    query_blocking, ControlRequest, ControlResponse, PeerStatus, RouteView,
+};
+use lab::{wait_for, Daemon, Netns};
+
+/// The `speaker` example binary of the same build profile as this test.
+pub fn speaker_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/examples/speaker
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let bin = profile_dir.join("examples").join("speaker");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test -p bgp` builds it with the tests",
+        bin.display()
+    );
+    bin
+}
+
+/// A per-test scratch directory under the target directory (never /tmp of other tests).
+pub fn scratch(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("lab")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Our speaker running in a namespace.
+pub struct Speaker {
+    ctl: PathBuf,
+    pub log: PathBuf,
+    daemon: Daemon,
+}
+
+impl Speaker {
+    /// Starts the speaker in `ns` with `config` (TOML without `control_socket`, which this
+    /// adds).
+    pub fn start(ns: &Netns, dir: &Path, config: &str) -> Result<Speaker> {
+        std::fs::create_dir_all(dir)?;
+        let ctl = dir.join("speaker.ctl");
+        let conf = dir.join("speaker.toml");
+        std::fs::write(
+            &conf,
+            format!("control_socket = \"{}\"\n{config}", ctl.display()),
+        )?;
+        let log = dir.join("speaker.log");
+        let logf = std::fs::File::create(&log)?;
+        let bin = speaker_binary();
+        let child = ns
+            .command(&[
+                bin.to_str().context("binary path")?,
+                conf.to_str().context("conf")?,
+            ])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .context("spawning speaker")?;
+        let mut s = Speaker {
+            ctl,
+            log,
+            daemon: Daemon::from_child(child),
+        };
+        let ctl = s.ctl.clone();
+        wait_for(
+            "speaker control socket",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || query_blocking(&ctl, &ControlRequest::Peers).ok(),
+        )
+        .with_context(|| s.log_tail())?;
+        if !s.daemon.is_running() {
+            bail!("speaker exited: {}", s.log_tail());
+        }
+        Ok(s)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn request(&self, req: &ControlRequest) -> Result<ControlResponse> {
+        query_blocking(&self.ctl, req).with_context(|| format!("control request {req:?}"))
+    }
+
+    pub fn peers(&self) -> Result<Vec<PeerStatus>> {
+        match self.request(&ControlRequest::Peers)? {
+            ControlResponse::Peers { peers } => Ok(peers),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    pub fn routes(&self) -> Result<Vec<RouteView>> {
+        match self.request(&ControlRequest::Routes)? {
+            ControlResponse::Routes { routes } => Ok(routes),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    pub fn peer(&self, address: IpAddr) -> Result<PeerStatus> {
+        self.peers()?
+            .into_iter()
+            .find(|p| p.address == address)
+            .with_context(|| format!("no peer {address}"))
+    }
+
+    pub fn wait_established(&self, address: IpAddr, timeout: Duration) -> Result<()> {
+        wait_for(
+            &format!("our session to {address} Established"),
+            timeout,
+            Duration::from_millis(100),
+            || {
+                self.peer(address)
+                    .ok()
+                    .filter(|p| p.state == "Established")
+                    .map(|_| ())
+            },
+        )
+        .with_context(|| self.log_tail())
+    }
+
+    /// Waits until the best route for `prefix` satisfies `pred` (or, with `None`, until no
+    /// route for `prefix` remains).
+    pub fn wait_route(
+        &self,
+        prefix: &str,
+        timeout: Duration,
+        pred: Option<&dyn Fn(&RouteView) -> bool>,
+    ) -> Result<Option<RouteView>> {
+        let want: ipnet::IpNet = prefix.parse()?;
+        wait_for(
+            &format!("route {prefix} in our speaker"),
+            timeout,
+            Duration::from_millis(100),
+            || {
+                let routes = self.routes().ok()?;
+                let best = routes.into_iter().find(|r| r.prefix == want && r.best);
+                match (pred, best) {
+                    (Some(p), Some(r)) if p(&r) => Some(Some(r)),
+                    (None, None) => Some(None),
+                    _ => None,
+                }
+            },
+        )
+        .with_context(|| self.log_tail())
+    }
+}
