@@ -359,3 +359,64 @@ remote_as = 65001
         assert_eq!(r.communities, vec!["65001:42".to_string()], "{r:?}");
     }
 }
+
+/// TCP MD5 (RFC 2385) and GTSM (RFC 5082) with BIRD. BIRD drops segments that are unsigned
+/// or signed with another key and, with `ttl security on`, packets whose TTL is below 255, so
+/// the session only comes up if both are in place on our side, for the connection we open and
+/// for the one we accept. A wrong key keeps the session down.
+#[test]
+fn tcp_md5_and_gtsm_with_bird() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-md5");
+    let (ours, theirs) = pair("bm");
+    let speaker = Speaker::start(
+        &ours,
+        &dir.join("speaker"),
+        r#"
+router_id = "10.0.0.1"
+local_as = 65001
+hold_time = 9
+connect_retry = 1
+[[originate]]
+prefix = "10.1.0.0/24"
+[[peer]]
+address = "10.0.0.2"
+remote_as = 65002
+password = "s3cr3t-key"
+ttl_security = 1
+[[peer]]
+address = "fd00::2"
+remote_as = 65002
+password = "not-the-same"
+"#,
+    )
+    .unwrap();
+    let bird = Bird::start(
+        &theirs,
+        &dir.join("bird"),
+        r#"
+router id 10.0.0.2;
+protocol device {}
+protocol bgp signed { local 10.0.0.2 as 65002; neighbor 10.0.0.1 as 65001; hold time 9; connect retry time 1;
+  password "s3cr3t-key"; ttl security on; ipv4 { import all; export none; }; }
+protocol bgp wrongkey { local fd00::2 as 65002; neighbor fd00::1 as 65001; hold time 9; connect retry time 1;
+  password "the-real-key"; ipv6 { import all; export none; }; }
+"#,
+    )
+    .unwrap();
+    bird.wait_established("signed", T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", speaker.log_tail()));
+    speaker.wait_established(ip("10.0.0.2"), T).unwrap();
+    wait_for(
+        "10.1.0.0/24 over the signed session",
+        T,
+        Duration::from_millis(100),
+        || bird.route("10.1.0.0/24").ok().flatten(),
+    )
+    .unwrap();
+    // The session with mismatched keys has had several connect-retry rounds meanwhile (1 s
+    // each way) and must still be down.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!bird.is_established("wrongkey"));
+    assert_ne!(speaker.peer(ip("fd00::2")).unwrap().state, "Established");
+}
