@@ -420,3 +420,118 @@ protocol bgp wrongkey { local fd00::2 as 65002; neighbor fd00::1 as 65001; hold 
     assert!(!bird.is_established("wrongkey"));
     assert_ne!(speaker.peer(ip("fd00::2")).unwrap().state, "Established");
 }
+
+/// Peers are added and removed at run time without disturbing the other sessions: the IPv4
+/// session keeps its uptime and its routes while an IPv6 peer is added, changed and removed.
+#[test]
+fn peers_change_at_run_time_without_touching_other_sessions() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-live");
+    let (ours, theirs) = pair("bl");
+    let speaker = Speaker::start(
+        &ours,
+        &dir.join("speaker"),
+        r#"
+router_id = "10.0.0.1"
+local_as = 65001
+hold_time = 9
+connect_retry = 1
+[[originate]]
+prefix = "10.1.0.0/24"
+[[originate]]
+prefix = "fd01::/64"
+[[peer]]
+address = "10.0.0.2"
+remote_as = 65002
+"#,
+    )
+    .unwrap();
+    let bird = Bird::start(
+        &theirs,
+        &dir.join("bird"),
+        r#"
+router id 10.0.0.2;
+protocol device {}
+protocol bgp v4 { local 10.0.0.2 as 65002; neighbor 10.0.0.1 as 65001; hold time 9; connect retry time 1;
+  ipv4 { import all; export none; }; }
+protocol bgp v6 { local fd00::2 as 65002; neighbor fd00::1 as 65001; hold time 9; connect retry time 1;
+  ipv6 { import all; export none; }; }
+"#,
+    )
+    .unwrap();
+    bird.wait_established("v4", T).unwrap();
+    let v4_since = |b: &Bird| {
+        b.cmd("show protocols v4")
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string()
+    };
+    let before = v4_since(&bird);
+    let peer6 = |remote_as: u32| {
+        serde_json::from_value::<bgp::speaker::config::PeerConfig>(serde_json::json!({
+            "address": "fd00::2", "remote_as": remote_as
+        }))
+        .unwrap()
+    };
+
+    // A bad peer is refused with an error naming the field; nothing changes.
+    let bad = speaker.request(&ControlRequest::AddPeer(peer6(0))).unwrap();
+    assert!(
+        matches!(&bad, ControlResponse::Error { message } if message.contains("remote_as")),
+        "{bad:?}"
+    );
+    // Add the IPv6 peer.
+    assert_eq!(
+        speaker
+            .request(&ControlRequest::AddPeer(peer6(65002)))
+            .unwrap(),
+        ControlResponse::Done
+    );
+    bird.wait_established("v6", T).unwrap();
+    wait_for("fd01::/64 in BIRD", T, Duration::from_millis(100), || {
+        bird.route("fd01::/64").ok().flatten()
+    })
+    .unwrap();
+    // Re-applying the same settings is a no-op (the session stays up); removing the peer
+    // closes its session, and removing it again is an error.
+    assert_eq!(
+        speaker
+            .request(&ControlRequest::AddPeer(peer6(65002)))
+            .unwrap(),
+        ControlResponse::Done
+    );
+    assert!(bird.is_established("v6"));
+    assert_eq!(
+        speaker
+            .request(&ControlRequest::RemovePeer {
+                address: ip("fd00::2")
+            })
+            .unwrap(),
+        ControlResponse::Done
+    );
+    wait_for("v6 session down", T, Duration::from_millis(100), || {
+        (!bird.is_established("v6")).then_some(())
+    })
+    .unwrap();
+    assert!(speaker
+        .peers()
+        .unwrap()
+        .iter()
+        .all(|p| p.address != ip("fd00::2")));
+    let missing = speaker
+        .request(&ControlRequest::RemovePeer {
+            address: ip("fd00::2"),
+        })
+        .unwrap();
+    assert!(
+        matches!(missing, ControlResponse::Error { .. }),
+        "{missing:?}"
+    );
+
+    // The IPv4 session was never reset: same "since" in BIRD, route still there.
+    assert_eq!(v4_since(&bird), before);
+    assert!(bird.route("10.1.0.0/24").unwrap().is_some());
+    assert_eq!(speaker.peer(ip("10.0.0.2")).unwrap().state, "Established");
+}

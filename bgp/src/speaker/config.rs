@@ -208,38 +208,39 @@ impl SpeakerConfig {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, p) in self.peers.iter().enumerate() {
-            if p.remote_as == 0 {
-                return Err(invalid(
-                    format!("peer[{i}].remote_as"),
-                    "AS 0 is reserved (RFC 7607)",
-                ));
-            }
+            p.validate().map_err(|e| match e {
+                ConfigError::Invalid { field, reason } => {
+                    invalid(format!("peer[{i}].{field}"), reason)
+                }
+                other => other,
+            })?;
             if !seen.insert(p.address) {
                 return Err(invalid(
                     format!("peer[{i}].address"),
                     format!("{} is configured twice", p.address),
                 ));
             }
-            if let Some(h) = p.hold_time {
-                if h == 1 || h == 2 {
-                    return Err(invalid(
-                        format!("peer[{i}].hold_time"),
-                        "must be 0 or at least 3 seconds",
-                    ));
-                }
+        }
+        Ok(())
+    }
+}
+
+impl PeerConfig {
+    /// Checks one peer's settings; errors name the field relative to the peer.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.remote_as == 0 {
+            return Err(invalid("remote_as", "AS 0 is reserved (RFC 7607)"));
+        }
+        if let Some(h) = self.hold_time {
+            if h == 1 || h == 2 {
+                return Err(invalid("hold_time", "must be 0 or at least 3 seconds"));
             }
-            if p.password.as_ref().is_some_and(|k| k.len() > 80) {
-                return Err(invalid(
-                    format!("peer[{i}].password"),
-                    "TCP MD5 keys are at most 80 octets",
-                ));
-            }
-            if p.ttl_security == Some(0) {
-                return Err(invalid(
-                    format!("peer[{i}].ttl_security"),
-                    "hop count must be 1..=255",
-                ));
-            }
+        }
+        if self.password.as_ref().is_some_and(|k| k.len() > 80) {
+            return Err(invalid("password", "TCP MD5 keys are at most 80 octets"));
+        }
+        if self.ttl_security == Some(0) {
+            return Err(invalid("ttl_security", "hop count must be 1..=255"));
         }
         Ok(())
     }

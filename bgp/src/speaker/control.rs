@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::config::Origination;
+use super::config::{Origination, PeerConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -22,6 +22,10 @@ pub enum ControlRequest {
     Originate(Origination),
     /// Stop originating a local prefix.
     Withdraw { prefix: IpNet },
+    /// Add a peer, or replace one whose settings changed; other sessions are not touched.
+    AddPeer(PeerConfig),
+    /// Remove a peer (Cease/3 "Peer De-configured"); other sessions are not touched.
+    RemovePeer { address: IpAddr },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

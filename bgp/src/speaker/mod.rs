@@ -336,6 +336,10 @@ impl Core {
     }
 
     fn add_peer(&mut self, p: PeerConfig) -> Result<(), SpeakerError> {
+        p.validate().map_err(|e| SpeakerError::Peer {
+            peer: p.address,
+            reason: e.to_string(),
+        })?;
         if let Some(existing) = self.peers.get(&p.address) {
             if existing.config == p {
                 return Ok(());
@@ -722,6 +726,18 @@ impl Core {
                 self.dispatch(out);
                 ControlResponse::Done
             }
+            ControlRequest::AddPeer(peer) => match self.add_peer(peer) {
+                Ok(()) => ControlResponse::Done,
+                Err(e) => ControlResponse::Error {
+                    message: e.to_string(),
+                },
+            },
+            ControlRequest::RemovePeer { address } => match self.remove_peer(address) {
+                Ok(()) => ControlResponse::Done,
+                Err(e) => ControlResponse::Error {
+                    message: e.to_string(),
+                },
+            },
         }
     }
 
