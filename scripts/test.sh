@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, then every test in the workspace (unit, property,
-# kernel and interop tests in network namespaces; these need root, as CI is).
+# The test command: formatting, lints, every test in the workspace (unit, property,
+# kernel and interop tests in network namespaces; these need root, as CI is), then a
+# bounded fuzz run of the BGP decoder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --release -- --test-threads=2
+# The BGP decoder's fuzz target: replay the seed corpus, then fuzz for a bounded time.
+scripts/fuzz.sh 60
