@@ -116,7 +116,7 @@ pub fn executable(kind: DutKind, speaker: &Path) -> Result<PathBuf> {
 /// The daemon's version as it reports it.
 pub fn version(kind: DutKind, exe: &Path) -> String {
     if kind == DutKind::Ours {
-        // The crate version and, when run from a checkout, the commit it was built from.
+        // The crate version and, when run from a checkout, its current commit.
         let rev = Command::new("git")
             .args([
                 "-C",
