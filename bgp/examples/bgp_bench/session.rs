@@ -65,6 +65,9 @@ pub struct Established {
 pub fn establish(me: PeerIdentity, dut: SocketAddrV4, deadline: Instant) -> Result<Established> {
     let stream = connect(me.address, dut, deadline)?;
     stream.set_read_timeout(Some(READ_POLL))?;
+    // A daemon that stops reading must not block a write past the run's deadline.
+    let left = deadline.saturating_duration_since(Instant::now());
+    stream.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
     let mut writer = stream.try_clone()?;
     let mut reader = FrameReader::new(stream);
     let open = Open::new(
