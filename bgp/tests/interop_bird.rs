@@ -7,41 +7,20 @@
 
 mod support;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use bgp::speaker::control::{ControlRequest, ControlResponse};
 use lab::bird::Bird;
-use lab::{lan, require, veth, wait_for, Netns};
-use support::{scratch, Speaker};
+use lab::{lan, require, wait_for, Netns};
+use support::{ip, pair, scratch, Speaker};
 
 const T: Duration = Duration::from_secs(40);
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-/// Two namespaces joined by a veth: ours at .1 / ::1, BIRD at .2 / ::2.
-fn pair(tag: &str) -> (Netns, Netns) {
-    let a = Netns::new(&format!("{tag}a")).unwrap();
-    let b = Netns::new(&format!("{tag}b")).unwrap();
-    veth(&a, "eth0", &b, "eth0").unwrap();
-    a.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])
-        .unwrap();
-    b.ip(&["addr", "add", "10.0.0.2/24", "dev", "eth0"])
-        .unwrap();
-    a.ip(&["addr", "add", "fd00::1/64", "dev", "eth0", "nodad"])
-        .unwrap();
-    b.ip(&["addr", "add", "fd00::2/64", "dev", "eth0", "nodad"])
-        .unwrap();
-    (a, b)
-}
 
 #[test]
 fn ebgp_ipv4_and_ipv6_routes_flow_both_ways_with_bird() {
     require(&["ip", "bird", "birdc"]);
     let dir = scratch("bird-ebgp");
-    let (ours, theirs) = pair("be");
+    let (ours, theirs) = pair("be", 2);
     let speaker = Speaker::start(
         &ours,
         &dir.join("speaker"),
@@ -162,7 +141,7 @@ protocol bgp v6 { local fd00::2 as 65002; neighbor fd00::1 as 65001; hold time 9
 fn ibgp_carries_local_pref_both_ways_with_bird() {
     require(&["ip", "bird", "birdc"]);
     let dir = scratch("bird-ibgp");
-    let (ours, theirs) = pair("bi");
+    let (ours, theirs) = pair("bi", 2);
     let speaker = Speaker::start(
         &ours,
         &dir.join("speaker"),
@@ -368,7 +347,7 @@ remote_as = 65001
 fn tcp_md5_and_gtsm_with_bird() {
     require(&["ip", "bird", "birdc"]);
     let dir = scratch("bird-md5");
-    let (ours, theirs) = pair("bm");
+    let (ours, theirs) = pair("bm", 2);
     let speaker = Speaker::start(
         &ours,
         &dir.join("speaker"),
@@ -427,7 +406,7 @@ protocol bgp wrongkey { local fd00::2 as 65002; neighbor fd00::1 as 65001; hold 
 fn peers_change_at_run_time_without_touching_other_sessions() {
     require(&["ip", "bird", "birdc"]);
     let dir = scratch("bird-live");
-    let (ours, theirs) = pair("bl");
+    let (ours, theirs) = pair("bl", 2);
     let speaker = Speaker::start(
         &ours,
         &dir.join("speaker"),

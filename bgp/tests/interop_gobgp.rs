@@ -5,35 +5,15 @@
 
 mod support;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use bgp::speaker::control::ControlRequest;
 use lab::gobgp::{GoBgp, GoBgpNeighbor};
-use lab::{require, veth, wait_for, Netns};
+use lab::{require, wait_for};
 use serde_json::Value;
-use support::{scratch, Speaker};
+use support::{ip, pair, scratch, Speaker};
 
 const T: Duration = Duration::from_secs(40);
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn pair(tag: &str) -> (Netns, Netns) {
-    let a = Netns::new(&format!("{tag}a")).unwrap();
-    let b = Netns::new(&format!("{tag}b")).unwrap();
-    veth(&a, "eth0", &b, "eth0").unwrap();
-    a.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])
-        .unwrap();
-    b.ip(&["addr", "add", "10.0.0.3/24", "dev", "eth0"])
-        .unwrap();
-    a.ip(&["addr", "add", "fd00::1/64", "dev", "eth0", "nodad"])
-        .unwrap();
-    b.ip(&["addr", "add", "fd00::3/64", "dev", "eth0", "nodad"])
-        .unwrap();
-    (a, b)
-}
 
 /// The attribute of `type` in GoBGP's JSON for the best path to `prefix`, if any.
 fn gobgp_attr(rib: &serde_json::Map<String, Value>, prefix: &str, ty: u64) -> Option<Value> {
@@ -51,7 +31,7 @@ fn gobgp_attr(rib: &serde_json::Map<String, Value>, prefix: &str, ty: u64) -> Op
 fn ebgp_ipv4_and_ipv6_routes_flow_both_ways_with_gobgp() {
     require(&["ip", "gobgpd", "gobgp"]);
     let dir = scratch("gobgp-ebgp");
-    let (ours, theirs) = pair("ge");
+    let (ours, theirs) = pair("ge", 3);
     let gobgp = GoBgp::start(
         &theirs,
         &dir.join("gobgp"),
@@ -216,7 +196,7 @@ remote_as = 65003
 fn ibgp_local_pref_with_gobgp() {
     require(&["ip", "gobgpd", "gobgp"]);
     let dir = scratch("gobgp-ibgp");
-    let (ours, theirs) = pair("gi");
+    let (ours, theirs) = pair("gi", 3);
     let gobgp = GoBgp::start(
         &theirs,
         &dir.join("gobgp"),

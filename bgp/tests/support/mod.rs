@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use bgp::speaker::control::{
     query_blocking, ControlRequest, ControlResponse, PeerStatus, RouteView,
 };
-use lab::{wait_for, Daemon, Netns};
+use lab::{veth, wait_for, Daemon, Netns};
 
 /// The `speaker` example binary of the same build profile as this test.
 pub fn speaker_binary() -> PathBuf {
@@ -166,4 +166,29 @@ impl Speaker {
         )
         .with_context(|| self.log_tail())
     }
+}
+
+/// Parses an address literal written in a test.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address literal")
+}
+
+/// Two namespaces joined by a veth `eth0`: ours at 10.0.0.1/24 and fd00::1/64, the peer's at
+/// 10.0.0.`peer`/24 and fd00::`peer`/64.
+pub fn pair(tag: &str, peer: u8) -> (Netns, Netns) {
+    let a = Netns::new(&format!("{tag}a")).expect("namespace");
+    let b = Netns::new(&format!("{tag}b")).expect("namespace");
+    veth(&a, "eth0", &b, "eth0").expect("veth");
+    let v4 = format!("10.0.0.{peer}/24");
+    let v6 = format!("fd00::{peer}/64");
+    for (ns, v4, v6) in [
+        (&a, "10.0.0.1/24", "fd00::1/64"),
+        (&b, v4.as_str(), v6.as_str()),
+    ] {
+        ns.ip(&["addr", "add", v4, "dev", "eth0"])
+            .expect("IPv4 address");
+        ns.ip(&["addr", "add", v6, "dev", "eth0", "nodad"])
+            .expect("IPv6 address");
+    }
+    (a, b)
 }
