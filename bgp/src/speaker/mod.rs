@@ -593,6 +593,11 @@ impl Core {
                     }
                 }
                 Output::Update(update) => {
+                    if update.treat_as_withdraw {
+                        // RFC 7606 §3 (j): an error handled by treat-as-withdraw is logged.
+                        warn!(peer = %addr, prefixes = update.announced().count(),
+                            "malformed attribute: UPDATE treated as withdraw (RFC 7606)");
+                    }
                     let id = peer.id;
                     match self.rib.update(id, &update) {
                         Ok(out) => self.dispatch(out),
