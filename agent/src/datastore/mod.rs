@@ -1,0 +1,1 @@
+//! Datastores (being written).

@@ -1,0 +1,8 @@
+//! The node agent (`routerd`) and the operator's CLI (`routectl`).
+//!
+//! - [`resource`]: the resources operators write (Node, BGPConfiguration, BGPPeer, IPPool,
+//!   BGPFilter), with Calico v3 field names so existing manifests carry over.
+//! - [`datastore`]: one trait over where resources live (an embedded directory, Kubernetes),
+//!   with resource-version compare-and-swap and watches.
+pub mod datastore;
+pub mod resource;
