@@ -8,9 +8,10 @@
 //! - a top-of-rack router running BIRD 2, AS 65000, peering eBGP with every node and
 //!   originating a default route.
 //!
-//! It waits for every session, then prints each node's sessions and routes and the ToR's
-//! table, checks that every node learned every other block and the default route, and tears
-//! everything down (with `--keep`, only after Ctrl-C). Needs root and the packages that
+//! It waits for every session, checks that every node learned every other block and the
+//! default route and that the ToR reaches each block through the node that owns it, prints
+//! each node's sessions and routes and the ToR's table, and tears everything down (with
+//! `--keep`, only after Ctrl-C). Needs root and the packages that
 //! `scripts/setup.sh` installs. Only namespaces it creates are touched.
 
 #![allow(clippy::unwrap_used)]
@@ -116,6 +117,25 @@ fn main() -> Result<()> {
             sp.wait_route(&format!("10.244.{j}.0/24"), t, Some(&|r| r.peer.is_some()))?;
         }
         sp.wait_route("0.0.0.0/0", t, Some(&|r| r.peer.is_some()))?;
+    }
+    // Each node re-advertises its mesh routes to the ToR, but with the owner's address as
+    // next hop (third-party next hop on the shared segment, RFC 4271 §5.1.3), so the ToR
+    // forwards straight to the node that owns a block whichever path it picks.
+    for j in 1..=nodes {
+        let prefix = format!("10.244.{j}.0/24");
+        let paths: Vec<_> = tor
+            .routes()?
+            .into_iter()
+            .filter(|r| r.prefix == prefix)
+            .collect();
+        let owner = addr(j);
+        if paths.is_empty()
+            || paths
+                .iter()
+                .any(|r| r.attr("BGP.next_hop") != Some(owner.as_str()))
+        {
+            bail!("ToR paths for {prefix} should all use next hop {owner}: {paths:?}");
+        }
     }
     println!("lab: all sessions Established, every node has every block\n");
 

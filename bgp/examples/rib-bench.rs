@@ -71,6 +71,7 @@ fn main() {
         local_ipv4: Some(local),
         local_ipv6: None,
         families: vec![Family::Ipv4Unicast],
+        shared_subnets: Vec::new(),
     };
     rib.peer_up(
         upstream,

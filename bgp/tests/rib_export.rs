@@ -424,6 +424,7 @@ fn alike_peers_share_exports_but_session_addresses_are_respected() {
         local_ipv4: Some(v4(local)),
         local_ipv6: None,
         families: vec![Family::Ipv4Unicast],
+        shared_subnets: Vec::new(),
     };
     // Same configuration, different local addresses: different next hop self.
     let e1 = add(&mut rib, "10.4.0.1", 65010, |_| {});
@@ -447,4 +448,38 @@ fn alike_peers_share_exports_but_session_addresses_are_respected() {
     assert_eq!(get(e1).next_hop, ip("10.4.0.100"));
     assert_eq!(get(e2).next_hop, ip("10.5.0.100"));
     assert!(std::sync::Arc::ptr_eq(&get(e1), &get(e3)));
+}
+
+#[test]
+fn ebgp_export_keeps_a_third_party_next_hop_on_a_shared_subnet() {
+    // RFC 4271 §5.1.3: the eBGP peer shares 10.4.0.0/24 with us; a route whose next hop is
+    // also on that subnet is passed on with that next hop, so traffic does not detour through
+    // us. A next hop elsewhere, and the same route to a peer on another link, get next hop self.
+    let mut rib = rib();
+    let mesh = add(&mut rib, "10.4.0.12", 64512, |_| {});
+    up(&mut rib, mesh, "10.4.0.12");
+    let session = |local: &str, subnet: &str| bgp::rib::PeerSession {
+        router_id: v4("10.4.0.1"),
+        local_ipv4: Some(v4(local)),
+        local_ipv6: None,
+        families: vec![Family::Ipv4Unicast],
+        shared_subnets: vec![net(subnet)],
+    };
+    let tor = add(&mut rib, "10.4.0.1", 65000, |_| {});
+    rib.peer_up(tor, session("10.4.0.11", "10.4.0.0/24"))
+        .unwrap();
+    let far = add(&mut rib, "10.9.0.1", 65009, |_| {});
+    rib.peer_up(far, session("10.9.0.11", "10.9.0.0/24"))
+        .unwrap();
+
+    let out = rib
+        .update(mesh, &announce(attrs(&[], "10.4.0.13"), &["10.244.3.0/24"]))
+        .unwrap();
+    assert_eq!(sent(&out, tor)[0].1.next_hop, ip("10.4.0.13"));
+    assert_eq!(sent(&out, far)[0].1.next_hop, ip("10.9.0.11"));
+
+    let out = rib
+        .update(mesh, &announce(attrs(&[], "10.7.0.5"), &["10.244.7.0/24"]))
+        .unwrap();
+    assert_eq!(sent(&out, tor)[0].1.next_hop, ip("10.4.0.11"));
 }

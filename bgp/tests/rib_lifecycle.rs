@@ -182,6 +182,7 @@ fn end_of_rib_and_unnegotiated_families_are_ignored() {
             local_ipv4: Some(v4("10.255.0.1")),
             local_ipv6: None,
             families: vec![Family::Ipv4Unicast],
+            shared_subnets: Vec::new(),
         },
     )
     .unwrap();

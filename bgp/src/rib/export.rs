@@ -86,7 +86,11 @@ pub fn export_attrs(
         (PathSource::Local, _) => true,
         (_, NextHopMode::Self_) => true,
         (_, NextHopMode::Keep) => false,
-        (_, NextHopMode::Auto) => !to_ibgp,
+        // eBGP: ourselves, unless the peer shares a subnet with the next hop we use
+        // (third-party next hop, RFC 4271 §5.1.3); iBGP: keep (§5.1.3 (2)).
+        (_, NextHopMode::Auto) => {
+            !to_ibgp && !dst_session.shares_subnet(dst.address, route.next_hop)
+        }
     };
     let (next_hop, link_local) = if next_hop_self {
         (local_nh?, None)

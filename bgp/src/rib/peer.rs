@@ -110,6 +110,11 @@ pub struct PeerSession {
     pub local_ipv6: Option<Ipv6Addr>,
     /// Families both sides negotiated (RFC 4760 §8); routes of other families are ignored.
     pub families: Vec<Family>,
+    /// The subnets of our interfaces on the link to the peer, when it is one IP hop away.
+    /// A next hop inside one that also holds the peer's address is reachable by the peer
+    /// directly, so eBGP export keeps it instead of putting ourselves in the path: the
+    /// "third party" NEXT_HOP of RFC 4271 §5.1.3, which BIRD and FRR also send.
+    pub shared_subnets: Vec<ipnet::IpNet>,
 }
 
 impl PeerSession {
@@ -119,6 +124,14 @@ impl PeerSession {
             Family::Ipv4Unicast => self.local_ipv4.map(IpAddr::V4),
             Family::Ipv6Unicast => self.local_ipv6.map(IpAddr::V6),
         }
+    }
+
+    /// Whether `next_hop` may be passed to the peer at `peer` unchanged (RFC 4271 §5.1.3):
+    /// both lie in one subnet of the link we share with it.
+    pub fn shares_subnet(&self, peer: IpAddr, next_hop: IpAddr) -> bool {
+        self.shared_subnets
+            .iter()
+            .any(|net| net.contains(&peer) && net.contains(&next_hop))
     }
 
     /// Whether `addr` is one of our addresses on this session.

@@ -574,6 +574,9 @@ impl Core {
                             _ => None,
                         },
                         families: neg.families.clone(),
+                        shared_subnets: local
+                            .map(|l| socket::subnets_of(l.ip()))
+                            .unwrap_or_default(),
                     };
                     let id = peer.id;
                     match self.rib.peer_up(id, session) {

@@ -5,6 +5,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
+use ipnet::IpNet;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// `TCP_MD5SIG_MAXKEYLEN` from `<linux/tcp.h>`.
@@ -135,4 +136,27 @@ pub fn outgoing(
     }
     socket.set_nonblocking(true)?;
     Ok(socket)
+}
+
+/// The subnets of the interface address `local` (normally one): the link a session from that
+/// address runs over, for the third-party next hop rule (RFC 4271 §5.1.3).
+pub fn subnets_of(local: IpAddr) -> Vec<IpNet> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|ifa| {
+            let (addr, mask) = (ifa.address?, ifa.netmask?);
+            let (a, m) = match (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+                (Some(a), Some(m)) => (IpAddr::V4(a.ip()), IpAddr::V4(m.ip())),
+                _ => match (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+                    (Some(a), Some(m)) => (IpAddr::V6(a.ip()), IpAddr::V6(m.ip())),
+                    _ => return None,
+                },
+            };
+            (a == local)
+                .then(|| IpNet::with_netmask(a, m).ok().map(|n| n.trunc()))
+                .flatten()
+        })
+        .collect()
 }
