@@ -1,1 +1,677 @@
-//! Resources (being written).
+//! The resources operators write, shared by every datastore.
+//!
+//! A manifest is a YAML or JSON document with `apiVersion`, `kind`, `metadata` and `spec`,
+//! exactly as Calico's v3 API, so existing manifests carry over unchanged:
+//!
+//! - `apiVersion` is `projectcalico.org/v3` (Calico's) or `routerd.io/v1` (ours, same schema).
+//!   The version a resource was read with is kept and written back.
+//! - Kinds: `Node`, `BGPConfiguration`, `BGPPeer`, `IPPool` (spec is [`ipam::IpPoolSpec`] and
+//!   validated by [`ipam::IpPool::new`]), `BGPFilter`. A `List` (or `<Kind>List`) with `items`
+//!   is flattened, as `calicoctl get -o yaml` prints lists.
+//! - Field names are Calico's camelCase JSON names (`peerIP`, `routeReflectorClusterID`,
+//!   `serviceClusterIPs`...). Unknown fields are refused and named, so a typo never silently
+//!   drops a setting. `status` is accepted and ignored (it is observed state, not intent).
+//! - Addresses, modes, durations and AS numbers are kept as text in the wire types, as in
+//!   Calico's own Go types: parsing happens in `validate`/accessors, so a bad value is
+//!   reported with its kind, name and field path:
+//!   `BGPPeer/rack1-tor: spec.asNumber: 0 is not a valid AS number`.
+//! - Extension over Calico: `password` (BGPPeer) and `nodeMeshPassword` (BGPConfiguration)
+//!   also accept `file: /absolute/path`, because the embedded datastore has no Secrets.
+//!
+//! [`parse_manifests`] reads a stream (YAML documents separated by `---`, a JSON object or a
+//! JSON array) and validates every resource; [`to_yaml`] / [`to_json`] write them back.
+
+mod bgp_configuration;
+mod bgp_filter;
+mod bgp_peer;
+mod field;
+mod node;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ipam::{IpPool, IpPoolSpec};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use bgp_configuration::{
+    BgpConfigurationScope, BgpConfigurationSpec, CidrEntry, NamedCommunity, PrefixAdvertisement,
+    DEFAULT_AS_NUMBER, DEFAULT_LISTEN_PORT, LOG_SEVERITIES,
+};
+pub use bgp_filter::{BgpFilterRule, BgpFilterSpec, PrefixLength, ACTIONS, MATCH_OPERATORS};
+pub use bgp_peer::{
+    parse_peer_address, BgpPeerSpec, NextHopMode, PeerAddress, NEXT_HOP_MODES, SOURCE_ADDRESS_MODES,
+};
+pub use field::{
+    is_dns_subdomain, parse_community, parse_duration, AsNumberText, CommunityValue, FieldError,
+    PasswordSource, SecretKeyRef,
+};
+pub use node::{NodeAddress, NodeBgpSpec, NodeSpec, OrchRef};
+
+/// Calico's API group and version.
+pub const CALICO_API_VERSION: &str = "projectcalico.org/v3";
+/// This project's API group and version (same schema as Calico's v3).
+pub const ROUTERD_API_VERSION: &str = "routerd.io/v1";
+
+/// Which `apiVersion` a resource was written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ApiVersion {
+    /// `projectcalico.org/v3`.
+    #[default]
+    CalicoV3,
+    /// `routerd.io/v1`.
+    RouterdV1,
+}
+
+impl ApiVersion {
+    /// The `apiVersion` text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiVersion::CalicoV3 => CALICO_API_VERSION,
+            ApiVersion::RouterdV1 => ROUTERD_API_VERSION,
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            CALICO_API_VERSION => Some(ApiVersion::CalicoV3),
+            ROUTERD_API_VERSION => Some(ApiVersion::RouterdV1),
+            _ => None,
+        }
+    }
+}
+
+/// The kinds of resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `Node`.
+    Node,
+    /// `BGPConfiguration`.
+    BgpConfiguration,
+    /// `BGPPeer`.
+    BgpPeer,
+    /// `IPPool`.
+    IpPool,
+    /// `BGPFilter`.
+    BgpFilter,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 5] = [
+        Kind::Node,
+        Kind::BgpConfiguration,
+        Kind::BgpPeer,
+        Kind::IpPool,
+        Kind::BgpFilter,
+    ];
+
+    /// The `kind` text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Node => "Node",
+            Kind::BgpConfiguration => "BGPConfiguration",
+            Kind::BgpPeer => "BGPPeer",
+            Kind::IpPool => "IPPool",
+            Kind::BgpFilter => "BGPFilter",
+        }
+    }
+
+    /// Parses the `kind` text (exact spelling, as Kubernetes).
+    pub fn parse(text: &str) -> Option<Self> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `metadata`. All kinds here are cluster-scoped, so there is no namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    /// The resource's name (an RFC 1123 subdomain).
+    pub name: String,
+    /// Labels, matched by selectors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Opaque version set by the datastore on every write; a write carrying a stale one is
+    /// refused (compare-and-swap). Empty/absent on create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// Unique id set by the datastore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Set by the datastore (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+}
+
+impl ObjectMeta {
+    /// Metadata with only a name.
+    pub fn named(name: impl Into<String>) -> Self {
+        ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// One resource of a kind whose spec is `S`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Object<S> {
+    /// The `apiVersion` it was written with.
+    pub api_version: ApiVersion,
+    /// `metadata`.
+    pub metadata: ObjectMeta,
+    /// `spec`.
+    pub spec: S,
+}
+
+impl<S> Object<S> {
+    /// A resource with the given name and spec, `projectcalico.org/v3`.
+    pub fn new(name: impl Into<String>, spec: S) -> Self {
+        Object {
+            api_version: ApiVersion::default(),
+            metadata: ObjectMeta::named(name),
+            spec,
+        }
+    }
+}
+
+/// A `Node`.
+pub type Node = Object<NodeSpec>;
+/// A `BGPConfiguration`.
+pub type BgpConfiguration = Object<BgpConfigurationSpec>;
+/// A `BGPPeer`.
+pub type BgpPeer = Object<BgpPeerSpec>;
+/// An `IPPool`.
+pub type IpPoolResource = Object<IpPoolSpec>;
+/// A `BGPFilter`.
+pub type BgpFilter = Object<BgpFilterSpec>;
+
+/// Any resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// `Node`.
+    Node(Node),
+    /// `BGPConfiguration`.
+    BgpConfiguration(BgpConfiguration),
+    /// `BGPPeer`.
+    BgpPeer(BgpPeer),
+    /// `IPPool`.
+    IpPool(IpPoolResource),
+    /// `BGPFilter`.
+    BgpFilter(BgpFilter),
+}
+
+/// A resource or a manifest stream was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    /// The text is not YAML/JSON, or a document lacks the manifest envelope.
+    #[error("document {document}: {message}")]
+    Syntax {
+        /// 1-based index of the document in the stream.
+        document: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A field of a resource is unknown, of the wrong type, or holds a bad value.
+    #[error("{kind}/{name}: {error}")]
+    Invalid {
+        /// The resource's kind.
+        kind: Kind,
+        /// `metadata.name`.
+        name: String,
+        /// The field and what is wrong.
+        error: FieldError,
+    },
+}
+
+impl ResourceError {
+    /// The field path, for `Invalid`.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ResourceError::Invalid { error, .. } => Some(&error.field),
+            ResourceError::Syntax { .. } => None,
+        }
+    }
+}
+
+/// The fields [`IpPoolSpec`] knows, in Calico spelling. `IpPoolSpec` (ipam crate) does not
+/// refuse unknown fields itself, so they are checked here against this list; a unit test
+/// keeps it in step with the struct.
+const IP_POOL_FIELDS: [&str; 7] = [
+    "cidr",
+    "blockSize",
+    "ipipMode",
+    "vxlanMode",
+    "natOutgoing",
+    "disabled",
+    "nodeSelector",
+];
+
+impl Resource {
+    /// The kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Node(_) => Kind::Node,
+            Resource::BgpConfiguration(_) => Kind::BgpConfiguration,
+            Resource::BgpPeer(_) => Kind::BgpPeer,
+            Resource::IpPool(_) => Kind::IpPool,
+            Resource::BgpFilter(_) => Kind::BgpFilter,
+        }
+    }
+
+    /// `metadata`.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Resource::Node(o) => &o.metadata,
+            Resource::BgpConfiguration(o) => &o.metadata,
+            Resource::BgpPeer(o) => &o.metadata,
+            Resource::IpPool(o) => &o.metadata,
+            Resource::BgpFilter(o) => &o.metadata,
+        }
+    }
+
+    /// `metadata`, to set the resource version on write.
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Resource::Node(o) => &mut o.metadata,
+            Resource::BgpConfiguration(o) => &mut o.metadata,
+            Resource::BgpPeer(o) => &mut o.metadata,
+            Resource::IpPool(o) => &mut o.metadata,
+            Resource::BgpFilter(o) => &mut o.metadata,
+        }
+    }
+
+    /// `apiVersion`.
+    pub fn api_version(&self) -> ApiVersion {
+        match self {
+            Resource::Node(o) => o.api_version,
+            Resource::BgpConfiguration(o) => o.api_version,
+            Resource::BgpPeer(o) => o.api_version,
+            Resource::IpPool(o) => o.api_version,
+            Resource::BgpFilter(o) => o.api_version,
+        }
+    }
+
+    /// `metadata.name`.
+    pub fn name(&self) -> &str {
+        &self.metadata().name
+    }
+
+    /// `metadata.resourceVersion`.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.metadata().resource_version.as_deref()
+    }
+
+    /// Checks the name and every field; the error names kind, name and field path.
+    pub fn validate(&self) -> Result<(), ResourceError> {
+        let invalid = |error: FieldError| ResourceError::Invalid {
+            kind: self.kind(),
+            name: self.name().to_string(),
+            error,
+        };
+        let name = self.name();
+        if self.kind() != Kind::BgpConfiguration {
+            field::check_name(name, "metadata.name").map_err(invalid)?;
+        }
+        for key in self.metadata().labels.keys() {
+            if !is_label_key(key) {
+                return Err(invalid(FieldError::new(
+                    format!("metadata.labels.{key}"),
+                    format!("{key:?} is not a valid label key"),
+                )));
+            }
+        }
+        match self {
+            Resource::Node(o) => o.spec.validate(),
+            Resource::BgpConfiguration(o) => o.spec.validate(name),
+            Resource::BgpPeer(o) => o.spec.validate(),
+            Resource::IpPool(o) => IpPool::new(name, &o.spec)
+                .map(|_| ())
+                .map_err(|e| FieldError::new(e.field, e.message)),
+            Resource::BgpFilter(o) => o.spec.validate(),
+        }
+        .map_err(invalid)
+    }
+
+    /// The manifest as a JSON value (`apiVersion`, `kind`, `metadata`, `spec`).
+    pub fn to_value(&self) -> Value {
+        fn build<S: Serialize>(kind: Kind, o: &Object<S>) -> Value {
+            let mut map = serde_json::Map::new();
+            map.insert("apiVersion".into(), Value::from(o.api_version.as_str()));
+            map.insert("kind".into(), Value::from(kind.as_str()));
+            map.insert(
+                "metadata".into(),
+                serde_json::to_value(&o.metadata).unwrap_or(Value::Null),
+            );
+            map.insert(
+                "spec".into(),
+                serde_json::to_value(&o.spec).unwrap_or(Value::Null),
+            );
+            Value::Object(map)
+        }
+        let kind = self.kind();
+        match self {
+            Resource::Node(o) => build(kind, o),
+            Resource::BgpConfiguration(o) => build(kind, o),
+            Resource::BgpPeer(o) => build(kind, o),
+            Resource::IpPool(o) => build(kind, o),
+            Resource::BgpFilter(o) => build(kind, o),
+        }
+    }
+
+    /// Reads one manifest from a JSON value, refusing unknown fields, without validating
+    /// field values (see [`Resource::validate`]). `document` numbers syntax errors.
+    pub fn from_value(value: Value, document: usize) -> Result<Self, ResourceError> {
+        let syntax = |message: String| ResourceError::Syntax { document, message };
+        let Value::Object(mut map) = value else {
+            return Err(syntax("a manifest must be a mapping".into()));
+        };
+        let api_version = match map.remove("apiVersion") {
+            Some(Value::String(s)) => ApiVersion::parse(&s).ok_or_else(|| {
+                syntax(format!(
+                    "apiVersion: {s:?} is not {CALICO_API_VERSION} or {ROUTERD_API_VERSION}"
+                ))
+            })?,
+            Some(_) => return Err(syntax("apiVersion: must be a string".into())),
+            None => return Err(syntax("apiVersion: missing".into())),
+        };
+        let kind = match map.remove("kind") {
+            Some(Value::String(s)) => Kind::parse(&s).ok_or_else(|| {
+                let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                syntax(format!("kind: {s:?} is not one of {}", known.join(", ")))
+            })?,
+            Some(_) => return Err(syntax("kind: must be a string".into())),
+            None => return Err(syntax("kind: missing".into())),
+        };
+        let metadata_value = map
+            .remove("metadata")
+            .ok_or_else(|| syntax(format!("{kind}: metadata: missing")))?;
+        // Name first, so every later error can say which resource it is about.
+        let name = metadata_value
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| syntax(format!("{kind}: metadata.name: missing or not a string")))?
+            .to_string();
+        let invalid = |error: FieldError| ResourceError::Invalid {
+            kind,
+            name: name.clone(),
+            error,
+        };
+        let metadata: ObjectMeta = from_section(metadata_value, "metadata").map_err(invalid)?;
+        let spec = map
+            .remove("spec")
+            .unwrap_or(Value::Object(Default::default()));
+        map.remove("status");
+        if let Some(extra) = map.keys().next() {
+            return Err(invalid(FieldError::new(extra.clone(), "unknown field")));
+        }
+        fn object<S: DeserializeOwned>(
+            api_version: ApiVersion,
+            metadata: ObjectMeta,
+            spec: Value,
+        ) -> Result<Object<S>, FieldError> {
+            Ok(Object {
+                api_version,
+                metadata,
+                spec: from_section(spec, "spec")?,
+            })
+        }
+        match kind {
+            Kind::Node => object(api_version, metadata, spec).map(Resource::Node),
+            Kind::BgpConfiguration => {
+                object(api_version, metadata, spec).map(Resource::BgpConfiguration)
+            }
+            Kind::BgpPeer => object(api_version, metadata, spec).map(Resource::BgpPeer),
+            Kind::IpPool => {
+                if let Value::Object(fields) = &spec {
+                    if let Some(extra) = fields
+                        .keys()
+                        .find(|k| !IP_POOL_FIELDS.contains(&k.as_str()))
+                    {
+                        return Err(invalid(FieldError::new(
+                            format!("spec.{extra}"),
+                            format!(
+                                "unknown field, expected one of {}",
+                                IP_POOL_FIELDS.join(", ")
+                            ),
+                        )));
+                    }
+                }
+                object(api_version, metadata, spec).map(Resource::IpPool)
+            }
+            Kind::BgpFilter => object(api_version, metadata, spec).map(Resource::BgpFilter),
+        }
+        .map_err(invalid)
+    }
+}
+
+impl Serialize for Resource {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        self.to_value().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Resource {
+    /// Reads (without validating values) one manifest.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Resource::from_value(value, 1).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Label keys as Kubernetes: an optional DNS-subdomain prefix and `/`, then a name of up to
+/// 63 alphanumerics, `-`, `_`, `.`, starting and ending alphanumeric.
+fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        if !is_dns_subdomain(p) {
+            return false;
+        }
+    }
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphanumeric)
+        && name
+            .as_bytes()
+            .last()
+            .is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// Deserialises one section (`metadata` or `spec`), turning serde's message into a
+/// [`FieldError`] with a path. serde names an unknown field but not where it is; the field is
+/// then looked up in the section to give its full path (`spec.bgp.asNumbr`).
+fn from_section<T: DeserializeOwned>(value: Value, section: &str) -> Result<T, FieldError> {
+    match serde_json::from_value::<T>(value.clone()) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            let message = e.to_string();
+            let path = quoted_field(&message, "unknown field `")
+                .and_then(|f| find_key(&value, f, section))
+                .unwrap_or_else(|| section.to_string());
+            Err(FieldError::new(path, message))
+        }
+    }
+}
+
+fn quoted_field<'a>(message: &'a str, after: &str) -> Option<&'a str> {
+    let start = message.find(after)? + after.len();
+    let rest = &message[start..];
+    Some(&rest[..rest.find('`')?])
+}
+
+/// Breadth-first search for the shallowest occurrence of `key`, returning its dotted path.
+fn find_key(value: &Value, key: &str, root: &str) -> Option<String> {
+    let mut queue = std::collections::VecDeque::from([(value, root.to_string())]);
+    while let Some((v, path)) = queue.pop_front() {
+        match v {
+            Value::Object(map) => {
+                if map.contains_key(key) {
+                    return Some(format!("{path}.{key}"));
+                }
+                for (k, child) in map {
+                    queue.push_back((child, format!("{path}.{k}")));
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    queue.push_back((child, format!("{path}[{i}]")));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Parses a manifest stream and validates every resource. YAML documents are separated by
+/// `---`; text starting with `{` or `[` is read as JSON (an object or an array of objects).
+/// Empty documents are skipped; `List`/`<Kind>List` documents are flattened.
+pub fn parse_manifests(text: &str) -> Result<Vec<Resource>, ResourceError> {
+    let documents = read_documents(text)?;
+    let mut out = Vec::new();
+    for (i, doc) in documents.into_iter().enumerate() {
+        let document = i + 1;
+        for item in flatten_list(doc, document)? {
+            let resource = Resource::from_value(item, document)?;
+            resource.validate()?;
+            out.push(resource);
+        }
+    }
+    Ok(out)
+}
+
+fn read_documents(text: &str) -> Result<Vec<Value>, ResourceError> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let value: Value = serde_json::from_str(text).map_err(|e| ResourceError::Syntax {
+            document: 1,
+            message: e.to_string(),
+        })?;
+        return Ok(match value {
+            Value::Array(items) => items,
+            other => vec![other],
+        });
+    }
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(doc).map_err(|e| ResourceError::Syntax {
+            document: i + 1,
+            message: e.to_string(),
+        })?;
+        if !value.is_null() {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
+fn flatten_list(doc: Value, document: usize) -> Result<Vec<Value>, ResourceError> {
+    let is_list = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k == "List" || k.ends_with("List"));
+    if !is_list {
+        return Ok(vec![doc]);
+    }
+    match doc.get("items") {
+        Some(Value::Array(items)) => Ok(items.clone()),
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(_) => Err(ResourceError::Syntax {
+            document,
+            message: "items: must be a list".into(),
+        }),
+    }
+}
+
+/// Writes resources as a YAML stream, one document each, separated by `---`.
+pub fn to_yaml(resources: &[Resource]) -> Result<String, ResourceError> {
+    let mut out = String::new();
+    for (i, r) in resources.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        let doc = serde_yaml::to_string(&r.to_value()).map_err(|e| ResourceError::Syntax {
+            document: i + 1,
+            message: e.to_string(),
+        })?;
+        out.push_str(&doc);
+    }
+    Ok(out)
+}
+
+/// Writes resources as JSON: one object for a single resource, else an array.
+pub fn to_json(resources: &[Resource]) -> String {
+    let value = match resources {
+        [one] => one.to_value(),
+        many => Value::Array(many.iter().map(Resource::to_value).collect()),
+    };
+    serde_json::to_string_pretty(&value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_pool_field_list_matches_spec() {
+        let full = IpPoolSpec {
+            cidr: "10.0.0.0/16".into(),
+            block_size: Some(26),
+            ipip_mode: Some("Never".into()),
+            vxlan_mode: Some("Never".into()),
+            nat_outgoing: true,
+            disabled: true,
+            node_selector: Some("all()".into()),
+        };
+        let value = serde_json::to_value(full).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = IP_POOL_FIELDS.to_vec();
+        expected.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn find_key_gives_shallowest_path() {
+        let v: Value = serde_json::json!({"bgp": {"x": 1}, "list": [{"y": 2}]});
+        assert_eq!(find_key(&v, "x", "spec").as_deref(), Some("spec.bgp.x"));
+        assert_eq!(find_key(&v, "y", "spec").as_deref(), Some("spec.list[0].y"));
+        assert_eq!(find_key(&v, "z", "spec"), None);
+    }
+
+    #[test]
+    fn label_keys() {
+        for ok in ["rack", "topology.kubernetes.io/zone", "a_b.c-d", "x"] {
+            assert!(is_label_key(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Bad Key", "UPPER_/x", "a/b/c/"] {
+            assert!(!is_label_key(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! `BGPPeer`: a BGP session to configure, on some or all nodes.
+//!
+//! Which nodes: `node` (one node), `nodeSelector` (matching nodes) or neither (every node, a
+//! "global" peer). With whom: `peerIP` (an address, with `asNumber`) or `peerSelector` (other
+//! nodes whose labels match; their own address and AS are used). As in Calico, each pair is
+//! mutually exclusive, and `asNumber` belongs with `peerIP` only.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipam::Selector;
+use serde::{Deserialize, Serialize};
+
+use super::field::{
+    check_name, check_one_of, parse_duration, parse_selector, AsNumberText, FieldError,
+    PasswordSource,
+};
+
+/// Values of `sourceAddress`.
+pub const SOURCE_ADDRESS_MODES: [&str; 2] = ["UseNodeIP", "None"];
+/// Values of `nextHopMode`.
+pub const NEXT_HOP_MODES: [&str; 3] = ["Auto", "Self", "Keep"];
+
+/// `spec` of a `BGPPeer`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpPeerSpec {
+    /// The one node this peering applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The nodes this peering applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+    /// The peer's address, optionally with a port: `10.0.0.1`, `10.0.0.1:1179`,
+    /// `[fd00::1]:1179`.
+    #[serde(default, rename = "peerIP", skip_serializing_if = "Option::is_none")]
+    pub peer_ip: Option<String>,
+    /// Peer with the nodes matching this selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_selector: Option<String>,
+    /// The peer's AS (with `peerIP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<AsNumberText>,
+    /// TCP MD5 key (RFC 2385).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<PasswordSource>,
+    /// `UseNodeIP` (default: bind the session to the node's address) or `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<String>,
+    /// Do not rewrite NEXT_HOP on eBGP export (Calico's older spelling of `nextHopMode: Keep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_original_next_hop: Option<bool>,
+    /// `Auto` (default), `Self`, `Keep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mode: Option<String>,
+    /// Graceful-restart time (RFC 4724) for this session, e.g. `120s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restart_time: Option<String>,
+    /// How many times our own AS may appear in a received AS_PATH (0 = RFC 4271 loop check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_allowed_local_as_numbers: Option<i64>,
+    /// GTSM (RFC 5082): the peer is at most this many hops away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_security: Option<i64>,
+    /// Names of `BGPFilter`s applied to this session, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
+}
+
+/// Where the session goes, from `peerIP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddress {
+    /// The peer's address.
+    pub ip: IpAddr,
+    /// A non-standard port, when given.
+    pub port: Option<u16>,
+}
+
+/// Parses `10.0.0.1`, `fd00::1`, `10.0.0.1:1179` or `[fd00::1]:1179`.
+pub fn parse_peer_address(text: &str, field: &str) -> Result<PeerAddress, FieldError> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(PeerAddress { ip, port: None });
+    }
+    match text.parse::<SocketAddr>() {
+        Ok(sa) if sa.port() != 0 => Ok(PeerAddress {
+            ip: sa.ip(),
+            port: Some(sa.port()),
+        }),
+        _ => Err(FieldError::new(
+            field,
+            format!("{text:?} is not an IP address (optionally ip:port or [ipv6]:port)"),
+        )),
+    }
+}
+
+/// How the peer's NEXT_HOP is set on routes we send (`nextHopMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NextHopMode {
+    /// Self for eBGP, unchanged for iBGP (RFC 4271 §5.1.3).
+    #[default]
+    Auto,
+    /// Always our address.
+    Self_,
+    /// Never rewritten.
+    Keep,
+}
+
+impl BgpPeerSpec {
+    /// `peerIP` parsed.
+    pub fn peer_address(&self) -> Result<Option<PeerAddress>, FieldError> {
+        self.peer_ip
+            .as_deref()
+            .map(|t| parse_peer_address(t, "spec.peerIP"))
+            .transpose()
+    }
+
+    /// `asNumber` parsed.
+    pub fn as_number(&self) -> Result<Option<u32>, FieldError> {
+        self.as_number
+            .as_ref()
+            .map(|a| a.parse("spec.asNumber"))
+            .transpose()
+    }
+
+    /// `nodeSelector` parsed; `None` when unset.
+    pub fn node_selector(&self) -> Result<Option<Selector>, FieldError> {
+        self.node_selector
+            .as_deref()
+            .map(|t| parse_selector(t, "spec.nodeSelector"))
+            .transpose()
+    }
+
+    /// `peerSelector` parsed; `None` when unset.
+    pub fn peer_selector(&self) -> Result<Option<Selector>, FieldError> {
+        self.peer_selector
+            .as_deref()
+            .map(|t| parse_selector(t, "spec.peerSelector"))
+            .transpose()
+    }
+
+    /// The effective next-hop mode (`keepOriginalNextHop: true` means `Keep`).
+    pub fn next_hop_mode(&self) -> Result<NextHopMode, FieldError> {
+        let mode = match self.next_hop_mode.as_deref() {
+            None => None,
+            Some(t) => {
+                check_one_of(t, &NEXT_HOP_MODES, "spec.nextHopMode")?;
+                Some(match t {
+                    "Self" => NextHopMode::Self_,
+                    "Keep" => NextHopMode::Keep,
+                    _ => NextHopMode::Auto,
+                })
+            }
+        };
+        match (self.keep_original_next_hop, mode) {
+            (Some(true), Some(NextHopMode::Self_)) => Err(FieldError::new(
+                "spec.keepOriginalNextHop",
+                "contradicts spec.nextHopMode Self",
+            )),
+            (Some(true), _) => Ok(NextHopMode::Keep),
+            (_, m) => Ok(m.unwrap_or_default()),
+        }
+    }
+
+    /// `maxRestartTime`, if set.
+    pub fn max_restart_time(&self) -> Result<Option<Duration>, FieldError> {
+        self.max_restart_time
+            .as_deref()
+            .map(|t| parse_duration(t, "spec.maxRestartTime"))
+            .transpose()
+    }
+
+    /// `numAllowedLocalASNumbers`, if set.
+    pub fn num_allowed_local_as_numbers(&self) -> Result<Option<u8>, FieldError> {
+        self.num_allowed_local_as_numbers
+            .map(|n| {
+                u8::try_from(n).map_err(|_| {
+                    FieldError::new(
+                        "spec.numAllowedLocalASNumbers",
+                        format!("{n} is outside 0..=255"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// `ttlSecurity` hops, if set (1..=255; GTSM expects TTL 256 - hops, RFC 5082 §3).
+    pub fn ttl_security(&self) -> Result<Option<u8>, FieldError> {
+        self.ttl_security
+            .map(|n| match u8::try_from(n) {
+                Ok(h) if h >= 1 => Ok(h),
+                _ => Err(FieldError::new(
+                    "spec.ttlSecurity",
+                    format!("{n} hops is outside 1..=255"),
+                )),
+            })
+            .transpose()
+    }
+
+    /// Checks every field and the exclusivity rules.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(node) = &self.node {
+            check_name(node, "spec.node")?;
+        }
+        let node_selector = self.node_selector()?;
+        if self.node.is_some() && node_selector.is_some() {
+            return Err(FieldError::new(
+                "spec.nodeSelector",
+                "cannot be combined with spec.node",
+            ));
+        }
+        let peer = self.peer_address()?;
+        let peer_selector = self.peer_selector()?;
+        let asn = self.as_number()?;
+        match (peer, peer_selector) {
+            (Some(_), Some(_)) => {
+                return Err(FieldError::new(
+                    "spec.peerSelector",
+                    "cannot be combined with spec.peerIP",
+                ))
+            }
+            (None, None) => {
+                return Err(FieldError::new(
+                    "spec.peerIP",
+                    "one of spec.peerIP or spec.peerSelector is required",
+                ))
+            }
+            (Some(_), None) if asn.is_none() => {
+                return Err(FieldError::new(
+                    "spec.asNumber",
+                    "is required with spec.peerIP",
+                ))
+            }
+            (None, Some(_)) if asn.is_some() => {
+                return Err(FieldError::new(
+                    "spec.asNumber",
+                    "must not be set with spec.peerSelector (the selected nodes' own AS is used)",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(p) = &self.password {
+            p.validate("spec.password")?;
+        }
+        if let Some(s) = &self.source_address {
+            check_one_of(s, &SOURCE_ADDRESS_MODES, "spec.sourceAddress")?;
+        }
+        self.next_hop_mode()?;
+        self.max_restart_time()?;
+        self.num_allowed_local_as_numbers()?;
+        self.ttl_security()?;
+        for (i, f) in self.filters.iter().enumerate() {
+            check_name(f, &format!("spec.filters[{i}]"))?;
+        }
+        Ok(())
+    }
+}
