@@ -1,5 +1,6 @@
 //! Calico v3 manifests, written as in Calico's documentation, load unchanged; the typed values
 //! are what the manifests say; YAML and JSON round trips are lossless.
+#![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Every field a manifest can get wrong is refused, and the error names kind, name and field
 //! path. Each case is a small manifest and the field path it must be refused on.
+#![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
 
 use agent::resource::{parse_manifests, Kind, ResourceError};
 

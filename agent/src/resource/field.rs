@@ -274,6 +274,7 @@ pub fn check_one_of(text: &str, allowed: &[&str], field: &str) -> Result<(), Fie
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

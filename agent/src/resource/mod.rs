@@ -629,6 +629,7 @@ pub fn to_json(resources: &[Resource]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
