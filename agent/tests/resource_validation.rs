@@ -878,3 +878,31 @@ fn filter_unknown_field() {
         "spec.exportv4",
     );
 }
+
+#[test]
+fn pool_newer_calico_fields_only_at_default() {
+    // What `calicoctl get ippool -o yaml` prints on current Calico loads unchanged.
+    let out = parse_manifests(&pool(
+        "cidr: 10.0.0.0/16\nallowedUses: [Workload, Tunnel]\ndisableBGPExport: false\nassignmentMode: Automatic\nblockSize: 26\nipipMode: Never\nvxlanMode: Always\nnatOutgoing: true\nnodeSelector: all()",
+    ))
+    .unwrap();
+    assert_eq!(out.len(), 1);
+    rejected(
+        &pool("cidr: 10.0.0.0/16\nallowedUses: [Workload]"),
+        Kind::IpPool,
+        "p",
+        "spec.allowedUses",
+    );
+    rejected(
+        &pool("cidr: 10.0.0.0/16\ndisableBGPExport: true"),
+        Kind::IpPool,
+        "p",
+        "spec.disableBGPExport",
+    );
+    rejected(
+        &pool("cidr: 10.0.0.0/16\nassignmentMode: Manual"),
+        Kind::IpPool,
+        "p",
+        "spec.assignmentMode",
+    );
+}

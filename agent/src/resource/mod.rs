@@ -11,6 +11,8 @@
 //! - Field names are Calico's camelCase JSON names (`peerIP`, `routeReflectorClusterID`,
 //!   `serviceClusterIPs`...). Unknown fields are refused and named, so a typo never silently
 //!   drops a setting. `status` is accepted and ignored (it is observed state, not intent).
+//!   Newer Calico `IPPool` fields (`allowedUses`, `disableBGPExport`, `assignmentMode`) are
+//!   accepted only at their default values, which is what this project implements.
 //! - Addresses, modes, durations and AS numbers are kept as text in the wire types, as in
 //!   Calico's own Go types: parsing happens in `validate`/accessors, so a bad value is
 //!   reported with its kind, name and field path:
@@ -258,7 +260,49 @@ const IP_POOL_FIELDS: [&str; 7] = [
     "nodeSelector",
 ];
 
+/// Newer Calico `IPPool` fields that `calicoctl get ippool -o yaml` prints with their default
+/// values. [`IpPoolSpec`] has no place for them, so they are accepted (and dropped) only when
+/// they hold the default, which is exactly what this project implements; any other value is
+/// refused rather than silently ignored.
+fn drop_default_pool_fields(fields: &mut serde_json::Map<String, Value>) -> Result<(), FieldError> {
+    if let Some(uses) = fields.remove("allowedUses") {
+        let mut names: Vec<&str> = uses
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        names.sort_unstable();
+        if names != ["Tunnel", "Workload"] {
+            return Err(FieldError::new(
+                "spec.allowedUses",
+                format!("{uses} is not supported; only [Workload, Tunnel] (the default)"),
+            ));
+        }
+    }
+    if let Some(v) = fields.remove("disableBGPExport") {
+        if v != Value::Bool(false) {
+            return Err(FieldError::new(
+                "spec.disableBGPExport",
+                format!("{v} is not supported; pool blocks are always advertised"),
+            ));
+        }
+    }
+    if let Some(v) = fields.remove("assignmentMode") {
+        if v.as_str() != Some("Automatic") {
+            return Err(FieldError::new(
+                "spec.assignmentMode",
+                format!("{v} is not supported; only Automatic (the default)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Resource {
+    /// `(kind, name)`: what identifies a resource in a datastore.
+    pub fn key(&self) -> (Kind, &str) {
+        (self.kind(), self.name())
+    }
+
     /// The kind.
     pub fn kind(&self) -> Kind {
         match self {
@@ -434,7 +478,9 @@ impl Resource {
             }
             Kind::BgpPeer => object(api_version, metadata, spec).map(Resource::BgpPeer),
             Kind::IpPool => {
-                if let Value::Object(fields) = &spec {
+                let mut spec = spec;
+                if let Value::Object(fields) = &mut spec {
+                    drop_default_pool_fields(fields).map_err(invalid)?;
                     if let Some(extra) = fields
                         .keys()
                         .find(|k| !IP_POOL_FIELDS.contains(&k.as_str()))
