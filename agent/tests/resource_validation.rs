@@ -191,7 +191,7 @@ fn peer_wrong_type() {
         &peer("peerIP: 10.0.0.1\nasNumber: 65000\nkeepOriginalNextHop: maybe"),
         Kind::BgpPeer,
         "rack1-tor",
-        "spec",
+        "spec.keepOriginalNextHop",
     );
     assert!(msg.contains("invalid type"), "{msg}");
 }
@@ -816,7 +816,7 @@ fn filter_action() {
         &filter("importV4:\n- {source: RemotePeers}"),
         Kind::BgpFilter,
         "f",
-        "spec",
+        "spec.importV4[0]",
     );
     assert!(msg.contains("missing field `action`"), "{msg}");
 }
@@ -905,4 +905,40 @@ fn pool_newer_calico_fields_only_at_default() {
         "p",
         "spec.assignmentMode",
     );
+}
+
+#[test]
+fn wrong_types_are_named_with_their_path() {
+    rejected(
+        &config("default", "nodeToNodeMeshEnabled: \"no\""),
+        Kind::BgpConfiguration,
+        "default",
+        "spec.nodeToNodeMeshEnabled",
+    );
+    rejected(
+        &config("default", "listenPort: \"179\""),
+        Kind::BgpConfiguration,
+        "default",
+        "spec.listenPort",
+    );
+    rejected(
+        &node("bgp: {ipv4Address: 10.0.0.11/24, asNumber: [1]}"),
+        Kind::Node,
+        "node-a",
+        "spec.bgp.asNumber",
+    );
+    rejected(
+        &filter("exportV4:\n- {action: Accept}\n- {action: Reject, prefixLength: {min: x}}"),
+        Kind::BgpFilter,
+        "f",
+        "spec.exportV4[1].prefixLength.min",
+    );
+    rejected(
+        &pool("cidr: 10.0.0.0/16\nnatOutgoing: 1"),
+        Kind::IpPool,
+        "p",
+        "spec.natOutgoing",
+    );
+    let text = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: node-a\n  labels: {rr: true}\nspec: {}\n";
+    rejected(text, Kind::Node, "node-a", "metadata.labels.rr");
 }

@@ -544,49 +544,103 @@ fn is_label_key(key: &str) -> bool {
 }
 
 /// Deserialises one section (`metadata` or `spec`), turning serde's message into a
-/// [`FieldError`] with a path. serde names an unknown field but not where it is; the field is
-/// then looked up in the section to give its full path (`spec.bgp.asNumbr`).
+/// [`FieldError`] with a path (`spec.bgp.asNumbr`, `spec.exportV4[1].prefixLength`).
 fn from_section<T: DeserializeOwned>(value: Value, section: &str) -> Result<T, FieldError> {
     match serde_json::from_value::<T>(value.clone()) {
         Ok(t) => Ok(t),
         Err(e) => {
             let message = e.to_string();
-            let path = quoted_field(&message, "unknown field `")
-                .and_then(|f| find_key(&value, f, section))
-                .unwrap_or_else(|| section.to_string());
-            Err(FieldError::new(path, message))
+            let mut path = Vec::new();
+            locate::<T>(&value, &message, &mut path);
+            let mut field = section.to_string();
+            for seg in path {
+                match seg {
+                    Seg::Key(k) => {
+                        field.push('.');
+                        field.push_str(&k);
+                    }
+                    Seg::Index(i) => field.push_str(&format!("[{i}]")),
+                }
+            }
+            Err(FieldError::new(field, message))
         }
     }
 }
 
-fn quoted_field<'a>(message: &'a str, after: &str) -> Option<&'a str> {
-    let start = message.find(after)? + after.len();
-    let rest = &message[start..];
-    Some(&rest[..rest.find('`')?])
+/// One step of a field path.
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(String),
+    Index(usize),
 }
 
-/// Breadth-first search for the shallowest occurrence of `key`, returning its dotted path.
-fn find_key(value: &Value, key: &str, root: &str) -> Option<String> {
-    let mut queue = std::collections::VecDeque::from([(value, root.to_string())]);
-    while let Some((v, path)) = queue.pop_front() {
-        match v {
-            Value::Object(map) => {
-                if map.contains_key(key) {
-                    return Some(format!("{path}.{key}"));
-                }
-                for (k, child) in map {
-                    queue.push_back((child, format!("{path}.{k}")));
-                }
-            }
-            Value::Array(items) => {
-                for (i, child) in items.iter().enumerate() {
-                    queue.push_back((child, format!("{path}[{i}]")));
-                }
-            }
-            _ => {}
+fn remove_at(value: &mut Value, path: &[Seg]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut v = value;
+    for seg in parents {
+        let next = match (seg, v) {
+            (Seg::Key(k), Value::Object(m)) => m.get_mut(k),
+            (Seg::Index(i), Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => v = n,
+            None => return,
         }
     }
-    None
+    match (last, v) {
+        (Seg::Key(k), Value::Object(m)) => {
+            m.remove(k);
+        }
+        (Seg::Index(i), Value::Array(a)) if *i < a.len() => {
+            a.remove(*i);
+        }
+        _ => {}
+    }
+}
+
+fn value_at<'a>(value: &'a Value, path: &[Seg]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |v, seg| match (seg, v) {
+        (Seg::Key(k), Value::Object(m)) => m.get(k),
+        (Seg::Index(i), Value::Array(a)) => a.get(*i),
+        _ => None,
+    })
+}
+
+/// serde reports what is wrong but not where. Finds where by removing one field at a time
+/// (descending from the section root): the deepest field whose removal changes or clears the
+/// error is the culprit. Only runs on the error path, on manifest-sized values.
+fn locate<T: DeserializeOwned>(root: &Value, message: &str, path: &mut Vec<Seg>) {
+    // Each round descends one level (depth is bounded by the parsers' recursion limits);
+    // the trial budget bounds the work a huge hostile manifest can cause.
+    let mut budget = 2048usize;
+    loop {
+        let children: Vec<Seg> = match value_at(root, path) {
+            Some(Value::Object(m)) => m.keys().cloned().map(Seg::Key).collect(),
+            Some(Value::Array(a)) => (0..a.len()).map(Seg::Index).collect(),
+            _ => return,
+        };
+        let culprit = children.into_iter().find(|child| {
+            if budget == 0 {
+                return false;
+            }
+            budget -= 1;
+            let mut trial = root.clone();
+            path.push(child.clone());
+            remove_at(&mut trial, path);
+            path.pop();
+            match serde_json::from_value::<T>(trial) {
+                Ok(_) => true,
+                Err(e) => e.to_string() != message,
+            }
+        });
+        match culprit {
+            Some(c) => path.push(c),
+            None => return,
+        }
+    }
 }
 
 /// Parses a manifest stream and validates every resource. YAML documents are separated by
@@ -705,11 +759,17 @@ mod tests {
     }
 
     #[test]
-    fn find_key_gives_shallowest_path() {
-        let v: Value = serde_json::json!({"bgp": {"x": 1}, "list": [{"y": 2}]});
-        assert_eq!(find_key(&v, "x", "spec").as_deref(), Some("spec.bgp.x"));
-        assert_eq!(find_key(&v, "y", "spec").as_deref(), Some("spec.list[0].y"));
-        assert_eq!(find_key(&v, "z", "spec"), None);
+    fn locate_names_nested_fields() {
+        let v: Value = serde_json::json!({"bgp": {"ipv4Address": "10.0.0.1/24", "asNumber": true}});
+        let e = from_section::<NodeSpec>(v, "spec").unwrap_err();
+        assert_eq!(e.field, "spec.bgp.asNumber");
+        let v: Value = serde_json::json!({"exportV4": [{"action": "Accept"}, {"action": "Reject", "prefixLength": {"min": "x"}}]});
+        let e = from_section::<BgpFilterSpec>(v, "spec").unwrap_err();
+        assert_eq!(e.field, "spec.exportV4[1].prefixLength.min");
+        let v: Value = serde_json::json!({"importV6": [{"cidr": "fd00::/8"}]});
+        let e = from_section::<BgpFilterSpec>(v, "spec").unwrap_err();
+        assert_eq!(e.field, "spec.importV6[0]");
+        assert!(e.message.contains("missing field `action`"), "{e}");
     }
 
     #[test]
