@@ -373,7 +373,12 @@ impl Datastore for FileDatastore {
                     records: Vec::new(),
                 })
             }
-            Err(e) => return Err(DatastoreError::Io { path: kind_dir, source: e }),
+            Err(e) => {
+                return Err(DatastoreError::Io {
+                    path: kind_dir,
+                    source: e,
+                })
+            }
         };
         let mut records = Vec::new();
         for entry in entries {

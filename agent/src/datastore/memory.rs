@@ -207,9 +207,11 @@ impl Datastore for MemoryDatastore {
         let (tx, rx) = mpsc::unbounded_channel();
         if let WatchFrom::Revision(from) = from {
             check_resumable(from, state.log.front().map(Event::revision))?;
-            for event in state.log.iter().filter(|e| {
-                e.revision() > from && kind.is_none_or(|k| k == e.record.kind)
-            }) {
+            for event in state
+                .log
+                .iter()
+                .filter(|e| e.revision() > from && kind.is_none_or(|k| k == e.record.kind))
+            {
                 // The receiver is still held by us, so this cannot fail.
                 let _ = tx.send(Ok(event.clone()));
             }

@@ -101,7 +101,9 @@ pub enum DatastoreError {
     NotFound { kind: String, name: String },
     #[error("{kind} {name:?} already exists")]
     AlreadyExists { kind: String, name: String },
-    #[error("{kind} {name:?}: version conflict, expected {expected} but stored version is {actual}")]
+    #[error(
+        "{kind} {name:?}: version conflict, expected {expected} but stored version is {actual}"
+    )]
     Conflict {
         kind: String,
         name: String,
@@ -116,7 +118,9 @@ pub enum DatastoreError {
     },
     /// The requested revision is older than the retained events: relist, then watch from
     /// the list's revision (Kubernetes `410 Gone`).
-    #[error("watch from revision {requested} expired (oldest resumable revision is {oldest}); relist")]
+    #[error(
+        "watch from revision {requested} expired (oldest resumable revision is {oldest}); relist"
+    )]
     Expired {
         requested: Revision,
         oldest: Revision,

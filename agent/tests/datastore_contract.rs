@@ -1,0 +1,343 @@
+//! The datastore contract, run against every implementation (file and memory): CRUD,
+//! compare-and-swap on versions, watches in revision order, resumption and expiry.
+
+use std::time::Duration;
+
+use agent::datastore::{
+    Datastore, DatastoreError, Event, EventType, FileDatastore, FileOptions, MemoryDatastore,
+    Watch, WatchFrom,
+};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Receives exactly `n` events (bounded in time), failing on an error or timeout.
+fn take(watch: &mut Watch, n: usize) -> Vec<Event> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        match watch.next_timeout(WAIT) {
+            Ok(Some(e)) => events.push(e),
+            Ok(None) => panic!("timed out after {} of {n} events: {events:?}", events.len()),
+            Err(e) => panic!("watch error after {events:?}: {e}"),
+        }
+    }
+    events
+}
+
+/// Asserts nothing more arrives for a while (longer than the file store's poll interval).
+fn assert_quiet(watch: &mut Watch) {
+    match watch.next_timeout(Duration::from_millis(200)) {
+        Ok(None) => {}
+        other => panic!("unexpected extra watch item: {other:?}"),
+    }
+}
+
+fn summary(events: &[Event]) -> Vec<(u64, EventType, String)> {
+    events
+        .iter()
+        .map(|e| (e.revision(), e.event_type, e.record.name.clone()))
+        .collect()
+}
+
+macro_rules! contract {
+    ($module:ident, $factory:expr) => {
+        mod $module {
+            use super::*;
+
+            /// A fresh store keeping `capacity` events, plus whatever keeps it alive.
+            fn store(capacity: usize) -> (Box<dyn Datastore>, Option<tempfile::TempDir>) {
+                #[allow(clippy::redundant_closure_call)]
+                ($factory)(capacity)
+            }
+
+            #[test]
+            fn crud_round_trip() {
+                let (ds, _g) = store(100);
+                assert!(ds.list("BGPPeer").unwrap().records.is_empty());
+                let v1 = ds.create("BGPPeer", "tor-a", json!({"peerIP": "10.0.0.1"})).unwrap();
+                let v2 = ds.create("BGPPeer", "tor-b", json!({"peerIP": "10.0.0.2"})).unwrap();
+                assert!(v2 > v1);
+                let got = ds.get("BGPPeer", "tor-a").unwrap();
+                assert_eq!(got.version, v1);
+                assert_eq!(got.value, json!({"peerIP": "10.0.0.1"}));
+                let v3 = ds
+                    .update("BGPPeer", "tor-a", json!({"peerIP": "10.0.0.9"}), v1)
+                    .unwrap();
+                assert!(v3 > v2);
+                let listing = ds.list("BGPPeer").unwrap();
+                assert_eq!(listing.revision, v3);
+                let names: Vec<_> = listing.records.iter().map(|r| r.name.as_str()).collect();
+                assert_eq!(names, ["tor-a", "tor-b"]);
+                assert_eq!(listing.records[0].value, json!({"peerIP": "10.0.0.9"}));
+                assert_eq!(listing.records[0].version, v3);
+                // Other kinds are separate namespaces.
+                assert!(ds.list("Node").unwrap().records.is_empty());
+                assert!(matches!(
+                    ds.get("Node", "tor-a"),
+                    Err(DatastoreError::NotFound { .. })
+                ));
+                let v4 = ds.delete("BGPPeer", "tor-a", Some(v3)).unwrap();
+                assert!(v4 > v3);
+                assert!(matches!(
+                    ds.get("BGPPeer", "tor-a"),
+                    Err(DatastoreError::NotFound { .. })
+                ));
+                ds.delete("BGPPeer", "tor-b", None).unwrap();
+                assert!(ds.list("BGPPeer").unwrap().records.is_empty());
+                // A deleted name can be created again.
+                ds.create("BGPPeer", "tor-a", json!(1)).unwrap();
+            }
+
+            #[test]
+            fn update_with_stale_version_conflicts() {
+                let (ds, _g) = store(100);
+                let v1 = ds.create("Node", "n1", json!({"asn": 64512})).unwrap();
+                let v2 = ds.update("Node", "n1", json!({"asn": 64513}), v1).unwrap();
+                match ds.update("Node", "n1", json!({"asn": 1}), v1) {
+                    Err(DatastoreError::Conflict {
+                        kind,
+                        name,
+                        expected,
+                        actual,
+                    }) => {
+                        assert_eq!((kind.as_str(), name.as_str()), ("Node", "n1"));
+                        assert_eq!((expected, actual), (v1, v2));
+                    }
+                    other => panic!("expected conflict, got {other:?}"),
+                }
+                assert_eq!(ds.get("Node", "n1").unwrap().value, json!({"asn": 64513}));
+                assert!(matches!(
+                    ds.update("Node", "absent", json!(1), v2),
+                    Err(DatastoreError::NotFound { .. })
+                ));
+            }
+
+            #[test]
+            fn create_existing_is_already_exists() {
+                let (ds, _g) = store(100);
+                ds.create("IPPool", "default", json!({"cidr": "10.244.0.0/16"})).unwrap();
+                let err = ds.create("IPPool", "default", json!({})).unwrap_err();
+                assert!(matches!(err, DatastoreError::AlreadyExists { .. }), "{err}");
+                assert!(err.to_string().contains("IPPool"), "{err}");
+                assert!(err.to_string().contains("default"), "{err}");
+                assert_eq!(
+                    ds.get("IPPool", "default").unwrap().value,
+                    json!({"cidr": "10.244.0.0/16"})
+                );
+            }
+
+            #[test]
+            fn delete_with_wrong_version_conflicts() {
+                let (ds, _g) = store(100);
+                let v1 = ds.create("BGPFilter", "f", json!({})).unwrap();
+                let v2 = ds.update("BGPFilter", "f", json!({"a": 1}), v1).unwrap();
+                assert!(matches!(
+                    ds.delete("BGPFilter", "f", Some(v1)),
+                    Err(DatastoreError::Conflict { .. })
+                ));
+                assert_eq!(ds.get("BGPFilter", "f").unwrap().version, v2);
+                assert!(matches!(
+                    ds.delete("BGPFilter", "g", None),
+                    Err(DatastoreError::NotFound { .. })
+                ));
+                ds.delete("BGPFilter", "f", Some(v2)).unwrap();
+            }
+
+            #[test]
+            fn invalid_names_are_rejected() {
+                let (ds, _g) = store(100);
+                for bad in ["", "a/b", "..", "x..y", ".hidden", "a\\b", "nul\0"] {
+                    assert!(
+                        matches!(
+                            ds.create("Node", bad, json!(1)),
+                            Err(DatastoreError::InvalidName { .. })
+                        ),
+                        "name {bad:?}"
+                    );
+                    assert!(
+                        matches!(ds.list(bad), Err(DatastoreError::InvalidName { .. })),
+                        "kind {bad:?}"
+                    );
+                }
+                // Dotted names (common in Calico) are fine.
+                ds.create("BGPPeer", "rack1.tor", json!(1)).unwrap();
+                assert_eq!(ds.list("BGPPeer").unwrap().records.len(), 1);
+            }
+
+            #[test]
+            fn watch_delivers_one_event_per_change_in_revision_order() {
+                let (ds, _g) = store(100);
+                let mut watch = ds.watch(None, WatchFrom::Now).unwrap();
+                let a = ds.create("Node", "a", json!({"n": 0})).unwrap();
+                let b = ds.create("BGPPeer", "b", json!({"n": 0})).unwrap();
+                let a2 = ds.update("Node", "a", json!({"n": 1}), a).unwrap();
+                let d = ds.delete("BGPPeer", "b", Some(b)).unwrap();
+                let events = take(&mut watch, 4);
+                assert_eq!(
+                    summary(&events),
+                    vec![
+                        (a, EventType::Added, "a".to_string()),
+                        (b, EventType::Added, "b".to_string()),
+                        (a2, EventType::Modified, "a".to_string()),
+                        (d, EventType::Deleted, "b".to_string()),
+                    ]
+                );
+                assert_eq!(events[2].record.value, json!({"n": 1}));
+                assert_eq!(events[2].record.kind, "Node");
+                // A deletion carries the last value.
+                assert_eq!(events[3].record.value, json!({"n": 0}));
+                assert_quiet(&mut watch);
+            }
+
+            #[test]
+            fn watch_of_one_kind_skips_others() {
+                let (ds, _g) = store(100);
+                let mut watch = ds.watch(Some("Node"), WatchFrom::Now).unwrap();
+                ds.create("BGPPeer", "p", json!(1)).unwrap();
+                let n = ds.create("Node", "n", json!(1)).unwrap();
+                ds.create("IPPool", "i", json!(1)).unwrap();
+                let events = take(&mut watch, 1);
+                assert_eq!(summary(&events), vec![(n, EventType::Added, "n".to_string())]);
+                assert_quiet(&mut watch);
+            }
+
+            #[test]
+            fn watch_from_revision_replays_later_events() {
+                let (ds, _g) = store(100);
+                let v1 = ds.create("Node", "a", json!(1)).unwrap();
+                let v2 = ds.create("Node", "b", json!(2)).unwrap();
+                let v3 = ds.update("Node", "a", json!(3), v1).unwrap();
+                let mut watch = ds.watch(Some("Node"), WatchFrom::Revision(v1)).unwrap();
+                let v4 = ds.delete("Node", "b", None).unwrap();
+                let events = take(&mut watch, 3);
+                assert_eq!(
+                    events.iter().map(Event::revision).collect::<Vec<_>>(),
+                    vec![v2, v3, v4]
+                );
+                assert_quiet(&mut watch);
+                // From zero on a store that never compacted: everything.
+                let mut all = ds.watch(None, WatchFrom::Revision(0)).unwrap();
+                assert_eq!(take(&mut all, 4).len(), 4);
+                assert_quiet(&mut all);
+            }
+
+            #[test]
+            fn list_then_watch_from_list_revision_misses_nothing() {
+                let (ds, _g) = store(100);
+                ds.create("Node", "a", json!(1)).unwrap();
+                let listing = ds.list("Node").unwrap();
+                let later = ds.create("Node", "b", json!(2)).unwrap();
+                let mut watch = ds
+                    .watch(Some("Node"), WatchFrom::Revision(listing.revision))
+                    .unwrap();
+                let events = take(&mut watch, 1);
+                assert_eq!(summary(&events), vec![(later, EventType::Added, "b".into())]);
+                assert_quiet(&mut watch);
+            }
+
+            #[test]
+            fn watch_from_compacted_revision_expires() {
+                let capacity = 4;
+                let (ds, _g) = store(capacity);
+                let mut version = ds.create("Node", "counter", json!(0)).unwrap();
+                for i in 1..20 {
+                    version = ds.update("Node", "counter", json!(i), version).unwrap();
+                }
+                match ds.watch(None, WatchFrom::Revision(0)) {
+                    Err(DatastoreError::Expired { requested, oldest }) => {
+                        assert_eq!(requested, 0);
+                        assert!(oldest > 0 && oldest < version, "oldest {oldest}");
+                    }
+                    Err(e) => panic!("expected Expired, got {e}"),
+                    Ok(_) => panic!("expected Expired, got a watch"),
+                }
+                // The last `capacity` changes are always resumable.
+                let from = version - capacity as u64;
+                let mut watch = ds.watch(None, WatchFrom::Revision(from)).unwrap();
+                let events = take(&mut watch, capacity);
+                assert_eq!(events.last().unwrap().revision(), version);
+                assert_quiet(&mut watch);
+            }
+
+            #[test]
+            fn restarted_watch_from_last_seen_revision_misses_nothing() {
+                let (ds, _g) = store(1000);
+                let mut expected = Vec::new();
+                let mut watch = ds.watch(Some("Node"), WatchFrom::Now).unwrap();
+                for i in 0..5 {
+                    expected.push(ds.create("Node", &format!("n{i}"), json!(i)).unwrap());
+                }
+                let mut seen: Vec<u64> =
+                    take(&mut watch, 3).iter().map(Event::revision).collect();
+                // The consumer goes away after 3 events; more changes happen meanwhile.
+                drop(watch);
+                for i in 5..8 {
+                    expected.push(ds.create("Node", &format!("n{i}"), json!(i)).unwrap());
+                }
+                let last = *seen.last().unwrap();
+                let mut watch = ds.watch(Some("Node"), WatchFrom::Revision(last)).unwrap();
+                expected.push(ds.delete("Node", "n0", None).unwrap());
+                seen.extend(take(&mut watch, 6).iter().map(Event::revision));
+                assert_eq!(seen, expected);
+                assert_quiet(&mut watch);
+            }
+
+            #[test]
+            fn async_watch_yields_events() {
+                let (ds, _g) = store(100);
+                let mut watch = ds.watch(None, WatchFrom::Now).unwrap();
+                let v = ds.create("Node", "a", json!(1)).unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .unwrap();
+                let event = rt.block_on(async {
+                    tokio::time::timeout(WAIT, watch.next()).await
+                });
+                let event = event.expect("timed out").expect("watch ended").unwrap();
+                assert_eq!(event.revision(), v);
+                assert_eq!(event.event_type, EventType::Added);
+            }
+        }
+    };
+}
+
+contract!(memory, |capacity| -> (
+    Box<dyn Datastore>,
+    Option<tempfile::TempDir>
+) {
+    (
+        Box::new(MemoryDatastore::with_event_log_capacity(capacity)),
+        None,
+    )
+});
+
+contract!(file, |capacity| -> (
+    Box<dyn Datastore>,
+    Option<tempfile::TempDir>
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = FileDatastore::open_with(
+        dir.path(),
+        FileOptions {
+            event_log_capacity: capacity,
+            poll_interval: Duration::from_millis(10),
+        },
+    )
+    .unwrap();
+    (Box::new(ds), Some(dir))
+});
+
+#[test]
+fn open_parses_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = agent::datastore::open(&format!("file:{}", dir.path().display())).unwrap();
+    ds.create("Node", "a", json!(1)).unwrap();
+    assert!(dir.path().join("Node").join("a.json").exists());
+    let mem = agent::datastore::open("memory:").unwrap();
+    mem.create("Node", "a", json!(1)).unwrap();
+    assert!(matches!(
+        agent::datastore::open("etcd://x"),
+        Err(DatastoreError::InvalidAddress(_))
+    ));
+}
