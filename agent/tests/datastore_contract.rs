@@ -1,5 +1,6 @@
 //! The datastore contract, run against every implementation (file and memory): CRUD,
 //! compare-and-swap on versions, watches in revision order, resumption and expiry.
+#![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
 
 use std::time::Duration;
 
