@@ -481,7 +481,7 @@ impl Datastore for FileDatastore {
             path: self.dir.join(EVENTS_FILE),
             kind: kind.map(str::to_string),
             last: 0,
-            inode: None,
+            file: None,
             offset: 0,
         };
         {
@@ -489,11 +489,10 @@ impl Datastore for FileDatastore {
             let _lock = self.lock(FlockArg::LockShared)?;
             match from {
                 WatchFrom::Now => {
+                    // Positions the tail at the end of the log; nothing is newer than
+                    // `.revision` (it is written before the event), so nothing is sent.
                     tail.last = self.read_revision()?;
-                    if let Some(meta) = tail.stat()? {
-                        tail.inode = Some(meta.ino());
-                        tail.offset = meta.len();
-                    }
+                    tail.poll()?;
                 }
                 WatchFrom::Revision(revision) => {
                     tail.last = revision;
@@ -533,40 +532,22 @@ impl Datastore for FileDatastore {
 }
 
 /// A reader of `.events` that remembers how far it got: the last delivered revision, and
-/// which file (inode) it read up to which byte offset, so each poll reads only new lines
-/// unless compaction replaced the file.
+/// the open log file with the byte offset read so far, so each poll reads only new lines
+/// unless compaction replaced the file. Keeping the old file open also keeps its inode
+/// allocated, so a replacement can never reuse the inode number and be mistaken for it.
 struct EventTail {
     path: PathBuf,
     kind: Option<String>,
     last: Revision,
-    inode: Option<u64>,
+    file: Option<(File, u64)>,
     offset: u64,
 }
 
 impl EventTail {
-    fn stat(&self) -> Result<Option<fs::Metadata>> {
-        match fs::metadata(&self.path) {
-            Ok(meta) => Ok(Some(meta)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(DatastoreError::Io {
-                path: self.path.clone(),
-                source: e,
-            }),
-        }
-    }
-
     /// New events since the last poll, or `Expired` if compaction dropped some of them.
     fn poll(&mut self) -> Result<Vec<Event>> {
-        let Some(meta) = self.stat()? else {
-            return Ok(Vec::new());
-        };
-        let same_file = self.inode == Some(meta.ino()) && meta.len() >= self.offset;
-        if same_file && meta.len() == self.offset {
-            return Ok(Vec::new());
-        }
-        let start = if same_file { self.offset } else { 0 };
-        let mut file = match File::open(&self.path) {
-            Ok(f) => f,
+        let meta = match fs::metadata(&self.path) {
+            Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => {
                 return Err(DatastoreError::Io {
@@ -575,9 +556,34 @@ impl EventTail {
                 })
             }
         };
-        // The inode of what we actually opened (compaction may have renamed in between).
-        let inode = file.metadata().map_err(io_err(&self.path))?.ino();
-        let start = if Some(inode) == self.inode { start } else { 0 };
+        let same_file = self
+            .file
+            .as_ref()
+            .is_some_and(|(_, ino)| *ino == meta.ino())
+            && meta.len() >= self.offset;
+        if same_file && meta.len() == self.offset {
+            return Ok(Vec::new());
+        }
+        if !same_file {
+            let file = match File::open(&self.path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => {
+                    return Err(DatastoreError::Io {
+                        path: self.path.clone(),
+                        source: e,
+                    })
+                }
+            };
+            // The inode of what we actually opened (compaction may have renamed meanwhile).
+            let inode = file.metadata().map_err(io_err(&self.path))?.ino();
+            self.file = Some((file, inode));
+            self.offset = 0;
+        }
+        let start = self.offset;
+        let Some((file, _)) = self.file.as_mut() else {
+            return Ok(Vec::new());
+        };
         file.seek(SeekFrom::Start(start))
             .map_err(io_err(&self.path))?;
         let mut bytes = Vec::new();
@@ -587,7 +593,6 @@ impl EventTail {
         if start == 0 {
             check_resumable(self.last, entries.first().map(|e| e.revision))?;
         }
-        self.inode = Some(inode);
         self.offset = start + complete.len() as u64;
         let mut events = Vec::new();
         for entry in entries {
