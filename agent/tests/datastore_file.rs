@@ -197,8 +197,8 @@ fn event_log_stays_bounded() {
 fn watcher_falling_behind_compaction_is_told_to_relist() {
     let dir = tempfile::tempdir().unwrap();
     let writer = instance(dir.path(), 2, 10);
-    // A slow watcher: it polls only after many compactions have happened.
-    let slow = instance(dir.path(), 2, 300);
+    // A slow watcher: its first poll comes after compactions (the first one at revision 5).
+    let slow = instance(dir.path(), 2, 1000);
     let mut watch = slow.watch(None, WatchFrom::Revision(0)).unwrap();
     let mut version = writer.create("Node", "n", json!(0)).unwrap();
     for i in 1..20 {
