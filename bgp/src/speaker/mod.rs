@@ -36,7 +36,7 @@ use crate::fsm::{ConnectionId, Input, Output, Session, SessionConfig, State, Sto
 use crate::packet::{
     self, Community, DecodeContext, Family, LargeCommunity, Message, PathAttributes, Update,
 };
-use crate::rib::{self, BestPathChange, FibRoute, PeerId, PeerSession, Rib, RibConfig, RibOutputs};
+use crate::rib::{self, BestPathChange, PeerId, PeerSession, Rib, RibConfig, RibOutputs};
 use config::{NextHopMode, Origination, PeerConfig, SpeakerConfig};
 use control::{ControlRequest, ControlResponse, PeerStatus, RouteView};
 use socket::SessionSecurity;
@@ -54,6 +54,8 @@ pub enum SpeakerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("{field}: {reason}")]
+    Config { field: String, reason: String },
     #[error("peer {peer}: {reason}")]
     Peer { peer: IpAddr, reason: String },
     #[error("the speaker has stopped")]
@@ -180,8 +182,11 @@ pub async fn start(
         listener_fds,
         config: config.clone(),
     };
-    for o in &config.originate {
-        let out = core.originate(o);
+    for (i, o) in config.originate.iter().enumerate() {
+        let out = core.originate(o).map_err(|reason| SpeakerError::Config {
+            field: format!("originate[{i}]"),
+            reason,
+        })?;
         core.dispatch(out);
     }
     for p in &config.peers {
@@ -681,23 +686,29 @@ impl Core {
         self.peers.get(addr)?.established.map(|(_, ctx)| ctx)
     }
 
-    fn originate(&mut self, o: &Origination) -> RibOutputs {
+    /// Originates `o`; a community that does not parse is an error naming the field (the file
+    /// was validated at start-up, the control socket's requests are checked here).
+    fn originate(&mut self, o: &Origination) -> Result<RibOutputs, String> {
+        let communities = o
+            .communities
+            .iter()
+            .map(|c| config::parse_community(c).map_err(|e| format!("communities: {e}")))
+            .collect::<Result<Vec<Community>, String>>()?;
+        let large_communities = o
+            .large_communities
+            .iter()
+            .map(|c| {
+                config::parse_large_community(c).map_err(|e| format!("large_communities: {e}"))
+            })
+            .collect::<Result<Vec<LargeCommunity>, String>>()?;
         let attrs = PathAttributes {
             med: o.med,
             local_pref: o.local_pref,
-            communities: o
-                .communities
-                .iter()
-                .filter_map(|c| config::parse_community(c).ok())
-                .collect(),
-            large_communities: o
-                .large_communities
-                .iter()
-                .filter_map(|c| config::parse_large_community(c).ok())
-                .collect(),
+            communities,
+            large_communities,
             ..PathAttributes::default()
         };
-        self.rib.originate(o.prefix, Some(attrs))
+        Ok(self.rib.originate(o.prefix, Some(attrs)))
     }
 
     fn control(&mut self, req: ControlRequest) -> ControlResponse {
@@ -708,27 +719,13 @@ impl Core {
             ControlRequest::Routes => ControlResponse::Routes {
                 routes: self.routes(),
             },
-            ControlRequest::Originate(o) => {
-                let mut errors = Vec::new();
-                for c in &o.communities {
-                    if let Err(e) = config::parse_community(c) {
-                        errors.push(format!("communities: {e}"));
-                    }
+            ControlRequest::Originate(o) => match self.originate(&o) {
+                Ok(out) => {
+                    self.dispatch(out);
+                    ControlResponse::Done
                 }
-                for c in &o.large_communities {
-                    if let Err(e) = config::parse_large_community(c) {
-                        errors.push(format!("large_communities: {e}"));
-                    }
-                }
-                if !errors.is_empty() {
-                    return ControlResponse::Error {
-                        message: errors.join("; "),
-                    };
-                }
-                let out = self.originate(&o);
-                self.dispatch(out);
-                ControlResponse::Done
-            }
+                Err(message) => ControlResponse::Error { message },
+            },
             ControlRequest::Withdraw { prefix } => {
                 let out = self.rib.withdraw_local(prefix);
                 self.dispatch(out);
@@ -879,15 +876,6 @@ fn capability_name(c: &packet::Capability) -> String {
         C::EnhancedRouteRefresh => "enhanced-route-refresh".into(),
         C::Fqdn { hostname, .. } => format!("hostname({hostname})"),
         C::Unknown { code, .. } => format!("unknown({code})"),
-    }
-}
-
-/// The next hop the FIB should use for a best-path change, for drivers that want one
-/// address (the first of an ECMP set).
-pub fn first_next_hop(change: &BestPathChange) -> Option<IpAddr> {
-    match &change.route {
-        FibRoute::Via(hops) => hops.first().map(|h| h.next_hop),
-        _ => None,
     }
 }
 
