@@ -4,5 +4,7 @@
 //!   BGPFilter), with Calico v3 field names so existing manifests carry over.
 //! - [`datastore`]: one trait over where resources live (an embedded directory, Kubernetes),
 //!   with resource-version compare-and-swap and watches.
+//! - [`status`]: what routerd reports on its control socket (`routectl node status`).
 pub mod datastore;
 pub mod resource;
+pub mod status;
