@@ -1,0 +1,1 @@
+//! routerd health and metrics over HTTP: /readiness, /liveness, Prometheus /metrics.

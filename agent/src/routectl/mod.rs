@@ -1,0 +1,1 @@
+//! routectl: the operator CLI (commands, table formats).

@@ -1,0 +1,1 @@
+//! routerd settings: flags > environment > TOML file > defaults; node address autodetection.
