@@ -973,6 +973,66 @@ impl<S: IpamStore> Allocator<S> {
 
     // ---- queries -------------------------------------------------------------------------
 
+    /// Ensures `node` owns at least one block in each eligible pool of `family` (enabled,
+    /// selecting the node), claiming a free block where it owns none, and returns the node's
+    /// blocks in those pools.
+    ///
+    /// Calico claims a block lazily, on the first pod assignment (and for the tunnel address);
+    /// libcalico-go's `EnsureBlock` does it eagerly. A routing daemon wants the eager form:
+    /// the node can advertise its block (and install its blackhole) before the first pod, so
+    /// the first pod is reachable the moment it starts. A pool with no free block is skipped
+    /// (the node will borrow), not an error; no eligible pool at all is [`IpamError::NoPool`].
+    pub fn ensure_block<L: Labels + ?Sized>(
+        &self,
+        pools: &[IpPool],
+        node: &str,
+        node_labels: &L,
+        family: IpFamily,
+    ) -> Result<Vec<IpNet>, IpamError> {
+        if node.is_empty() {
+            return Err(IpamError::InvalidRequest("node must not be empty".into()));
+        }
+        let eligible: Vec<&IpPool> = pools
+            .iter()
+            .filter(|p| p.family() == family && p.usable_by(node_labels))
+            .collect();
+        if eligible.is_empty() {
+            return Err(IpamError::NoPool {
+                node: node.to_string(),
+                family,
+            });
+        }
+        for pool in &eligible {
+            with_retries(self.config.max_conflict_retries, "claiming a block", || {
+                let owned = self.node_blocks(node, false)?;
+                if owned.iter().any(|b| pool.contains_block(&b.value.cidr)) {
+                    return Ok(Attempt::Done(()));
+                }
+                let taken = self.store.list_block_cidrs()?;
+                match self.claim_block(pool, node, &taken)? {
+                    Some(b) => {
+                        info!(node, pool = pool.name(), block = %b.value.cidr, "claimed block");
+                        Ok(Attempt::Done(()))
+                    }
+                    None => {
+                        warn!(
+                            node,
+                            pool = pool.name(),
+                            "pool has no free block; the node will borrow"
+                        );
+                        Ok(Attempt::Done(()))
+                    }
+                }
+            })?;
+        }
+        Ok(self
+            .node_blocks(node, false)?
+            .into_iter()
+            .map(|b| b.value.cidr)
+            .filter(|c| eligible.iter().any(|p| p.contains_block(c)))
+            .collect())
+    }
+
     /// Blocks affine to `node`: the prefixes it originates (as aggregate routes to itself and
     /// blackholes for the unassigned rest).
     ///

@@ -669,3 +669,51 @@ fn ipv6_blocks_and_names() {
     assert_eq!(u.pools[0].total, 1u128 << 64);
     assert_eq!(u.pools[0].in_use, 2);
 }
+
+#[test]
+fn ensure_block_claims_once_per_pool_and_is_idempotent() {
+    let a = allocator();
+    let pools = [
+        pool("a", "10.244.0.0/16", 24),
+        pool("b", "10.245.0.0/16", 26),
+    ];
+    let first = a
+        .ensure_block(&pools, "node-a", &no_labels(), IpFamily::V4)
+        .unwrap();
+    assert_eq!(first, vec![net("10.244.0.0/24"), net("10.245.0.0/26")]);
+    // Idempotent: no second block while the node owns one in each pool.
+    let again = a
+        .ensure_block(&pools, "node-a", &no_labels(), IpFamily::V4)
+        .unwrap();
+    assert_eq!(again, first);
+    // Another node gets the next blocks, and pod assignment uses the ensured block.
+    let other = a
+        .ensure_block(&pools, "node-b", &no_labels(), IpFamily::V4)
+        .unwrap();
+    assert_eq!(other, vec![net("10.244.1.0/24"), net("10.245.0.64/26")]);
+    let got = a
+        .assign(&pools[..1], &no_labels(), &req("c1", "node-a"))
+        .unwrap();
+    assert_eq!(got.block, net("10.244.0.0/24"));
+    assert_eq!(a.affine_blocks("node-a").unwrap(), first);
+}
+
+#[test]
+fn ensure_block_needs_an_eligible_pool_and_skips_a_full_one() {
+    let a = allocator();
+    assert!(matches!(
+        a.ensure_block(&[], "node-a", &no_labels(), IpFamily::V4),
+        Err(IpamError::NoPool { .. })
+    ));
+    // A /24 pool cut into one /24 block: the second node finds it taken and owns nothing.
+    let pools = [pool("tiny", "10.9.0.0/24", 24)];
+    assert_eq!(
+        a.ensure_block(&pools, "node-a", &no_labels(), IpFamily::V4)
+            .unwrap(),
+        vec![net("10.9.0.0/24")]
+    );
+    assert!(a
+        .ensure_block(&pools, "node-b", &no_labels(), IpFamily::V4)
+        .unwrap()
+        .is_empty());
+}
