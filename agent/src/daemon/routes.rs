@@ -1,0 +1,206 @@
+//! From BGP best paths and the cluster view to the routes the kernel must hold (pure).
+//!
+//! Calico splits this between BIRD (which exports learned routes to the kernel, rewriting
+//! IP-in-IP pool routes to `tunl0` in its `calico_kernel_programming` filter) and felix
+//! (which programs VXLAN routes from the datastore). Here one function decides every route,
+//! from one input: the BGP best paths. A best path whose next hop is another node of the
+//! cluster and whose prefix lies in an IP pool is a pod block: it goes to the overlay
+//! planner ([`encap::plan_overlay`] through [`encap::Overlay::apply`]), which picks native,
+//! IP-in-IP or VXLAN per the pool's mode and the CrossSubnet rule. Everything else (routes
+//! from the top-of-rack, service ranges of other nodes outside any pool) is installed as
+//! BGP gave it, with every ECMP next hop. The node's own blocks are blackholed, so that a
+//! packet for an unassigned address of the block dies here instead of looping back to the
+//! fabric (Calico installs the same `blackhole` routes).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use encap::{ClusterNode, EncapMode, PoolEncap};
+use ipnet::IpNet;
+
+use super::cluster::ClusterView;
+
+/// The BGP best paths the FIB cares about: next hops per prefix (ECMP when several).
+pub type BestPaths = BTreeMap<IpNet, Vec<IpAddr>>;
+
+/// The routing part of the desired state, before the overlay planner runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutePlan {
+    /// Remote pod blocks grouped by owning node, for [`encap::Overlay::apply`].
+    pub remotes: Vec<ClusterNode>,
+    /// Routes installed as BGP gave them (not pod blocks of a cluster node).
+    pub direct: Vec<fib::Route>,
+    /// Blackholes for this node's own blocks.
+    pub blackholes: Vec<fib::Route>,
+}
+
+/// The encapsulation settings of a pool, in the overlay's terms.
+pub fn pool_encap(pool: &ipam::IpPool) -> PoolEncap {
+    let convert =
+        |mode: ipam::EncapMode| -> EncapMode { mode.as_str().parse().unwrap_or(EncapMode::Never) };
+    PoolEncap {
+        ipip: convert(pool.ipip_mode()),
+        vxlan: convert(pool.vxlan_mode()),
+    }
+}
+
+/// Splits the best paths into overlay blocks and direct routes, and adds the blackholes.
+pub fn plan_routes(
+    view: &ClusterView,
+    this_node: &str,
+    own_blocks: &[IpNet],
+    best: &BestPaths,
+) -> RoutePlan {
+    let pools = view.ip_pools();
+    let nodes = view.nodes_by_address();
+    let mut remotes: BTreeMap<IpAddr, ClusterNode> = BTreeMap::new();
+    let mut plan = RoutePlan::default();
+    for (prefix, hops) in best {
+        if hops.is_empty() || own_blocks.contains(prefix) {
+            continue;
+        }
+        let pool = pools.iter().find(|p| {
+            p.cidr().prefix_len() <= prefix.prefix_len() && p.cidr().contains(&prefix.network())
+        });
+        // A pod block has one owner; with ECMP towards several nodes (a block re-claimed
+        // while the old owner still advertises it) the lowest next hop is kept, as the
+        // overlay needs one tunnel endpoint.
+        let owner = hops
+            .iter()
+            .find_map(|hop| nodes.get(hop).map(|node| (*hop, *node)));
+        match (pool, owner) {
+            (Some(pool), Some((hop, node))) if node.metadata.name != this_node => {
+                let entry = remotes.entry(hop).or_insert_with(|| ClusterNode {
+                    node_ip: hop,
+                    vtep: vtep_of(node, hop),
+                    blocks: Vec::new(),
+                });
+                entry.blocks.push((*prefix, pool_encap(pool)));
+            }
+            _ => {
+                let next_hops = hops.iter().map(|h| fib::NextHop::via(*h)).collect();
+                plan.direct.push(fib::Route::unicast(*prefix, next_hops));
+            }
+        }
+    }
+    plan.remotes = remotes.into_values().collect();
+    plan.blackholes = own_blocks
+        .iter()
+        .map(|b| fib::Route::blackhole(*b))
+        .collect();
+    plan
+}
+
+/// The VTEP a node published (tunnel address and MAC), for the family of `underlay`.
+fn vtep_of(node: &crate::resource::Node, underlay: IpAddr) -> Option<(IpAddr, [u8; 6])> {
+    if underlay.is_ipv4() {
+        let ip = node.spec.ipv4_vxlan_tunnel_addr().ok().flatten()?;
+        let mac = node.spec.vxlan_tunnel_mac_addr().ok().flatten()?;
+        Some((IpAddr::V4(ip), mac))
+    } else {
+        let ip = node.spec.ipv6_vxlan_tunnel_addr().ok().flatten()?;
+        let mac = node.spec.vxlan_tunnel_mac_addr_v6().ok().flatten()?;
+        Some((IpAddr::V6(ip), mac))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::resource::{IpPoolResource, Node, NodeBgpSpec, NodeSpec};
+
+    fn node(name: &str, v4: &str) -> Node {
+        Node::new(
+            name,
+            NodeSpec {
+                bgp: Some(NodeBgpSpec {
+                    ipv4_address: Some(v4.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn pool(name: &str, cidr: &str, ipip: &str) -> IpPoolResource {
+        IpPoolResource::new(
+            name,
+            ipam::IpPoolSpec {
+                cidr: cidr.into(),
+                block_size: Some(24),
+                ipip_mode: Some(ipip.into()),
+                vxlan_mode: None,
+                nat_outgoing: false,
+                disabled: false,
+                node_selector: None,
+            },
+        )
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn pod_blocks_go_to_the_overlay_and_the_rest_is_installed_as_learned() {
+        let view = ClusterView {
+            nodes: vec![node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24")],
+            pools: vec![pool("p", "10.244.0.0/16", "Always")],
+            ..Default::default()
+        };
+        let mut best = BestPaths::new();
+        best.insert(net("10.244.1.0/24"), vec![ip("10.0.0.2")]);
+        best.insert(
+            net("192.0.2.0/24"),
+            vec![ip("10.0.0.254"), ip("10.0.0.253")],
+        );
+        // Our own block, learned back (e.g. through a reflector): never routed away.
+        best.insert(net("10.244.0.0/24"), vec![ip("10.0.0.2")]);
+        let plan = plan_routes(&view, "a", &[net("10.244.0.0/24")], &best);
+        assert_eq!(plan.remotes.len(), 1);
+        assert_eq!(plan.remotes[0].node_ip, ip("10.0.0.2"));
+        assert_eq!(
+            plan.remotes[0].blocks,
+            vec![(
+                net("10.244.1.0/24"),
+                PoolEncap {
+                    ipip: EncapMode::Always,
+                    vxlan: EncapMode::Never
+                }
+            )]
+        );
+        assert_eq!(
+            plan.direct,
+            vec![fib::Route::unicast(
+                net("192.0.2.0/24"),
+                vec![
+                    fib::NextHop::via(ip("10.0.0.254")),
+                    fib::NextHop::via(ip("10.0.0.253"))
+                ]
+            )]
+        );
+        assert_eq!(
+            plan.blackholes,
+            vec![fib::Route::blackhole(net("10.244.0.0/24"))]
+        );
+    }
+
+    #[test]
+    fn a_pool_prefix_from_a_non_node_next_hop_is_direct() {
+        let view = ClusterView {
+            nodes: vec![node("a", "10.0.0.1/24")],
+            pools: vec![pool("p", "10.244.0.0/16", "Never")],
+            ..Default::default()
+        };
+        let mut best = BestPaths::new();
+        best.insert(net("10.244.9.0/24"), vec![ip("10.0.0.254")]);
+        let plan = plan_routes(&view, "a", &[], &best);
+        assert!(plan.remotes.is_empty());
+        assert_eq!(plan.direct.len(), 1);
+    }
+}

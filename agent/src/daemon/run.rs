@@ -1,0 +1,880 @@
+//! The daemon's start-up and main loop (see the module docs of [`super`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bgp::rib::FibRoute;
+use bgp::speaker::{
+    ControlRequest, ControlResponse, Origination, PeerConfig, PeerStatus, SpeakerConfig,
+    SpeakerHandle,
+};
+use fib::{FibCommand, FibHandle, Route, RouteKey};
+use ipam::{Allocator, AllocatorConfig, IpFamily, IpamError, TunnelKind};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::cluster::{register_node, resource_of, ClusterView, Registration};
+use super::routes::{plan_routes, BestPaths};
+use crate::datastore::{self, Datastore, DatastoreError, WatchFrom};
+use crate::health::HealthState;
+use crate::ipam_store::DatastoreIpam;
+use crate::peering::{self, DesiredSession, PeeringInput, PeeringPlan};
+use crate::resource::{Kind, PasswordSource, Resource};
+use crate::status::{DaemonState, FibStatus, NodeStatus, SessionStatus};
+
+/// What routerd runs with (resolved from flags, environment and file by [`crate::settings`]).
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub node_name: String,
+    /// The node's underlay address with its subnet's prefix (CrossSubnet keys off it).
+    pub node_ipv4: Ipv4Net,
+    pub node_ipv6: Option<Ipv6Net>,
+    /// Overrides the AS of the Node resource.
+    pub as_number: Option<u32>,
+    /// Datastore address (`file:<dir>`, `memory:`, `kubernetes:`).
+    pub datastore: String,
+    pub control_socket: PathBuf,
+    /// `None`: no health/metrics server.
+    pub health_listen: Option<SocketAddr>,
+    /// Route protocol id of our kernel routes.
+    pub route_protocol: u8,
+    /// The longest the first full FIB reconcile (which removes stale routes of ours) waits
+    /// for the sessions to come up after start-up.
+    pub fib_settle: Duration,
+}
+
+/// Why routerd could not start (or had to stop).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("datastore {address}: {source}")]
+    Datastore {
+        address: String,
+        #[source]
+        source: DatastoreError,
+    },
+    #[error("registering node {node}: {source}")]
+    Register {
+        node: String,
+        #[source]
+        source: super::cluster::RegisterError,
+    },
+    #[error("claiming blocks for node {node}: {source}")]
+    Ipam {
+        node: String,
+        #[source]
+        source: IpamError,
+    },
+    #[error("peering: {0}")]
+    Peering(String),
+    #[error("BGP: {0}")]
+    Speaker(#[from] bgp::speaker::SpeakerError),
+    #[error("kernel routing table: {0}")]
+    Fib(#[from] fib::FibError),
+    #[error("tunnels: {0}")]
+    Encap(#[from] encap::EncapError),
+    #[error("{0}")]
+    Control(#[from] super::control::ControlError),
+    #[error("{0}")]
+    Health(String),
+    #[error("netlink: {0}")]
+    Netlink(std::io::Error),
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// Runs `f` (blocking datastore work) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, DaemonError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DaemonError::Task(e.to_string()))
+}
+
+/// What the status socket reports, updated by the main loop.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    state: DaemonState,
+    as_number: u32,
+    router_id: Ipv4Addr,
+    cluster_id: Option<Ipv4Addr>,
+    blocks: Vec<IpNet>,
+    /// Session identity by peer address (name, type) from the peering plan.
+    sessions: BTreeMap<IpAddr, DesiredSession>,
+    fib: FibStatus,
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(
+    config: DaemonConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let started = Instant::now();
+    let health = HealthState::new();
+    if let Some(listen) = config.health_listen {
+        crate::health::serve(listen, health.clone())
+            .await
+            .map_err(|e| DaemonError::Health(e.to_string()))?;
+    }
+
+    // 1. Datastore and node registration.
+    let address = config.datastore.clone();
+    let ds = blocking(move || datastore::open(&address))
+        .await?
+        .map_err(|source| DaemonError::Datastore {
+            address: config.datastore.clone(),
+            source,
+        })?;
+    let reg = Registration {
+        name: config.node_name.clone(),
+        ipv4: config.node_ipv4,
+        ipv6: config.node_ipv6,
+        as_number: config.as_number,
+    };
+    {
+        let ds = ds.clone();
+        let reg = reg.clone();
+        blocking(move || register_node(&*ds, &reg))
+            .await?
+            .map_err(|source| DaemonError::Register {
+                node: config.node_name.clone(),
+                source,
+            })?;
+    }
+    // Watch before the first read, so no change between the read and the watch is missed.
+    let mut watch = {
+        let ds = ds.clone();
+        blocking(move || ds.watch(None, WatchFrom::Now))
+            .await?
+            .map_err(|source| DaemonError::Datastore {
+                address: config.datastore.clone(),
+                source,
+            })?
+    };
+    let view = load_view(&ds, &config.datastore).await?;
+
+    // 2. Blocks.
+    let allocator = Arc::new(Allocator::new(
+        DatastoreIpam::new(ds.clone()),
+        AllocatorConfig::default(),
+    ));
+    let blocks = claim_blocks(&allocator, &view, &config).await?;
+
+    // 3. Sessions and the speaker.
+    let plan = compute_peering(&view, &config.node_name)?;
+    let speaker_config = SpeakerConfig {
+        router_id: plan.local.router_id,
+        local_as: plan.local.as_number,
+        listen: vec![
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, plan.local.listen_port)),
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, plan.local.listen_port)),
+        ],
+        hold_time: 90,
+        connect_retry: 5,
+        cluster_id: plan.local.cluster_id,
+        // Calico's BIRD config merges up to 16 equal paths into one kernel route.
+        max_paths: 16,
+        control_socket: None,
+        originate: originations(&blocks, &view),
+        peers: Vec::new(),
+    };
+    let (best_tx, mut best_rx) = mpsc::unbounded_channel();
+    let (speaker, speaker_task) = bgp::speaker::start(speaker_config, Some(best_tx)).await?;
+    let mut sessions = BTreeMap::new();
+    apply_sessions(&speaker, &mut sessions, &plan).await;
+    let mut originated: BTreeSet<IpNet> = originations(&blocks, &view)
+        .into_iter()
+        .map(|o| o.prefix)
+        .collect();
+
+    // 4. FIB and overlay.
+    let table = fib::NetlinkFib::open(fib::FibConfig {
+        protocol: config.route_protocol,
+        ..fib::FibConfig::default()
+    })?;
+    let (fib, _fib_thread) = fib::spawn_owner(Box::new(table))?;
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(DaemonError::Netlink)?;
+    tokio::spawn(connection);
+    let parent = underlay_interface(IpAddr::V4(config.node_ipv4.addr()))
+        .unwrap_or_else(|| "eth0".to_string());
+    let mut overlay_config = encap::OverlayConfig {
+        this_node: IpNet::V4(config.node_ipv4),
+        vxlan: encap::VxlanConfig::new(parent.clone(), IpAddr::V4(config.node_ipv4.addr())),
+        ipip: encap::IpipConfig::new(parent),
+        netns: None,
+    };
+    publish_tunnels(&ds, &allocator, &view, &config, &mut overlay_config).await;
+    let mut overlay = encap::Overlay::new(handle, overlay_config);
+
+    let mut fib_state = FibState::default();
+    let blackholes: Vec<Route> = blocks.iter().map(|b| Route::blackhole(*b)).collect();
+    fib_state.send(&fib, &health, blackholes.clone()).await;
+
+    let snapshot = Arc::new(Mutex::new(Snapshot {
+        state: DaemonState::Starting,
+        as_number: plan.local.as_number,
+        router_id: plan.local.router_id,
+        cluster_id: plan.local.cluster_id,
+        blocks: blocks.clone(),
+        sessions: sessions.clone(),
+        fib: FibStatus::default(),
+    }));
+    let listener = super::control::bind(&config.control_socket)?;
+    let control_task = tokio::spawn(super::control::serve(
+        listener,
+        status_source(
+            snapshot.clone(),
+            speaker.clone(),
+            config.node_name.clone(),
+            started,
+        ),
+    ));
+    info!(node = %config.node_name, as_number = plan.local.as_number,
+          router_id = %plan.local.router_id, blocks = ?blocks, sessions = sessions.len(),
+          "routerd started");
+
+    // The loop.
+    let mut view = view;
+    let mut blocks = blocks;
+    let mut best = BestPaths::new();
+    let mut view_dirty = false;
+    let mut routes_dirty = true;
+    let mut settled = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut reconcile = tokio::time::interval(Duration::from_secs(300));
+    reconcile.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            batch = best_rx.recv() => {
+                let Some(batch) = batch else {
+                    warn!("the BGP speaker stopped");
+                    break;
+                };
+                for change in batch {
+                    match change.route {
+                        FibRoute::Via(hops) => {
+                            best.insert(change.prefix, hops.iter().map(|h| h.next_hop).collect());
+                        }
+                        FibRoute::Unreachable | FibRoute::Local => {
+                            best.remove(&change.prefix);
+                        }
+                    }
+                }
+                routes_dirty = true;
+            }
+            event = watch.next() => {
+                match event {
+                    Some(Ok(e)) => {
+                        debug!(kind = %e.record.kind, name = %e.record.name, "datastore change");
+                        view_dirty = true;
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "datastore watch lost; rewatching");
+                        view_dirty = true;
+                        watch = rewatch(&ds).await;
+                    }
+                    None => {
+                        warn!("datastore watch ended; rewatching");
+                        view_dirty = true;
+                        watch = rewatch(&ds).await;
+                    }
+                }
+            }
+            _ = reconcile.tick() => {
+                if settled {
+                    fib_state.reconcile(&fib, &health).await;
+                }
+            }
+            _ = tick.tick() => {
+                health.heartbeat();
+                if view_dirty {
+                    view_dirty = false;
+                    match load_view(&ds, &config.datastore).await {
+                        Ok(v) => {
+                            view = v;
+                            match refresh(&config, &view, &allocator, &speaker, &mut sessions, &mut originated).await {
+                                Ok(new_blocks) => blocks = new_blocks,
+                                Err(e) => warn!(error = %e, "applying the datastore change failed; will retry on the next change"),
+                            }
+                            if let Ok(mut s) = snapshot.lock() {
+                                s.sessions = sessions.clone();
+                                s.blocks = blocks.clone();
+                            }
+                            routes_dirty = true;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "reading the datastore failed; retrying");
+                            view_dirty = true;
+                        }
+                    }
+                }
+                let peers = peer_statuses(&speaker).await;
+                update_session_health(&health, &sessions, &peers);
+                if !settled {
+                    let all_up = peers.iter().all(|p| p.state == "Established");
+                    if all_up || started.elapsed() >= config.fib_settle {
+                        settled = true;
+                        routes_dirty = true;
+                        if let Ok(mut s) = snapshot.lock() {
+                            s.state = DaemonState::Running;
+                        }
+                        health.set_started(true);
+                        info!(sessions = peers.len(), all_up, "sessions settled; reconciling the FIB fully");
+                    }
+                }
+                if routes_dirty {
+                    routes_dirty = false;
+                    let plan = plan_routes(&view, &config.node_name, &blocks, &best);
+                    let pools: Vec<encap::PoolEncap> = view.ip_pools().iter().map(super::routes::pool_encap).collect();
+                    let mut desired = plan.blackholes;
+                    desired.extend(plan.direct);
+                    match overlay.apply(&pools, &plan.remotes).await {
+                        Ok(o) => {
+                            for u in &o.unroutable {
+                                debug!(?u, "block not routable yet");
+                            }
+                            desired.extend(o.routes);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "tunnel update failed; retrying");
+                            routes_dirty = true;
+                        }
+                    }
+                    if settled && !fib_state.full_applied {
+                        fib_state.apply_full(&fib, &health, desired).await;
+                    } else {
+                        fib_state.send(&fib, &health, desired).await;
+                    }
+                }
+                if let Ok(mut s) = snapshot.lock() {
+                    s.fib = fib_state.status();
+                }
+            }
+        }
+    }
+
+    // Shutdown: sessions close, kernel routes stay (forwarding continues across a restart).
+    if let Ok(mut s) = snapshot.lock() {
+        s.state = DaemonState::Stopping;
+    }
+    info!("shutting down: closing BGP sessions, keeping kernel routes");
+    speaker.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), speaker_task).await;
+    control_task.abort();
+    let _ = std::fs::remove_file(&config.control_socket);
+    Ok(())
+}
+
+async fn load_view(ds: &Arc<dyn Datastore>, address: &str) -> Result<ClusterView, DaemonError> {
+    let ds = ds.clone();
+    let view = blocking(move || ClusterView::load(&*ds))
+        .await?
+        .map_err(|source| DaemonError::Datastore {
+            address: address.to_string(),
+            source,
+        })?;
+    for problem in &view.problems {
+        warn!(problem = %problem, "ignoring an invalid resource");
+    }
+    Ok(view)
+}
+
+/// A new watch after the old one failed (bounded back-off; the tick loop relists anyway).
+async fn rewatch(ds: &Arc<dyn Datastore>) -> datastore::Watch {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let d = ds.clone();
+        match blocking(move || d.watch(None, WatchFrom::Now)).await {
+            Ok(Ok(w)) => return w,
+            Ok(Err(e)) => warn!(error = %e, "cannot watch the datastore; retrying"),
+            Err(e) => warn!(error = %e, "cannot watch the datastore; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn compute_peering(view: &ClusterView, node: &str) -> Result<PeeringPlan, DaemonError> {
+    let plan = peering::compute(&PeeringInput {
+        local_node: node,
+        nodes: &view.nodes,
+        configs: &view.configs,
+        peers: &view.peers,
+    })
+    .map_err(|e| DaemonError::Peering(e.to_string()))?;
+    for p in &plan.problems {
+        warn!(problem = %p, "peering problem");
+    }
+    Ok(plan)
+}
+
+/// Ensures the node owns a block of every pool that selects it, per family it has an
+/// address of. A family without pools is not an error (nothing to claim).
+async fn claim_blocks(
+    allocator: &Arc<Allocator<DatastoreIpam>>,
+    view: &ClusterView,
+    config: &DaemonConfig,
+) -> Result<Vec<IpNet>, DaemonError> {
+    let pools = view.ip_pools();
+    let labels = view
+        .node(&config.node_name)
+        .map(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    let mut families = vec![IpFamily::V4];
+    if config.node_ipv6.is_some() {
+        families.push(IpFamily::V6);
+    }
+    let allocator = allocator.clone();
+    let node = config.node_name.clone();
+    blocking(move || {
+        let mut out = Vec::new();
+        for family in families {
+            match allocator.ensure_block(&pools, &node, &labels, family) {
+                Ok(blocks) => out.extend(blocks),
+                Err(IpamError::NoPool { .. }) => {
+                    debug!(node = %node, ?family, "no IP pool selects this node")
+                }
+                Err(source) => return Err(DaemonError::Ipam { node, source }),
+            }
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+/// The node's blocks and the service ranges of the `default` BGPConfiguration, as the
+/// prefixes the speaker originates (blocks aggregated: never the addresses inside them).
+fn originations(blocks: &[IpNet], view: &ClusterView) -> Vec<Origination> {
+    let mut prefixes: BTreeSet<IpNet> = blocks.iter().copied().collect();
+    if let Some(config) = view.default_config() {
+        for list in [
+            config.spec.service_cluster_ips(),
+            config.spec.service_external_ips(),
+            config.spec.service_load_balancer_ips(),
+        ] {
+            prefixes.extend(list.unwrap_or_default());
+        }
+    }
+    prefixes
+        .into_iter()
+        .map(|prefix| Origination {
+            prefix,
+            med: None,
+            local_pref: None,
+            communities: Vec::new(),
+            large_communities: Vec::new(),
+        })
+        .collect()
+}
+
+/// Reads a password from its source. Secrets need the Kubernetes datastore.
+fn resolve_password(source: &PasswordSource) -> Result<String, String> {
+    if let Some(file) = &source.file {
+        return std::fs::read_to_string(file)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("password file {file}: {e}"));
+    }
+    if let Some(secret) = &source.secret_key_ref {
+        return Err(format!(
+            "password secret {}/{}: secrets are read only with the kubernetes datastore",
+            secret.name, secret.key
+        ));
+    }
+    Err("empty password source".into())
+}
+
+/// Brings the speaker's peers in line with the plan: adds new and changed sessions (the
+/// speaker leaves an unchanged one alone), removes the ones no longer wanted.
+async fn apply_sessions(
+    speaker: &SpeakerHandle,
+    current: &mut BTreeMap<IpAddr, DesiredSession>,
+    plan: &PeeringPlan,
+) {
+    let mut wanted: BTreeMap<IpAddr, DesiredSession> = BTreeMap::new();
+    for session in &plan.sessions {
+        let mut session = session.clone();
+        if let Some(source) = &session.password {
+            match resolve_password(source) {
+                Ok(p) => session.peer.password = Some(p),
+                Err(e) => {
+                    warn!(session = %session.name, error = %e, "session skipped: no password");
+                    continue;
+                }
+            }
+        }
+        wanted.insert(session.peer.address, session);
+    }
+    for (address, old) in current.iter() {
+        if !wanted.contains_key(address) {
+            info!(session = %old.name, peer = %address, "removing session");
+            if let Err(e) = speaker.remove_peer(*address).await {
+                warn!(peer = %address, error = %e, "removing a session failed");
+            }
+        }
+    }
+    for (address, session) in &wanted {
+        if current.get(address).map(|s| &s.peer) == Some(&session.peer) {
+            continue;
+        }
+        info!(session = %session.name, peer = %address, remote_as = session.peer.remote_as,
+              passive = session.peer.passive, "configuring session");
+        if let Err(e) = speaker.add_peer(session.peer.clone()).await {
+            warn!(session = %session.name, error = %e, "configuring a session failed");
+        }
+    }
+    *current = wanted;
+}
+
+/// A datastore change: recompute sessions, blocks and originations.
+async fn refresh(
+    config: &DaemonConfig,
+    view: &ClusterView,
+    allocator: &Arc<Allocator<DatastoreIpam>>,
+    speaker: &SpeakerHandle,
+    sessions: &mut BTreeMap<IpAddr, DesiredSession>,
+    originated: &mut BTreeSet<IpNet>,
+) -> Result<Vec<IpNet>, DaemonError> {
+    let blocks = claim_blocks(allocator, view, config).await?;
+    let plan = compute_peering(view, &config.node_name)?;
+    apply_sessions(speaker, sessions, &plan).await;
+    let wanted = originations(&blocks, view);
+    let wanted_set: BTreeSet<IpNet> = wanted.iter().map(|o| o.prefix).collect();
+    for prefix in originated.difference(&wanted_set) {
+        info!(prefix = %prefix, "withdrawing");
+        let _ = speaker
+            .control(ControlRequest::Withdraw { prefix: *prefix })
+            .await;
+    }
+    for o in wanted {
+        if !originated.contains(&o.prefix) {
+            info!(prefix = %o.prefix, "originating");
+            let _ = speaker.control(ControlRequest::Originate(o)).await;
+        }
+    }
+    *originated = wanted_set;
+    Ok(blocks)
+}
+
+/// When a pool uses a tunnel, the node takes a tunnel address from its block and publishes
+/// it (with its VTEP MAC for VXLAN) on its Node, where the other nodes read it.
+async fn publish_tunnels(
+    ds: &Arc<dyn Datastore>,
+    allocator: &Arc<Allocator<DatastoreIpam>>,
+    view: &ClusterView,
+    config: &DaemonConfig,
+    overlay: &mut encap::OverlayConfig,
+) {
+    let pools = view.ip_pools();
+    let labels = view
+        .node(&config.node_name)
+        .map(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    let wants_vxlan = pools
+        .iter()
+        .any(|p| p.family() == IpFamily::V4 && p.vxlan_mode().is_enabled());
+    let wants_ipip = pools.iter().any(|p| p.ipip_mode().is_enabled());
+    if !wants_vxlan && !wants_ipip {
+        return;
+    }
+    let node = config.node_name.clone();
+    let alloc = allocator.clone();
+    let pools2 = pools.clone();
+    let assigned = blocking(move || {
+        let mut out = Vec::new();
+        for (kind, wanted) in [
+            (TunnelKind::Vxlan, wants_vxlan),
+            (TunnelKind::Ipip, wants_ipip),
+        ] {
+            if wanted {
+                out.push((
+                    kind,
+                    alloc.assign_tunnel_address(&pools2, &node, &labels, kind),
+                ));
+            }
+        }
+        out
+    })
+    .await
+    .unwrap_or_default();
+    let mac = encap::vxlan::vtep_mac(IpAddr::V4(config.node_ipv4.addr()));
+    let mut vxlan_addr = None;
+    let mut ipip_addr = None;
+    for (kind, result) in assigned {
+        match (kind, result) {
+            (TunnelKind::Vxlan, Ok(a)) => vxlan_addr = Some(a.address),
+            (TunnelKind::Ipip, Ok(a)) => ipip_addr = Some(a.address),
+            (kind, Err(e)) => warn!(?kind, error = %e, "no tunnel address"),
+            _ => {}
+        }
+    }
+    if let Some(IpAddr::V4(a)) = vxlan_addr {
+        overlay.vxlan.tunnel_address = Some(IpAddr::V4(a));
+        overlay.vxlan.mac = Some(mac);
+    }
+    if let Some(IpAddr::V4(a)) = ipip_addr {
+        overlay.ipip.tunnel_address = Some(a);
+    }
+    let ds = ds.clone();
+    let name = config.node_name.clone();
+    let result = blocking(move || {
+        for _ in 0..16 {
+            let record = ds.get(Kind::Node.as_str(), &name)?;
+            let Ok(Resource::Node(mut node)) = resource_of(&record) else {
+                return Ok(());
+            };
+            let before = node.spec.clone();
+            if let Some(a) = vxlan_addr {
+                node.spec.ipv4_vxlan_tunnel_addr = Some(a.to_string());
+                node.spec.vxlan_tunnel_mac_addr = Some(encap::vxlan::fmt_mac(&mac));
+            }
+            if let (Some(a), Some(bgp)) = (ipip_addr, node.spec.bgp.as_mut()) {
+                bgp.ipv4_ipip_tunnel_addr = Some(a.to_string());
+            }
+            if node.spec == before {
+                return Ok(());
+            }
+            let value = super::cluster::record_value(&Resource::Node(node));
+            match ds.update(Kind::Node.as_str(), &name, value, record.version) {
+                Ok(_) => return Ok(()),
+                Err(DatastoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => info!(vxlan = ?vxlan_addr, ipip = ?ipip_addr, "published tunnel addresses"),
+        Ok(Err(e)) => warn!(error = %e, "publishing tunnel addresses failed"),
+        Err(e) => warn!(error = %e, "publishing tunnel addresses failed"),
+    }
+}
+
+/// The interface holding `address` (the parent of the tunnels), from the kernel's list.
+fn underlay_interface(address: IpAddr) -> Option<String> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for ifa in addrs {
+        let Some(storage) = ifa.address else { continue };
+        let found = match address {
+            IpAddr::V4(v4) => storage
+                .as_sockaddr_in()
+                .map(|s| s.ip() == v4)
+                .unwrap_or(false),
+            IpAddr::V6(v6) => storage
+                .as_sockaddr_in6()
+                .map(|s| s.ip() == v6)
+                .unwrap_or(false),
+        };
+        if found {
+            return Some(ifa.interface_name);
+        }
+    }
+    None
+}
+
+/// What routerd last sent the FIB, so that only differences are sent.
+#[derive(Debug, Default)]
+struct FibState {
+    sent: BTreeMap<RouteKey, Route>,
+    full_applied: bool,
+    errors: u64,
+    in_sync: bool,
+    last_reconcile_ms: Option<u64>,
+}
+
+impl FibState {
+    /// Sends the difference between `desired` and what was sent (no deletion of routes of
+    /// ours that routerd did not send itself: that is the first full apply's job).
+    async fn send(&mut self, fib: &FibHandle, health: &HealthState, desired: Vec<Route>) {
+        let desired: BTreeMap<RouteKey, Route> =
+            desired.into_iter().map(|r| (r.key(), r)).collect();
+        let changed: Vec<Route> = desired
+            .iter()
+            .filter(|(k, r)| self.sent.get(k) != Some(r))
+            .map(|(_, r)| r.clone())
+            .collect();
+        let removed: Vec<RouteKey> = self
+            .sent
+            .keys()
+            .filter(|k| !desired.contains_key(k))
+            .cloned()
+            .collect();
+        let mut clean = true;
+        if !removed.is_empty() {
+            clean &= self
+                .call(fib, health, FibCommand::Delete(removed), "delete")
+                .await;
+        }
+        if !changed.is_empty() {
+            clean &= self
+                .call(fib, health, FibCommand::Replace(changed), "replace")
+                .await;
+        }
+        if !clean || !self.in_sync {
+            self.in_sync = clean;
+        }
+        self.sent = desired;
+        health.set_fib_in_sync(self.in_sync);
+    }
+
+    /// The first complete apply after the sessions settled: our stale routes go.
+    async fn apply_full(&mut self, fib: &FibHandle, health: &HealthState, desired: Vec<Route>) {
+        let started = Instant::now();
+        let desired: BTreeMap<RouteKey, Route> =
+            desired.into_iter().map(|r| (r.key(), r)).collect();
+        let clean = self
+            .call(
+                fib,
+                health,
+                FibCommand::Apply(desired.values().cloned().collect()),
+                "apply",
+            )
+            .await;
+        self.sent = desired;
+        self.full_applied = true;
+        self.in_sync = clean;
+        let ms = started.elapsed().as_millis() as u64;
+        self.last_reconcile_ms = Some(ms);
+        health.record_reconcile(started.elapsed());
+        health.set_fib_in_sync(clean);
+    }
+
+    async fn reconcile(&mut self, fib: &FibHandle, health: &HealthState) {
+        let started = Instant::now();
+        let clean = self
+            .call(fib, health, FibCommand::Reconcile, "reconcile")
+            .await;
+        self.in_sync = clean;
+        self.last_reconcile_ms = Some(started.elapsed().as_millis() as u64);
+        health.record_reconcile(started.elapsed());
+        health.set_fib_in_sync(clean);
+    }
+
+    async fn call(
+        &mut self,
+        fib: &FibHandle,
+        health: &HealthState,
+        command: FibCommand,
+        op: &'static str,
+    ) -> bool {
+        match fib.call(command).await {
+            Ok(report) => {
+                health.record_fib_ops(
+                    report.added as u64,
+                    report.changed as u64,
+                    report.deleted as u64,
+                );
+                let failed = report.failed.len() as u64;
+                if failed > 0 {
+                    self.errors += failed;
+                    health.record_fib_errors(failed);
+                    for f in report.failed.iter().take(5) {
+                        warn!(op, error = %f, "route refused by the kernel; will retry");
+                    }
+                }
+                report.is_clean()
+            }
+            Err(e) => {
+                self.errors += 1;
+                health.record_fib_errors(1);
+                warn!(op, error = %e, "FIB call failed");
+                false
+            }
+        }
+    }
+
+    fn status(&self) -> FibStatus {
+        FibStatus {
+            routes: self.sent.len() as u64,
+            in_sync: self.in_sync,
+            errors: self.errors,
+            last_reconcile_ms: self.last_reconcile_ms,
+        }
+    }
+}
+
+async fn peer_statuses(speaker: &SpeakerHandle) -> Vec<PeerStatus> {
+    match speaker.control(ControlRequest::Peers).await {
+        Ok(ControlResponse::Peers { peers }) => peers,
+        _ => Vec::new(),
+    }
+}
+
+fn update_session_health(
+    health: &HealthState,
+    sessions: &BTreeMap<IpAddr, DesiredSession>,
+    peers: &[PeerStatus],
+) {
+    let rows: Vec<SessionStatus> = peers
+        .iter()
+        .filter_map(|p| session_status(sessions.get(&p.address)?, p))
+        .collect();
+    health.set_sessions(rows);
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn session_status(session: &DesiredSession, p: &PeerStatus) -> Option<SessionStatus> {
+    Some(SessionStatus {
+        name: session.name.clone(),
+        address: p.address,
+        peer_type: session.peer_type,
+        remote_as: p.remote_as,
+        state: p.state.clone(),
+        since_unix: unix_now().saturating_sub(p.since_secs),
+        families: p.families.clone(),
+        prefixes_received: p.prefixes_received,
+        prefixes_accepted: p.prefixes_accepted,
+        prefixes_advertised: p.prefixes_advertised,
+        last_error: p.last_error.clone(),
+    })
+}
+
+fn status_source(
+    snapshot: Arc<Mutex<Snapshot>>,
+    speaker: SpeakerHandle,
+    node: String,
+    started: Instant,
+) -> super::control::StatusSource {
+    Arc::new(move || {
+        let snapshot = snapshot.clone();
+        let speaker = speaker.clone();
+        let node = node.clone();
+        Box::pin(async move {
+            let peers = peer_statuses(&speaker).await;
+            let snap = snapshot
+                .lock()
+                .map_err(|_| "status lock poisoned".to_string())?
+                .clone();
+            let mut sessions: Vec<SessionStatus> = peers
+                .iter()
+                .filter_map(|p| session_status(snap.sessions.get(&p.address)?, p))
+                .collect();
+            sessions.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(NodeStatus {
+                node,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                state: snap.state,
+                uptime_secs: started.elapsed().as_secs(),
+                as_number: snap.as_number,
+                router_id: snap.router_id,
+                cluster_id: snap.cluster_id,
+                blocks: snap.blocks.iter().map(|b| b.to_string()).collect(),
+                sessions,
+                fib: snap.fib,
+            })
+        })
+    })
+}
