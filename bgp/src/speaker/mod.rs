@@ -34,7 +34,8 @@ use tracing::{debug, info, warn};
 
 use crate::fsm::{ConnectionId, Input, Output, Session, SessionConfig, State, StopReason};
 use crate::packet::{
-    self, Community, DecodeContext, Family, LargeCommunity, Message, PathAttributes, Update,
+    self, Community, DecodeContext, Family, LargeCommunity, Message, PathAttributes, RouteRefresh,
+    Update,
 };
 use crate::rib::{self, BestPathChange, PeerId, PeerSession, Rib, RibConfig, RibOutputs};
 use config::{NextHopMode, Origination, PeerConfig, SpeakerConfig};
@@ -67,7 +68,16 @@ enum Command {
     AddPeer(PeerConfig, oneshot::Sender<Result<(), SpeakerError>>),
     RemovePeer(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
     Control(ControlRequest, oneshot::Sender<ControlResponse>),
+    SetPolicy(Box<PeerPolicy>, oneshot::Sender<Result<(), SpeakerError>>),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// A peer's import and export filters (Calico `BGPFilter`s, already merged in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerPolicy {
+    pub address: IpAddr,
+    pub import: rib::RouteFilter,
+    pub export: rib::RouteFilter,
 }
 
 /// The agent's handle on a running speaker.
@@ -82,6 +92,7 @@ impl std::fmt::Debug for Command {
             Command::AddPeer(p, _) => write!(f, "AddPeer({})", p.address),
             Command::RemovePeer(a, _) => write!(f, "RemovePeer({a})"),
             Command::Control(r, _) => write!(f, "Control({r:?})"),
+            Command::SetPolicy(p, _) => write!(f, "SetPolicy({})", p.address),
             Command::Shutdown(_) => write!(f, "Shutdown"),
         }
     }
@@ -101,6 +112,16 @@ impl SpeakerHandle {
     pub async fn remove_peer(&self, address: IpAddr) -> Result<(), SpeakerError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::RemovePeer(address, tx)).await?;
+        rx.await.map_err(|_| SpeakerError::Stopped)?
+    }
+
+    /// Replaces a peer's filters without resetting its session: the export side sends the
+    /// peer the difference at once; the import side applies to what the peer sends from now
+    /// on, and the peer is asked to resend its routes (ROUTE-REFRESH, RFC 2918) when it
+    /// supports that, as BIRD's `reload in` does. Unchanged filters cost nothing.
+    pub async fn set_policy(&self, policy: PeerPolicy) -> Result<(), SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::SetPolicy(Box::new(policy), tx)).await?;
         rx.await.map_err(|_| SpeakerError::Stopped)?
     }
 
@@ -242,6 +263,8 @@ struct Connection {
 
 struct Peer {
     config: PeerConfig,
+    /// Filters set with [`SpeakerHandle::set_policy`] (empty: accept everything).
+    policy: PeerPolicy,
     id: PeerId,
     session: Session,
     connections: HashMap<ConnectionId, Connection>,
@@ -336,6 +359,9 @@ impl Core {
             Command::Control(req, reply) => {
                 let _ = reply.send(self.control(req));
             }
+            Command::SetPolicy(policy, reply) => {
+                let _ = reply.send(self.set_policy(*policy));
+            }
             Command::Shutdown(_) => {}
         }
     }
@@ -390,6 +416,11 @@ impl Core {
             addr,
             Peer {
                 config: p,
+                policy: PeerPolicy {
+                    address: addr,
+                    import: rib::RouteFilter::default(),
+                    export: rib::RouteFilter::default(),
+                },
                 id,
                 session,
                 connections: HashMap::new(),
@@ -399,6 +430,79 @@ impl Core {
         );
         self.feed(addr, Input::AutomaticStart);
         Ok(())
+    }
+
+    fn set_policy(&mut self, policy: PeerPolicy) -> Result<(), SpeakerError> {
+        let addr = policy.address;
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return Err(SpeakerError::Peer {
+                peer: addr,
+                reason: "no such peer".into(),
+            });
+        };
+        let id = peer.id;
+        let import_changed = peer.policy.import != policy.import;
+        let export_changed = peer.policy.export != policy.export;
+        peer.policy = policy.clone();
+        if export_changed {
+            let export = rib::ExportPolicy {
+                filter: policy.export,
+                ..rib::ExportPolicy::default()
+            };
+            match self.rib.set_export_policy(id, export) {
+                Ok(out) => self.dispatch(out),
+                Err(e) => warn!(peer = %addr, error = %e, "export policy"),
+            }
+            info!(peer = %addr, "export filter changed");
+        }
+        if import_changed {
+            let import = rib::ImportPolicy {
+                filter: policy.import,
+                local_pref: None,
+            };
+            if let Err(e) = self.rib.set_import_policy(id, import) {
+                warn!(peer = %addr, error = %e, "import policy");
+            }
+            self.request_refresh(addr);
+            info!(peer = %addr, "import filter changed");
+        }
+        Ok(())
+    }
+
+    /// Asks an Established peer to resend its routes (RFC 2918 §3), for every family in use,
+    /// if it advertised the capability; otherwise the new import filter applies to what it
+    /// sends from now on.
+    fn request_refresh(&mut self, addr: IpAddr) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let Some((conn, ctx)) = &peer.established else {
+            return;
+        };
+        let Some(neg) = peer.session.negotiated() else {
+            return;
+        };
+        if !neg.route_refresh {
+            debug!(peer = %addr, "peer lacks route refresh; new import filter applies to new routes");
+            return;
+        }
+        let msgs: Vec<Bytes> = neg
+            .families
+            .iter()
+            .map(|f| {
+                let (afi, safi) = f.afi_safi();
+                Message::RouteRefresh(RouteRefresh {
+                    afi,
+                    safi,
+                    subtype: 0,
+                })
+                .to_bytes(ctx)
+            })
+            .collect();
+        if let Some(c) = peer.connections.get(conn) {
+            peer.session.record_sent(msgs.len() as u64);
+            let _ = c.writer.send(Outgoing::Messages(msgs));
+        }
     }
 
     fn remove_peer(&mut self, addr: IpAddr) -> Result<(), SpeakerError> {
