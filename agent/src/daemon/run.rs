@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bgp::rib::FibRoute;
-use bgp::speaker::{
-    ControlRequest, ControlResponse, Origination, PeerConfig, PeerStatus, SpeakerConfig,
-    SpeakerHandle,
-};
+use bgp::rib::RouteFilter;
+use bgp::speaker::config::{Origination, SpeakerConfig};
+use bgp::speaker::control::{ControlRequest, ControlResponse, PeerStatus};
+use bgp::speaker::{PeerPolicy, SpeakerHandle};
 use fib::{FibCommand, FibHandle, Route, RouteKey};
 use ipam::{Allocator, AllocatorConfig, IpFamily, IpamError, TunnelKind};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -186,7 +186,7 @@ pub async fn run(
     let (best_tx, mut best_rx) = mpsc::unbounded_channel();
     let (speaker, speaker_task) = bgp::speaker::start(speaker_config, Some(best_tx)).await?;
     let mut sessions = BTreeMap::new();
-    apply_sessions(&speaker, &mut sessions, &plan).await;
+    apply_sessions(&speaker, &mut sessions, &plan, &view).await;
     let mut originated: BTreeSet<IpNet> = originations(&blocks, &view)
         .into_iter()
         .map(|o| o.prefix)
@@ -496,6 +496,7 @@ async fn apply_sessions(
     speaker: &SpeakerHandle,
     current: &mut BTreeMap<IpAddr, DesiredSession>,
     plan: &PeeringPlan,
+    view: &ClusterView,
 ) {
     let mut wanted: BTreeMap<IpAddr, DesiredSession> = BTreeMap::new();
     for session in &plan.sessions {
@@ -529,7 +530,41 @@ async fn apply_sessions(
             warn!(session = %session.name, error = %e, "configuring a session failed");
         }
     }
+    // Filters change without a session reset; an unchanged policy costs nothing.
+    for (address, session) in &wanted {
+        let policy = peer_policy(*address, &session.filters, view);
+        if let Err(e) = speaker.set_policy(policy).await {
+            warn!(session = %session.name, error = %e, "setting the session's filters failed");
+        }
+    }
     *current = wanted;
+}
+
+/// The session's `BGPFilter`s, in the order the BGPPeer lists them, merged into one import
+/// and one export filter: the first matching rule across them decides, as Calico's BIRD
+/// config chains the filters' functions in order. A missing filter is reported and skipped.
+fn peer_policy(address: IpAddr, names: &[String], view: &ClusterView) -> PeerPolicy {
+    let mut import = RouteFilter::default();
+    let mut export = RouteFilter::default();
+    for name in names {
+        let Some(filter) = view.filters.iter().find(|f| &f.metadata.name == name) else {
+            warn!(peer = %address, filter = %name, "BGPPeer names a BGPFilter that does not exist");
+            continue;
+        };
+        if let Ok(f) = filter.spec.import_filter() {
+            import.v4.extend(f.v4);
+            import.v6.extend(f.v6);
+        }
+        if let Ok(f) = filter.spec.export_filter() {
+            export.v4.extend(f.v4);
+            export.v6.extend(f.v6);
+        }
+    }
+    PeerPolicy {
+        address,
+        import,
+        export,
+    }
 }
 
 /// A datastore change: recompute sessions, blocks and originations.
@@ -543,7 +578,7 @@ async fn refresh(
 ) -> Result<Vec<IpNet>, DaemonError> {
     let blocks = claim_blocks(allocator, view, config).await?;
     let plan = compute_peering(view, &config.node_name)?;
-    apply_sessions(speaker, sessions, &plan).await;
+    apply_sessions(speaker, sessions, &plan, view).await;
     let wanted = originations(&blocks, view);
     let wanted_set: BTreeSet<IpNet> = wanted.iter().map(|o| o.prefix).collect();
     for prefix in originated.difference(&wanted_set) {
