@@ -58,12 +58,13 @@
 //!   [`PeeringProblem::Shadowed`]:
 //!   1. explicit BGPPeers over automatic sessions (mesh, reflector topology): an operator who
 //!      wrote a BGPPeer for an address wants its settings;
-//!   2. towards an external peer, a node-scoped BGPPeer (`node`/`nodeSelector`) over a global
-//!      one: the more specific resource is the deliberate override for that node;
-//!   3. towards one of our nodes, scope does not rank: the two ends see the same set of
-//!      BGPPeers (forward on one end, reverse on the other) but with opposite scopes, so only a
-//!      scope-blind rule makes both ends pick the same BGPPeer (same password, same timers);
-//!   4. then BGPPeer name, forward before reverse, then the far node's name.
+//!   2. a node-scoped BGPPeer (`node`/`nodeSelector`) over a global one: the more specific
+//!      resource is the deliberate override for that node;
+//!   3. then the BGPPeer's name, forward before reverse, then the far node's name.
+//!
+//!   Both ends of a node-to-node session see the same set of BGPPeers for it (forward on one
+//!   end, reverse on the other), and the ranking uses only the BGPPeer's own scope and name,
+//!   so both ends pick the same BGPPeer: same password, filters and timers.
 //! - `maxRestartTime` / `nodeMeshMaxRestartTime`: the speaker has no per-peer graceful-restart
 //!   timer yet; the value is carried in [`DesiredSession::max_restart_time`] for when it does.
 //! - The reflector topology's sessions use `nodeMeshPassword` and `nodeMeshMaxRestartTime`:
@@ -534,7 +535,7 @@ impl<'a> Planner<'a, '_> {
         // the same cluster (a fellow reflector).
         peer.route_reflector_client = local.cluster_id.is_some()
             && !ebgp
-            && !remote.is_some_and(|r| r.cluster_id == local.cluster_id);
+            && remote.is_none_or(|r| r.cluster_id != local.cluster_id);
         let global = matches!(rule.scope, Scope::Global);
         let peer_type = if global && !reverse {
             PeerType::Global
@@ -544,7 +545,7 @@ impl<'a> Planner<'a, '_> {
         self.candidates.push(Candidate {
             precedence: Precedence {
                 automatic: false,
-                global_scope: global && remote.is_none(),
+                global_scope: global,
                 source: rule.source.clone(),
                 reverse,
                 remote: remote.map(|r| r.name.to_string()).unwrap_or_default(),
