@@ -1,1 +1,515 @@
-//! routectl: the operator CLI (commands, table formats).
+//! `routectl`, the operator's CLI: calicoctl's commands and output formats over routerd's
+//! datastore and control socket, so an operator (or a script) used to calicoctl finds the
+//! same words and the same tables.
+//!
+//! - `get | create | apply | replace | delete` on every kind ([`resources`]), with calicoctl's
+//!   kind aliases ([`kinds`]), `-f file|-`, `--skip-exists` / `--skip-not-exists`, `-o
+//!   ps|wide|yaml|json`, and calicoctl v1's `--scope=global|node --node=<name>` addressing of
+//!   BGP peers by IP.
+//! - `node status` ([`node_status`]): routerd's report from its control socket.
+//! - `ipam show [--show-blocks] | check | release --ip` ([`ipam`]).
+//!
+//! Every command is a function from its inputs (datastore, parsed manifests, a status, a
+//! clock) to text and an exit status; [`run`] only wires them to the streams, so the formats
+//! are unit- and golden-testable and the binary (`src/bin/routectl.rs`) stays a few lines.
+//! Failures print one line naming what failed (`BGPPeer/rack1-tor: spec.asNumber: ...`) and
+//! exit with status 1; nothing a user types or a datastore holds makes it panic.
+
+pub mod ipam;
+pub mod kinds;
+pub mod node_status;
+pub mod resources;
+pub mod table;
+
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::datastore::{self, Datastore, DatastoreError};
+use crate::ipam_store::DatastoreIpam;
+use crate::resource::{parse_manifests, Kind, Resource, ResourceError};
+use crate::status::{self, StatusError, DEFAULT_CONTROL_SOCKET};
+
+use self::resources::{
+    OutputFormat, PeerScope, Printed, ResourceKey, WriteAction, WriteOptions, WriteReport,
+};
+
+/// How long `node status` waits for routerd's answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Failures of a routectl command; each displays as the one line the operator sees.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutectlError {
+    #[error("Failed to create routerd datastore client for {address:?}: {source}")]
+    OpenDatastore {
+        address: String,
+        #[source]
+        source: DatastoreError,
+    },
+    #[error("datastore: {0}")]
+    Datastore(#[from] DatastoreError),
+    #[error("Failed to execute command: cannot read {path}: {source}")]
+    ReadFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Failed to execute command: {0}")]
+    Manifest(#[from] ResourceError),
+    #[error("resource type '{word}' is not supported; valid resource types are: {known}")]
+    UnknownKind { word: String, known: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("stored {id} is unreadable: {source}")]
+    Stored {
+        id: String,
+        #[source]
+        source: ResourceError,
+    },
+    #[error("IPAM: {0}")]
+    Ipam(#[from] ::ipam::IpamError),
+    #[error("Error querying routerd: {0}")]
+    Status(StatusError),
+}
+
+/// routectl's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "routectl",
+    version,
+    about = "Manage routerd's resources and IPAM, and show a node's BGP status (calicoctl's commands)"
+)]
+pub struct Cli {
+    /// Where resources live: `file:<dir>` (the embedded datastore) or `memory:`.
+    #[arg(
+        long,
+        global = true,
+        env = "ROUTERD_DATASTORE",
+        default_value = "file:/var/lib/routerd"
+    )]
+    pub datastore: String,
+
+    /// routerd's control socket, for `node status`.
+    #[arg(long, global = true, env = "ROUTERD_CONTROL_SOCKET", default_value = DEFAULT_CONTROL_SOCKET)]
+    pub control_socket: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Display resources by kind and name, or from a file.
+    Get(GetArgs),
+    /// Create resources from a file; fails for any that exist.
+    Create(CreateArgs),
+    /// Create or update resources from a file.
+    Apply(FileArgs),
+    /// Update existing resources from a file; fails for any that do not exist.
+    Replace(FileArgs),
+    /// Delete resources by kind and name, or from a file.
+    Delete(DeleteArgs),
+    /// Commands about this node's routerd.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// IP address management.
+    #[command(subcommand)]
+    Ipam(IpamCommand),
+}
+
+/// `get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The kind (node, bgpPeer, ippool, bgpConfiguration, bgpFilter; plural and short forms).
+    pub kind: Option<String>,
+    /// Names (peer IPs with --scope); all resources of the kind when omitted.
+    pub names: Vec<String>,
+    /// Manifest file of the resources to get (`-` for stdin).
+    #[arg(short = 'f', long = "filename")]
+    pub filename: Option<String>,
+    /// Output format: ps, wide, yaml, json.
+    #[arg(short = 'o', long = "output", default_value = "ps")]
+    pub output: String,
+    /// A named resource that does not exist is not an error.
+    #[arg(long)]
+    pub skip_not_exists: bool,
+    /// calicoctl v1: which BGP peers (global, or node with --node); names are then peer IPs.
+    #[arg(long, value_enum)]
+    pub scope: Option<PeerScope>,
+    /// calicoctl v1: the node of node-scoped BGP peers.
+    #[arg(long)]
+    pub node: Option<String>,
+}
+
+/// `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// A resource that already exists counts as created.
+    #[arg(long)]
+    pub skip_exists: bool,
+}
+
+/// A manifest file argument.
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// Manifest file (YAML or JSON, several documents allowed; `-` for stdin).
+    #[arg(short = 'f', long = "filename")]
+    pub filename: String,
+}
+
+/// `delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The kind.
+    pub kind: Option<String>,
+    /// Names (a peer IP with --scope).
+    pub names: Vec<String>,
+    /// Manifest file of the resources to delete (`-` for stdin).
+    #[arg(short = 'f', long = "filename")]
+    pub filename: Option<String>,
+    /// A resource that does not exist counts as deleted.
+    #[arg(long)]
+    pub skip_not_exists: bool,
+    /// calicoctl v1: the scope of the BGP peer named by its IP (global, or node with --node).
+    #[arg(long, value_enum)]
+    pub scope: Option<PeerScope>,
+    /// calicoctl v1: the node of a node-scoped BGP peer.
+    #[arg(long)]
+    pub node: Option<String>,
+}
+
+/// `node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// routerd's state and its BGP sessions.
+    Status,
+}
+
+/// `ipam ...`.
+#[derive(Debug, Subcommand)]
+pub enum IpamCommand {
+    /// Address usage per pool (and per block).
+    Show {
+        /// Also show each block.
+        #[arg(long)]
+        show_blocks: bool,
+    },
+    /// Look for leaked, dangling and doubly assigned addresses; exit status 1 if any.
+    Check,
+    /// Release one address.
+    Release {
+        /// The address.
+        #[arg(long)]
+        ip: IpAddr,
+    },
+}
+
+/// The streams a command reads and writes.
+pub struct Streams<'a> {
+    pub stdin: &'a mut dyn Read,
+    pub stdout: &'a mut dyn Write,
+    pub stderr: &'a mut dyn Write,
+}
+
+impl std::fmt::Debug for Streams<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streams").finish_non_exhaustive()
+    }
+}
+
+/// Runs a command line; returns the process exit status (0 success, 1 failure).
+pub fn run(cli: &Cli, io: &mut Streams<'_>) -> i32 {
+    match execute(cli, io) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(io.stderr, "{e}");
+            1
+        }
+    }
+}
+
+fn open_datastore(address: &str) -> Result<Arc<dyn Datastore>, RoutectlError> {
+    datastore::open(address).map_err(|source| RoutectlError::OpenDatastore {
+        address: address.to_string(),
+        source,
+    })
+}
+
+fn parse_kind(word: &str) -> Result<Kind, RoutectlError> {
+    kinds::parse_kind(word).ok_or_else(|| RoutectlError::UnknownKind {
+        word: word.to_string(),
+        known: kinds::known_kinds(),
+    })
+}
+
+/// Reads and validates the manifests of `-f` (`-` is stdin). An empty file is an error, as
+/// with calicoctl.
+fn read_manifests(path: &str, stdin: &mut dyn Read) -> Result<Vec<Resource>, RoutectlError> {
+    let read_err = |source| RoutectlError::ReadFile {
+        path: path.to_string(),
+        source,
+    };
+    let text = if path == "-" {
+        let mut s = String::new();
+        stdin.read_to_string(&mut s).map_err(read_err)?;
+        s
+    } else {
+        std::fs::read_to_string(path).map_err(read_err)?
+    };
+    let resources = parse_manifests(&text)?;
+    if resources.is_empty() {
+        return Err(RoutectlError::Usage(format!(
+            "No resources specified in file {path}"
+        )));
+    }
+    Ok(resources)
+}
+
+fn write_out(io: &mut Streams<'_>, stdout: &str, stderr: &str) {
+    let _ = io.stdout.write_all(stdout.as_bytes());
+    let _ = io.stderr.write_all(stderr.as_bytes());
+}
+
+fn report(io: &mut Streams<'_>, report: &WriteReport) -> i32 {
+    let (out, err, ok) = report.render();
+    write_out(io, &out, &err);
+    i32::from(!ok)
+}
+
+fn check_scope_kind(
+    kind: Kind,
+    scope: Option<PeerScope>,
+    node: Option<&String>,
+) -> Result<bool, RoutectlError> {
+    let scoped = scope.is_some() || node.is_some();
+    if scoped && kind != Kind::BgpPeer {
+        return Err(RoutectlError::Usage(format!(
+            "--scope and --node apply to bgpPeer only, not {kind}"
+        )));
+    }
+    Ok(scoped)
+}
+
+fn execute(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
+    match &cli.command {
+        Command::Get(args) => get(cli, args, io),
+        Command::Create(args) => {
+            let resources = read_manifests(&args.file.filename, io.stdin)?;
+            let ds = open_datastore(&cli.datastore)?;
+            let options = WriteOptions {
+                skip_exists: args.skip_exists,
+                ..Default::default()
+            };
+            Ok(report(
+                io,
+                &resources::write(&*ds, WriteAction::Create, &resources, options),
+            ))
+        }
+        Command::Apply(args) | Command::Replace(args) => {
+            let action = if matches!(cli.command, Command::Apply(_)) {
+                WriteAction::Apply
+            } else {
+                WriteAction::Replace
+            };
+            let resources = read_manifests(&args.filename, io.stdin)?;
+            let ds = open_datastore(&cli.datastore)?;
+            Ok(report(
+                io,
+                &resources::write(&*ds, action, &resources, WriteOptions::default()),
+            ))
+        }
+        Command::Delete(args) => delete(cli, args, io),
+        Command::Node(NodeCommand::Status) => node_status(cli, io),
+        Command::Ipam(cmd) => ipam_command(cli, cmd, io),
+    }
+}
+
+fn get(cli: &Cli, args: &GetArgs, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
+    let format = OutputFormat::parse(&args.output)?;
+    let result = if let Some(path) = &args.filename {
+        if args.kind.is_some() {
+            return Err(RoutectlError::Usage(
+                "give either a kind and names or --filename, not both".into(),
+            ));
+        }
+        let keys: Vec<ResourceKey> = read_manifests(path, io.stdin)?
+            .iter()
+            .map(ResourceKey::of)
+            .collect();
+        let ds = open_datastore(&cli.datastore)?;
+        (resources::get_keys(&*ds, &keys, args.skip_not_exists)?, ds)
+    } else {
+        let word = args.kind.as_deref().ok_or_else(|| {
+            RoutectlError::Usage("get needs a resource kind or --filename".into())
+        })?;
+        let kind = parse_kind(word)?;
+        let scoped = check_scope_kind(kind, args.scope, args.node.as_ref())?;
+        let ds = open_datastore(&cli.datastore)?;
+        let result = if scoped {
+            let (revision, items, errors) =
+                resources::scoped_peers(&*ds, args.scope, args.node.as_deref(), &args.names)?;
+            resources::GetResult {
+                printed: vec![Printed::List {
+                    kind,
+                    revision,
+                    items,
+                }],
+                errors,
+            }
+        } else {
+            resources::get(&*ds, kind, &args.names, args.skip_not_exists)?
+        };
+        (result, ds)
+    };
+    let (result, ds) = result;
+    let needs_default_as = format == OutputFormat::Wide
+        && result.printed.iter().any(|p| match p {
+            Printed::List { kind, .. } => *kind == Kind::Node,
+            Printed::Single(r) => r.kind() == Kind::Node,
+        });
+    let default_as = if needs_default_as {
+        resources::default_as_number(&*ds)?
+    } else {
+        crate::resource::DEFAULT_AS_NUMBER
+    };
+    let out = resources::render(&result.printed, format, default_as);
+    let err: String = result.errors.iter().map(|e| format!("{e}\n")).collect();
+    write_out(io, &out, &err);
+    Ok(i32::from(!result.errors.is_empty()))
+}
+
+fn delete(cli: &Cli, args: &DeleteArgs, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
+    let options = WriteOptions {
+        skip_not_exists: args.skip_not_exists,
+        ..Default::default()
+    };
+    if let Some(path) = &args.filename {
+        if args.kind.is_some() {
+            return Err(RoutectlError::Usage(
+                "give either a kind and names or --filename, not both".into(),
+            ));
+        }
+        let resources = read_manifests(path, io.stdin)?;
+        let ds = open_datastore(&cli.datastore)?;
+        return Ok(report(
+            io,
+            &resources::write(&*ds, WriteAction::Delete, &resources, options),
+        ));
+    }
+    let word = args
+        .kind
+        .as_deref()
+        .ok_or_else(|| RoutectlError::Usage("delete needs a resource kind or --filename".into()))?;
+    let kind = parse_kind(word)?;
+    if args.names.is_empty() {
+        return Err(RoutectlError::Usage(
+            "delete needs the name of the resource".into(),
+        ));
+    }
+    let scoped = check_scope_kind(kind, args.scope, args.node.as_ref())?;
+    let ds = open_datastore(&cli.datastore)?;
+    if !scoped {
+        let keys: Vec<ResourceKey> = args
+            .names
+            .iter()
+            .map(|name| ResourceKey {
+                kind,
+                name: name.clone(),
+                resource_version: None,
+            })
+            .collect();
+        return Ok(report(io, &resources::delete(&*ds, &keys, options)));
+    }
+    // v1: each argument is a peer IP; it must name exactly one peer in the scope.
+    let mut keys = Vec::new();
+    let mut errors = Vec::new();
+    for ip in &args.names {
+        let (_, found, _) =
+            resources::scoped_peers(&*ds, args.scope, args.node.as_deref(), &[ip.clone()])?;
+        match found.as_slice() {
+            [one] => keys.push(ResourceKey {
+                kind,
+                name: one.name().to_string(),
+                resource_version: None,
+            }),
+            [] if args.skip_not_exists => {}
+            [] => errors.push(format!(
+                "resource does not exist: BGPPeer(peerIP={ip}, scope={}{})",
+                match args.scope {
+                    Some(PeerScope::Global) => "global",
+                    _ => "node",
+                },
+                args.node
+                    .as_deref()
+                    .map(|n| format!(", node={n}"))
+                    .unwrap_or_default()
+            )),
+            many => errors.push(format!(
+                "peer IP {ip} matches several BGPPeers ({}); delete by name",
+                many.iter()
+                    .map(Resource::name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    let skipped = args.names.len() - keys.len() - errors.len();
+    let mut result = resources::delete(&*ds, &keys, options);
+    result.total = args.names.len();
+    result.handled += skipped;
+    result.single_kind = Some(Kind::BgpPeer);
+    errors.extend(result.errors);
+    result.errors = errors;
+    Ok(report(io, &result))
+}
+
+fn node_status(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
+    match status::query_status(&cli.control_socket, STATUS_TIMEOUT) {
+        Ok(status) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            write_out(io, &node_status::format_node_status(&status, now), "");
+            Ok(0)
+        }
+        Err(e @ StatusError::Connect { .. }) => {
+            write_out(io, "", &format!("{}\n{e}\n", node_status::NOT_RUNNING));
+            Ok(1)
+        }
+        Err(e) => Err(RoutectlError::Status(e)),
+    }
+}
+
+fn ipam_command(cli: &Cli, cmd: &IpamCommand, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
+    let ds = open_datastore(&cli.datastore)?;
+    let allocator = ::ipam::Allocator::new(
+        DatastoreIpam::new(ds.clone()),
+        ::ipam::AllocatorConfig::default(),
+    );
+    match cmd {
+        IpamCommand::Show { show_blocks } => {
+            let (pools, problems) = ipam::pools(&*ds)?;
+            let usage = allocator.usage(&pools)?;
+            let err: String = problems.iter().map(|p| format!("{p}\n")).collect();
+            write_out(io, &ipam::format_usage(&usage, *show_blocks), &err);
+            Ok(i32::from(!problems.is_empty()))
+        }
+        IpamCommand::Check => {
+            let report = allocator.check()?;
+            write_out(io, &ipam::format_check(&report), "");
+            Ok(i32::from(!report.is_clean()))
+        }
+        IpamCommand::Release { ip } => {
+            let out = ipam::release(&allocator, *ip)?;
+            write_out(io, &out, "");
+            Ok(0)
+        }
+    }
+}
