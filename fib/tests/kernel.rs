@@ -63,16 +63,28 @@ fn fib_in(ns: &Netns) -> NetlinkFib {
     NetlinkFib::in_namespace(ns.path(), FibConfig::default()).unwrap()
 }
 
-/// `ip -o [-6] route show table all proto 80`, one route per line.
+/// `ip -o [-6] route show table all proto 80`, one route per line, without the `nhid <id>`
+/// of routes installed over a nexthop object (`ip` prints the object's gateway and device
+/// as for an inline next hop; these tests check forwarding, `nexthops.rs` the objects).
 fn our_routes(ns: &Netns, v6: bool) -> Vec<String> {
     let args = vec!["-o", if v6 { "-6" } else { "-4" }];
     let mut args = args;
     args.extend(["route", "show", "table", "all", "proto", "80"]);
-    ns.ip(&args)
-        .unwrap()
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect()
+    ns.ip(&args).unwrap().lines().map(without_nhid).collect()
+}
+
+/// A route line with the `nhid <id>` words removed and whitespace normalised.
+fn without_nhid(line: &str) -> String {
+    let mut words = Vec::new();
+    let mut it = line.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == "nhid" {
+            it.next();
+        } else {
+            words.push(w);
+        }
+    }
+    words.join(" ")
 }
 
 fn has_route(lines: &[String], prefix: &str, words: &[&str]) -> bool {
@@ -264,7 +276,12 @@ fn reconcile_removes_our_stale_routes_and_leaves_others_alone() {
         "{report:?}"
     );
 
-    let all = n.ns.ip(&["route", "show"]).unwrap();
+    let all: String =
+        n.ns.ip(&["route", "show"])
+            .unwrap()
+            .lines()
+            .map(|l| without_nhid(l) + "\n")
+            .collect();
     assert!(
         all.contains("10.70.0.0/24 via 192.168.50.2 dev eth0 proto static"),
         "{all}"
@@ -286,7 +303,12 @@ fn reconcile_removes_our_stale_routes_and_leaves_others_alone() {
     let report = fib.apply(vec![]).unwrap();
     assert_eq!(report.deleted, 2);
     assert!(our_routes(&n.ns, false).is_empty());
-    let all = n.ns.ip(&["route", "show"]).unwrap();
+    let all: String =
+        n.ns.ip(&["route", "show"])
+            .unwrap()
+            .lines()
+            .map(|l| without_nhid(l) + "\n")
+            .collect();
     assert!(
         all.contains("10.70.0.0/24 via 192.168.50.2 dev eth0 proto static"),
         "{all}"

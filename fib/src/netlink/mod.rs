@@ -1,9 +1,9 @@
 //! The kernel FIB through rtnetlink: [`NetlinkFib`].
 //!
-//! A thin driver: [`codec`] encodes routes as `RouteMessage`s (built with rtnetlink's
-//! `RouteMessageBuilder`, through the `rtnetlink::packet_route` re-export) and decodes dump
-//! entries straight from the wire, [`socket`] moves batches of requests through one
-//! NETLINK_ROUTE socket, and the decision of what to write is the pure [`diff`](crate::diff).
+//! A thin driver: [`codec`] encodes requests straight into the transmit buffer and decodes
+//! dump entries straight from the wire, [`socket`] moves batches of requests through one
+//! NETLINK_ROUTE socket, [`nexthop`] keeps the books of the shared kernel nexthop objects
+//! our routes point at, and the decision of what to write is the pure [`diff`](crate::diff).
 //!
 //! Kernel behaviour this relies on:
 //! * RTM_NEWROUTE with NLM_F_CREATE|NLM_F_REPLACE adds or overwrites the route with the same
@@ -12,22 +12,26 @@
 //!   that is already gone answers ESRCH, which we count as done.
 //! * Dumps (RTM_GETROUTE with NLM_F_DUMP) list every table; we keep the entries whose
 //!   `rtm_protocol` is ours.
+//! * A route over a nexthop object (RTA_NH_ID, Linux ≥ 5.3) forwards exactly like the same
+//!   route with that gateway inline, and is cheaper for the kernel to install (see
+//!   [`nexthop`]); routes with one next hop use them unless the kernel refuses.
 
 mod codec;
+mod nexthop;
 mod socket;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::Path;
 
 use nix::errno::Errno;
-use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
-use rtnetlink::packet_route::link::LinkMessage;
-use rtnetlink::packet_route::RouteNetlinkMessage;
 
 use crate::error::{FibError, RouteError, RouteFailure, RouteOp};
-use crate::route::{Device, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL};
+use crate::route::{Device, NextHop, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL};
 use crate::table::{diff, ApplyReport, RouteTable};
-use socket::{Request, Rtnl};
+use codec::{NexthopSpec, AF_INET, AF_INET6};
+use nexthop::{NexthopTable, Support};
+use socket::Rtnl;
 
 /// Tuning and identity of a [`NetlinkFib`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,11 @@ pub struct FibConfig {
     /// How often a route refused with a transient errno (ENOBUFS, EAGAIN, EBUSY, ENOMEM,
     /// EINTR) is retried within one call before it is reported as failed.
     pub retries: u32,
+    /// Install single-next-hop routes over shared kernel nexthop objects (RTA_NH_ID) rather
+    /// than with inline gateways: same forwarding, less kernel work per route. Falls back to
+    /// inline gateways by itself where the kernel refuses them; `false` never creates any
+    /// (routes of ours installed over objects are still read back correctly).
+    pub nexthop_objects: bool,
 }
 
 impl Default for FibConfig {
@@ -48,6 +57,7 @@ impl Default for FibConfig {
             protocol: DEFAULT_PROTOCOL,
             batch_size: 1024,
             retries: 3,
+            nexthop_objects: true,
         }
     }
 }
@@ -68,6 +78,8 @@ struct Item<'a> {
     route: Option<&'a Route>,
     /// For reconcile: whether the key was absent (counts as added) or present (changed).
     was_present: bool,
+    /// The nexthop object to install the route over, instead of its inline next hop.
+    nh: Option<u32>,
 }
 
 /// The kernel FIB of one network namespace, programmed over rtnetlink.
@@ -78,6 +90,10 @@ pub struct NetlinkFib {
     desired: BTreeMap<RouteKey, Route>,
     /// Interface name → ifindex, refreshed on every reconcile and on a cache miss.
     links: HashMap<String, u32>,
+    nexthops: NexthopTable,
+    /// Gateway → the device it is directly reachable on (RTM_GETROUTE), for next hops given
+    /// without a device; `None` if it is not directly reachable. Cleared on reconcile.
+    gateway_devices: HashMap<IpAddr, Option<u32>>,
 }
 
 impl NetlinkFib {
@@ -95,10 +111,12 @@ impl NetlinkFib {
 
     fn with_socket(config: FibConfig, rtnl: Rtnl) -> Self {
         Self {
+            nexthops: NexthopTable::new(config.protocol, config.nexthop_objects),
             config,
             rtnl,
             desired: BTreeMap::new(),
             links: HashMap::new(),
+            gateway_devices: HashMap::new(),
         }
     }
 
@@ -108,15 +126,17 @@ impl NetlinkFib {
 
     /// Re-reads the interface names of the namespace.
     fn refresh_links(&mut self) -> Result<(), FibError> {
-        let request = RouteNetlinkMessage::GetLink(LinkMessage::default());
-        self.links = self
-            .rtnl
-            .dump_raw(request, "link", HashMap::new, |links, raw| {
+        self.links = self.rtnl.dump_raw(
+            codec::encode_link_dump,
+            "link",
+            HashMap::new,
+            |links, raw| {
                 if let Some((name, index)) = codec::parse_link_raw(raw) {
                     links.insert(name, index);
                 }
                 Ok(())
-            })?;
+            },
+        )?;
         Ok(())
     }
 
@@ -138,23 +158,272 @@ impl NetlinkFib {
         Ok(r)
     }
 
-    /// Our routes in the kernel, by key (`None` for shapes we do not model).
+    /// Every nexthop object of the namespace as (id, protocol, spec). A kernel without
+    /// nexthop objects answers the dump with an error: no objects, and none will be created.
+    fn dump_nexthops(&mut self) -> Result<Vec<(u32, u8, Option<NexthopSpec>)>, FibError> {
+        // Read even when creating them is turned off by configuration, so routes of ours
+        // installed over objects (by an earlier configuration) are still recognised.
+        let found = self.rtnl.dump_raw(
+            codec::encode_nexthop_dump,
+            "nexthop",
+            Vec::new,
+            |found, raw| {
+                if let Some(nh) = codec::parse_nexthop_raw(raw) {
+                    found.push((nh.id, nh.protocol, nh.spec));
+                }
+                Ok(())
+            },
+        );
+        match found {
+            Ok(found) => Ok(found),
+            Err(FibError::Dump { errno, .. })
+                if matches!(
+                    errno,
+                    Errno::EOPNOTSUPP | Errno::EINVAL | Errno::EAFNOSUPPORT
+                ) =>
+            {
+                self.refuse_nexthops(errno);
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The kernel has no nexthop objects: routes carry their gateways inline from now on.
+    fn refuse_nexthops(&mut self, errno: Errno) {
+        if self.nexthops.support != Support::No {
+            tracing::warn!(
+                %errno,
+                "kernel refuses nexthop objects (Linux < 5.3?); installing routes with inline gateways"
+            );
+        }
+        self.nexthops.support = Support::No;
+    }
+
+    /// Our routes in the kernel, by key (`None` for shapes we do not model). Also re-reads
+    /// the nexthop objects and which routes use them.
     fn dump_ours(&mut self) -> Result<HashMap<RouteKey, Option<Route>>, FibError> {
         let protocol = self.config.protocol;
+        let objects = self.dump_nexthops()?;
+        let by_id: HashMap<u32, (u8, NextHop)> = objects
+            .iter()
+            .filter_map(|(id, proto, spec)| spec.map(|s| (*id, (*proto, s.next_hop()))))
+            .collect();
+        let ours_ids: HashSet<u32> = objects
+            .iter()
+            .filter(|(_, proto, _)| *proto == protocol)
+            .map(|(id, _, _)| *id)
+            .collect();
         let mut out = HashMap::new();
+        let mut users = Vec::new();
+        let mut pins = Vec::new();
         for v6 in [false, true] {
-            let request = RouteNetlinkMessage::GetRoute(codec::dump_message(v6));
-            let found = self
-                .rtnl
-                .dump_raw(request, "route", Vec::new, |found, raw| {
-                    if let Some(entry) = codec::parse_route_raw(raw, protocol) {
-                        found.push(entry);
+            let (found, used, pinned) = self.rtnl.dump_raw(
+                |buf| codec::encode_route_dump(buf, v6),
+                "route",
+                || (Vec::new(), Vec::new(), Vec::new()),
+                |(found, used, pinned), raw| {
+                    let nexthop = |id| by_id.get(&id).map(|(_, nh)| nh.clone());
+                    match codec::parse_route_raw(raw, protocol, nexthop) {
+                        Some(entry) => {
+                            if let Some(id) = entry.nh_id {
+                                used.push((entry.key, id));
+                            }
+                            found.push((entry.key, entry.route));
+                        }
+                        None if !ours_ids.is_empty() => {
+                            // Another protocol's route over one of our objects pins it.
+                            if let Some((_, id)) = codec::route_nexthop_raw(raw) {
+                                if ours_ids.contains(&id) {
+                                    pinned.push(id);
+                                }
+                            }
+                        }
+                        None => {}
                     }
                     Ok(())
-                })?;
+                },
+            )?;
             out.extend(found);
+            users.extend(used);
+            pins.extend(pinned);
         }
+        self.nexthops.load(objects, users, pins);
         Ok(out)
+    }
+
+    /// The nexthop object a route with a single next hop can be installed over, if any:
+    /// (gateway, device, onlink), the device resolved to an ifindex — for a next hop without
+    /// a device, the one the kernel reaches the gateway on directly.
+    fn spec_for(&mut self, route: &Route) -> Result<Option<NexthopSpec>, FibError> {
+        if !self.nexthops.enabled() {
+            return Ok(None);
+        }
+        let [nh] = route.next_hops() else {
+            return Ok(None);
+        };
+        let oif = match &nh.device {
+            Some(Device::Index(i)) => *i,
+            Some(Device::Name(name)) => match self.links.get(name) {
+                Some(i) => *i,
+                None => return Ok(None),
+            },
+            None => {
+                let Some(gw) = nh.gateway else {
+                    return Ok(None);
+                };
+                match self.gateway_device(gw)? {
+                    Some(i) => i,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let family = match (nh.gateway, route.destination) {
+            (Some(IpAddr::V4(_)), _) | (None, ipnet::IpNet::V4(_)) => AF_INET,
+            (Some(IpAddr::V6(_)), _) | (None, ipnet::IpNet::V6(_)) => AF_INET6,
+        };
+        Ok(Some(NexthopSpec {
+            family,
+            gateway: nh.gateway,
+            oif,
+            onlink: nh.onlink,
+        }))
+    }
+
+    /// The device `gateway` is directly reachable on (cached until the next reconcile).
+    fn gateway_device(&mut self, gateway: IpAddr) -> Result<Option<u32>, FibError> {
+        if let Some(known) = self.gateway_devices.get(&gateway) {
+            return Ok(*known);
+        }
+        let oif = self
+            .rtnl
+            .query_raw(
+                |buf| Some(codec::encode_lookup(buf, gateway)),
+                codec::parse_lookup_oif,
+            )?
+            .ok()
+            .flatten();
+        self.gateway_devices.insert(gateway, oif);
+        Ok(oif)
+    }
+
+    /// Makes sure a nexthop object of ours exists for every spec in `wanted`; returns the id
+    /// for each spec that has one. Specs the kernel refuses (e.g. a gateway that is not
+    /// reachable) get none: their routes go inline, where the kernel reports the error per
+    /// route.
+    fn ensure_nexthops(
+        &mut self,
+        wanted: impl IntoIterator<Item = NexthopSpec>,
+    ) -> Result<HashMap<NexthopSpec, u32>, FibError> {
+        let mut ids = HashMap::new();
+        if !self.nexthops.enabled() {
+            return Ok(ids);
+        }
+        if !self.nexthops.loaded {
+            // Share the objects an earlier instance left, rather than duplicating them.
+            let objects = self.dump_nexthops()?;
+            self.nexthops.adopt(objects);
+            if !self.nexthops.enabled() {
+                return Ok(ids);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut seen = HashSet::new();
+        for spec in wanted {
+            if !seen.insert(spec) {
+                continue;
+            }
+            match self.nexthops.id_for(&spec) {
+                Some(id) => {
+                    ids.insert(spec, id);
+                }
+                None => missing.push(spec),
+            }
+        }
+        // A few rounds: an id someone else holds (EEXIST) is skipped and the spec retried.
+        for _ in 0..8 {
+            if missing.is_empty() {
+                break;
+            }
+            let batch: Vec<(u32, NexthopSpec)> = missing
+                .iter()
+                .map(|spec| (self.nexthops.reserve_id(), *spec))
+                .collect();
+            let protocol = self.config.protocol;
+            let results =
+                self.rtnl
+                    .execute(&batch, self.config.batch_size, |(id, spec), buf| {
+                        Some(codec::encode_new_nexthop(buf, *id, spec, protocol))
+                    })?;
+            missing.clear();
+            for ((id, spec), result) in batch.into_iter().zip(results) {
+                match result {
+                    None => {
+                        self.nexthops.support = Support::Yes;
+                        self.nexthops.created(id, spec);
+                        ids.insert(spec, id);
+                    }
+                    Some(Errno::EEXIST) => {
+                        self.nexthops.taken(id);
+                        missing.push(spec);
+                    }
+                    Some(Errno::EOPNOTSUPP) => {
+                        self.refuse_nexthops(Errno::EOPNOTSUPP);
+                        return Ok(HashMap::new());
+                    }
+                    Some(errno) => {
+                        tracing::debug!(?spec, %errno, "nexthop object refused; its routes go inline");
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Deletes our nexthop objects that no route uses any more.
+    fn collect_garbage(&mut self) -> Result<(), FibError> {
+        let unused = self.nexthops.unused();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let results = self
+            .rtnl
+            .execute(&unused, self.config.batch_size, |id, buf| {
+                Some(codec::encode_del_nexthop(buf, *id))
+            })?;
+        for (id, result) in unused.into_iter().zip(results) {
+            match result {
+                None | Some(Errno::ENOENT) => self.nexthops.forget(id),
+                Some(errno) => tracing::warn!(id, %errno, "could not delete unused nexthop object"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Items replacing `routes`, each over its nexthop object where one can be had.
+    fn replace_items<'a>(
+        &mut self,
+        routes: impl IntoIterator<Item = (&'a Route, bool)>,
+    ) -> Result<Vec<Item<'a>>, FibError> {
+        let mut items = Vec::new();
+        let mut specs = Vec::new();
+        for (route, was_present) in routes {
+            specs.push(self.spec_for(route)?);
+            items.push(Item {
+                op: RouteOp::Replace,
+                key: route.key(),
+                route: Some(route),
+                was_present,
+                nh: None,
+            });
+        }
+        let ids = self.ensure_nexthops(specs.iter().flatten().copied())?;
+        if !ids.is_empty() {
+            for (item, spec) in items.iter_mut().zip(&specs) {
+                item.nh = spec.and_then(|s| ids.get(&s).copied());
+            }
+        }
+        Ok(items)
     }
 
     /// Sends the writes, retrying transient refusals, and tallies them into `report`.
@@ -167,33 +436,41 @@ impl NetlinkFib {
     ) -> Result<(), FibError> {
         let protocol = self.config.protocol;
         let links = &self.links;
-        let encode = |item: &Item<'_>| -> Option<Request> {
-            match (item.op, item.route) {
-                (RouteOp::Replace, Some(route)) => {
-                    let resolve = |name: &str| links.get(name).copied();
-                    let msg = codec::replace_message(route, protocol, resolve).ok()?;
-                    Some((
-                        RouteNetlinkMessage::NewRoute(msg),
-                        NLM_F_CREATE | NLM_F_REPLACE,
-                    ))
-                }
-                (RouteOp::Replace, None) => None,
-                (RouteOp::Delete, _) => Some((
-                    RouteNetlinkMessage::DelRoute(codec::delete_message(&item.key, protocol)),
-                    0,
-                )),
+        let encode = |item: &Item<'_>, buf: &mut Vec<u8>| match (item.op, item.route) {
+            (RouteOp::Replace, Some(route)) => {
+                let resolve = |name: &str| links.get(name).copied();
+                codec::encode_replace(buf, route, protocol, item.nh, resolve).ok()
             }
+            (RouteOp::Replace, None) => None,
+            (RouteOp::Delete, _) => Some(codec::encode_delete(buf, &item.key, protocol)),
         };
         let mut attempt = 0;
         while !items.is_empty() {
             let results = self.rtnl.execute(&items, self.config.batch_size, encode)?;
             let mut again = Vec::new();
-            for (item, result) in items.into_iter().zip(results) {
+            for (mut item, result) in items.into_iter().zip(results) {
                 match (item.op, result) {
-                    (RouteOp::Delete, None | Some(Errno::ESRCH)) => report.deleted += 1,
-                    (RouteOp::Replace, None) if item.was_present => report.changed += 1,
-                    (RouteOp::Replace, None) => report.added += 1,
+                    (RouteOp::Delete, None | Some(Errno::ESRCH)) => {
+                        self.nexthops.route_removed(&item.key);
+                        report.deleted += 1;
+                    }
+                    (RouteOp::Replace, None) => {
+                        self.nexthops.route_installed(item.key, item.nh);
+                        if item.was_present {
+                            report.changed += 1;
+                        } else {
+                            report.added += 1;
+                        }
+                    }
                     (_, Some(e)) if is_transient(e) && attempt < self.config.retries => {
+                        again.push(item);
+                    }
+                    (RouteOp::Replace, Some(errno)) if item.nh.is_some() => {
+                        // Whatever the kernel holds against the object (it may have gone
+                        // with its device), the route itself is what matters: retry it
+                        // inline, which installs it or yields the route's own error.
+                        tracing::debug!(key = %item.key, %errno, nh = ?item.nh, "route over nexthop object refused; retrying inline");
+                        item.nh = None;
                         again.push(item);
                     }
                     (op, Some(errno)) => {
@@ -241,6 +518,7 @@ impl RouteTable for NetlinkFib {
     fn reconcile(&mut self) -> Result<ApplyReport, FibError> {
         let started = std::time::Instant::now();
         self.refresh_links()?;
+        self.gateway_devices.clear();
         let mut report = ApplyReport::default();
         let mut resolved = BTreeMap::new();
         // Keys whose desired route cannot be programmed right now: their current kernel
@@ -277,20 +555,16 @@ impl RouteTable for NetlinkFib {
                 key: *key,
                 route: actual.get(key).and_then(Option::as_ref),
                 was_present: true,
+                nh: None,
             });
         }
-        for (routes, was_present) in [(&d.add, false), (&d.change, true)] {
-            items.extend(routes.iter().map(|r| Item {
-                op: RouteOp::Replace,
-                key: r.key(),
-                route: Some(r),
-                was_present,
-            }));
-        }
+        let writes = d.add.iter().map(|r| (r, false));
+        items.extend(self.replace_items(writes.chain(d.change.iter().map(|r| (r, true))))?);
         let desired = std::mem::take(&mut self.desired);
         let result = self.program(items, &mut report, |k| desired.get(k).cloned());
         self.desired = desired;
         result?;
+        self.collect_garbage()?;
         tracing::debug!(
             added = report.added,
             changed = report.changed,
@@ -327,16 +601,9 @@ impl RouteTable for NetlinkFib {
                 }
             }
         }
-        let items = ok
-            .iter()
-            .map(|r| Item {
-                op: RouteOp::Replace,
-                key: r.key(),
-                route: Some(r),
-                was_present: false,
-            })
-            .collect();
+        let items = self.replace_items(ok.iter().map(|r| (r, false)))?;
         self.program(items, &mut report, |_| None)?;
+        self.collect_garbage()?;
         for route in ok {
             self.desired.insert(route.key(), route);
         }
@@ -356,9 +623,11 @@ impl RouteTable for NetlinkFib {
                 key,
                 route: None,
                 was_present: true,
+                nh: None,
             });
         }
         self.program(items, &mut report, |_| None)?;
+        self.collect_garbage()?;
         Ok(report)
     }
 

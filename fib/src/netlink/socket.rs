@@ -27,10 +27,8 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 use rtnetlink::packet_core::{
-    Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLMSG_DONE,
-    NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
-use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
 
 use crate::error::FibError;
@@ -55,8 +53,9 @@ const DUMP_RETRIES: u32 = 5;
 /// sizeof(struct nlmsghdr).
 const NETLINK_HEADER_LEN: usize = 16;
 
-/// One request of a batch: the message body and the NLM_F_* flags beyond REQUEST/ACK.
-pub(crate) type Request = (RouteNetlinkMessage, u16);
+/// One request of a batch, as the encoder wrote it: the message type (RTM_*) and the NLM_F_*
+/// flags beyond REQUEST/ACK; the body is already in the buffer.
+pub(crate) type Request = (u16, u16);
 
 pub(crate) struct Rtnl {
     sock: Socket,
@@ -140,22 +139,29 @@ impl Rtnl {
         self.seq
     }
 
-    /// Appends one request to the transmit buffer, returns its sequence number.
-    fn push(&mut self, body: &RouteNetlinkMessage, flags: u16) -> u32 {
-        let seq = self.next_seq();
-        let body_len = NetlinkSerializable::buffer_len(body);
-        let len = NETLINK_HEADER_LEN + body_len;
-        let mut header = NetlinkHeader::default();
-        header.length = len as u32;
-        header.message_type = body.message_type();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = seq;
+    /// Appends one request to the transmit buffer: a header, then the body `body` writes
+    /// (`None`: nothing is appended). Returns the sequence number given to the request.
+    ///
+    /// Requests are encoded straight into the buffer, without an intermediate message value,
+    /// so a batch of thousands of routes costs no allocation per route.
+    fn push(&mut self, body: impl FnOnce(&mut Vec<u8>) -> Option<Request>) -> Option<u32> {
         let start = self.tx.len();
+        self.tx.resize(start + NETLINK_HEADER_LEN, 0);
+        let Some((kind, flags)) = body(&mut self.tx) else {
+            self.tx.truncate(start);
+            return None;
+        };
+        let len = self.tx.len() - start;
+        let seq = self.next_seq();
+        let header = &mut self.tx[start..start + NETLINK_HEADER_LEN];
+        header[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        header[4..6].copy_from_slice(&kind.to_ne_bytes());
+        header[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+        header[8..12].copy_from_slice(&seq.to_ne_bytes());
+        header[12..16].copy_from_slice(&0u32.to_ne_bytes());
         // NLMSG_ALIGN: each message starts on a 4-byte boundary.
         self.tx.resize(start + ((len + 3) & !3), 0);
-        header.emit(&mut self.tx[start..start + NETLINK_HEADER_LEN]);
-        NetlinkSerializable::serialize(body, &mut self.tx[start + NETLINK_HEADER_LEN..start + len]);
-        seq
+        Some(seq)
     }
 
     fn send_tx(&mut self) -> Result<(), FibError> {
@@ -205,7 +211,7 @@ impl Rtnl {
         &mut self,
         items: &[T],
         batch: usize,
-        encode: impl Fn(&T) -> Option<Request>,
+        mut encode: impl FnMut(&T, &mut Vec<u8>) -> Option<Request>,
     ) -> Result<Vec<Option<Errno>>, FibError> {
         let mut results = vec![None; items.len()];
         // Item index of each message of the current batch, in sequence-number order.
@@ -225,10 +231,10 @@ impl Rtnl {
                 let mut end = start;
                 let mut last_off = None;
                 while end < items.len() && end - start < limit && self.tx.len() < MAX_BATCH_BYTES {
-                    match encode(&items[end]) {
-                        Some((body, flags)) => {
-                            last_off = Some(self.tx.len());
-                            self.push(&body, flags);
+                    let off = self.tx.len();
+                    match self.push(|buf| encode(&items[end], buf)) {
+                        Some(_) => {
+                            last_off = Some(off);
                             sent.push(end);
                         }
                         None => results[end] = Some(Errno::EINVAL),
@@ -284,92 +290,95 @@ impl Rtnl {
     ) -> Result<(), io::Error> {
         loop {
             let n = self.recv()?;
-            let mut off = 0;
-            while off < n {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.rx[off..n])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = msg.header.length as usize;
-                if len == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "zero-length netlink message",
-                    ));
+            for msg in Messages(&self.rx[..n]) {
+                let msg = msg.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                if msg.kind != NLMSG_ERROR {
+                    // Anything else (a stale answer of an earlier overflowed batch) is ignored.
+                    continue;
                 }
-                off += (len + 3) & !3;
-                let seq = msg.header.sequence_number;
-                let idx = seq.wrapping_sub(first) as usize;
-                if let NetlinkPayload::Error(err) = msg.payload {
-                    if let Some(&item) = sent.get(idx) {
-                        if let Some(code) = err.code {
-                            results[item] = Some(Errno::from_raw(code.get().abs()));
-                        }
-                        if seq == last {
-                            return Ok(());
-                        }
+                let idx = msg.seq.wrapping_sub(first) as usize;
+                if let Some(&item) = sent.get(idx) {
+                    if let Some(errno) = msg.error() {
+                        results[item] = Some(errno);
+                    }
+                    if msg.seq == last {
+                        return Ok(());
                     }
                 }
-                // Anything else (a stale answer of an earlier overflowed batch) is ignored.
             }
         }
     }
 
-    /// Dumps `request`, handing each answer message (raw bytes, nlmsghdr included) to `each`,
-    /// which folds it into the accumulator made by `init`. Raw access lets the caller skip,
-    /// without decoding, entries it does not care about (other protocols' routes) and decode
-    /// the rest without intermediate allocations. A dump the kernel flags as interrupted
-    /// (NLM_F_DUMP_INTR: the table changed meanwhile) starts over with a fresh accumulator.
+    /// Sends one request that the kernel answers with one message (e.g. RTM_GETROUTE for an
+    /// address) and hands that answer (nlmsghdr included) to `answer`. A refusal is
+    /// `Ok(Err(errno))`: the question had no answer, the socket is fine.
+    pub(crate) fn query_raw<R>(
+        &mut self,
+        body: impl FnOnce(&mut Vec<u8>) -> Option<Request>,
+        answer: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Result<R, Errno>, FibError> {
+        self.tx.clear();
+        let Some(seq) = self.push(body) else {
+            return Ok(Err(Errno::EINVAL));
+        };
+        self.send_tx()?;
+        let deadline = std::time::Instant::now() + RECV_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            let n = self.recv().map_err(sock_err("recv"))?;
+            for msg in Messages(&self.rx[..n]) {
+                let msg = msg.map_err(|e| FibError::Decode(e.to_owned()))?;
+                if msg.seq != seq {
+                    continue;
+                }
+                if msg.kind == NLMSG_ERROR {
+                    return Ok(Err(msg.error().unwrap_or(Errno::EIO)));
+                }
+                return Ok(Ok(answer(msg.raw)));
+            }
+        }
+        Err(sock_err("recv")(io::Error::from(io::ErrorKind::TimedOut)))
+    }
+
+    /// Dumps with the request `body` writes (NLM_F_DUMP is added), handing each answer
+    /// message (raw bytes, nlmsghdr included) to `each`, which folds it into the accumulator
+    /// made by `init`. Raw access lets the caller skip, without decoding, entries it does not
+    /// care about (other protocols' routes) and decode the rest without intermediate
+    /// allocations. A dump the kernel flags as interrupted (NLM_F_DUMP_INTR: the table
+    /// changed meanwhile) starts over with a fresh accumulator.
     pub(crate) fn dump_raw<C>(
         &mut self,
-        request: RouteNetlinkMessage,
+        body: impl Fn(&mut Vec<u8>) -> Request,
         what: &'static str,
         init: impl Fn() -> C,
         mut each: impl FnMut(&mut C, &[u8]) -> Result<(), FibError>,
     ) -> Result<C, FibError> {
         for _ in 0..DUMP_RETRIES {
             self.tx.clear();
-            let seq = self.push(&request, NLM_F_DUMP);
+            let Some(seq) = self.push(|buf| {
+                let (kind, flags) = body(buf);
+                Some((kind, flags | NLM_F_DUMP))
+            }) else {
+                return Err(FibError::Decode(format!("empty {what} dump request")));
+            };
             self.send_tx()?;
             let mut out = init();
             let mut interrupted = false;
             'recv: loop {
                 let n = self.recv().map_err(sock_err("recv dump"))?;
-                let mut off = 0;
-                while off + NETLINK_HEADER_LEN <= n {
-                    let raw = &self.rx[off..n];
-                    let word = |at: usize| {
-                        u32::from_ne_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]])
-                    };
-                    let len = word(0) as usize;
-                    let kind = u16::from_ne_bytes([raw[4], raw[5]]);
-                    let flags = u16::from_ne_bytes([raw[6], raw[7]]);
-                    let msg_seq = word(8);
-                    if len < NETLINK_HEADER_LEN || len > raw.len() {
-                        return Err(FibError::Decode(format!(
-                            "netlink message length {len} out of bounds ({} left)",
-                            raw.len()
-                        )));
-                    }
-                    let raw = &raw[..len];
-                    off += (len + 3) & !3;
-                    if msg_seq != seq {
+                for msg in Messages(&self.rx[..n]) {
+                    let msg = msg.map_err(|e| FibError::Decode(e.to_owned()))?;
+                    if msg.seq != seq {
                         continue;
                     }
-                    interrupted |= flags & NLM_F_DUMP_INTR != 0;
-                    match kind {
+                    interrupted |= msg.flags & NLM_F_DUMP_INTR != 0;
+                    match msg.kind {
                         NLMSG_DONE => break 'recv,
                         NLMSG_ERROR => {
-                            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw)
-                                .map_err(|e| FibError::Decode(e.to_string()))?;
-                            if let NetlinkPayload::Error(e) = msg.payload {
-                                if let Some(code) = e.code {
-                                    return Err(FibError::Dump {
-                                        what,
-                                        errno: Errno::from_raw(code.get().abs()),
-                                    });
-                                }
+                            if let Some(errno) = msg.error() {
+                                return Err(FibError::Dump { what, errno });
                             }
                         }
-                        _ => each(&mut out, raw)?,
+                        _ => each(&mut out, msg.raw)?,
                     }
                 }
             }
@@ -385,13 +394,56 @@ impl Rtnl {
     }
 }
 
+/// One netlink message of a received datagram.
+struct Message<'a> {
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    /// The whole message, nlmsghdr included.
+    raw: &'a [u8],
+}
+
+impl Message<'_> {
+    /// The errno of an NLMSG_ERROR (`struct nlmsgerr`: a negative errno, 0 for an ACK).
+    fn error(&self) -> Option<Errno> {
+        let code = self.raw.get(16..20)?;
+        let code = i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
+        (code != 0).then(|| Errno::from_raw(code.saturating_abs()))
+    }
+}
+
+/// Iterates the messages of a datagram; yields an error (and stops) on a malformed header.
+struct Messages<'a>(&'a [u8]);
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Result<Message<'a>, &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.0;
+        if b.len() < NETLINK_HEADER_LEN {
+            return None;
+        }
+        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if len < NETLINK_HEADER_LEN || len > b.len() {
+            self.0 = &[];
+            return Some(Err("netlink message length out of bounds"));
+        }
+        self.0 = b.get((len + 3) & !3..).unwrap_or(&[]);
+        Some(Ok(Message {
+            kind: u16::from_ne_bytes([b[4], b[5]]),
+            flags: u16::from_ne_bytes([b[6], b[7]]),
+            seq: u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+            raw: &b[..len],
+        }))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::netlink::codec;
     use crate::route::{NextHop, Route};
-    use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 
     /// With a receive buffer far too small for the answers of one batch, the kernel drops
     /// answers (ENOBUFS); the batch is resent in halves until every answer fits, and every
@@ -409,14 +461,8 @@ mod tests {
                 Route::via(dst, NextHop::via("10.202.0.1".parse().unwrap()))
             })
             .collect();
-        let encode = |r: &Route| {
-            codec::replace_message(r, 80, |_| None).ok().map(|m| {
-                (
-                    RouteNetlinkMessage::NewRoute(m),
-                    NLM_F_CREATE | NLM_F_REPLACE,
-                )
-            })
-        };
+        let encode =
+            |r: &Route, buf: &mut Vec<u8>| codec::encode_replace(buf, r, 80, None, |_| None).ok();
         let results = rtnl.execute(&routes, 1024, encode).unwrap();
         assert_eq!(results.len(), routes.len());
         assert!(results.iter().all(|r| *r == Some(Errno::ENETUNREACH)));
