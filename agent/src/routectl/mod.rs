@@ -48,10 +48,10 @@ pub enum RoutectlError {
     OpenDatastore {
         address: String,
         #[source]
-        source: DatastoreError,
+        source: Box<DatastoreError>,
     },
     #[error("datastore: {0}")]
-    Datastore(#[from] DatastoreError),
+    Datastore(#[source] Box<DatastoreError>),
     #[error("Failed to execute command: cannot read {path}: {source}")]
     ReadFile {
         path: String,
@@ -59,7 +59,7 @@ pub enum RoutectlError {
         source: std::io::Error,
     },
     #[error("Failed to execute command: {0}")]
-    Manifest(#[from] ResourceError),
+    Manifest(#[source] Box<ResourceError>),
     #[error("resource type '{word}' is not supported; valid resource types are: {known}")]
     UnknownKind { word: String, known: String },
     #[error("{0}")]
@@ -68,12 +68,31 @@ pub enum RoutectlError {
     Stored {
         id: String,
         #[source]
-        source: ResourceError,
+        source: Box<ResourceError>,
     },
     #[error("IPAM: {0}")]
-    Ipam(#[from] ::ipam::IpamError),
+    Ipam(#[source] Box<::ipam::IpamError>),
     #[error("Error querying routerd: {0}")]
-    Status(StatusError),
+    Status(#[source] Box<StatusError>),
+}
+
+// Errors are boxed so that every `Result` of the CLI stays small.
+impl From<DatastoreError> for RoutectlError {
+    fn from(e: DatastoreError) -> Self {
+        RoutectlError::Datastore(Box::new(e))
+    }
+}
+
+impl From<ResourceError> for RoutectlError {
+    fn from(e: ResourceError) -> Self {
+        RoutectlError::Manifest(Box::new(e))
+    }
+}
+
+impl From<::ipam::IpamError> for RoutectlError {
+    fn from(e: ::ipam::IpamError) -> Self {
+        RoutectlError::Ipam(Box::new(e))
+    }
 }
 
 /// routectl's command line.
@@ -238,7 +257,7 @@ pub fn run(cli: &Cli, io: &mut Streams<'_>) -> i32 {
 fn open_datastore(address: &str) -> Result<Arc<dyn Datastore>, RoutectlError> {
     datastore::open(address).map_err(|source| RoutectlError::OpenDatastore {
         address: address.to_string(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -431,8 +450,12 @@ fn delete(cli: &Cli, args: &DeleteArgs, io: &mut Streams<'_>) -> Result<i32, Rou
     let mut keys = Vec::new();
     let mut errors = Vec::new();
     for ip in &args.names {
-        let (_, found, _) =
-            resources::scoped_peers(&*ds, args.scope, args.node.as_deref(), &[ip.clone()])?;
+        let (_, found, _) = resources::scoped_peers(
+            &*ds,
+            args.scope,
+            args.node.as_deref(),
+            std::slice::from_ref(ip),
+        )?;
         match found.as_slice() {
             [one] => keys.push(ResourceKey {
                 kind,
@@ -483,7 +506,7 @@ fn node_status(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
             write_out(io, "", &format!("{}\n{e}\n", node_status::NOT_RUNNING));
             Ok(1)
         }
-        Err(e) => Err(RoutectlError::Status(e)),
+        Err(e) => Err(RoutectlError::Status(Box::new(e))),
     }
 }
 

@@ -101,7 +101,7 @@ pub enum Printed {
         items: Vec<Resource>,
     },
     /// One resource.
-    Single(Resource),
+    Single(Box<Resource>),
 }
 
 /// The outcome of a `get`: what to print, and what could not be read.
@@ -114,7 +114,7 @@ pub struct GetResult {
 fn stored_error(kind: Kind, name: &str, e: ResourceError) -> RoutectlError {
     RoutectlError::Stored {
         id: format!("{kind}({name})"),
-        source: e,
+        source: Box::new(e),
     }
 }
 
@@ -200,7 +200,7 @@ pub fn get_keys(
     let mut result = GetResult::default();
     for key in keys {
         match read_resource(ds, key.kind, &key.name) {
-            Ok(Some(r)) => result.printed.push(Printed::Single(r)),
+            Ok(Some(r)) => result.printed.push(Printed::Single(Box::new(r))),
             Ok(None) if skip_not_exists => {}
             Ok(None) => result
                 .errors

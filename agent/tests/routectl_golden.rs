@@ -1,0 +1,642 @@
+//! Golden tests of `routectl`: the real binary run against a `file:` datastore in a temporary
+//! directory, its stdout, stderr and exit status compared with `tests/golden/*.txt`.
+//!
+//! Each golden file is a transcript: the command, its stdout, its stderr (after `[stderr]`)
+//! and `[exit N]`. Every step also asserts its exit status in code. The temporary directory's
+//! path is written `$TMP`. To regenerate after an intended change of format:
+//! `UPDATE_GOLDEN=1 cargo test -p agent --test routectl_golden`, then review the diff by eye
+//! against calicoctl's formats (see the module docs of `agent::routectl`).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent::datastore::{Datastore, FileDatastore};
+use agent::ipam_store::{DatastoreIpam, HANDLE_KIND};
+use agent::routectl::node_status::format_node_status;
+use agent::status::{DaemonState, FibStatus, NodeStatus, PeerType, SessionStatus, StatusResponse};
+use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool, IpPoolSpec};
+
+/// A datastore directory and a working directory for manifests.
+struct Env {
+    dir: tempfile::TempDir,
+    transcript: String,
+}
+
+impl Env {
+    fn new() -> Self {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            transcript: String::new(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn datastore_address(&self) -> String {
+        format!("file:{}", self.path().join("ds").display())
+    }
+
+    fn file(&self, name: &str, text: &str) {
+        std::fs::write(self.path().join(name), text).unwrap();
+    }
+
+    fn open_datastore(&self) -> Arc<dyn Datastore> {
+        Arc::new(FileDatastore::open(self.path().join("ds")).unwrap())
+    }
+
+    /// Runs routectl with `args` (and `stdin`) in the work directory and asserts its exit
+    /// status; returns it, stdout and stderr with the temporary directory written `$TMP`.
+    fn exec(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        expected_exit: i32,
+    ) -> (i32, String, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_routectl"))
+            .args(args)
+            .current_dir(self.path())
+            .env("ROUTERD_DATASTORE", self.datastore_address())
+            // Never the host's routerd.
+            .env("ROUTERD_CONTROL_SOCKET", self.path().join("no-routerd.ctl"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            let mut input = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&self.tmp(), "$TMP");
+        let code = out.status.code().unwrap_or(-1);
+        let (stdout, stderr) = (clean(&out.stdout), clean(&out.stderr));
+        assert_eq!(
+            code, expected_exit,
+            "routectl {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        (code, stdout, stderr)
+    }
+
+    fn tmp(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    /// Runs routectl, asserts its exit status, and appends the step to the transcript.
+    fn run_with(&mut self, args: &[&str], stdin: Option<&str>, expected_exit: i32) -> String {
+        let (code, stdout, stderr) = self.exec(args, stdin, expected_exit);
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| a.replace(&self.tmp(), "$TMP"))
+            .collect();
+        self.transcript
+            .push_str(&format!("$ routectl {}\n", shown.join(" ")));
+        self.transcript.push_str(&stdout);
+        if !stderr.is_empty() {
+            self.transcript.push_str("[stderr]\n");
+            self.transcript.push_str(&stderr);
+        }
+        self.transcript.push_str(&format!("[exit {code}]\n\n"));
+        stdout
+    }
+
+    /// Runs routectl and asserts its exit status, leaving the step out of the transcript;
+    /// returns stdout and stderr.
+    fn run_unrecorded(&self, args: &[&str], expected_exit: i32) -> (String, String) {
+        let (_, stdout, stderr) = self.exec(args, None, expected_exit);
+        (stdout, stderr)
+    }
+
+    fn run(&mut self, args: &[&str], expected_exit: i32) -> String {
+        self.run_with(args, None, expected_exit)
+    }
+}
+
+fn golden_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.txt"))
+}
+
+/// Compares `actual` with the golden file (or rewrites it with `UPDATE_GOLDEN=1`).
+fn assert_golden(name: &str, actual: &str) {
+    let path = golden_path(name);
+    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{} differs from the output at line {} (UPDATE_GOLDEN=1 regenerates it)\n\
+             --- expected\n{expected}\n--- actual\n{actual}",
+            path.display(),
+            line + 1
+        );
+    }
+}
+
+const NODES: &str = "\
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata:
+  name: node-1
+spec:
+  bgp:
+    ipv4Address: 10.0.0.11/24
+    ipv6Address: fd00::11/64
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata:
+  name: node-2
+  labels:
+    rack: r1
+spec:
+  bgp:
+    ipv4Address: 10.0.0.12/24
+    asNumber: 65002
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata:
+  name: node-3
+spec: {}
+";
+
+const PEERS: &str = "\
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: rack1-tor
+spec:
+  peerIP: 192.0.2.1
+  asNumber: 64513
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: node1-peer
+spec:
+  node: node-1
+  peerIP: 192.0.2.2
+  asNumber: 64514
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: rack-peers
+spec:
+  nodeSelector: rack == 'r1'
+  peerIP: 192.0.2.3:1179
+  asNumber: 64515
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: mesh-by-selector
+spec:
+  peerSelector: has(route-reflector)
+";
+
+const POOLS: &str = "\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: default-ipv4-ippool
+spec:
+  cidr: 10.65.0.0/16
+  blockSize: 26
+  ipipMode: Always
+  natOutgoing: true
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: rack-v6
+spec:
+  cidr: fd00:65::/48
+  vxlanMode: CrossSubnet
+  nodeSelector: rack == 'r1'
+  disabled: true
+";
+
+#[test]
+fn get_nodes_plain_wide_yaml_json() {
+    let mut env = Env::new();
+    env.file("nodes.yaml", NODES);
+    env.run(&["create", "-f", "nodes.yaml"], 0);
+    env.run(&["get", "nodes"], 0);
+    // node-1 inherits the default AS 64512 (no BGPConfiguration yet), node-2 has its own,
+    // node-3 runs no BGP.
+    let wide = env.run(&["get", "nodes", "-o", "wide"], 0);
+    assert!(wide.contains("node-1   (64512)"), "{wide}");
+    env.file(
+        "bgpconfig.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  asNumber: 64600\n  nodeToNodeMeshEnabled: false\n  logSeverityScreen: Info\n",
+    );
+    env.run(&["apply", "-f", "bgpconfig.yaml"], 0);
+    let wide = env.run(&["get", "node", "--output=wide"], 0);
+    assert!(wide.contains("node-1   (64600)"), "{wide}");
+    env.run(&["get", "bgpconfig"], 0);
+    env.run(&["get", "node", "node-2", "-o", "wide"], 0);
+    env.run(&["get", "node", "node-1", "-o", "yaml"], 0);
+    env.run(&["get", "nodes", "-o", "yaml"], 0);
+    env.run(&["get", "nodes", "-o", "json"], 0);
+    env.run(&["get", "node", "node-9"], 1);
+    env.run(&["get", "node", "node-9", "--skip-not-exists"], 0);
+    assert_golden("get_nodes", &env.transcript);
+}
+
+#[test]
+fn get_bgp_peers_global_node_selector_and_v1_scope() {
+    let mut env = Env::new();
+    env.file("peers.yaml", PEERS);
+    env.run(&["create", "-f", "peers.yaml"], 0);
+    env.run(&["get", "bgpPeer"], 0);
+    env.run(&["get", "bgppeers", "-o", "wide"], 0);
+    env.run(&["get", "bgpPeer", "--scope=global"], 0);
+    env.run(&["get", "bgpPeer", "--scope=node", "--node=node-1"], 0);
+    env.run(
+        &[
+            "get",
+            "bgpPeer",
+            "192.0.2.2",
+            "--scope=node",
+            "--node=node-1",
+            "-o",
+            "yaml",
+        ],
+        0,
+    );
+    env.run(&["get", "bgpPeer", "rack1-tor", "-o", "json"], 0);
+    env.run(
+        &[
+            "delete",
+            "bgpPeer",
+            "192.0.2.2",
+            "--scope=node",
+            "--node=node-1",
+        ],
+        0,
+    );
+    env.run(
+        &[
+            "delete",
+            "bgpPeer",
+            "192.0.2.2",
+            "--scope=node",
+            "--node=node-1",
+        ],
+        1,
+    );
+    env.run(
+        &[
+            "delete",
+            "bgpPeer",
+            "192.0.2.2",
+            "--scope=node",
+            "--node=node-1",
+            "--skip-not-exists",
+        ],
+        0,
+    );
+    env.run(&["delete", "bgpPeer", "192.0.2.1", "--scope=global"], 0);
+    env.run(&["get", "bgpPeer", "--scope=global"], 0);
+    env.run(&["get", "ippool", "--scope=global"], 1);
+    env.run(&["delete", "bgpPeer", "not-an-ip", "--scope=global"], 1);
+    env.run(&["get", "bgpPeer"], 0);
+    assert_golden("bgp_peers", &env.transcript);
+}
+
+#[test]
+fn get_ippools_and_filters() {
+    let mut env = Env::new();
+    env.file("pools.yaml", POOLS);
+    env.file(
+        "filter.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: no-default\nspec:\n  exportV4:\n  - action: Reject\n    cidr: 0.0.0.0/0\n    matchOperator: Equal\n  importV4:\n  - action: Reject\n    cidr: 0.0.0.0/0\n    matchOperator: Equal\n  - action: Accept\n    cidr: 10.0.0.0/8\n    matchOperator: In\n",
+    );
+    env.run(&["create", "-f", "pools.yaml"], 0);
+    env.run(&["get", "ippool"], 0);
+    env.run(&["get", "ippool", "-o", "wide"], 0);
+    env.run(&["get", "ipp", "rack-v6", "-o", "yaml"], 0);
+    env.run(&["create", "-f", "filter.yaml"], 0);
+    env.run(&["get", "bgpfilter"], 0);
+    assert_golden("ippools", &env.transcript);
+}
+
+#[test]
+fn write_commands_report_as_calicoctl() {
+    let mut env = Env::new();
+    env.file("peers.yaml", PEERS);
+    let first_two: String = PEERS
+        .split("---\n")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("---\n");
+    env.file("two-peers.yaml", &first_two);
+    env.file(
+        "mixed.yaml",
+        &format!(
+            "{}---\n{}",
+            NODES.split("---\n").next().unwrap(),
+            POOLS.split("---\n").next().unwrap()
+        ),
+    );
+
+    env.run(&["create", "-f", "two-peers.yaml"], 0);
+    env.run(&["create", "-f", "two-peers.yaml"], 1);
+    env.run(&["create", "-f", "two-peers.yaml", "--skip-exists"], 0);
+    // Two exist, two are new: create fails part-way, apply does both.
+    env.run(&["create", "-f", "peers.yaml"], 1);
+    env.run(&["apply", "-f", "peers.yaml"], 0);
+    env.run(&["replace", "-f", "peers.yaml"], 0);
+    // A manifest carrying an outdated resourceVersion is refused.
+    env.file(
+        "stale.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: rack1-tor\n  resourceVersion: \"1\"\nspec:\n  peerIP: 192.0.2.1\n  asNumber: 65000\n",
+    );
+    env.run(&["replace", "-f", "stale.yaml"], 1);
+    env.run(&["delete", "bgppeer", "rack1-tor"], 0);
+    env.run(&["delete", "bgppeer", "rack1-tor"], 1);
+    env.run(&["delete", "bgppeer", "rack1-tor", "--skip-not-exists"], 0);
+    // Replace stops at the first resource that does not exist.
+    env.run(&["replace", "-f", "peers.yaml"], 1);
+    env.run(&["delete", "-f", "peers.yaml", "--skip-not-exists"], 0);
+    env.run_with(&["apply", "-f", "-"], Some(&first_two), 0);
+    env.run(&["create", "-f", "mixed.yaml"], 0);
+    env.run(&["get", "bgpPeer"], 0);
+    assert_golden("write_messages", &env.transcript);
+}
+
+#[test]
+fn errors_name_what_failed_and_exit_non_zero() {
+    let mut env = Env::new();
+    env.file(
+        "bad-asn.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: rack1-tor\nspec:\n  peerIP: 192.0.2.1\n  asNumber: 0\n",
+    );
+    env.file(
+        "typo.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: node-1\nspec:\n  bgp:\n    ipv4Address: 10.0.0.11/24\n    asNumbr: 65001\n",
+    );
+    env.file(
+        "bad-pool.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.65.0.0/16\n  blockSize: 33\n",
+    );
+    env.file("syntax.yaml", "kind: [unclosed\n");
+    env.file(
+        "wrong-kind.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata:\n  name: x\n",
+    );
+    env.file("empty.yaml", "");
+    env.run(&["create", "-f", "bad-asn.yaml"], 1);
+    env.run(&["apply", "-f", "typo.yaml"], 1);
+    env.run(&["create", "-f", "bad-pool.yaml"], 1);
+    env.run(&["create", "-f", "syntax.yaml"], 1);
+    env.run(&["create", "-f", "wrong-kind.yaml"], 1);
+    env.run(&["create", "-f", "empty.yaml"], 1);
+    env.run(&["create", "-f", "missing.yaml"], 1);
+    env.run(&["get", "networkpolicy"], 1);
+    env.run(&["get"], 1);
+    env.run(&["get", "nodes", "-o", "table"], 1);
+    env.run(&["delete", "node"], 1);
+    // The list of supported addresses belongs to the datastore module: only our part of the
+    // message is pinned here.
+    let (_, stderr) =
+        env.run_unrecorded(&["--datastore", "etcd://10.0.0.1:2379", "get", "nodes"], 1);
+    assert!(
+        stderr.starts_with(
+            "Failed to create routerd datastore client for \"etcd://10.0.0.1:2379\": invalid datastore address"
+        ),
+        "{stderr}"
+    );
+    env.run(
+        &[
+            "--datastore",
+            "file:/proc/routerd-nonexistent",
+            "get",
+            "nodes",
+        ],
+        1,
+    );
+    // A stored record that no longer parses is reported, the others still listed.
+    env.run(&["create", "-f", "bad-asn.yaml"], 1);
+    let ds = env.open_datastore();
+    ds.create(
+        "BGPPeer",
+        "broken",
+        serde_json::json!({"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", "metadata": {"name": "broken"}, "spec": {"peerIP": 7}}),
+    )
+    .unwrap();
+    env.run(&["get", "bgppeers"], 1);
+    assert_golden("errors", &env.transcript);
+}
+
+fn pool(name: &str, cidr: &str, block: i64) -> IpPool {
+    IpPool::new(
+        name,
+        &IpPoolSpec {
+            cidr: cidr.into(),
+            block_size: Some(block),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn ipam_show_check_release() {
+    let mut env = Env::new();
+    env.file(
+        "pools.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: default-ipv4-ippool\nspec:\n  cidr: 10.65.0.0/24\n  blockSize: 26\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: default-ipv6-ippool\nspec:\n  cidr: fd00:65::/48\n  blockSize: 122\n",
+    );
+    env.run(&["create", "-f", "pools.yaml"], 0);
+    // Pods on two nodes, assigned through the same datastore as routerd would.
+    let ds = env.open_datastore();
+    let allocator = Allocator::new(DatastoreIpam::new(ds.clone()), AllocatorConfig::default());
+    let pools = [
+        pool("default-ipv4-ippool", "10.65.0.0/24", 26),
+        pool("default-ipv6-ippool", "fd00:65::/48", 122),
+    ];
+    let labels = BTreeMap::new();
+    for (i, node) in ["node-1", "node-1", "node-1", "node-2"].iter().enumerate() {
+        let handle = format!("pod-{i}");
+        allocator
+            .assign(
+                &pools,
+                &labels,
+                &AssignRequest::pod(&handle, node, IpFamily::V4, "default", &handle),
+            )
+            .unwrap();
+    }
+    allocator
+        .assign(
+            &pools,
+            &labels,
+            &AssignRequest::pod("pod-v6", "node-1", IpFamily::V6, "default", "pod-v6"),
+        )
+        .unwrap();
+
+    env.run(&["ipam", "show"], 0);
+    env.run(&["ipam", "show", "--show-blocks"], 0);
+    env.run(&["ipam", "check"], 0);
+    // Lose pod-1's handle record: its address is now leaked.
+    let handle = ds.get(HANDLE_KIND, "pod-1").unwrap();
+    ds.delete(HANDLE_KIND, "pod-1", Some(handle.version))
+        .unwrap();
+    env.run(&["ipam", "check"], 1);
+    env.run(&["ipam", "release", "--ip", "10.65.0.1"], 0);
+    env.run(&["ipam", "check"], 0);
+    env.run(&["ipam", "release", "--ip", "10.65.0.1"], 1);
+    env.run(&["ipam", "release", "--ip", "not-an-ip"], 2);
+    env.run(&["ipam", "show"], 0);
+    assert_golden("ipam", &env.transcript);
+}
+
+/// A node status whose times format the same whatever the clock says: state changes older
+/// than a day print as dates, 0 as `-`.
+fn canned_status() -> NodeStatus {
+    let session = |name: &str, addr: &str, peer_type, state: &str, since, error: Option<&str>| {
+        SessionStatus {
+            name: name.into(),
+            address: addr.parse().unwrap(),
+            peer_type,
+            remote_as: 64512,
+            state: state.into(),
+            since_unix: since,
+            families: vec!["ipv4-unicast".into()],
+            prefixes_received: if state == "Established" { 12 } else { 0 },
+            prefixes_accepted: if state == "Established" { 11 } else { 0 },
+            prefixes_advertised: if state == "Established" { 3 } else { 0 },
+            last_error: error.map(Into::into),
+        }
+    };
+    NodeStatus {
+        node: "node-1".into(),
+        version: "0.1.0".into(),
+        state: DaemonState::Running,
+        uptime_secs: 2 * 86_400 + 3 * 3600 + 4 * 60 + 5,
+        as_number: 64512,
+        router_id: Ipv4Addr::new(10, 0, 0, 11),
+        cluster_id: None,
+        blocks: vec!["10.65.0.0/26".into()],
+        sessions: vec![
+            // 2024-01-02 03:04:05 UTC.
+            session(
+                "Mesh_10_0_0_12",
+                "10.0.0.12",
+                PeerType::NodeMesh,
+                "Established",
+                1_704_164_645,
+                None,
+            ),
+            session(
+                "Global_192_0_2_1",
+                "192.0.2.1",
+                PeerType::Global,
+                "Active",
+                1_704_164_645,
+                Some("Socket: Connection refused"),
+            ),
+            session(
+                "Node_192_0_2_2",
+                "192.0.2.2",
+                PeerType::NodeSpecific,
+                "Connect",
+                0,
+                None,
+            ),
+            session(
+                "Mesh_fd00__12",
+                "fd00::12",
+                PeerType::NodeMesh,
+                "Established",
+                1_700_000_000,
+                None,
+            ),
+        ],
+        fib: FibStatus {
+            routes: 14,
+            in_sync: true,
+            errors: 0,
+            last_reconcile_ms: Some(3),
+        },
+    }
+}
+
+/// Serves one status request on a Unix socket, as routerd's control socket does.
+fn serve_status_once(path: &Path, status: NodeStatus) -> std::thread::JoinHandle<()> {
+    let listener = UnixListener::bind(path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "routectl never connected");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), r#"{"cmd":"status"}"#);
+        let mut answer = serde_json::to_vec(&StatusResponse::Status(status)).unwrap();
+        answer.push(b'\n');
+        (&stream).write_all(&answer).unwrap();
+    })
+}
+
+#[test]
+fn node_status_from_routerd_control_socket() {
+    let mut env = Env::new();
+    let socket = env.path().join("routerd.ctl");
+    let server = serve_status_once(&socket, canned_status());
+    let socket_arg = format!("--control-socket={}", socket.display());
+    let out = env.run(&[&socket_arg, "node", "status"], 0);
+    server.join().unwrap();
+    assert!(out.starts_with("routerd process is running.\n"), "{out}");
+    // Not running: calicoctl's sentence, and the cause.
+    env.run(&["node", "status"], 1);
+    assert_golden("node_status", &env.transcript);
+}
+
+#[test]
+fn node_status_since_within_a_day_is_a_time_of_day() {
+    let mut status = canned_status();
+    // now = 2026-11-22 07:56:25 UTC; state changes 1 minute and 23 hours ago.
+    let now = 1_795_334_185;
+    status.sessions[0].since_unix = now - 60;
+    status.sessions[1].since_unix = now - 23 * 3600;
+    status.sessions[3].since_unix = now - 86_400;
+    status.cluster_id = Some(Ipv4Addr::new(224, 0, 0, 1));
+    assert_golden("node_status_clock", &format_node_status(&status, now));
+}
