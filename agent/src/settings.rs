@@ -351,7 +351,7 @@ impl FromStr for NodeAddressSource {
                 let anchored = format!("^(?:{re})$");
                 regexes.push(
                     Regex::new(&anchored)
-                        .map_err(|e| format!("`{re}` is not a valid regex: {e}"))?,
+                        .map_err(|e| format!("`{re}` is not a valid regex: {}", one_line(&e)))?,
                 );
             }
             return Ok(NodeAddressSource::Interface(regexes));
@@ -378,6 +378,18 @@ impl FromStr for NodeAddressSource {
              interface=<regex> or can-reach=<ip>"
         ))
     }
+}
+
+/// The regex crate's syntax errors span several lines (pattern, caret, message); keep the
+/// message so errors stay on one line.
+fn one_line(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    last.trim().trim_start_matches("error: ").to_string()
 }
 
 fn check_node_address(ip: IpAddr) -> Result<(), String> {
