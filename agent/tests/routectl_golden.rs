@@ -434,12 +434,22 @@ fn errors_name_what_failed_and_exit_non_zero() {
         ),
         "{stderr}"
     );
+    // Read commands never bring a datastore into being: a mistyped address is an error, not
+    // an empty listing.
+    env.run(&["get", "nodes"], 1);
+    env.run(&["--datastore", "file:typo-dir", "ipam", "show"], 1);
+    // An address that cannot be opened at all.
+    env.file(
+        "good.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: node-1\n",
+    );
     env.run(
         &[
             "--datastore",
             "file:/proc/routerd-nonexistent",
-            "get",
-            "nodes",
+            "create",
+            "-f",
+            "good.yaml",
         ],
         1,
     );
@@ -504,6 +514,9 @@ fn ipam_show_check_release() {
 
     env.run(&["ipam", "show"], 0);
     env.run(&["ipam", "show", "--show-blocks"], 0);
+    env.run(&["ipam", "show", "--ip", "10.65.0.64"], 0);
+    env.run(&["ipam", "show", "--ip", "10.65.0.200"], 0);
+    env.run(&["ipam", "show", "--ip", "10.65.0.1", "--show-blocks"], 2);
     env.run(&["ipam", "check"], 0);
     // Lose pod-1's handle record: its address is now leaked.
     let handle = ds.get(HANDLE_KIND, "pod-1").unwrap();

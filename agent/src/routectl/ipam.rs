@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use ipam::report::{BlockUsage, LeakReason};
-use ipam::{Allocator, CheckReport, IpPool, IpamStore, UsageReport};
+use ipam::{Allocator, CheckReport, IpPool, IpamStore, Record, RecordKind, UsageReport};
 
 use crate::datastore::Datastore;
 use crate::resource::{Kind, Resource};
@@ -167,6 +167,35 @@ pub fn format_check(r: &CheckReport) -> String {
         problem_count(r)
     ));
     out
+}
+
+/// `ipam show --ip`: whether an address is assigned, and to what (handle and attributes), in
+/// calicoctl's words.
+pub fn show_ip<S: IpamStore>(store: &S, ip: IpAddr) -> Result<String, RoutectlError> {
+    let blocks = store
+        .list(RecordKind::Block)
+        .map_err(::ipam::IpamError::from)?;
+    let attribute = blocks.iter().find_map(|v| match &v.value {
+        Record::Block(b) => b.attribute(b.ordinal(ip)?),
+        _ => None,
+    });
+    let Some(attr) = attribute else {
+        return Ok(format!("{ip} is not assigned\n"));
+    };
+    let mut out = format!("IP {ip} is in use\n");
+    out.push_str(&format!(
+        "Handle ID: {}\n",
+        attr.handle_id.as_deref().unwrap_or("<none>")
+    ));
+    if attr.secondary.is_empty() {
+        out.push_str("No attributes defined\n");
+    } else {
+        out.push_str("Attributes:\n");
+        for (k, v) in &attr.secondary {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+    }
+    Ok(out)
 }
 
 /// `ipam release --ip`: frees one address whatever its handle (an operator's repair after

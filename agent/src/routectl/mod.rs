@@ -219,6 +219,9 @@ pub enum IpamCommand {
         /// Also show each block.
         #[arg(long)]
         show_blocks: bool,
+        /// Report whether this address is assigned, and to what.
+        #[arg(long, conflicts_with = "show_blocks")]
+        ip: Option<IpAddr>,
     },
     /// Look for leaked, dangling and doubly assigned addresses; exit status 1 if any.
     Check,
@@ -254,7 +257,23 @@ pub fn run(cli: &Cli, io: &mut Streams<'_>) -> i32 {
     }
 }
 
-fn open_datastore(address: &str) -> Result<Arc<dyn Datastore>, RoutectlError> {
+/// Opens the datastore at `address`. Only commands that write new resources (`create`,
+/// `apply`) may bring a `file:` datastore's directory into being: for the others a missing
+/// directory is almost always a mistyped address, and an empty listing would hide it.
+fn open_datastore(address: &str, may_create: bool) -> Result<Arc<dyn Datastore>, RoutectlError> {
+    if let Some(dir) = address.strip_prefix("file:") {
+        let dir = if dir.is_empty() {
+            datastore::DEFAULT_DIR
+        } else {
+            dir
+        };
+        if !may_create && !std::path::Path::new(dir).is_dir() {
+            return Err(RoutectlError::Usage(format!(
+                "Failed to create routerd datastore client for {address:?}: directory {dir} does not exist \
+                 (routerd, or routectl create/apply, makes it)"
+            )));
+        }
+    }
     datastore::open(address).map_err(|source| RoutectlError::OpenDatastore {
         address: address.to_string(),
         source: Box::new(source),
@@ -321,7 +340,7 @@ fn execute(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
         Command::Get(args) => get(cli, args, io),
         Command::Create(args) => {
             let resources = read_manifests(&args.file.filename, io.stdin)?;
-            let ds = open_datastore(&cli.datastore)?;
+            let ds = open_datastore(&cli.datastore, true)?;
             let options = WriteOptions {
                 skip_exists: args.skip_exists,
                 ..Default::default()
@@ -338,7 +357,7 @@ fn execute(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
                 WriteAction::Replace
             };
             let resources = read_manifests(&args.filename, io.stdin)?;
-            let ds = open_datastore(&cli.datastore)?;
+            let ds = open_datastore(&cli.datastore, action == WriteAction::Apply)?;
             Ok(report(
                 io,
                 &resources::write(&*ds, action, &resources, WriteOptions::default()),
@@ -362,7 +381,7 @@ fn get(cli: &Cli, args: &GetArgs, io: &mut Streams<'_>) -> Result<i32, RoutectlE
             .iter()
             .map(ResourceKey::of)
             .collect();
-        let ds = open_datastore(&cli.datastore)?;
+        let ds = open_datastore(&cli.datastore, false)?;
         (resources::get_keys(&*ds, &keys, args.skip_not_exists)?, ds)
     } else {
         let word = args.kind.as_deref().ok_or_else(|| {
@@ -370,7 +389,7 @@ fn get(cli: &Cli, args: &GetArgs, io: &mut Streams<'_>) -> Result<i32, RoutectlE
         })?;
         let kind = parse_kind(word)?;
         let scoped = check_scope_kind(kind, args.scope, args.node.as_ref())?;
-        let ds = open_datastore(&cli.datastore)?;
+        let ds = open_datastore(&cli.datastore, false)?;
         let result = if scoped {
             let (revision, items, errors) =
                 resources::scoped_peers(&*ds, args.scope, args.node.as_deref(), &args.names)?;
@@ -416,7 +435,7 @@ fn delete(cli: &Cli, args: &DeleteArgs, io: &mut Streams<'_>) -> Result<i32, Rou
             ));
         }
         let resources = read_manifests(path, io.stdin)?;
-        let ds = open_datastore(&cli.datastore)?;
+        let ds = open_datastore(&cli.datastore, false)?;
         return Ok(report(
             io,
             &resources::write(&*ds, WriteAction::Delete, &resources, options),
@@ -433,7 +452,7 @@ fn delete(cli: &Cli, args: &DeleteArgs, io: &mut Streams<'_>) -> Result<i32, Rou
         ));
     }
     let scoped = check_scope_kind(kind, args.scope, args.node.as_ref())?;
-    let ds = open_datastore(&cli.datastore)?;
+    let ds = open_datastore(&cli.datastore, false)?;
     if !scoped {
         let keys: Vec<ResourceKey> = args
             .names
@@ -511,13 +530,20 @@ fn node_status(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
 }
 
 fn ipam_command(cli: &Cli, cmd: &IpamCommand, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
-    let ds = open_datastore(&cli.datastore)?;
+    let ds = open_datastore(&cli.datastore, false)?;
     let allocator = ::ipam::Allocator::new(
         DatastoreIpam::new(ds.clone()),
         ::ipam::AllocatorConfig::default(),
     );
     match cmd {
-        IpamCommand::Show { show_blocks } => {
+        IpamCommand::Show { ip: Some(ip), .. } => {
+            write_out(io, &ipam::show_ip(allocator.store(), *ip)?, "");
+            Ok(0)
+        }
+        IpamCommand::Show {
+            show_blocks,
+            ip: None,
+        } => {
             let (pools, problems) = ipam::pools(&*ds)?;
             let usage = allocator.usage(&pools)?;
             let err: String = problems.iter().map(|p| format!("{p}\n")).collect();
