@@ -513,7 +513,24 @@ async fn handle(mut stream: TcpStream, state: &HealthState) {
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(answer.body.as_bytes()).await;
     let _ = stream.shutdown().await;
+    // Closing with unread input makes the kernel send a RST, which may destroy the answer
+    // before the client reads it (a 431 is sent before the request is fully read). So drain
+    // what the client still sends, bounded in bytes and time, as HTTP servers' "lingering
+    // close" does.
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while drained < MAX_LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
 }
+
+/// How long, and how much, a closing connection drains from the client.
+const LINGER: Duration = Duration::from_secs(1);
+const MAX_LINGER_BYTES: usize = 256 * 1024;
 
 enum RequestError {
     /// The client closed without sending a request.
