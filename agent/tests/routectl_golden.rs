@@ -528,6 +528,22 @@ fn ipam_show_check_release() {
     env.run(&["ipam", "release", "--ip", "10.65.0.1"], 1);
     env.run(&["ipam", "release", "--ip", "not-an-ip"], 2);
     env.run(&["ipam", "show"], 0);
+    // A hand-written block overlapping node-1's, assigning 10.65.0.0 a second time to a
+    // handle that does not exist: a double assignment and a leak.
+    let mut allocations = vec![serde_json::Value::Null; 128];
+    allocations[0] = serde_json::json!(0);
+    ds.create(
+        "IPAMBlock",
+        "10-65-0-0-25",
+        serde_json::json!({
+            "cidr": "10.65.0.0/25",
+            "allocations": allocations,
+            "unallocated": (1..128).collect::<Vec<u32>>(),
+            "attributes": [{"handle_id": "rogue"}],
+        }),
+    )
+    .unwrap();
+    env.run(&["ipam", "check"], 1);
     assert_golden("ipam", &env.transcript);
 }
 
