@@ -23,4 +23,6 @@
 pub mod cluster;
 pub mod control;
 pub mod routes;
-// `run` (the loop) is declared once peering, health and ipam_store have landed.
+mod run;
+
+pub use run::{run, DaemonConfig, DaemonError};

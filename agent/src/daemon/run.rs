@@ -55,13 +55,13 @@ pub enum DaemonError {
     Datastore {
         address: String,
         #[source]
-        source: DatastoreError,
+        source: Box<DatastoreError>,
     },
     #[error("registering node {node}: {source}")]
     Register {
         node: String,
         #[source]
-        source: super::cluster::RegisterError,
+        source: Box<super::cluster::RegisterError>,
     },
     #[error("claiming blocks for node {node}: {source}")]
     Ipam {
@@ -81,8 +81,6 @@ pub enum DaemonError {
     Control(#[from] super::control::ControlError),
     #[error("{0}")]
     Health(String),
-    #[error("netlink: {0}")]
-    Netlink(std::io::Error),
     #[error("internal task failed: {0}")]
     Task(String),
 }
@@ -116,11 +114,14 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let started = Instant::now();
     let health = HealthState::new();
-    if let Some(listen) = config.health_listen {
-        crate::health::serve(listen, health.clone())
-            .await
-            .map_err(|e| DaemonError::Health(e.to_string()))?;
-    }
+    let _health_server = match config.health_listen {
+        Some(listen) => Some(
+            crate::health::serve(listen, health.clone())
+                .await
+                .map_err(|e| DaemonError::Health(e.to_string()))?,
+        ),
+        None => None,
+    };
 
     // 1. Datastore and node registration.
     let address = config.datastore.clone();
@@ -128,7 +129,7 @@ pub async fn run(
         .await?
         .map_err(|source| DaemonError::Datastore {
             address: config.datastore.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let reg = Registration {
         name: config.node_name.clone(),
@@ -143,7 +144,7 @@ pub async fn run(
             .await?
             .map_err(|source| DaemonError::Register {
                 node: config.node_name.clone(),
-                source,
+                source: Box::new(source),
             })?;
     }
     // Watch before the first read, so no change between the read and the watch is missed.
@@ -153,7 +154,7 @@ pub async fn run(
             .await?
             .map_err(|source| DaemonError::Datastore {
                 address: config.datastore.clone(),
-                source,
+                source: Box::new(source),
             })?
     };
     let view = load_view(&ds, &config.datastore).await?;
@@ -198,8 +199,8 @@ pub async fn run(
         ..fib::FibConfig::default()
     })?;
     let (fib, _fib_thread) = fib::spawn_owner(Box::new(table))?;
-    let (connection, handle, _) = rtnetlink::new_connection().map_err(DaemonError::Netlink)?;
-    tokio::spawn(connection);
+    // Our own namespace: the daemon runs in the node's network namespace.
+    let handle = encap::netns::rtnetlink_handle(std::path::Path::new("/proc/self/ns/net"))?;
     let parent = underlay_interface(IpAddr::V4(config.node_ipv4.addr()))
         .unwrap_or_else(|| "eth0".to_string());
     let mut overlay_config = encap::OverlayConfig {
@@ -378,7 +379,7 @@ async fn load_view(ds: &Arc<dyn Datastore>, address: &str) -> Result<ClusterView
         .await?
         .map_err(|source| DaemonError::Datastore {
             address: address.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     for problem in &view.problems {
         warn!(problem = %problem, "ignoring an invalid resource");

@@ -1,0 +1,100 @@
+//! `routerd`: the node daemon (see [`agent::daemon`]). Settings come from flags, `ROUTERD_*`
+//! environment variables and an optional TOML file ([`agent::settings`]); a start-up failure
+//! ends the process with one line on stderr and exit status 1.
+
+use std::time::Duration;
+
+use agent::daemon::{run, DaemonConfig};
+use agent::settings::{Settings, SettingsError};
+use anyhow::{Context, Result};
+use tracing_subscriber::EnvFilter;
+
+/// The longest the first full FIB reconcile waits for sessions after start-up, unless
+/// `ROUTERD_FIB_SETTLE` (seconds, e.g. `2` or `2s`) says otherwise.
+const DEFAULT_FIB_SETTLE: Duration = Duration::from_secs(30);
+
+fn fib_settle() -> Result<Duration> {
+    match std::env::var("ROUTERD_FIB_SETTLE") {
+        Ok(text) if !text.is_empty() => {
+            let secs: u64 = text.trim_end_matches('s').parse().with_context(|| {
+                format!("ROUTERD_FIB_SETTLE: {text:?} is not a number of seconds")
+            })?;
+            Ok(Duration::from_secs(secs))
+        }
+        _ => Ok(DEFAULT_FIB_SETTLE),
+    }
+}
+
+fn config() -> Result<(DaemonConfig, tracing::Level)> {
+    let settings = match Settings::from_process() {
+        Ok(s) => s,
+        Err(SettingsError::Usage(e)) => e.exit(),
+        Err(e) => return Err(e.into()),
+    };
+    let node_ipv4 = settings.node_ipv4()?;
+    let node_ipv6 = settings.node_ipv6()?;
+    Ok((
+        DaemonConfig {
+            node_name: settings.node_name.clone(),
+            node_ipv4,
+            node_ipv6,
+            as_number: settings.as_number,
+            datastore: settings.datastore.clone(),
+            control_socket: settings.control_socket.clone(),
+            health_listen: settings.health_listen,
+            route_protocol: settings.route_protocol,
+            fib_settle: fib_settle()?,
+        },
+        settings.log_level.as_tracing(),
+    ))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            // Without signal handlers the daemon still runs; it just cannot stop cleanly.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn main() {
+    let (config, level) = match config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("routerd: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let filter = EnvFilter::try_from_env("ROUTERD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(level.as_str().to_lowercase()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("routerd: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(config, shutdown_signal())) {
+        eprintln!("routerd: {e}");
+        std::process::exit(1);
+    }
+}
