@@ -103,7 +103,7 @@ impl From<::ipam::IpamError> for RoutectlError {
     about = "Manage routerd's resources and IPAM, and show a node's BGP status (calicoctl's commands)"
 )]
 pub struct Cli {
-    /// Where resources live: `file:<dir>` (the embedded datastore) or `memory:`.
+    /// Where resources live, e.g. `file:<dir>` (the embedded datastore shared with routerd).
     #[arg(
         long,
         global = true,
@@ -371,7 +371,7 @@ fn execute(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
 
 fn get(cli: &Cli, args: &GetArgs, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
     let format = OutputFormat::parse(&args.output)?;
-    let result = if let Some(path) = &args.filename {
+    let (result, ds) = if let Some(path) = &args.filename {
         if args.kind.is_some() {
             return Err(RoutectlError::Usage(
                 "give either a kind and names or --filename, not both".into(),
@@ -406,7 +406,6 @@ fn get(cli: &Cli, args: &GetArgs, io: &mut Streams<'_>) -> Result<i32, RoutectlE
         };
         (result, ds)
     };
-    let (result, ds) = result;
     let needs_default_as = format == OutputFormat::Wide
         && result.printed.iter().any(|p| match p {
             Printed::List { kind, .. } => *kind == Kind::Node,
