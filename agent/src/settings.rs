@@ -73,7 +73,7 @@ pub const EXCLUDED_INTERFACES: &[&str] = &[
     r"^virbr.*",
     r"^lxcbr.*",
     r"^veth.*",
-    r"^lo$",
+    r"^lo",
     r"^cali.*",
     r"^tunl.*",
     r"^flannel.*",
@@ -552,10 +552,6 @@ impl Settings {
         };
         let f = file.cloned().unwrap_or_default();
 
-        let node_name = match pick("node-name", &flags.node_name, s(&f.node_name)) {
-            Some(found) => check(found, parse_node_name)?,
-            None => default_node_name()?,
-        };
         let node_ip = match pick("node-ip", &flags.node_ip, s(&f.node_ip)) {
             Some(found) => check(found, |t| parse_address_source(t, Family::V4))?,
             None => NodeAddressSource::FirstFound,
@@ -593,6 +589,9 @@ impl Settings {
             Some(found) => check(found, |t| t.parse())?,
             None => LogLevel::Info,
         };
+        let node_name = pick("node-name", &flags.node_name, s(&f.node_name))
+            .map(|found| check(found, parse_node_name))
+            .transpose()?;
         let route_protocol = match pick(
             "route-protocol",
             &flags.route_protocol,
@@ -600,6 +599,11 @@ impl Settings {
         ) {
             Some(found) => check(found, parse_route_protocol)?,
             None => DEFAULT_ROUTE_PROTOCOL,
+        };
+        // Last, so that a refused value is reported before a hostname problem.
+        let node_name = match node_name {
+            Some(name) => name,
+            None => default_node_name()?,
         };
         Ok(Settings {
             node_name,

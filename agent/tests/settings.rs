@@ -41,8 +41,22 @@ fn write_file(dir: &tempfile::TempDir, text: &str) -> PathBuf {
     path
 }
 
-fn resolve(args: &[&str], vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+/// Resolves exactly the given argv and environment.
+fn resolve_exact(args: &[&str], vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
     Settings::from_sources(argv(args), &env(vars))
+}
+
+/// As [`resolve_exact`], with a node name in the environment unless the arguments or the
+/// variables set one, so that tests of other settings do not depend on the machine's
+/// hostname being a valid node name.
+fn resolve(args: &[&str], vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    let names_node = args.iter().any(|a| a.starts_with("--node-name"))
+        || vars.iter().any(|(k, _)| *k == "ROUTERD_NODE_NAME");
+    let mut vars = vars.to_vec();
+    if !names_node {
+        vars.push(("ROUTERD_NODE_NAME", "test-node"));
+    }
+    resolve_exact(args, &vars)
 }
 
 fn err(args: &[&str], vars: &[(&str, &str)]) -> String {
@@ -61,8 +75,21 @@ fn hostname() -> String {
 
 #[test]
 fn defaults_apply_when_nothing_is_set() {
-    let s = resolve(&[], &[]).unwrap();
-    assert_eq!(s.node_name, hostname());
+    let s = match resolve_exact(&[], &[]) {
+        Ok(s) => s,
+        // A machine whose hostname is no valid node name (e.g. `build_01`) must say so.
+        Err(e) => {
+            let e = e.to_string();
+            assert!(
+                e.starts_with("node-name from the hostname (default): ") && !e.contains('\n'),
+                "{e}"
+            );
+            resolve(&[], &[]).unwrap()
+        }
+    };
+    if s.node_name != "test-node" {
+        assert_eq!(s.node_name, hostname());
+    }
     assert_eq!(s.node_ip, NodeAddressSource::FirstFound);
     assert_eq!(s.node_ipv6, None);
     assert_eq!(s.as_number, None);
@@ -156,7 +183,13 @@ fn each_layer_overrides_the_ones_below() {
             if use_file {
                 vars.push(("ROUTERD_CONFIG", config));
             }
-            let s = resolve(&args, &vars).unwrap();
+            // `resolve` adds a node name in the environment, which would mask the
+            // node-name rows.
+            let s = if *flag == "node-name" {
+                resolve_exact(&args, &vars).unwrap()
+            } else {
+                resolve(&args, &vars).unwrap()
+            };
             assert_eq!(
                 value_of(&s, flag),
                 *expected,
@@ -210,7 +243,7 @@ log-level = "WARN"
 route-protocol = "201"
 "#,
     );
-    let s = resolve(&["--config", path.to_str().unwrap()], &[]).unwrap();
+    let s = resolve_exact(&["--config", path.to_str().unwrap()], &[]).unwrap();
     assert_eq!(s.node_name, "node-1");
     assert_eq!(s.node_ip.to_string(), "interface=eth.*,ens[0-9]+");
     assert_eq!(
@@ -288,7 +321,12 @@ fn invalid_values_are_refused_naming_their_origin() {
         );
         // In the file, on line 3 after a comment and a blank line.
         let path = write_file(&dir, &format!("# routerd\n\n{flag} = \"{bad}\"\n"));
-        let by_file = err(&[], &[("ROUTERD_CONFIG", path.to_str().unwrap())]);
+        let config = [("ROUTERD_CONFIG", path.to_str().unwrap())];
+        let by_file = if *flag == "node-name" {
+            resolve_exact(&[], &config).unwrap_err().to_string()
+        } else {
+            err(&[], &config)
+        };
         assert!(
             by_file.starts_with(&format!("{}: line 3: {flag}: ", path.display()))
                 && by_file.contains(why),
@@ -334,7 +372,7 @@ fn resolve_takes_already_parsed_layers() {
     let flags = Flags::try_parse_from(argv(&["--as", "65010"])).unwrap();
     let file = FileSettings::parse(
         Path::new("inline.toml"),
-        "as = 65030\nlog-level = \"debug\"\n",
+        "as = 65030\nlog-level = \"debug\"\nnode-name = \"inline\"\n",
     )
     .unwrap();
     let s = Settings::resolve(&flags, &env(&[("ROUTERD_AS", "65020")]), Some(&file)).unwrap();
