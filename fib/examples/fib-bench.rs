@@ -1,12 +1,23 @@
 //! Route programming throughput: `NetlinkFib` against `ip -batch`, in a namespace it creates.
 //!
 //! ```text
-//! cargo run --release -p fib --example fib-bench -- [--routes 100000] [--batch 1024]
+//! cargo run --release -p fib --example fib-bench -- [--routes 100000] [--runs 5] [--batch 1024]
 //! ```
 //!
-//! Installs N /32 routes via a gateway on a veth, replaces them all (new gateway), removes
-//! them; then the same three phases with `ip -n <ns> -batch <file>`; prints routes/s and the
-//! ratio. Needs root; touches only the namespaces it creates.
+//! Each run installs N /32 routes via a gateway on a veth, replaces them all (new gateway) and
+//! removes them, once per contender, in the same namespace and the same run:
+//!
+//! * `fib`: the hot path (`replace` / `delete`), routes over shared nexthop objects (default);
+//! * `fib inline`: the same with `nexthop_objects: false` (every route carries its gateway);
+//! * `fib apply`: the level-triggered path (`apply`: dump + diff + writes);
+//! * `ip -batch`: `ip -n <ns> -batch <file>` with `route add <dst> via <gw> proto 80` lines,
+//!   the routes as an operator writes them — the reference of the target ratio;
+//! * `ip -batch nhid`: the same routes over two `ip nexthop` objects, to show how much of the
+//!   difference is the kernel's cheaper nexthop-object path rather than our code.
+//!
+//! Wall clock and CPU time (user and system, getrusage: our process for fib, the waited-for
+//! `ip` child for ip) per phase; the medians over the runs, and the median of the per-run
+//! ratios `ip -batch` time / fib time. Needs root; touches only the namespaces it creates.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,12 +36,15 @@ struct Args {
     /// Number of /32 routes per phase.
     #[arg(long, default_value_t = 100_000)]
     routes: u32,
+    /// Runs; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
     /// Netlink requests per sendmsg for fib.
     #[arg(long, default_value_t = FibConfig::default().batch_size)]
     batch: usize,
-    /// Also time fib with one request per write (batch size 1), to show what batching buys.
+    /// Only the fib hot path and plain `ip -batch` (the target comparison).
     #[arg(long)]
-    unbatched: bool,
+    quick: bool,
 }
 
 const GW_A: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
@@ -50,36 +64,62 @@ fn routes(n: u32, gw: Ipv4Addr) -> Vec<Route> {
         .collect()
 }
 
-fn rate(n: u32, d: Duration) -> f64 {
-    f64::from(n) / d.as_secs_f64()
+/// User and system CPU time of this process (`RUSAGE_SELF`) or of its waited-for children
+/// (`RUSAGE_CHILDREN`, i.e. `ip`). The kernel's route processing runs inside the caller's
+/// syscalls, so it is in the caller's system time.
+#[allow(unsafe_code)]
+fn rusage(who: libc::c_int) -> (Duration, Duration) {
+    // SAFETY: getrusage only writes the struct we pass, which is plain data and zeroed.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid `who` and a valid pointer to a live rusage.
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
-fn count_ours(fib: &mut NetlinkFib) -> Result<usize> {
-    Ok(fib.installed()?.len())
-}
-
-/// This process's user and system CPU time so far (/proc/self/stat utime, stime; clock ticks
-/// of 10 ms on Linux), to show how much of a phase is our code and how much the kernel's.
-fn cpu_times() -> (Duration, Duration, Duration) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let tick = |i: usize| Duration::from_millis(10 * f.get(i).copied().unwrap_or(0));
-    // utime, stime, and cutime + cstime (waited-for children, i.e. `ip -batch`).
-    (tick(11), tick(12), tick(13) + tick(14))
-}
-
-/// Wall-clock and CPU time of one phase. The CPU time (user + system, the kernel's route
-/// processing included since it runs in the caller's syscalls) is the fairer comparison on a
-/// busy machine, where the wall clock also counts time spent waiting for a core.
-#[derive(Clone, Copy)]
+/// Wall-clock and CPU time of one phase.
+#[derive(Clone, Copy, Default)]
 struct Timing {
     wall: Duration,
-    cpu: Duration,
+    user: Duration,
+    sys: Duration,
+}
+
+impl Timing {
+    fn cpu(&self) -> Duration {
+        self.user + self.sys
+    }
+
+    fn measure<T>(who: libc::c_int, f: impl FnOnce() -> T) -> (T, Timing) {
+        let (u0, s0) = rusage(who);
+        let started = Instant::now();
+        let out = f();
+        let wall = started.elapsed();
+        let (u1, s1) = rusage(who);
+        (
+            out,
+            Timing {
+                wall,
+                user: u1.saturating_sub(u0),
+                sys: s1.saturating_sub(s0),
+            },
+        )
+    }
+}
+
+impl std::ops::Add for Timing {
+    type Output = Timing;
+    fn add(self, o: Timing) -> Timing {
+        Timing {
+            wall: self.wall + o.wall,
+            user: self.user + o.user,
+            sys: self.sys + o.sys,
+        }
+    }
 }
 
 /// Times one FIB call and checks that it wrote `expect_writes` routes without failures.
@@ -88,18 +128,8 @@ fn timed(
     expect_writes: usize,
     call: impl FnOnce(&mut NetlinkFib) -> Result<ApplyReport, FibError>,
 ) -> Result<Timing> {
-    let started = Instant::now();
-    let (u0, s0, _) = cpu_times();
-    let report = call(fib)?;
-    let took = started.elapsed();
-    let (u1, s1, _) = cpu_times();
-    tracing::info!(
-        wall_ms = took.as_millis() as u64,
-        user_ms = (u1 - u0).as_millis() as u64,
-        sys_ms = (s1 - s0).as_millis() as u64,
-        writes = report.writes(),
-        "phase"
-    );
+    let (report, t) = Timing::measure(libc::RUSAGE_SELF, || call(fib));
+    let report = report?;
     if let Some(first) = report.failed.first() {
         bail!("{} routes failed, first: {first}", report.failed.len());
     }
@@ -107,40 +137,149 @@ fn timed(
         report.writes() == expect_writes,
         "expected {expect_writes} writes, report says {report:?}"
     );
-    Ok(Timing {
-        wall: took,
-        cpu: (u1 - u0) + (s1 - s0),
-    })
+    Ok(t)
 }
 
-fn ip_batch(ns: &Netns, verb: &str, n: u32, gw: Option<Ipv4Addr>) -> Result<Timing> {
-    let path = std::env::temp_dir().join(format!("fib-bench-{}-{verb}.batch", std::process::id()));
+fn ip_batch(ns: &Netns, lines: impl Fn(u32) -> String, n: u32) -> Result<Timing> {
+    let path = std::env::temp_dir().join(format!("fib-bench-{}.batch", std::process::id()));
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
         for i in 0..n {
-            match gw {
-                Some(gw) => writeln!(f, "route {verb} {}/32 via {gw} proto 80", destination(i))?,
-                None => writeln!(f, "route {verb} {}/32 proto 80", destination(i))?,
-            }
+            writeln!(f, "{}", lines(i))?;
         }
     }
-    let started = Instant::now();
-    let (_, _, c0) = cpu_times();
-    let out = Command::new("ip")
-        .args(["-n", ns.name(), "-batch"])
-        .arg(&path)
-        .output()
-        .context("running ip -batch")?;
-    let took = started.elapsed();
-    let (_, _, c1) = cpu_times();
+    let (out, t) = Timing::measure(libc::RUSAGE_CHILDREN, || {
+        Command::new("ip")
+            .args(["-n", ns.name(), "-batch"])
+            .arg(&path)
+            .output()
+    });
     let _ = std::fs::remove_file(&path);
+    let out = out.context("running ip -batch")?;
     if !out.status.success() {
-        bail!("ip -batch {verb}: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("ip -batch: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(Timing {
-        wall: took,
-        cpu: c1 - c0,
-    })
+    Ok(t)
+}
+
+/// The three phases of one contender in one run.
+type Phases = [Timing; 3];
+
+/// The fib hot path: `replace` N routes, `replace` them with another gateway, `delete` them.
+fn fib_hot(fib: &mut NetlinkFib, count: &mut NetlinkFib, n: u32) -> Result<Phases> {
+    let nu = n as usize;
+    // Route lists are built before the clock starts.
+    let (a, b) = (routes(n, GW_A), routes(n, GW_B));
+    let keys = a.iter().map(Route::key).collect::<Vec<_>>();
+    let install = timed(fib, nu, |f| f.replace(a))?;
+    ensure!(count.installed()?.len() == nu);
+    let replace = timed(fib, nu, |f| f.replace(b))?;
+    ensure!(count.installed()?.len() == nu);
+    let remove = timed(fib, nu, |f| f.delete(keys))?;
+    ensure!(count.installed()?.is_empty());
+    Ok([install, replace, remove])
+}
+
+/// The level-triggered path: `apply` of the N routes, of them with another gateway, of none.
+fn fib_apply(fib: &mut NetlinkFib, count: &mut NetlinkFib, n: u32) -> Result<(Phases, Timing)> {
+    let nu = n as usize;
+    let (a, a2, b) = (routes(n, GW_A), routes(n, GW_A), routes(n, GW_B));
+    let install = timed(fib, nu, |f| f.apply(a))?;
+    ensure!(count.installed()?.len() == nu);
+    let noop = timed(fib, 0, |f| f.apply(a2))?;
+    let replace = timed(fib, nu, |f| f.apply(b))?;
+    ensure!(count.installed()?.len() == nu);
+    let remove = timed(fib, nu, |f| f.apply(vec![]))?;
+    ensure!(count.installed()?.is_empty());
+    Ok(([install, replace, remove], noop))
+}
+
+/// `ip -batch` with the same routes; over nexthop objects `nhid` (created before timing).
+fn ip(ns: &Netns, count: &mut NetlinkFib, n: u32, nhid: bool) -> Result<Phases> {
+    let nu = n as usize;
+    let (install, replace) = if nhid {
+        for (id, gw) in [(1, GW_A), (2, GW_B)] {
+            ns.ip(&[
+                "nexthop",
+                "add",
+                "id",
+                &id.to_string(),
+                "via",
+                &gw.to_string(),
+                "dev",
+                "eth0",
+            ])?;
+        }
+        let add = ip_batch(
+            ns,
+            |i| format!("route add {}/32 nhid 1 proto 80", destination(i)),
+            n,
+        )?;
+        ensure!(count.installed()?.len() == nu, "ip -batch add: count");
+        let replace = ip_batch(
+            ns,
+            |i| format!("route replace {}/32 nhid 2 proto 80", destination(i)),
+            n,
+        )?;
+        (add, replace)
+    } else {
+        let add = ip_batch(
+            ns,
+            |i| format!("route add {}/32 via {GW_A} proto 80", destination(i)),
+            n,
+        )?;
+        ensure!(count.installed()?.len() == nu, "ip -batch add: count");
+        let replace = ip_batch(
+            ns,
+            |i| format!("route replace {}/32 via {GW_B} proto 80", destination(i)),
+            n,
+        )?;
+        (add, replace)
+    };
+    ensure!(count.installed()?.len() == nu, "ip -batch replace: count");
+    let remove = ip_batch(
+        ns,
+        |i| format!("route del {}/32 proto 80", destination(i)),
+        n,
+    )?;
+    ensure!(count.installed()?.is_empty(), "ip -batch del left routes");
+    if nhid {
+        for id in ["1", "2"] {
+            ns.ip(&["nexthop", "del", "id", id])?;
+        }
+    }
+    Ok([install, replace, remove])
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+const PHASES: [&str; 4] = ["install", "replace", "remove", "all"];
+
+/// Per contender, per run, the timings of install/replace/remove and their sum.
+#[derive(Default)]
+struct Samples {
+    runs: Vec<[Timing; 4]>,
+}
+
+impl Samples {
+    fn push(&mut self, p: Phases) {
+        self.runs.push([p[0], p[1], p[2], p[0] + p[1] + p[2]]);
+    }
+
+    fn median_of(&self, phase: usize, f: impl Fn(&Timing) -> f64) -> f64 {
+        median(self.runs.iter().map(|r| f(&r[phase])).collect())
+    }
 }
 
 fn main() -> Result<()> {
@@ -159,107 +298,121 @@ fn main() -> Result<()> {
         batch_size: args.batch,
         ..FibConfig::default()
     };
-    let mut fib = NetlinkFib::in_namespace(ns.path(), config)?;
-    let nu = n as usize;
+    let mut fib = NetlinkFib::in_namespace(ns.path(), config.clone())?;
+    // Separate instances per contender, and one that only counts routes (its reads do not
+    // touch the measured instances' state).
+    let mut apply = NetlinkFib::in_namespace(ns.path(), config.clone())?;
+    let mut count = NetlinkFib::in_namespace(ns.path(), config.clone())?;
+    let mut inline = NetlinkFib::in_namespace(
+        ns.path(),
+        FibConfig {
+            nexthop_objects: false,
+            ..config
+        },
+    )?;
 
     println!(
-        "{n} IPv4 /32 routes via a veth gateway, namespace {}",
-        ns.name()
+        "{n} IPv4 /32 routes via a veth gateway, namespace {}, {} runs{}",
+        ns.name(),
+        args.runs,
+        if args.quick { " (quick)" } else { "" }
     );
-
-    // Hot path: replace()/delete(), no dump. Route lists are built before the clock starts.
-    let (a, b) = (routes(n, GW_A), routes(n, GW_B));
-    let keys = a.iter().map(Route::key).collect::<Vec<_>>();
-    let install = timed(&mut fib, nu, |f| f.replace(a))?;
-    ensure!(count_ours(&mut fib)? == nu);
-    let replace = timed(&mut fib, nu, |f| f.replace(b))?;
-    ensure!(count_ours(&mut fib)? == nu);
-    let remove = timed(&mut fib, nu, |f| f.delete(keys))?;
-    ensure!(count_ours(&mut fib)? == 0);
-
-    // Level-triggered path: apply() = dump of our routes + diff + writes.
-    let (a, a2, b) = (routes(n, GW_A), routes(n, GW_A), routes(n, GW_B));
-    let a_install = timed(&mut fib, nu, |f| f.apply(a))?;
-    ensure!(count_ours(&mut fib)? == nu);
-    let a_noop = timed(&mut fib, 0, |f| f.apply(a2))?;
-    let a_replace = timed(&mut fib, nu, |f| f.apply(b))?;
-    ensure!(count_ours(&mut fib)? == nu);
-    let a_remove = timed(&mut fib, nu, |f| f.apply(vec![]))?;
-    ensure!(count_ours(&mut fib)? == 0);
-
-    let ip_add = ip_batch(&ns, "add", n, Some(GW_A))?;
-    ensure!(
-        count_ours(&mut fib)? == nu,
-        "ip -batch add left a different count"
-    );
-    let ip_replace = ip_batch(&ns, "replace", n, Some(GW_B))?;
-    let ip_del = ip_batch(&ns, "del", n, None)?;
-    ensure!(
-        count_ours(&mut fib)? == 0,
-        "ip -batch del left routes behind"
-    );
-
-    let phases = [
-        ("install", install, a_install, ip_add),
-        ("replace", replace, a_replace, ip_replace),
-        ("remove", remove, a_remove, ip_del),
+    let names = [
+        "fib",
+        "fib inline",
+        "fib apply",
+        "ip -batch",
+        "ip -batch nhid",
     ];
-    println!();
-    println!(
-        "{:<8} {:>13} {:>6} {:>6} | {:>13} {:>6} {:>6} | {:>13}",
-        "", "hot path", "ratio", "ratio", "apply", "ratio", "ratio", "ip -batch"
-    );
-    println!(
-        "{:<8} {:>13} {:>6} {:>6} | {:>13} {:>6} {:>6} | {:>13}",
-        "phase", "routes/s", "wall", "cpu", "routes/s", "wall", "cpu", "routes/s"
-    );
-    let ratio = |ip: Duration, ours: Duration| ip.as_secs_f64() / ours.as_secs_f64().max(1e-3);
-    let row = |name: &str, hot: Timing, apply: Timing, ip: Timing, k: u32| {
-        println!(
-            "{:<8} {:>13.0} {:>5.1}x {:>5.1}x | {:>13.0} {:>5.1}x {:>5.1}x | {:>13.0}",
-            name,
-            rate(k, hot.wall),
-            ratio(ip.wall, hot.wall),
-            ratio(ip.cpu, hot.cpu),
-            rate(k, apply.wall),
-            ratio(ip.wall, apply.wall),
-            ratio(ip.cpu, apply.cpu),
-            rate(k, ip.wall),
-        )
-    };
-    for (name, hot, apply, ip) in phases {
-        row(name, hot, apply, ip, n);
+    let mut samples: Vec<Samples> = names.iter().map(|_| Samples::default()).collect();
+    let mut noop = Vec::new();
+    for run in 0..args.runs {
+        // Alternate who goes first, so a drift in machine load favours neither.
+        let order: Vec<usize> = if run % 2 == 0 {
+            vec![0, 3, 1, 4, 2]
+        } else {
+            vec![3, 0, 4, 1, 2]
+        };
+        for c in order {
+            if args.quick && !matches!(c, 0 | 3) {
+                continue;
+            }
+            let phases = match c {
+                0 => fib_hot(&mut fib, &mut count, n)?,
+                1 => fib_hot(&mut inline, &mut count, n)?,
+                2 => {
+                    let (p, t) = fib_apply(&mut apply, &mut count, n)?;
+                    noop.push(ms(t.wall));
+                    p
+                }
+                3 => ip(&ns, &mut count, n, false)?,
+                _ => ip(&ns, &mut count, n, true)?,
+            };
+            samples[c].push(phases);
+        }
+        let all = |c: usize| {
+            samples[c]
+                .runs
+                .last()
+                .map(|r| r[3].wall)
+                .unwrap_or_default()
+        };
+        eprintln!(
+            "run {}: fib {:.0} ms, ip -batch {:.0} ms (3 x {n} routes)",
+            run + 1,
+            ms(all(0)),
+            ms(all(3))
+        );
     }
-    let total = |f: fn(&(&str, Timing, Timing, Timing)) -> Timing| Timing {
-        wall: phases.iter().map(|p| f(p).wall).sum(),
-        cpu: phases.iter().map(|p| f(p).cpu).sum(),
-    };
-    row("all", total(|p| p.1), total(|p| p.2), total(|p| p.3), 3 * n);
-    println!();
-    println!("replace/delete: the incremental hot path (no dump); apply: full reconcile (dump of");
-    println!("our routes + diff + writes); ratio: ip -batch time / fib time, by wall clock and by");
-    println!("CPU time (user + system; 10 ms resolution).");
-    println!(
-        "apply with nothing to change ({n} routes dumped and compared): {:.1} ms",
-        a_noop.wall.as_secs_f64() * 1e3
-    );
 
-    if args.unbatched {
-        let mut one = NetlinkFib::in_namespace(
-            ns.path(),
-            FibConfig {
-                batch_size: 1,
-                ..FibConfig::default()
-            },
-        )?;
-        let a = routes(n, GW_A);
-        let keys = a.iter().map(Route::key).collect::<Vec<_>>();
-        let t = timed(&mut one, nu, |f| f.replace(a))?;
-        let d = timed(&mut one, nu, |f| f.delete(keys))?;
+    println!();
+    println!(
+        "{:<15} {:<8} {:>9} {:>10} {:>9} {:>9} | {:>8} {:>8}",
+        "medians", "phase", "wall ms", "routes/s", "user ms", "sys ms", "ip/x wall", "ip/x cpu"
+    );
+    for (c, name) in names.iter().enumerate() {
+        if samples[c].runs.is_empty() {
+            continue;
+        }
+        for (p, phase) in PHASES.iter().enumerate() {
+            let s = &samples[c];
+            let k = if p == 3 { 3 * n } else { n };
+            let wall = s.median_of(p, |t| ms(t.wall));
+            let ratio = |f: fn(&Timing) -> Duration| {
+                median(
+                    samples[3]
+                        .runs
+                        .iter()
+                        .zip(&s.runs)
+                        .map(|(ip, ours)| {
+                            f(&ip[p]).as_secs_f64() / f(&ours[p]).as_secs_f64().max(1e-6)
+                        })
+                        .collect(),
+                )
+            };
+            println!(
+                "{:<15} {:<8} {:>9.0} {:>10.0} {:>9.0} {:>9.0} | {:>7.2}x {:>7.2}x",
+                if p == 0 { name } else { "" },
+                phase,
+                wall,
+                f64::from(k) / (wall / 1e3),
+                s.median_of(p, |t| ms(t.user)),
+                s.median_of(p, |t| ms(t.sys)),
+                ratio(|t| t.wall),
+                ratio(|t| t.cpu()),
+            );
+        }
+    }
+    println!();
+    println!("ip/x: `ip -batch` (plain `via`, as an operator writes the routes) time divided by");
+    println!("this contender's, median of the per-run ratios. fib: hot path (replace/delete) over");
+    println!("shared nexthop objects; fib inline: same without nexthop objects; fib apply: full");
+    println!("reconcile (dump + diff + writes); ip -batch nhid: ip with the routes over nexthop");
+    println!("objects. CPU = user + system time (getrusage) of fib's process or of the ip child.");
+    if !noop.is_empty() {
         println!(
-            "\nfib with 1 request per write: install {:.0} routes/s, remove {:.0} routes/s",
-            rate(n, t.wall),
-            rate(n, d.wall)
+            "apply with nothing to change ({n} routes dumped and compared): {:.1} ms (median)",
+            median(noop)
         );
     }
     Ok(())

@@ -17,6 +17,7 @@
 //!   [`nexthop`]); routes with one next hop use them unless the kernel refuses.
 
 mod codec;
+mod keyhash;
 mod nexthop;
 mod socket;
 
@@ -30,6 +31,7 @@ use crate::error::{FibError, RouteError, RouteFailure, RouteOp};
 use crate::route::{Device, NextHop, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL};
 use crate::table::{diff, ApplyReport, RouteTable};
 use codec::{NexthopSpec, AF_INET, AF_INET6};
+use keyhash::{KeyMap, KeySet};
 use nexthop::{NexthopTable, Support};
 use socket::Rtnl;
 
@@ -87,13 +89,13 @@ struct Item<'a> {
 pub struct NetlinkFib {
     config: FibConfig,
     rtnl: Rtnl,
-    desired: BTreeMap<RouteKey, Route>,
+    desired: KeyMap<RouteKey, Route>,
     /// Interface name → ifindex, refreshed on every reconcile and on a cache miss.
     links: HashMap<String, u32>,
     nexthops: NexthopTable,
     /// Gateway → the device it is directly reachable on (RTM_GETROUTE), for next hops given
     /// without a device; `None` if it is not directly reachable. Cleared on reconcile.
-    gateway_devices: HashMap<IpAddr, Option<u32>>,
+    gateway_devices: KeyMap<IpAddr, Option<u32>>,
 }
 
 impl NetlinkFib {
@@ -114,9 +116,9 @@ impl NetlinkFib {
             nexthops: NexthopTable::new(config.protocol, config.nexthop_objects),
             config,
             rtnl,
-            desired: BTreeMap::new(),
+            desired: KeyMap::default(),
             links: HashMap::new(),
-            gateway_devices: HashMap::new(),
+            gateway_devices: KeyMap::default(),
         }
     }
 
@@ -314,8 +316,8 @@ impl NetlinkFib {
     fn ensure_nexthops(
         &mut self,
         wanted: impl IntoIterator<Item = NexthopSpec>,
-    ) -> Result<HashMap<NexthopSpec, u32>, FibError> {
-        let mut ids = HashMap::new();
+    ) -> Result<KeyMap<NexthopSpec, u32>, FibError> {
+        let mut ids = KeyMap::default();
         if !self.nexthops.enabled() {
             return Ok(ids);
         }
@@ -328,7 +330,7 @@ impl NetlinkFib {
             }
         }
         let mut missing = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = KeySet::default();
         for spec in wanted {
             if !seen.insert(spec) {
                 continue;
@@ -369,7 +371,7 @@ impl NetlinkFib {
                     }
                     Some(Errno::EOPNOTSUPP) => {
                         self.refuse_nexthops(Errno::EOPNOTSUPP);
-                        return Ok(HashMap::new());
+                        return Ok(KeyMap::default());
                     }
                     Some(errno) => {
                         tracing::debug!(?spec, %errno, "nexthop object refused; its routes go inline");
@@ -405,10 +407,33 @@ impl NetlinkFib {
         &mut self,
         routes: impl IntoIterator<Item = (&'a Route, bool)>,
     ) -> Result<Vec<Item<'a>>, FibError> {
-        let mut items = Vec::new();
-        let mut specs = Vec::new();
+        let routes = routes.into_iter();
+        let mut items = Vec::with_capacity(routes.size_hint().0);
+        let mut specs = Vec::with_capacity(routes.size_hint().0);
+        let mut distinct = Vec::new();
+        // Consecutive routes mostly share their next hop (thousands of routes via a few
+        // nodes): reuse the previous route's spec instead of resolving it again.
+        // (A device-only spec also depends on the route's family.)
+        let mut last: Option<(&NextHop, bool, Option<NexthopSpec>)> = None;
         for (route, was_present) in routes {
-            specs.push(self.spec_for(route)?);
+            let v4 = matches!(route.destination, ipnet::IpNet::V4(_));
+            let spec = match (route.next_hops(), last) {
+                ([nh], Some((prev, prev_v4, spec)))
+                    if prev == nh && (nh.gateway.is_some() || prev_v4 == v4) =>
+                {
+                    spec
+                }
+                _ => self.spec_for(route)?,
+            };
+            if let [nh] = route.next_hops() {
+                last = Some((nh, v4, spec));
+            }
+            if let Some(s) = spec {
+                if distinct.last() != Some(&s) {
+                    distinct.push(s);
+                }
+            }
+            specs.push(spec);
             items.push(Item {
                 op: RouteOp::Replace,
                 key: route.key(),
@@ -417,10 +442,19 @@ impl NetlinkFib {
                 nh: None,
             });
         }
-        let ids = self.ensure_nexthops(specs.iter().flatten().copied())?;
+        let ids = self.ensure_nexthops(distinct)?;
         if !ids.is_empty() {
+            let mut memo: Option<(NexthopSpec, Option<u32>)> = None;
             for (item, spec) in items.iter_mut().zip(&specs) {
-                item.nh = spec.and_then(|s| ids.get(&s).copied());
+                let Some(spec) = spec else { continue };
+                item.nh = match memo {
+                    Some((m, id)) if m == *spec => id,
+                    _ => {
+                        let id = ids.get(spec).copied();
+                        memo = Some((*spec, id));
+                        id
+                    }
+                };
             }
         }
         Ok(items)
@@ -467,10 +501,14 @@ impl NetlinkFib {
                     }
                     (RouteOp::Replace, Some(errno)) if item.nh.is_some() => {
                         // Whatever the kernel holds against the object (it may have gone
-                        // with its device), the route itself is what matters: retry it
-                        // inline, which installs it or yields the route's own error.
+                        // with its device, or been deleted behind our back), the route
+                        // itself is what matters: retry it inline, which installs it or
+                        // yields the route's own error. The object is no longer offered to
+                        // new routes; the next reconcile re-reads what exists.
                         tracing::debug!(key = %item.key, %errno, nh = ?item.nh, "route over nexthop object refused; retrying inline");
-                        item.nh = None;
+                        if let Some(id) = item.nh.take() {
+                            self.nexthops.suspect(id);
+                        }
                         again.push(item);
                     }
                     (op, Some(errno)) => {
@@ -636,6 +674,8 @@ impl RouteTable for NetlinkFib {
     }
 
     fn desired(&self) -> Vec<Route> {
-        self.desired.values().cloned().collect()
+        let mut routes: Vec<Route> = self.desired.values().cloned().collect();
+        routes.sort_unstable_by_key(Route::key);
+        routes
     }
 }

@@ -25,9 +25,8 @@
 //! A kernel without nexthop objects (EOPNOTSUPP) is detected once; routes then carry their
 //! gateways inline, as they also do for ECMP and whenever an object cannot be created.
 
-use std::collections::{HashMap, HashSet};
-
 use super::codec::NexthopSpec;
+use super::keyhash::{KeyMap as HashMap, KeySet as HashSet};
 use crate::route::RouteKey;
 
 /// The first id of ours: the protocol id in the top byte keeps our range apart from the ids
@@ -82,15 +81,15 @@ impl NexthopTable {
                 Support::No
             },
             protocol,
-            by_spec: HashMap::new(),
-            specs: HashMap::new(),
-            refs: HashMap::new(),
-            pinned: HashSet::new(),
-            route_nh: HashMap::new(),
-            fresh: HashSet::new(),
+            by_spec: HashMap::default(),
+            specs: HashMap::default(),
+            refs: HashMap::default(),
+            pinned: HashSet::default(),
+            route_nh: HashMap::default(),
+            fresh: HashSet::default(),
             complete: false,
             loaded: false,
-            foreign: HashSet::new(),
+            foreign: HashSet::default(),
             next_id: id_base(protocol),
         }
     }
@@ -132,6 +131,18 @@ impl NexthopTable {
         self.fresh.insert(id);
     }
 
+    /// A route over object `id` was refused: stop offering it to new routes (it may be
+    /// gone). Its bookkeeping stays until a reconcile re-reads the kernel, so it is never
+    /// deleted on a guess.
+    pub fn suspect(&mut self, id: u32) {
+        if let Some(spec) = self.specs.get(&id) {
+            if self.by_spec.get(spec) == Some(&id) {
+                self.by_spec.remove(spec);
+            }
+        }
+        self.fresh.remove(&id);
+    }
+
     /// Object `id` is gone from the kernel (we deleted it, or it was found missing).
     pub fn forget(&mut self, id: u32) {
         if let Some(spec) = self.specs.remove(&id) {
@@ -151,6 +162,7 @@ impl NexthopTable {
                 *self.refs.entry(id).or_default() += 1;
                 self.route_nh.insert(key, id)
             }
+            None if self.route_nh.is_empty() => None,
             None => self.route_nh.remove(&key),
         };
         if let Some(old) = old {
@@ -160,6 +172,9 @@ impl NexthopTable {
 
     /// Our route `key` is no longer in the kernel.
     pub fn route_removed(&mut self, key: &RouteKey) {
+        if self.route_nh.is_empty() {
+            return;
+        }
         if let Some(old) = self.route_nh.remove(key) {
             self.release(old);
         }
