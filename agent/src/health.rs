@@ -28,6 +28,22 @@
 //! only, no request body. Anything else gets a 4xx answer and the connection is closed; at
 //! most [`MAX_CONNECTIONS`] are served at once, so a flood of idle connections cannot grow
 //! memory without bound.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn daemon() -> Result<(), agent::health::HealthError> {
+//! use agent::health::{serve, HealthState};
+//!
+//! let health = HealthState::new();
+//! let _server = serve("127.0.0.1:9099".parse().unwrap(), health.clone()).await?;
+//! // From the main loop:
+//! health.heartbeat();
+//! health.set_fib_in_sync(true);
+//! health.set_started(true);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

@@ -32,6 +32,24 @@
 //! `interface=<regex>[,<regex>...]` and `can-reach=<ip>`. [`autodetect`] resolves it against
 //! the interfaces of the *calling thread's* network namespace and keeps the prefix length,
 //! which CrossSubnet encapsulation needs to tell whether a peer is on the same subnet.
+//!
+//! # Use
+//!
+//! ```no_run
+//! use agent::settings::{Settings, SettingsError};
+//!
+//! let settings = match Settings::from_process() {
+//!     Ok(s) => s,
+//!     Err(SettingsError::Usage(e)) => e.exit(), // also --help and --version
+//!     Err(e) => {
+//!         eprintln!("routerd: {e}");
+//!         std::process::exit(2);
+//!     }
+//! };
+//! // In the host's network namespace, before anything enters another one:
+//! let ipv4 = settings.node_ipv4();
+//! let ipv6 = settings.node_ipv6();
+//! ```
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -435,6 +453,12 @@ impl LogLevel {
             LogLevel::Debug => "debug",
             LogLevel::Trace => "trace",
         }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -391,7 +391,13 @@ fn unknown_flags_and_help_are_usage_errors() {
         Err(SettingsError::Usage(e)) => {
             let help = e.to_string();
             assert!(help.contains("--node-ip"), "{help}");
-            assert!(help.contains("ROUTERD_NODE_IP"), "{help}");
+            for (flag, _) in SETTINGS {
+                assert!(help.contains(&format!("--{flag} <")), "{flag}: {help}");
+                assert!(
+                    help.contains(&format!("[env: {}]", env_name(flag))),
+                    "{flag}: {help}"
+                );
+            }
         }
         other => panic!("{other:?}"),
     }
@@ -506,6 +512,12 @@ fn can_reach_picks_the_interface_towards_the_destination() {
             .unwrap()
             .to_string(),
         "192.168.50.10/24"
+    );
+    assert_eq!(
+        detect(&ns, "can-reach=fd00:50::1", Family::V6)
+            .unwrap()
+            .to_string(),
+        "fd00:50::10/64"
     );
     let e = detect(&ns, "can-reach=10.201.0.1", Family::V4).unwrap_err();
     assert!(e.contains("no route to 10.201.0.1"), "{e}");
