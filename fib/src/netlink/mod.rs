@@ -91,7 +91,7 @@ pub struct NetlinkFib {
     rtnl: Rtnl,
     desired: KeyMap<RouteKey, Route>,
     /// Interface name → ifindex, refreshed on every reconcile and on a cache miss.
-    links: HashMap<String, u32>,
+    links: KeyMap<String, u32>,
     nexthops: NexthopTable,
     /// Gateway → the device it is directly reachable on (RTM_GETROUTE), for next hops given
     /// without a device; `None` if it is not directly reachable. Cleared on reconcile.
@@ -117,7 +117,7 @@ impl NetlinkFib {
             config,
             rtnl,
             desired: KeyMap::default(),
-            links: HashMap::new(),
+            links: KeyMap::default(),
             gateway_devices: KeyMap::default(),
         }
     }
@@ -131,7 +131,7 @@ impl NetlinkFib {
         self.links = self.rtnl.dump_raw(
             codec::encode_link_dump,
             "link",
-            HashMap::new,
+            KeyMap::default,
             |links, raw| {
                 if let Some((name, index)) = codec::parse_link_raw(raw) {
                     links.insert(name, index);
@@ -478,6 +478,8 @@ impl NetlinkFib {
             (RouteOp::Replace, None) => None,
             (RouteOp::Delete, _) => Some(codec::encode_delete(buf, &item.key, protocol)),
         };
+        let replaces = items.iter().filter(|i| i.nh.is_some()).count();
+        self.nexthops.reserve(replaces);
         let mut attempt = 0;
         while !items.is_empty() {
             let results = self.rtnl.execute(&items, self.config.batch_size, encode)?;

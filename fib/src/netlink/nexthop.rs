@@ -155,6 +155,14 @@ impl NexthopTable {
         self.pinned.remove(&id);
     }
 
+    /// Room for `n` routes over objects when none are tracked yet (a first bulk install: one
+    /// allocation instead of repeated growth; later calls mostly revisit known routes).
+    pub fn reserve(&mut self, n: usize) {
+        if self.route_nh.is_empty() {
+            self.route_nh.reserve(n);
+        }
+    }
+
     /// The kernel now holds our route `key` over object `nh` (`None`: inline next hops).
     pub fn route_installed(&mut self, key: RouteKey, nh: Option<u32>) {
         let old = match nh {
