@@ -1,4 +1,5 @@
-//! The datastore contract, run against every implementation (file and memory): CRUD,
+//! The datastore contract, run against every implementation (file, memory, and Kubernetes
+//! through the in-process API server stand-in of `lab::kube_standin`): CRUD,
 //! compare-and-swap on versions, watches in revision order, resumption and expiry.
 #![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
 
@@ -25,6 +26,23 @@ fn take(watch: &mut Watch, n: usize) -> Vec<Event> {
     events
 }
 
+/// The `(requested, oldest)` of an expired watch. The trait allows the expiry either as the
+/// answer of `watch` or as the watch's first item (an API server sends it as an `ERROR`
+/// event of an accepted watch, and the client cannot know before reading it).
+fn expect_expired(result: Result<Watch, DatastoreError>) -> (u64, u64) {
+    let first = match result {
+        Err(e) => e,
+        Ok(mut watch) => match watch.next_timeout(WAIT) {
+            Err(e) => e,
+            Ok(item) => panic!("expected Expired, got {item:?}"),
+        },
+    };
+    match first {
+        DatastoreError::Expired { requested, oldest } => (requested, oldest),
+        e => panic!("expected Expired, got {e}"),
+    }
+}
+
 /// Asserts nothing more arrives for a while (longer than the file store's poll interval).
 fn assert_quiet(watch: &mut Watch) {
     match watch.next_timeout(Duration::from_millis(200)) {
@@ -46,7 +64,7 @@ macro_rules! contract {
             use super::*;
 
             /// A fresh store keeping `capacity` events, plus whatever keeps it alive.
-            fn store(capacity: usize) -> (Box<dyn Datastore>, Option<tempfile::TempDir>) {
+            fn store(capacity: usize) -> (Box<dyn Datastore>, Box<dyn std::any::Any>) {
                 #[allow(clippy::redundant_closure_call)]
                 ($factory)(capacity)
             }
@@ -244,14 +262,9 @@ macro_rules! contract {
                 for i in 1..20 {
                     version = ds.update("Node", "counter", json!(i), version).unwrap();
                 }
-                match ds.watch(None, WatchFrom::Revision(0)) {
-                    Err(DatastoreError::Expired { requested, oldest }) => {
-                        assert_eq!(requested, 0);
-                        assert!(oldest > 0 && oldest < version, "oldest {oldest}");
-                    }
-                    Err(e) => panic!("expected Expired, got {e}"),
-                    Ok(_) => panic!("expected Expired, got a watch"),
-                }
+                let (requested, oldest) = expect_expired(ds.watch(None, WatchFrom::Revision(0)));
+                assert_eq!(requested, 0);
+                assert!(oldest > 0 && oldest < version, "oldest {oldest}");
                 // The last `capacity` changes are always resumable.
                 let from = version - capacity as u64;
                 let mut watch = ds.watch(None, WatchFrom::Revision(from)).unwrap();
@@ -303,30 +316,58 @@ macro_rules! contract {
     };
 }
 
-contract!(memory, |capacity| -> (
-    Box<dyn Datastore>,
-    Option<tempfile::TempDir>
-) {
-    (
-        Box::new(MemoryDatastore::with_event_log_capacity(capacity)),
-        None,
-    )
-});
+contract!(
+    memory,
+    |capacity| -> (Box<dyn Datastore>, Box<dyn std::any::Any>) {
+        (
+            Box::new(MemoryDatastore::with_event_log_capacity(capacity)),
+            Box::new(()),
+        )
+    }
+);
 
-contract!(file, |capacity| -> (
+contract!(
+    file,
+    |capacity| -> (Box<dyn Datastore>, Box<dyn std::any::Any>) {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = FileDatastore::open_with(
+            dir.path(),
+            FileOptions {
+                event_log_capacity: capacity,
+                poll_interval: Duration::from_millis(10),
+            },
+        )
+        .unwrap();
+        (Box::new(ds), Box::new(dir))
+    }
+);
+
+// The Kubernetes backend against the stand-in API server, which keeps `capacity` past
+// changes for watches (like the API server's watch cache) and reports older revisions with
+// an `ERROR` event carrying `410 Gone`. The client reads a kubeconfig pointing at the
+// stand-in and installs the CRDs first.
+#[cfg(feature = "kubernetes")]
+contract!(kubernetes, |capacity| -> (
     Box<dyn Datastore>,
-    Option<tempfile::TempDir>
+    Box<dyn std::any::Any>
 ) {
+    use agent::datastore::{KubeConfigSource, KubeDatastore, KubeOptions};
+    use lab::kube_standin::{ApiServerStandin, ExpiredAs, StandinOptions};
+    let standin = ApiServerStandin::start(StandinOptions {
+        event_window: capacity,
+        expired_as: ExpiredAs::ErrorEvent,
+    })
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ds = FileDatastore::open_with(
-        dir.path(),
-        FileOptions {
-            event_log_capacity: capacity,
-            poll_interval: Duration::from_millis(10),
-        },
+    let kubeconfig = dir.path().join("kubeconfig");
+    standin.write_kubeconfig(&kubeconfig).unwrap();
+    let ds = KubeDatastore::connect(
+        KubeConfigSource::Kubeconfig(kubeconfig),
+        KubeOptions::default(),
     )
     .unwrap();
-    (Box::new(ds), Some(dir))
+    ds.install_crds().unwrap();
+    (Box::new(ds), Box::new((standin, dir)))
 });
 
 #[test]
@@ -341,4 +382,36 @@ fn open_parses_addresses() {
         agent::datastore::open("etcd://x"),
         Err(DatastoreError::InvalidAddress(_))
     ));
+    // A kubeconfig that does not exist is a configuration error naming the file.
+    match agent::datastore::open("kubernetes:/nonexistent/kubeconfig") {
+        Err(e @ DatastoreError::Kubernetes(_)) => {
+            assert!(e.to_string().contains("/nonexistent/kubeconfig"), "{e}")
+        }
+        Err(e) => panic!("expected a Kubernetes configuration error, got {e}"),
+        Ok(_) => panic!("opened a datastore from a missing kubeconfig"),
+    }
+}
+
+/// `kubernetes:<kubeconfig>` reaches the API server the kubeconfig names.
+#[cfg(feature = "kubernetes")]
+#[test]
+fn open_kubernetes_address_uses_the_kubeconfig() {
+    use lab::kube_standin::{ApiServerStandin, StandinOptions};
+    let standin = ApiServerStandin::start(StandinOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    standin.write_kubeconfig(&kubeconfig).unwrap();
+    let ds = agent::datastore::open(&format!("kubernetes:{}", kubeconfig.display())).unwrap();
+    // No CRDs installed yet: the error says so instead of "not found".
+    match ds.list("BGPPeer") {
+        Err(e @ DatastoreError::Kubernetes(_)) => {
+            assert!(e.to_string().contains("bgppeers.routerd.io"), "{e}");
+            assert!(e.to_string().contains("CRD"), "{e}");
+        }
+        other => panic!("expected a not-served error, got {other:?}"),
+    }
+    assert!(standin
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.target.starts_with("/apis/routerd.io/v1/bgppeers")));
 }

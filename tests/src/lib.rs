@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 
 pub mod bird;
 pub mod gobgp;
+pub mod kube_standin;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 

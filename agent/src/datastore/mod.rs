@@ -18,11 +18,14 @@
 //!   that window gets [`DatastoreError::Expired`] (Kubernetes' `410 Gone`) and must relist.
 //!
 //! Implementations: [`FileDatastore`] (an embedded directory shared by several daemons on
-//! one host) and [`MemoryDatastore`] (tests, simulations). The trait is synchronous because
+//! one host), [`MemoryDatastore`] (tests, simulations) and, with the `kubernetes` feature,
+//! `KubeDatastore` (custom resources of group `routerd.io` in a Kubernetes API server; see
+//! the `kube` module). The trait is synchronous because
 //! the file backend does small local blocking I/O; async callers use
 //! `tokio::task::spawn_blocking` for writes and [`Watch::next`] (async) for events.
 
 mod file;
+mod kube;
 mod memory;
 
 use std::path::PathBuf;
@@ -32,6 +35,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+pub use self::kube::KubeError;
+#[cfg(feature = "kubernetes")]
+pub use self::kube::{
+    crd_yaml, crds, kind_resource, KubeConfigSource, KubeDatastore, KubeOptions, CRD_GROUP,
+    CRD_VERSION, WATCHED_KINDS,
+};
 pub use file::{FileDatastore, FileOptions};
 pub use memory::MemoryDatastore;
 
@@ -142,8 +151,15 @@ pub enum DatastoreError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("invalid datastore address {0:?}: expected file:<dir> or memory:")]
+    #[error(
+        "invalid datastore address {0:?}: expected file:<dir>, memory:, kubernetes: or \
+         kubernetes:<kubeconfig path>"
+    )]
     InvalidAddress(String),
+    /// The Kubernetes datastore failed in a way none of the variants above describes
+    /// (API server unreachable, CRD not installed, a non-numeric resourceVersion, …).
+    #[error("kubernetes datastore: {0}")]
+    Kubernetes(#[from] KubeError),
 }
 
 pub type Result<T, E = DatastoreError> = std::result::Result<T, E>;
@@ -174,16 +190,37 @@ pub trait Datastore: Send + Sync {
     fn watch(&self, kind: Option<&str>, from: WatchFrom) -> Result<Watch>;
 }
 
-/// Opens a datastore from its address: `file:<dir>` or `memory:`.
+/// Opens a datastore from its address: `file:<dir>`, `memory:`, `kubernetes:` (`$KUBECONFIG`
+/// or `~/.kube/config`, else the in-cluster service account) or `kubernetes:<kubeconfig>`.
 pub fn open(address: &str) -> Result<Arc<dyn Datastore>> {
     if let Some(dir) = address.strip_prefix("file:") {
         let dir = if dir.is_empty() { DEFAULT_DIR } else { dir };
         Ok(Arc::new(FileDatastore::open(dir)?))
     } else if address == "memory:" {
         Ok(Arc::new(MemoryDatastore::new()))
+    } else if let Some(kubeconfig) = address.strip_prefix("kubernetes:") {
+        open_kubernetes(kubeconfig)
     } else {
         Err(DatastoreError::InvalidAddress(address.to_string()))
     }
+}
+
+#[cfg(feature = "kubernetes")]
+fn open_kubernetes(kubeconfig: &str) -> Result<Arc<dyn Datastore>> {
+    let source = if kubeconfig.is_empty() {
+        KubeConfigSource::Infer
+    } else {
+        KubeConfigSource::Kubeconfig(PathBuf::from(kubeconfig))
+    };
+    Ok(Arc::new(KubeDatastore::connect(
+        source,
+        KubeOptions::default(),
+    )?))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn open_kubernetes(_kubeconfig: &str) -> Result<Arc<dyn Datastore>> {
+    Err(KubeError::NotBuilt.into())
 }
 
 /// A stream of events. Dropping it stops the watch.

@@ -1,0 +1,617 @@
+//! [`KubeDatastore`]: the synchronous [`Datastore`] over an asynchronous kube client.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use ::kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
+use ::kube::config::{KubeConfigOptions, Kubeconfig};
+use ::kube::core::ApiResource;
+use ::kube::{Client, Config};
+use k8s_openapi::api::core::v1::{Node as KubeNode, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::crd::crds;
+use super::error::KubeError;
+use super::kinds::{kind_resource, resource_name, validate_object_name, WATCHED_KINDS};
+use super::watch;
+use crate::datastore::{
+    Datastore, DatastoreError, Listing, Record, Result, Revision, Watch, WatchFrom,
+};
+
+/// The kind whose records are tied to the Kubernetes Node of the same name.
+const NODE_KIND: &str = "Node";
+
+/// Where the client's configuration comes from.
+#[derive(Debug, Clone)]
+pub enum KubeConfigSource {
+    /// `$KUBECONFIG` or `~/.kube/config`, else the in-cluster service account
+    /// (`KUBERNETES_SERVICE_HOST` and the mounted token), as kube's `Config::infer`.
+    Infer,
+    /// This kubeconfig file (its current context).
+    Kubeconfig(PathBuf),
+    /// A configuration built by the caller.
+    Config(Box<Config>),
+}
+
+/// Tunables of the Kubernetes datastore.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// The kinds `watch(None, ..)` covers.
+    pub watch_kinds: Vec<String>,
+    /// How long a watch of several kinds holds each event so that an event of another
+    /// kind with a lower revision, delivered on its own stream a little later, still comes
+    /// out first (see the module docs).
+    pub merge_window: Duration,
+}
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        Self {
+            watch_kinds: WATCHED_KINDS.iter().map(|k| k.to_string()).collect(),
+            merge_window: Duration::from_millis(30),
+        }
+    }
+}
+
+/// Records as `routerd.io` custom resources in a Kubernetes API server.
+pub struct KubeDatastore {
+    client: Client,
+    runtime: tokio::runtime::Handle,
+    options: KubeOptions,
+    /// Dropping it ends the runtime thread (its receiver resolves).
+    _stop: oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for KubeDatastore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeDatastore")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeDatastore {
+    /// Starts the client runtime and configures the client. Does not contact the API
+    /// server yet: the first call does (and reports an unreachable server).
+    pub fn connect(source: KubeConfigSource, options: KubeOptions) -> Result<Self> {
+        let (handle_tx, handle_rx) = std_mpsc::sync_channel(1);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("kube-datastore".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(runtime.handle().clone()));
+                // Drives every client future and watch until the store is dropped.
+                runtime.block_on(async {
+                    let _ = stop_rx.await;
+                });
+            });
+        let config_error = |reason: String| KubeError::Config {
+            source_name: "the client runtime".into(),
+            reason,
+        };
+        spawned.map_err(|e| config_error(e.to_string()))?;
+        let runtime = handle_rx
+            .recv()
+            .map_err(|_| KubeError::Stopped)?
+            .map_err(config_error)?;
+        let client = run_on(&runtime, async move { make_client(source).await })?;
+        Ok(Self {
+            client,
+            runtime,
+            options,
+            _stop: stop_tx,
+        })
+    }
+
+    /// Runs `fut` on the client runtime and waits for its result.
+    fn run<T, F>(&self, fut: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        run_on(&self.runtime, fut)
+    }
+
+    /// The value under `key` of the Secret `namespace/name`, as text (a BGP password).
+    pub fn secret_value(&self, namespace: &str, name: &str, key: &str) -> Result<String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let (namespace, name, key) = (namespace.to_string(), name.to_string(), key.to_string());
+        self.run(async move {
+            let secret = api
+                .get_opt(&name)
+                .await
+                .map_err(|e| request_error("get", "secrets", &name, e))?
+                .ok_or_else(|| KubeError::SecretNotFound {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                })?;
+            let bytes = secret
+                .data
+                .as_ref()
+                .and_then(|data| data.get(&key))
+                .map(|b| b.0.clone())
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()
+                        .and_then(|data| data.get(&key))
+                        .map(|s| s.clone().into_bytes())
+                })
+                .ok_or_else(|| KubeError::SecretKeyMissing {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    key: key.clone(),
+                })?;
+            String::from_utf8(bytes).map_err(|_| {
+                KubeError::SecretNotText {
+                    namespace,
+                    name,
+                    key,
+                }
+                .into()
+            })
+        })
+    }
+
+    /// Creates the CRDs of [`WATCHED_KINDS`] (replacing existing ones), as
+    /// `kubectl apply -f examples/crds/` would. Needs the right to manage CRDs, which a
+    /// node agent normally does not have: meant for tests and set-up tools.
+    pub fn install_crds(&self) -> Result<()> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        self.run(async move {
+            for mut crd in crds() {
+                let name = crd.metadata.name.clone().unwrap_or_default();
+                match api.create(&PostParams::default(), &crd).await {
+                    Ok(_) => {}
+                    Err(::kube::Error::Api(e)) if e.code == 409 => {
+                        let current = api.get(&name).await.map_err(|e| {
+                            request_error("get", "customresourcedefinitions", &name, e)
+                        })?;
+                        crd.metadata.resource_version = current.metadata.resource_version;
+                        api.replace(&name, &PostParams::default(), &crd)
+                            .await
+                            .map_err(|e| {
+                                request_error("replace", "customresourcedefinitions", &name, e)
+                            })?;
+                    }
+                    Err(e) => {
+                        return Err(
+                            request_error("create", "customresourcedefinitions", &name, e).into(),
+                        )
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn api(&self, resource: &ApiResource) -> Api<DynamicObject> {
+        Api::all_with(self.client.clone(), resource)
+    }
+}
+
+/// Sends `fut` to the runtime behind `handle` and blocks on a std channel for the result
+/// (never `block_on`, so callers inside another runtime's `spawn_blocking` are fine).
+fn run_on<T, F>(handle: &tokio::runtime::Handle, fut: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    let (tx, rx) = std_mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv()
+        .map_err(|_| DatastoreError::from(KubeError::Stopped))?
+}
+
+async fn make_client(source: KubeConfigSource) -> Result<Client> {
+    let (source_name, config) = match source {
+        KubeConfigSource::Infer => (
+            "$KUBECONFIG, ~/.kube/config or the in-cluster service account".to_string(),
+            Config::infer().await.map_err(|e| e.to_string()),
+        ),
+        KubeConfigSource::Kubeconfig(path) => {
+            let config = match Kubeconfig::read_from(&path) {
+                Ok(kubeconfig) => {
+                    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            (format!("kubeconfig {}", path.display()), config)
+        }
+        KubeConfigSource::Config(config) => ("the given configuration".into(), Ok(*config)),
+    };
+    let config = config.map_err(|reason| KubeError::Config {
+        source_name: source_name.clone(),
+        reason,
+    })?;
+    debug!(cluster = %config.cluster_url, "kubernetes datastore client");
+    Client::try_from(config).map_err(|e| {
+        KubeError::Config {
+            source_name,
+            reason: e.to_string(),
+        }
+        .into()
+    })
+}
+
+/// An error status or transport failure the contract has no variant for.
+pub(super) fn request_error(
+    verb: &'static str,
+    resource: &str,
+    name: &str,
+    err: ::kube::Error,
+) -> KubeError {
+    match err {
+        ::kube::Error::Api(e) => KubeError::Api {
+            verb,
+            resource: resource.to_string(),
+            name: name.to_string(),
+            code: e.code,
+            reason: e.reason,
+            message: e.message,
+        },
+        other => KubeError::Transport {
+            verb,
+            resource: resource.to_string(),
+            name: name.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// The status code of an API error, if the server answered one.
+fn status_code(err: &::kube::Error) -> Option<u16> {
+    match err {
+        ::kube::Error::Api(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+/// `metadata.resourceVersion` as a revision (see [`KubeError::ResourceVersion`]).
+pub(super) fn parse_revision(
+    resource: &ApiResource,
+    name: &str,
+    value: Option<&str>,
+) -> Result<Revision, KubeError> {
+    let value = value.unwrap_or_default();
+    value.parse().map_err(|_| KubeError::ResourceVersion {
+        resource: resource_name(resource),
+        name: name.to_string(),
+        value: value.to_string(),
+    })
+}
+
+/// The record an object of our CRDs holds; `Malformed` if it was not written by a
+/// datastore (no `spec.value`).
+pub(super) fn object_record(
+    kind: &str,
+    resource: &ApiResource,
+    object: DynamicObject,
+) -> Result<Record, KubeError> {
+    let Some(name) = object.metadata.name.clone() else {
+        return Err(KubeError::Malformed {
+            resource: resource_name(resource),
+            name: String::new(),
+            reason: "no metadata.name".into(),
+        });
+    };
+    let version = parse_revision(resource, &name, object.metadata.resource_version.as_deref())?;
+    let value = match object.data {
+        Value::Object(mut data) => match data.remove("spec") {
+            Some(Value::Object(mut spec)) => spec.remove("value"),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(value) = value else {
+        return Err(KubeError::Malformed {
+            resource: resource_name(resource),
+            name,
+            reason: "no spec.value (not written by a routerd datastore)".into(),
+        });
+    };
+    Ok(Record {
+        kind: kind.to_string(),
+        name,
+        version,
+        value,
+    })
+}
+
+/// The object that stores `value` under `name`.
+fn record_object(
+    resource: &ApiResource,
+    name: &str,
+    value: Value,
+    version: Option<Revision>,
+    owner: Option<OwnerReference>,
+) -> DynamicObject {
+    let mut object = DynamicObject::new(name, resource).data(json!({ "spec": { "value": value } }));
+    object.metadata.resource_version = version.map(|v| v.to_string());
+    object.metadata.owner_references = owner.map(|o| vec![o]);
+    object
+}
+
+/// The owner of a `Node` record: the Kubernetes Node of the same name, if there is one.
+async fn node_owner(client: Client, kind: &str, name: &str) -> Result<Option<OwnerReference>> {
+    if kind != NODE_KIND {
+        return Ok(None);
+    }
+    let nodes: Api<KubeNode> = Api::all(client);
+    let node = nodes
+        .get_opt(name)
+        .await
+        .map_err(|e| request_error("get", "nodes", name, e))?;
+    let Some(node) = node else {
+        debug!(node = %name, "no Kubernetes Node of this name: node record without owner");
+        return Ok(None);
+    };
+    let Some(uid) = node.metadata.uid else {
+        return Ok(None);
+    };
+    Ok(Some(OwnerReference {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        name: name.to_string(),
+        uid,
+        ..OwnerReference::default()
+    }))
+}
+
+/// After a `409` on update or delete: the stored version (or `NotFound` if it is gone).
+async fn conflict(
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+    kind: String,
+    name: String,
+    expected: Revision,
+) -> DatastoreError {
+    match api.get_opt(&name).await {
+        Ok(Some(object)) => {
+            match parse_revision(
+                &resource,
+                &name,
+                object.metadata.resource_version.as_deref(),
+            ) {
+                Ok(actual) => DatastoreError::Conflict {
+                    kind,
+                    name,
+                    expected,
+                    actual,
+                },
+                Err(e) => e.into(),
+            }
+        }
+        Ok(None) => DatastoreError::NotFound { kind, name },
+        Err(e) => request_error("get", &resource_name(&resource), &name, e).into(),
+    }
+}
+
+impl Datastore for KubeDatastore {
+    fn list(&self, kind: &str) -> Result<Listing> {
+        let resource = kind_resource(kind)?;
+        let api = self.api(&resource);
+        let kind = kind.to_string();
+        self.run(async move {
+            let list = api.list(&ListParams::default()).await.map_err(|e| {
+                if status_code(&e) == Some(404) {
+                    KubeError::NotServed {
+                        resource: resource_name(&resource),
+                    }
+                } else {
+                    request_error("list", &resource_name(&resource), "", e)
+                }
+            })?;
+            let revision =
+                parse_revision(&resource, "", list.metadata.resource_version.as_deref())?;
+            let mut records = Vec::with_capacity(list.items.len());
+            for object in list.items {
+                match object_record(&kind, &resource, object) {
+                    Ok(record) => records.push(record),
+                    Err(e @ KubeError::Malformed { .. }) => {
+                        warn!(error = %e, "skipping an object routerd did not write")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            records.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(Listing { revision, records })
+        })
+    }
+
+    fn get(&self, kind: &str, name: &str) -> Result<Record> {
+        let resource = kind_resource(kind)?;
+        validate_object_name(name)?;
+        let api = self.api(&resource);
+        let (kind, name) = (kind.to_string(), name.to_string());
+        self.run(async move {
+            match api.get(&name).await {
+                Ok(object) => Ok(object_record(&kind, &resource, object)?),
+                Err(e) if status_code(&e) == Some(404) => {
+                    Err(DatastoreError::NotFound { kind, name })
+                }
+                Err(e) => Err(request_error("get", &resource_name(&resource), &name, e).into()),
+            }
+        })
+    }
+
+    fn create(&self, kind: &str, name: &str, value: Value) -> Result<Revision> {
+        let resource = kind_resource(kind)?;
+        validate_object_name(name)?;
+        let api = self.api(&resource);
+        let client = self.client.clone();
+        let (kind, name) = (kind.to_string(), name.to_string());
+        self.run(async move {
+            let owner = node_owner(client, &kind, &name).await?;
+            let object = record_object(&resource, &name, value, None, owner);
+            match api.create(&PostParams::default(), &object).await {
+                Ok(created) => Ok(parse_revision(
+                    &resource,
+                    &name,
+                    created.metadata.resource_version.as_deref(),
+                )?),
+                Err(e) if status_code(&e) == Some(409) => {
+                    Err(DatastoreError::AlreadyExists { kind, name })
+                }
+                Err(e) if status_code(&e) == Some(404) => Err(KubeError::NotServed {
+                    resource: resource_name(&resource),
+                }
+                .into()),
+                Err(e) => Err(request_error("create", &resource_name(&resource), &name, e).into()),
+            }
+        })
+    }
+
+    fn update(&self, kind: &str, name: &str, value: Value, expected: Revision) -> Result<Revision> {
+        let resource = kind_resource(kind)?;
+        validate_object_name(name)?;
+        let api = self.api(&resource);
+        let client = self.client.clone();
+        let (kind, name) = (kind.to_string(), name.to_string());
+        self.run(async move {
+            let owner = node_owner(client, &kind, &name).await?;
+            let object = record_object(&resource, &name, value, Some(expected), owner);
+            match api.replace(&name, &PostParams::default(), &object).await {
+                Ok(replaced) => Ok(parse_revision(
+                    &resource,
+                    &name,
+                    replaced.metadata.resource_version.as_deref(),
+                )?),
+                Err(e) if status_code(&e) == Some(409) => {
+                    Err(conflict(api, resource, kind, name, expected).await)
+                }
+                Err(e) if status_code(&e) == Some(404) => {
+                    Err(DatastoreError::NotFound { kind, name })
+                }
+                Err(e) => Err(request_error("replace", &resource_name(&resource), &name, e).into()),
+            }
+        })
+    }
+
+    fn delete(&self, kind: &str, name: &str, expected: Option<Revision>) -> Result<Revision> {
+        let resource = kind_resource(kind)?;
+        validate_object_name(name)?;
+        let api = self.api(&resource);
+        let (kind, name) = (kind.to_string(), name.to_string());
+        self.run(async move {
+            let params = DeleteParams {
+                preconditions: expected.map(|v| Preconditions {
+                    resource_version: Some(v.to_string()),
+                    uid: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&name, &params).await {
+                // The API server returns the object as deleted, at the deletion's revision.
+                Ok(answer) => answer.either(
+                    |deleted| {
+                        parse_revision(
+                            &resource,
+                            &name,
+                            deleted.metadata.resource_version.as_deref(),
+                        )
+                        .map_err(DatastoreError::from)
+                    },
+                    |status| {
+                        Err(KubeError::Api {
+                            verb: "delete",
+                            resource: resource_name(&resource),
+                            name: name.clone(),
+                            code: status.code,
+                            reason: "StatusInsteadOfObject".into(),
+                            message: format!(
+                                "the API server answered a Status ({}) instead of the deleted \
+                                 object, so the deletion's revision is unknown",
+                                status.message
+                            ),
+                        }
+                        .into())
+                    },
+                ),
+                Err(e) if status_code(&e) == Some(409) => match expected {
+                    Some(expected) => Err(conflict(api, resource, kind, name, expected).await),
+                    None => {
+                        Err(request_error("delete", &resource_name(&resource), &name, e).into())
+                    }
+                },
+                Err(e) if status_code(&e) == Some(404) => {
+                    Err(DatastoreError::NotFound { kind, name })
+                }
+                Err(e) => Err(request_error("delete", &resource_name(&resource), &name, e).into()),
+            }
+        })
+    }
+
+    fn watch(&self, kind: Option<&str>, from: WatchFrom) -> Result<Watch> {
+        let kinds: Vec<String> = match kind {
+            Some(kind) => vec![kind.to_string()],
+            None => self.options.watch_kinds.clone(),
+        };
+        let mut streams = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            let resource = kind_resource(&kind)?;
+            streams.push(watch::KindStream {
+                api: self.api(&resource),
+                kind,
+                resource,
+            });
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let Some(first) = streams.first() else {
+            // Nothing to watch: a watch that ends at once.
+            return Ok(Watch::new(rx));
+        };
+        let from = match from {
+            WatchFrom::Revision(revision) => revision,
+            WatchFrom::Now => {
+                let (api, resource) = (first.api.clone(), first.resource.clone());
+                self.run(async move { current_revision(api, resource).await })?
+            }
+        };
+        self.runtime
+            .spawn(watch::run(streams, from, self.options.merge_window, tx));
+        Ok(Watch::new(rx))
+    }
+}
+
+/// The store's current revision: a list's `resourceVersion` (with `limit`, an API server
+/// reads it from etcd, so it is the global revision, not a cache's).
+async fn current_revision(api: Api<DynamicObject>, resource: ApiResource) -> Result<Revision> {
+    let list = api
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            if status_code(&e) == Some(404) {
+                KubeError::NotServed {
+                    resource: resource_name(&resource),
+                }
+            } else {
+                request_error("list", &resource_name(&resource), "", e)
+            }
+        })?;
+    Ok(parse_revision(
+        &resource,
+        "",
+        list.metadata.resource_version.as_deref(),
+    )?)
+}

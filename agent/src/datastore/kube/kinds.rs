@@ -1,0 +1,141 @@
+//! Datastore kinds as Kubernetes resource types, and record names as object names.
+//!
+//! Any kind maps to a custom resource of group [`CRD_GROUP`], version [`CRD_VERSION`], with
+//! the kind itself as the Kubernetes `kind` and its English plural, lower-cased, as the
+//! resource (`BGPPeer` → `bgppeers.routerd.io`, `BlockAffinity` →
+//! `blockaffinities.routerd.io`), so a new kind needs only a CRD, not code here. The kinds
+//! routerd itself stores are [`WATCHED_KINDS`]; [`super::crds`] generates their CRDs.
+
+use ::kube::core::ApiResource;
+
+use crate::datastore::{validate_name, DatastoreError, Result};
+
+/// API group of every routerd custom resource.
+pub const CRD_GROUP: &str = "routerd.io";
+/// The one served (and stored) version of every routerd custom resource.
+pub const CRD_VERSION: &str = "v1";
+
+/// The kinds a watch of every kind (`watch(None, ..)`) covers: the resource kinds and the
+/// IPAM record kinds. The file and memory stores watch literally every kind; an API server
+/// has no watch across resource types, so this backend watches each of these.
+pub const WATCHED_KINDS: [&str; 8] = [
+    "Node",
+    "BGPConfiguration",
+    "BGPPeer",
+    "IPPool",
+    "BGPFilter",
+    "IPAMBlock",
+    "BlockAffinity",
+    "IPAMHandle",
+];
+
+/// The resource type holding records of `kind`; refuses a kind that is not a valid
+/// Kubernetes kind (ASCII letters and digits, starting with an upper-case letter).
+pub fn kind_resource(kind: &str) -> Result<ApiResource> {
+    validate_name("kind", kind)?;
+    let mut chars = kind.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_uppercase())
+        && chars.all(|c| c.is_ascii_alphanumeric())
+        && kind.len() <= 63;
+    if !valid {
+        return Err(DatastoreError::InvalidName {
+            what: "kind",
+            value: kind.to_string(),
+            reason: "not a Kubernetes kind (up to 63 ASCII letters and digits, \
+                     starting with an upper-case letter)",
+        });
+    }
+    Ok(ApiResource {
+        group: CRD_GROUP.to_string(),
+        version: CRD_VERSION.to_string(),
+        api_version: format!("{CRD_GROUP}/{CRD_VERSION}"),
+        kind: kind.to_string(),
+        plural: plural(kind),
+    })
+}
+
+/// `bgppeers.routerd.io`: how errors and `kubectl` name the resource type.
+pub fn resource_name(resource: &ApiResource) -> String {
+    format!("{}.{}", resource.plural, resource.group)
+}
+
+/// The English plural of a kind, lower-cased, as Kubernetes resource names are spelled
+/// (the same rule kube's `CustomResource` derive applies when no plural is given).
+pub fn plural(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    let n = bytes.len();
+    if n >= 2 && bytes[n - 1] == b'y' && !b"aeiou".contains(&bytes[n - 2]) {
+        format!("{}ies", &lower[..n - 1])
+    } else if lower.ends_with('s')
+        || lower.ends_with('x')
+        || lower.ends_with('z')
+        || lower.ends_with("ch")
+        || lower.ends_with("sh")
+    {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
+    }
+}
+
+/// Record names become `metadata.name`, which the API server requires to be a DNS-1123
+/// subdomain: lower-case letters, digits, `-` and `.`, starting and ending alphanumeric.
+/// Calico's names (node names, `10-65-0-0-24`, `rack1.tor`) all are.
+pub fn validate_object_name(name: &str) -> Result<()> {
+    validate_name("name", name)?;
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let valid = name.chars().all(|c| alnum(c) || c == '-' || c == '.')
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
+        && name
+            .split('.')
+            .all(|label| !label.is_empty() && label.len() <= 63);
+    if valid {
+        Ok(())
+    } else {
+        Err(DatastoreError::InvalidName {
+            what: "name",
+            value: name.to_string(),
+            reason: "not a Kubernetes object name (a DNS-1123 subdomain: lower-case \
+                     letters, digits, '-' and '.', starting and ending alphanumeric)",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurals_match_calico_resource_names() {
+        for (kind, want) in [
+            ("Node", "nodes"),
+            ("BGPConfiguration", "bgpconfigurations"),
+            ("BGPPeer", "bgppeers"),
+            ("IPPool", "ippools"),
+            ("BGPFilter", "bgpfilters"),
+            ("IPAMBlock", "ipamblocks"),
+            ("BlockAffinity", "blockaffinities"),
+            ("IPAMHandle", "ipamhandles"),
+            ("Gateway", "gateways"),
+            ("Address", "addresses"),
+        ] {
+            assert_eq!(plural(kind), want, "{kind}");
+        }
+    }
+
+    #[test]
+    fn kinds_and_names_are_checked() {
+        assert!(kind_resource("BGPPeer").is_ok());
+        for bad in ["bgppeer", "BGP-Peer", "", "A/B"] {
+            assert!(kind_resource(bad).is_err(), "{bad}");
+        }
+        for ok in ["tor-a", "rack1.tor", "10-65-0-0-24", "n0"] {
+            assert!(validate_object_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["Tor", "-a", "a-", "a_b", "a..b", "", "a%2fb"] {
+            assert!(validate_object_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The Kubernetes datastore: records as custom resources in an API server.
+//!
+//! Calico's Kubernetes datastore driver (KDD) keeps its resources as CRDs and relies on the
+//! API server's optimistic concurrency; this backend does the same for routerd, so the
+//! [`Datastore`](super::Datastore) contract maps onto the API almost one to one:
+//!
+//! | contract                          | Kubernetes                                             |
+//! |-----------------------------------|--------------------------------------------------------|
+//! | kind `BGPPeer`                    | cluster-scoped CRD `bgppeers.routerd.io/v1` ([`kind_resource`]) |
+//! | record value                      | `spec.value`, verbatim ([`crds`])                      |
+//! | version / revision                | `metadata.resourceVersion` (etcd's revision, decimal)  |
+//! | `list` revision                   | the list's `metadata.resourceVersion`                  |
+//! | `create`, `AlreadyExists`         | `POST`, `409 AlreadyExists`                            |
+//! | `update(expected)`, `Conflict`    | `PUT` carrying `resourceVersion: expected`, `409 Conflict` |
+//! | `delete(expected)`                | `DELETE` with `preconditions.resourceVersion`          |
+//! | `watch(from)`                     | `GET ?watch=true&resourceVersion=from`                  |
+//! | `Expired`                         | `410 Gone`, as an HTTP status or as a watch `ERROR` event |
+//!
+//! Details worth knowing:
+//!
+//! - **Versions.** `resourceVersion` is opaque in the API, but every real API server sends
+//!   etcd's revision, one global decimal counter, which is exactly the contract's revision;
+//!   a non-numeric one is refused with [`KubeError::ResourceVersion`]. `WatchFrom::Revision(0)`
+//!   becomes `resourceVersion=1`, because `0` means "any, starting with synthetic ADDED
+//!   events" to an API server, and etcd's first write is revision 2.
+//! - **Conflicts.** A `409` does not say which version is stored, so the backend reads the
+//!   object once to fill [`Conflict::actual`](super::DatastoreError::Conflict).
+//! - **Watches.** `WatchFrom::Now` lists once to learn the current revision and watches from
+//!   it, so a change made right after `watch` returns is never missed. A watch stream the
+//!   server ends (its `timeoutSeconds`, a restart) is re-established from the last revision
+//!   delivered (bookmarks included), invisibly to the consumer; a `410 Gone` ends the watch
+//!   with [`Expired`](super::DatastoreError::Expired), after which the caller relists.
+//!   `kube_runtime::watcher` is not used because it hides exactly that: it relists by
+//!   itself, whereas the contract makes the caller relist, the same for every backend.
+//!   A real API server reports an expired revision as the first item of a watch (an
+//!   `ERROR` event), not as a failed request, so `watch` may return `Ok` and the first
+//!   item be `Err(Expired)`; the trait allows both.
+//! - **Watching every kind.** An API server has no watch across resource types, so
+//!   `watch(None, ..)` runs one watch per kind of [`WATCHED_KINDS`] and merges them. Each
+//!   stream is in revision order; across streams, the merge holds every event for
+//!   [`KubeOptions::merge_window`] and releases held events lowest revision first, so the
+//!   merged stream is in revision order unless two streams' deliveries are skewed by more
+//!   than that window (nothing is ever dropped; within one kind the order is always exact).
+//! - **Node tie.** A `Node` record is written with an `ownerReference` to the core/v1
+//!   `Node` of the same name when that exists (looked up at each create/update, since a
+//!   re-registered Kubernetes node gets a new uid), so Kubernetes' garbage collector
+//!   deletes routerd's node when the Kubernetes node is deleted, as Calico ties its node
+//!   to the Kubernetes one. A record for a name with no Kubernetes Node (a router outside
+//!   the cluster, a test) is stored without owner.
+//! - **Secrets.** [`KubeDatastore::secret_value`] reads one key of a core/v1 Secret through
+//!   the same client: how a `BGPPeer`'s `password.secretKeyRef` is resolved (Calico reads
+//!   them in the namespace calico-node runs in; the namespace is the caller's choice).
+//! - **Threads.** The trait is synchronous and the kube client asynchronous: the client
+//!   lives on a single-threaded tokio runtime owned by a dedicated thread, and each call
+//!   sends it a future and waits on a std channel. So the store works from plain threads and
+//!   from `spawn_blocking` inside another runtime (no `block_on` in an async context);
+//!   calling it directly on an async task blocks that worker like any blocking call.
+//!   Dropping the store stops the thread and ends its watches.
+//!
+//! [`KubeError`] lives in [`error`] and is compiled without the feature too, so the
+//! [`DatastoreError::Kubernetes`](super::DatastoreError::Kubernetes) variant exists in every
+//! build; everything else here needs the `kubernetes` feature.
+
+mod error;
+
+pub use error::KubeError;
+
+#[cfg(feature = "kubernetes")]
+mod backend;
+#[cfg(feature = "kubernetes")]
+mod crd;
+#[cfg(feature = "kubernetes")]
+mod kinds;
+#[cfg(feature = "kubernetes")]
+mod watch;
+
+#[cfg(feature = "kubernetes")]
+pub use backend::{KubeConfigSource, KubeDatastore, KubeOptions};
+#[cfg(feature = "kubernetes")]
+pub use crd::{crd_yaml, crds};
+#[cfg(feature = "kubernetes")]
+pub use kinds::{kind_resource, CRD_GROUP, CRD_VERSION, WATCHED_KINDS};
