@@ -1091,3 +1091,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn duplicate_and_invalid_resources_are_reported_not_fatal() {
+    let nodes = three_nodes();
+    let configs = [
+        config(
+            "default",
+            BgpConfigurationSpec {
+                listen_port: Some(70000),
+                node_to_node_mesh_enabled: Some(false),
+                ..Default::default()
+            },
+        ),
+        config("bogus-name", BgpConfigurationSpec::default()),
+    ];
+    let peers = [
+        peer("tor", ip_peer("192.168.1.1", 65001)),
+        peer("tor", ip_peer("192.168.1.2", 65001)),
+    ];
+    let mut twice = nodes.clone();
+    twice.push(node4("node-b", "10.0.0.9"));
+    let p = plan("node-a", &twice, &configs, &peers);
+    // The invalid default is ignored as a whole: the mesh stays on, port 179.
+    assert!(p.local.node_to_node_mesh);
+    assert_eq!(p.local.listen_port, 179);
+    assert_eq!(
+        addresses(&p),
+        [ip("10.0.0.2"), ip("10.0.0.3"), ip("192.168.1.1")]
+    );
+    let text: Vec<String> = p.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(p.problems.len(), 4, "{text:#?}");
+    assert!(p.problems.contains(&PeeringProblem::Duplicate {
+        subject: "BGPPeer/tor".into()
+    }));
+    assert!(p.problems.contains(&PeeringProblem::Duplicate {
+        subject: "Node/node-b".into()
+    }));
+    assert!(text
+        .iter()
+        .any(|t| t.starts_with("BGPConfiguration/default: spec.listenPort")));
+    assert!(text
+        .iter()
+        .any(|t| t.starts_with("BGPConfiguration/bogus-name: metadata.name")));
+}
