@@ -255,6 +255,18 @@ impl ApiServerStandin {
         lock(&self.state).watchers.clear();
     }
 
+    /// Ends every open watch stream with an `ERROR` event carrying `410 Gone`, as the API
+    /// server does to a watcher that fell too far behind its watch cache.
+    pub fn expire_watches(&self) {
+        let mut state = lock(&self.state);
+        let oldest = state.log.front().map_or(state.revision, |c| c.revision - 1);
+        let message = format!("too old resource version: {} ({oldest})", state.revision);
+        let line = json!({ "type": "ERROR", "object": status(410, "Expired", &message) });
+        for watcher in state.watchers.drain(..) {
+            let _ = watcher.tx.send(line.to_string());
+        }
+    }
+
     /// How many watch streams are open.
     pub fn open_watches(&self) -> usize {
         let mut state = lock(&self.state);

@@ -615,3 +615,45 @@ async fn current_revision(api: Api<DynamicObject>, resource: ApiResource) -> Res
         list.metadata.resource_version.as_deref(),
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn resource_versions_must_be_decimal_revisions() {
+        let resource = kind_resource("BGPPeer").unwrap();
+        assert_eq!(
+            parse_revision(&resource, "p", Some("12345")).unwrap(),
+            12345
+        );
+        for bad in [Some("abc"), Some(""), Some("-1"), Some("1.5"), None] {
+            let err = parse_revision(&resource, "p", bad).unwrap_err();
+            assert!(matches!(err, KubeError::ResourceVersion { .. }), "{bad:?}");
+            assert!(err.to_string().contains("bgppeers.routerd.io"), "{err}");
+        }
+    }
+
+    #[test]
+    fn records_come_from_spec_value_only() {
+        let resource = kind_resource("IPPool").unwrap();
+        let mut object = record_object(
+            &resource,
+            "pool",
+            json!({"cidr": "10.0.0.0/8"}),
+            Some(7),
+            None,
+        );
+        let record = object_record("IPPool", &resource, object.clone()).unwrap();
+        assert_eq!(
+            (record.version, record.value),
+            (7, json!({"cidr": "10.0.0.0/8"}))
+        );
+        object.data = json!({"spec": {"cidr": "10.0.0.0/8"}});
+        assert!(matches!(
+            object_record("IPPool", &resource, object),
+            Err(KubeError::Malformed { .. })
+        ));
+    }
+}

@@ -1,7 +1,8 @@
 //! The CustomResourceDefinitions of the routerd kinds, from kube's `CustomResource` derive.
 //!
 //! Every kind has the same shape: `spec.value` holds the datastore record's JSON value
-//! verbatim (`x-kubernetes-preserve-unknown-fields`, no type), so a record round-trips
+//! verbatim (`x-kubernetes-preserve-unknown-fields`, no type, `nullable` so that an API
+//! server does not prune a `null`), so a record round-trips
 //! exactly whatever it holds: a whole Calico-style resource (`apiVersion`, `kind`,
 //! `metadata`, `spec`), an IPAM block, or a bare number. The value is wrapped rather than
 //! spread over `spec` because a record's value need not be an object, and because keeping
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "description": "The datastore record's value, verbatim.",
+        "nullable": true,
         "x-kubernetes-preserve-unknown-fields": true
     })
 }

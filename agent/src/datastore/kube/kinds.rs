@@ -126,6 +126,20 @@ mod tests {
     }
 
     #[test]
+    fn watched_kinds_are_the_resource_and_ipam_kinds() {
+        let mut expected: Vec<&str> = crate::resource::Kind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        expected.extend([
+            crate::ipam_store::BLOCK_KIND,
+            crate::ipam_store::AFFINITY_KIND,
+            crate::ipam_store::HANDLE_KIND,
+        ]);
+        assert_eq!(WATCHED_KINDS.to_vec(), expected);
+    }
+
+    #[test]
     fn kinds_and_names_are_checked() {
         assert!(kind_resource("BGPPeer").is_ok());
         for bad in ["bgppeer", "BGP-Peer", "", "A/B"] {

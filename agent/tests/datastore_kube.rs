@@ -1,0 +1,405 @@
+//! The Kubernetes datastore against the in-process API server stand-in
+//! (`lab::kube_standin`, which speaks the REST and watch protocol over HTTP; it is not a
+//! Kubernetes implementation). The shared contract runs in `datastore_contract.rs`; these
+//! are the Kubernetes-specific behaviours: what goes over the wire on a conflict, `410 Gone`
+//! on a live watch and on a resumed one, the transparent restart of a watch the server
+//! ends, the tie of a routerd Node to the Kubernetes Node, Secrets, and the thread bridge.
+#![cfg(feature = "kubernetes")]
+#![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
+
+use std::time::Duration;
+
+use agent::datastore::{
+    Datastore, DatastoreError, EventType, KubeConfigSource, KubeDatastore, KubeError, KubeOptions,
+    WatchFrom,
+};
+use agent::resource::{parse_manifests, Resource};
+use lab::kube_standin::{ApiServerStandin, ExpiredAs, StandinOptions};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(5);
+const NODES: &str = "/apis/routerd.io/v1/nodes";
+const CORE_NODES: &str = "/api/v1/nodes";
+
+struct Cluster {
+    standin: ApiServerStandin,
+    _dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn start(event_window: usize, expired_as: ExpiredAs) -> Self {
+        let standin = ApiServerStandin::start(StandinOptions {
+            event_window,
+            expired_as,
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        standin.write_kubeconfig(&kubeconfig).unwrap();
+        let cluster = Self {
+            standin,
+            _dir: dir,
+            kubeconfig,
+        };
+        cluster.client().install_crds().unwrap();
+        cluster
+    }
+
+    /// A new client (as another routerd on another node would have).
+    fn client(&self) -> KubeDatastore {
+        KubeDatastore::connect(
+            KubeConfigSource::Kubeconfig(self.kubeconfig.clone()),
+            KubeOptions::default(),
+        )
+        .unwrap()
+    }
+}
+
+fn next_event(watch: &mut agent::datastore::Watch) -> agent::datastore::Event {
+    match watch.next_timeout(WAIT) {
+        Ok(Some(e)) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_update_gets_409_and_a_retry_with_the_fresh_version_succeeds() {
+    let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
+    let (a, b) = (cluster.client(), cluster.client());
+    let v1 = a
+        .create("IPAMBlock", "10-65-0-0-24", json!({"n": 0}))
+        .unwrap();
+    // Both read version v1; a writes first.
+    assert_eq!(b.get("IPAMBlock", "10-65-0-0-24").unwrap().version, v1);
+    let v2 = a
+        .update("IPAMBlock", "10-65-0-0-24", json!({"n": 1}), v1)
+        .unwrap();
+    match b.update("IPAMBlock", "10-65-0-0-24", json!({"n": 2}), v1) {
+        Err(DatastoreError::Conflict {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (v1, v2)),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    // The conflict is the API server's 409 on a PUT carrying the stale resourceVersion.
+    let requests = cluster.standin.requests();
+    assert!(
+        requests.iter().any(|r| r.method == "PUT"
+            && r.target
+                .starts_with("/apis/routerd.io/v1/ipamblocks/10-65-0-0-24")
+            && r.status == 409),
+        "{requests:?}"
+    );
+    // b re-reads and retries with the fresh version.
+    let fresh = b.get("IPAMBlock", "10-65-0-0-24").unwrap();
+    assert_eq!(fresh.value, json!({"n": 1}));
+    let v3 = b
+        .update(
+            "IPAMBlock",
+            "10-65-0-0-24",
+            json!({"n": fresh.value["n"].as_i64().unwrap() + 1}),
+            fresh.version,
+        )
+        .unwrap();
+    assert!(v3 > v2);
+    assert_eq!(
+        a.get("IPAMBlock", "10-65-0-0-24").unwrap().value,
+        json!({"n": 2})
+    );
+    // A delete with a stale precondition is a 409 too, and a create of an existing name
+    // a 409 AlreadyExists.
+    assert!(matches!(
+        a.delete("IPAMBlock", "10-65-0-0-24", Some(v2)),
+        Err(DatastoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        a.create("IPAMBlock", "10-65-0-0-24", json!({})),
+        Err(DatastoreError::AlreadyExists { .. })
+    ));
+    let statuses: Vec<_> = cluster
+        .standin
+        .requests()
+        .iter()
+        .filter(|r| r.status == 409)
+        .map(|r| r.method.clone())
+        .collect();
+    assert!(statuses.contains(&"DELETE".into()), "{statuses:?}");
+    assert!(statuses.contains(&"POST".into()), "{statuses:?}");
+}
+
+/// A live watch that the API server expires (`ERROR` event, `410`) reports `Expired`;
+/// the consumer relists and watches from the list's revision, and misses nothing.
+#[test]
+fn live_watch_expired_by_the_server_relists_and_resumes_without_gap() {
+    let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
+    let ds = cluster.client();
+    let writer = cluster.client();
+    let mut watch = ds.watch(Some("BGPPeer"), WatchFrom::Now).unwrap();
+    let v1 = writer.create("BGPPeer", "p1", json!(1)).unwrap();
+    assert_eq!(next_event(&mut watch).revision(), v1);
+    cluster.standin.expire_watches();
+    match watch.next_timeout(WAIT) {
+        Err(DatastoreError::Expired { requested, .. }) => assert_eq!(requested, v1),
+        other => panic!("expected Expired, got {other:?}"),
+    }
+    // Changes made while the consumer has no watch.
+    writer.create("BGPPeer", "p2", json!(2)).unwrap();
+    writer.delete("BGPPeer", "p1", None).unwrap();
+    let listing = ds.list("BGPPeer").unwrap();
+    let names: Vec<_> = listing.records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["p2"]);
+    let mut watch = ds
+        .watch(Some("BGPPeer"), WatchFrom::Revision(listing.revision))
+        .unwrap();
+    let v4 = writer.create("BGPPeer", "p3", json!(3)).unwrap();
+    let event = next_event(&mut watch);
+    assert_eq!(
+        (
+            event.revision(),
+            event.event_type,
+            event.record.name.as_str()
+        ),
+        (v4, EventType::Added, "p3")
+    );
+    assert!(matches!(
+        watch.next_timeout(Duration::from_millis(200)),
+        Ok(None)
+    ));
+}
+
+/// Resuming from a revision older than the server's window: `410` both as the real
+/// server's `ERROR` event and as an HTTP `410` status; the relist then resumes.
+#[test]
+fn resuming_from_a_compacted_revision_expires_in_both_forms() {
+    for expired_as in [ExpiredAs::ErrorEvent, ExpiredAs::HttpStatus] {
+        let cluster = Cluster::start(3, expired_as);
+        let ds = cluster.client();
+        let mut version = ds.create("Node", "counter", json!(0)).unwrap();
+        let start = version;
+        for i in 1..10 {
+            version = ds.update("Node", "counter", json!(i), version).unwrap();
+        }
+        let err = match ds.watch(Some("Node"), WatchFrom::Revision(start)) {
+            Err(e) => e,
+            Ok(mut w) => w.next_timeout(WAIT).unwrap_err(),
+        };
+        match err {
+            DatastoreError::Expired { requested, oldest } => {
+                assert_eq!(requested, start, "{expired_as:?}");
+                assert_eq!(oldest, version - 3, "{expired_as:?}");
+            }
+            e => panic!("{expired_as:?}: expected Expired, got {e}"),
+        }
+        let status = if expired_as == ExpiredAs::HttpStatus {
+            410
+        } else {
+            200
+        };
+        assert!(cluster
+            .standin
+            .requests()
+            .iter()
+            .any(|r| r.target.contains("watch=true") && r.status == status));
+        let listing = ds.list("Node").unwrap();
+        assert_eq!(listing.records[0].value, json!(9));
+        let mut watch = ds
+            .watch(Some("Node"), WatchFrom::Revision(listing.revision))
+            .unwrap();
+        let next = ds.update("Node", "counter", json!(10), version).unwrap();
+        assert_eq!(next_event(&mut watch).revision(), next);
+    }
+}
+
+/// A watch stream the server ends (timeout, restart) is resumed from the last delivered
+/// revision without the consumer seeing anything but the events.
+#[test]
+fn watch_ended_by_the_server_resumes_invisibly() {
+    let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
+    let ds = cluster.client();
+    let mut watch = ds.watch(Some("IPPool"), WatchFrom::Now).unwrap();
+    let v1 = ds.create("IPPool", "a", json!(1)).unwrap();
+    assert_eq!(next_event(&mut watch).revision(), v1);
+    cluster.standin.end_watches();
+    let v2 = ds.create("IPPool", "b", json!(2)).unwrap();
+    let v3 = ds.update("IPPool", "a", json!(3), v1).unwrap();
+    assert_eq!(next_event(&mut watch).revision(), v2);
+    assert_eq!(next_event(&mut watch).revision(), v3);
+    let watches: Vec<_> = cluster
+        .standin
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.target.starts_with("/apis/routerd.io/v1/ippools?") && r.target.contains("watch=true")
+        })
+        .collect();
+    assert_eq!(watches.len(), 2, "{watches:?}");
+    assert!(
+        watches[1].target.contains(&format!("resourceVersion={v1}")),
+        "{watches:?}"
+    );
+}
+
+/// A routerd Node is owned by the Kubernetes Node of the same name, so the garbage
+/// collector removes it with the Kubernetes node; a name without Kubernetes Node has no
+/// owner.
+#[test]
+fn node_record_is_tied_to_the_kubernetes_node() {
+    let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
+    let k8s_node = cluster
+        .standin
+        .create(
+            CORE_NODES,
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-1"}}),
+        )
+        .unwrap();
+    let uid = k8s_node["metadata"]["uid"].as_str().unwrap().to_string();
+    let ds = cluster.client();
+    let v1 = ds
+        .create("Node", "worker-1", json!({"asn": 64512}))
+        .unwrap();
+    ds.create("Node", "tor-router", json!({"asn": 64600}))
+        .unwrap();
+    let owners = |name: &str| -> Value {
+        cluster.standin.object(NODES, name).unwrap()["metadata"]["ownerReferences"].clone()
+    };
+    assert_eq!(
+        owners("worker-1"),
+        json!([{"apiVersion": "v1", "kind": "Node", "name": "worker-1", "uid": uid}])
+    );
+    assert_eq!(owners("tor-router"), Value::Null);
+    // An update keeps the tie.
+    ds.update("Node", "worker-1", json!({"asn": 64513}), v1)
+        .unwrap();
+    assert_eq!(owners("worker-1")[0]["uid"], json!(uid));
+    // Deleting the Kubernetes node deletes routerd's (the garbage collector's cascade,
+    // emulated by the stand-in), and a watch sees it.
+    let mut watch = ds.watch(Some("Node"), WatchFrom::Now).unwrap();
+    cluster.standin.delete(CORE_NODES, "worker-1").unwrap();
+    let event = next_event(&mut watch);
+    assert_eq!(
+        (event.event_type, event.record.name.as_str()),
+        (EventType::Deleted, "worker-1")
+    );
+    assert_eq!(event.record.value, json!({"asn": 64513}));
+    assert!(matches!(
+        ds.get("Node", "worker-1"),
+        Err(DatastoreError::NotFound { .. })
+    ));
+    assert!(ds.get("Node", "tor-router").is_ok());
+}
+
+#[test]
+fn secret_values_are_read_from_the_given_namespace() {
+    let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
+    let secrets = "/api/v1/namespaces/kube-system/secrets";
+    cluster
+        .standin
+        .create(
+            secrets,
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "bgp-secrets", "namespace": "kube-system"},
+                // base64 of "s3cret" and of the bytes ff fe
+                "data": {"rr-password": "czNjcmV0", "binary": "//4="},
+            }),
+        )
+        .unwrap();
+    let ds = cluster.client();
+    assert_eq!(
+        ds.secret_value("kube-system", "bgp-secrets", "rr-password")
+            .unwrap(),
+        "s3cret"
+    );
+    let kube_error = |r: Result<String, DatastoreError>| match r {
+        Err(DatastoreError::Kubernetes(e)) => e,
+        other => panic!("expected a Kubernetes error, got {other:?}"),
+    };
+    assert!(matches!(
+        kube_error(ds.secret_value("kube-system", "bgp-secrets", "other")),
+        KubeError::SecretKeyMissing { .. }
+    ));
+    assert!(matches!(
+        kube_error(ds.secret_value("kube-system", "bgp-secrets", "binary")),
+        KubeError::SecretNotText { .. }
+    ));
+    assert!(matches!(
+        kube_error(ds.secret_value("calico-system", "bgp-secrets", "rr-password")),
+        KubeError::SecretNotFound { .. }
+    ));
+}
+
+/// Records round-trip exactly: a Calico resource as routerd stores it, and odd JSON.
+#[test]
+fn values_round_trip_exactly() {
+    let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
+    let ds = cluster.client();
+    let peer = parse_manifests(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: rack1.tor\n  \
+         labels:\n    rack: r1\nspec:\n  peerIP: 192.20.30.40\n  asNumber: 64567\n  \
+         nodeSelector: rack == 'r1'\n",
+    )
+    .unwrap()
+    .remove(0);
+    ds.create("BGPPeer", "rack1.tor", peer.to_value()).unwrap();
+    let stored = ds.get("BGPPeer", "rack1.tor").unwrap();
+    assert_eq!(Resource::from_value(stored.value, 0).unwrap(), peer);
+    for (i, value) in [
+        json!(null),
+        json!(-7),
+        json!(1.5),
+        json!("text ü"),
+        json!([1, "two", {"three": [null, false]}]),
+        json!({"nested": {"empty": {}, "list": [], "u64": 18446744073709551615u64}}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("v{i}");
+        ds.create("IPAMHandle", &name, value.clone()).unwrap();
+        assert_eq!(ds.get("IPAMHandle", &name).unwrap().value, value);
+    }
+    // Names the API server would refuse are refused before any request.
+    assert!(matches!(
+        ds.create("IPAMHandle", "Upper_Case", json!(1)),
+        Err(DatastoreError::InvalidName { .. })
+    ));
+}
+
+/// The synchronous store works from `spawn_blocking` inside another runtime, its watch
+/// from async code, and dropping it inside that runtime is fine.
+#[test]
+fn usable_from_spawn_blocking_and_async_code_of_another_runtime() {
+    let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
+    let ds = std::sync::Arc::new(cluster.client());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let d = ds.clone();
+        let mut watch = tokio::task::spawn_blocking(move || d.watch(None, WatchFrom::Now))
+            .await
+            .unwrap()
+            .unwrap();
+        let d = ds.clone();
+        let (a, b) = tokio::task::spawn_blocking(move || {
+            let a = d
+                .create("BGPConfiguration", "default", json!({"asn": 1}))
+                .unwrap();
+            let b = d.create("BGPFilter", "f", json!({})).unwrap();
+            (a, b)
+        })
+        .await
+        .unwrap();
+        for expected in [a, b] {
+            let event = tokio::time::timeout(WAIT, watch.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(event.revision(), expected);
+        }
+        drop(ds);
+    });
+}
