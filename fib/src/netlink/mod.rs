@@ -21,7 +21,6 @@ mod keyhash;
 mod nexthop;
 mod socket;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -29,7 +28,7 @@ use nix::errno::Errno;
 
 use crate::error::{FibError, RouteError, RouteFailure, RouteOp};
 use crate::route::{Device, NextHop, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL};
-use crate::table::{diff, ApplyReport, RouteTable};
+use crate::table::{diff_refs, ApplyReport, RouteTable};
 use codec::{NexthopSpec, AF_INET, AF_INET6};
 use keyhash::{KeyMap, KeySet};
 use nexthop::{NexthopTable, Support};
@@ -204,19 +203,20 @@ impl NetlinkFib {
 
     /// Our routes in the kernel, by key (`None` for shapes we do not model). Also re-reads
     /// the nexthop objects and which routes use them.
-    fn dump_ours(&mut self) -> Result<HashMap<RouteKey, Option<Route>>, FibError> {
+    /// `expect`: roughly how many routes of ours there are (to size the map once).
+    fn dump_ours(&mut self, expect: usize) -> Result<KeyMap<RouteKey, Option<Route>>, FibError> {
         let protocol = self.config.protocol;
         let objects = self.dump_nexthops()?;
-        let by_id: HashMap<u32, (u8, NextHop)> = objects
+        let by_id: KeyMap<u32, (u8, NextHop)> = objects
             .iter()
             .filter_map(|(id, proto, spec)| spec.map(|s| (*id, (*proto, s.next_hop()))))
             .collect();
-        let ours_ids: HashSet<u32> = objects
+        let ours_ids: KeySet<u32> = objects
             .iter()
             .filter(|(_, proto, _)| *proto == protocol)
             .map(|(id, _, _)| *id)
             .collect();
-        let mut out = HashMap::new();
+        let mut out = KeyMap::with_capacity_and_hasher(expect, Default::default());
         let mut users = Vec::new();
         let mut pins = Vec::new();
         for v6 in [false, true] {
@@ -531,6 +531,87 @@ impl NetlinkFib {
         Ok(())
     }
 
+    /// [`RouteTable::reconcile`] against `desired` (the desired set, taken out of `self`).
+    fn reconcile_with(
+        &mut self,
+        desired: &KeyMap<RouteKey, Route>,
+    ) -> Result<ApplyReport, FibError> {
+        let started = std::time::Instant::now();
+        self.refresh_links()?;
+        self.gateway_devices.clear();
+        let mut report = ApplyReport::default();
+        // Desired routes as the kernel reports them (device names as ifindexes). Only routes
+        // that name a device are copied; the rest are compared as they are.
+        let mut renamed: KeyMap<RouteKey, Route> = KeyMap::default();
+        // Keys whose desired route cannot be programmed right now: their current kernel
+        // route (if any) is left alone rather than deleted, since it is still wanted.
+        let mut unresolvable: KeySet<RouteKey> = KeySet::default();
+        for (key, route) in desired {
+            let names_device = route
+                .next_hops()
+                .iter()
+                .any(|nh| matches!(nh.device, Some(Device::Name(_))));
+            let checked = if names_device {
+                self.resolve(route).map(Some)
+            } else {
+                route.validate().map(|()| None).map_err(RouteFailure::from)
+            };
+            match checked {
+                Ok(Some(r)) => {
+                    renamed.insert(*key, r);
+                }
+                Ok(None) => {}
+                Err(failure) => {
+                    unresolvable.insert(*key);
+                    report.failed.push(RouteError {
+                        op: RouteOp::Replace,
+                        key: *key,
+                        route: Some(route.clone()),
+                        failure,
+                    });
+                }
+            }
+        }
+        let actual = self.dump_ours(desired.len())?;
+        let dumped = started.elapsed();
+        // Key order: the writes reach the kernel sorted, as `diff` would order them.
+        let mut wanted: Vec<(&RouteKey, &Route)> = desired
+            .iter()
+            .filter(|(k, _)| !unresolvable.contains(*k))
+            .map(|(k, r)| (k, renamed.get(k).unwrap_or(r)))
+            .collect();
+        wanted.sort_unstable_by_key(|(k, _)| **k);
+        let d = diff_refs(wanted, &actual, |k| desired.contains_key(k));
+        let diffed = started.elapsed();
+        report.unchanged = d.unchanged;
+        let mut items = Vec::with_capacity(d.add.len() + d.change.len() + d.delete.len());
+        for key in &d.delete {
+            items.push(Item {
+                op: RouteOp::Delete,
+                key: *key,
+                route: actual.get(key).and_then(Option::as_ref),
+                was_present: true,
+                nh: None,
+            });
+        }
+        let writes = d.add.iter().map(|r| (*r, false));
+        items.extend(self.replace_items(writes.chain(d.change.iter().map(|r| (*r, true))))?);
+        self.program(items, &mut report, |k| desired.get(k).cloned())?;
+        self.collect_garbage()?;
+        tracing::debug!(
+            added = report.added,
+            changed = report.changed,
+            deleted = report.deleted,
+            unchanged = report.unchanged,
+            failed = report.failed.len(),
+            dump_ms = dumped.as_millis() as u64,
+            diff_ms = (diffed - dumped).as_millis() as u64,
+            write_ms = (started.elapsed() - diffed).as_millis() as u64,
+            "reconciled kernel FIB"
+        );
+        Ok(report)
+    }
+
     /// Checks that `route` can be encoded: valid, and every device name known.
     fn check(&self, route: &Route) -> Result<(), RouteFailure> {
         route.validate()?;
@@ -551,72 +632,19 @@ impl RouteTable for NetlinkFib {
     }
 
     fn apply(&mut self, desired: Vec<Route>) -> Result<ApplyReport, FibError> {
-        self.desired = desired.into_iter().map(|r| (r.key(), r)).collect();
+        let mut map = KeyMap::with_capacity_and_hasher(desired.len(), Default::default());
+        map.extend(desired.into_iter().map(|r| (r.key(), r)));
+        self.desired = map;
         self.reconcile()
     }
 
     fn reconcile(&mut self) -> Result<ApplyReport, FibError> {
-        let started = std::time::Instant::now();
-        self.refresh_links()?;
-        self.gateway_devices.clear();
-        let mut report = ApplyReport::default();
-        let mut resolved = BTreeMap::new();
-        // Keys whose desired route cannot be programmed right now: their current kernel
-        // route (if any) is left alone rather than deleted, since it is still wanted.
-        let mut unresolvable = Vec::new();
-        for (key, route) in &self.desired {
-            match self.resolve(route) {
-                Ok(r) => {
-                    resolved.insert(*key, r);
-                }
-                Err(failure) => {
-                    unresolvable.push(*key);
-                    report.failed.push(RouteError {
-                        op: RouteOp::Replace,
-                        key: *key,
-                        route: Some(route.clone()),
-                        failure,
-                    });
-                }
-            }
-        }
-        let mut actual = self.dump_ours()?;
-        for key in &unresolvable {
-            actual.remove(key);
-        }
-        let dumped = started.elapsed();
-        let d = diff(&resolved, &actual);
-        let diffed = started.elapsed();
-        report.unchanged = d.unchanged;
-        let mut items = Vec::with_capacity(d.add.len() + d.change.len() + d.delete.len());
-        for key in &d.delete {
-            items.push(Item {
-                op: RouteOp::Delete,
-                key: *key,
-                route: actual.get(key).and_then(Option::as_ref),
-                was_present: true,
-                nh: None,
-            });
-        }
-        let writes = d.add.iter().map(|r| (r, false));
-        items.extend(self.replace_items(writes.chain(d.change.iter().map(|r| (r, true))))?);
+        // The desired set is only read; taken out so the writes can borrow its routes while
+        // `self` is borrowed mutably, and put back whatever happens.
         let desired = std::mem::take(&mut self.desired);
-        let result = self.program(items, &mut report, |k| desired.get(k).cloned());
+        let result = self.reconcile_with(&desired);
         self.desired = desired;
-        result?;
-        self.collect_garbage()?;
-        tracing::debug!(
-            added = report.added,
-            changed = report.changed,
-            deleted = report.deleted,
-            unchanged = report.unchanged,
-            failed = report.failed.len(),
-            dump_ms = dumped.as_millis() as u64,
-            diff_ms = (diffed - dumped).as_millis() as u64,
-            write_ms = (started.elapsed() - diffed).as_millis() as u64,
-            "reconciled kernel FIB"
-        );
-        Ok(report)
+        result
     }
 
     fn replace(&mut self, routes: Vec<Route>) -> Result<ApplyReport, FibError> {
@@ -672,7 +700,11 @@ impl RouteTable for NetlinkFib {
     }
 
     fn installed(&mut self) -> Result<Vec<Route>, FibError> {
-        Ok(self.dump_ours()?.into_values().flatten().collect())
+        Ok(self
+            .dump_ours(self.desired.len())?
+            .into_values()
+            .flatten()
+            .collect())
     }
 
     fn desired(&self) -> Vec<Route> {
