@@ -403,3 +403,21 @@ fn usable_from_spawn_blocking_and_async_code_of_another_runtime() {
         drop(ds);
     });
 }
+
+/// The TLS stack is usable (a crypto provider is compiled in): a client for an `https`
+/// server is built, and an unreachable server is a transport error, not a panic.
+#[test]
+fn https_client_is_built_and_unreachable_server_is_an_error() {
+    let config = kube::Config::new("https://127.0.0.1:9".parse().unwrap());
+    let ds = KubeDatastore::connect(
+        KubeConfigSource::Config(Box::new(config)),
+        KubeOptions::default(),
+    )
+    .unwrap();
+    match ds.list("BGPPeer") {
+        Err(DatastoreError::Kubernetes(KubeError::Transport { verb, resource, .. })) => {
+            assert_eq!((verb, resource.as_str()), ("list", "bgppeers.routerd.io"))
+        }
+        other => panic!("expected a transport error, got {other:?}"),
+    }
+}

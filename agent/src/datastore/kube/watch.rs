@@ -282,7 +282,62 @@ async fn sleep_until(at: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::datastore::Record;
+
+    fn event(revision: Revision) -> Event {
+        Event {
+            event_type: EventType::Added,
+            record: Record {
+                kind: "Node".into(),
+                name: format!("n{revision}"),
+                version: revision,
+                value: serde_json::Value::Null,
+            },
+        }
+    }
+
+    /// Events of two streams arriving out of order within the window leave in revision
+    /// order; an error is delivered after the events held before it, and ends the merge.
+    #[test]
+    fn merge_orders_by_revision_within_the_window() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (in_tx, in_rx) = mpsc::unbounded_channel();
+            let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+            let merged = tokio::spawn(merge(in_rx, out_tx, Duration::from_millis(500)));
+            in_tx.send(Ok(event(5))).unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            in_tx.send(Ok(event(3))).unwrap();
+            in_tx.send(Ok(event(4))).unwrap();
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                got.push(out_rx.recv().await.unwrap().unwrap().revision());
+            }
+            assert_eq!(got, [3, 4, 5]);
+            // Held events go out before the error that follows them.
+            in_tx.send(Ok(event(7))).unwrap();
+            in_tx.send(Ok(event(6))).unwrap();
+            in_tx
+                .send(Err(DatastoreError::Expired {
+                    requested: 7,
+                    oldest: 9,
+                }))
+                .unwrap();
+            assert_eq!(out_rx.recv().await.unwrap().unwrap().revision(), 6);
+            assert_eq!(out_rx.recv().await.unwrap().unwrap().revision(), 7);
+            assert!(matches!(
+                out_rx.recv().await,
+                Some(Err(DatastoreError::Expired { .. }))
+            ));
+            merged.await.unwrap();
+            assert!(out_rx.recv().await.is_none());
+        });
+    }
 
     #[test]
     fn oldest_revision_is_read_from_the_status_message() {
