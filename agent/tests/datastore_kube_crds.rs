@@ -62,3 +62,36 @@ fn installed_crds_serve_every_kind() {
         assert_eq!(ds.list(kind).unwrap().records.len(), 1, "{kind}");
     }
 }
+
+/// The example RBAC grants every verb the datastore uses on every resource it uses.
+#[test]
+fn example_rbac_covers_every_resource() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/crds/routerd-rbac.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let role: serde_yaml::Value = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .next()
+        .unwrap();
+    let rule = &role["rules"][0];
+    assert_eq!(
+        rule["apiGroups"][0].as_str(),
+        Some(agent::datastore::CRD_GROUP)
+    );
+    let listed = |key: &str| -> Vec<String> {
+        rule[key]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let resources = listed("resources");
+    for kind in agent::datastore::WATCHED_KINDS {
+        let plural = agent::datastore::kind_resource(kind).unwrap().plural;
+        assert!(resources.contains(&plural), "{plural} missing");
+    }
+    let verbs = listed("verbs");
+    for verb in ["get", "list", "watch", "create", "update", "delete"] {
+        assert!(verbs.contains(&verb.to_string()), "{verb} missing");
+    }
+}

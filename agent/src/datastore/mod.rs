@@ -198,20 +198,17 @@ pub fn open(address: &str) -> Result<Arc<dyn Datastore>> {
         Ok(Arc::new(FileDatastore::open(dir)?))
     } else if address == "memory:" {
         Ok(Arc::new(MemoryDatastore::new()))
-    } else if let Some(kubeconfig) = address.strip_prefix("kubernetes:") {
-        open_kubernetes(kubeconfig)
+    } else if address.starts_with("kubernetes:") {
+        open_kubernetes(address)
     } else {
         Err(DatastoreError::InvalidAddress(address.to_string()))
     }
 }
 
 #[cfg(feature = "kubernetes")]
-fn open_kubernetes(kubeconfig: &str) -> Result<Arc<dyn Datastore>> {
-    let source = if kubeconfig.is_empty() {
-        KubeConfigSource::Infer
-    } else {
-        KubeConfigSource::Kubeconfig(PathBuf::from(kubeconfig))
-    };
+fn open_kubernetes(address: &str) -> Result<Arc<dyn Datastore>> {
+    let source = KubeConfigSource::from_address(address)
+        .ok_or_else(|| DatastoreError::InvalidAddress(address.to_string()))?;
     Ok(Arc::new(KubeDatastore::connect(
         source,
         KubeOptions::default(),
@@ -219,7 +216,7 @@ fn open_kubernetes(kubeconfig: &str) -> Result<Arc<dyn Datastore>> {
 }
 
 #[cfg(not(feature = "kubernetes"))]
-fn open_kubernetes(_kubeconfig: &str) -> Result<Arc<dyn Datastore>> {
+fn open_kubernetes(_address: &str) -> Result<Arc<dyn Datastore>> {
     Err(KubeError::NotBuilt.into())
 }
 

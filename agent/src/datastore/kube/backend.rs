@@ -39,6 +39,20 @@ pub enum KubeConfigSource {
     Config(Box<Config>),
 }
 
+impl KubeConfigSource {
+    /// The source a datastore address names: `kubernetes:` is [`Self::Infer`],
+    /// `kubernetes:<path>` a kubeconfig file; `None` for other addresses. routerd uses it
+    /// to open the [`KubeDatastore`] itself when it needs more than the trait (Secrets).
+    pub fn from_address(address: &str) -> Option<Self> {
+        let kubeconfig = address.strip_prefix("kubernetes:")?;
+        Some(if kubeconfig.is_empty() {
+            Self::Infer
+        } else {
+            Self::Kubeconfig(PathBuf::from(kubeconfig))
+        })
+    }
+}
+
 /// Tunables of the Kubernetes datastore.
 #[derive(Debug, Clone)]
 pub struct KubeOptions {
