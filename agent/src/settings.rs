@@ -720,6 +720,9 @@ impl Family {
 }
 
 fn parse_address_source(text: &str, family: Family) -> Result<NodeAddressSource, String> {
+    if family == Family::V4 && text.trim() == "none" {
+        return Err("routerd needs an IPv4 address (IPv6-only nodes are not supported)".into());
+    }
     let source: NodeAddressSource = text.parse()?;
     let explicit = match &source {
         NodeAddressSource::Cidr(net) => Some(net.addr()),

@@ -282,6 +282,7 @@ fn invalid_values_are_refused_naming_their_origin() {
         ("node-name", "Node_1", "not a valid node name"),
         ("node-name", "-node", "not a valid node name"),
         ("node-ip", "eth0", "neither an address"),
+        ("node-ip", "none", "needs an IPv4 address"),
         ("node-ip", "fd00::1/64", "not an IPv4 address"),
         ("node-ip", "127.0.0.1/8", "cannot be a node's address"),
         ("node-ip", "interface=eth(", "not a valid regex"),
