@@ -21,6 +21,20 @@
 //! settings are ignored, because Kubernetes injects `ROUTERD_SERVICE_HOST`-style variables
 //! for a Service named `routerd`.
 //!
+//! A complete file (every key optional):
+//!
+//! ```toml
+//! node-name = "node-1"
+//! node-ip = "can-reach=10.0.0.1"      # or "10.0.0.5/24", "first-found", "interface=eth.*"
+//! node-ipv6 = "none"
+//! as = 64512                          # or "1.10"
+//! datastore = "file:/var/lib/routerd"
+//! control-socket = "/var/run/routerd/routerd.ctl"
+//! health-listen = "127.0.0.1:9099"    # or "none"
+//! log-level = "info"
+//! route-protocol = 80
+//! ```
+//!
 //! Every refused value is reported on one line naming where it came from: `--node-ip: ...`,
 //! `ROUTERD_AS: ...`, `/etc/routerd/routerd.toml: line 3: node-ip: ...`.
 //!
