@@ -13,7 +13,9 @@
 //! * `ip -batch`: `ip -n <ns> -batch <file>` with `route add <dst> via <gw> proto 80` lines,
 //!   the routes as an operator writes them — the reference of the target ratio;
 //! * `ip -batch nhid`: the same routes over two `ip nexthop` objects, to show how much of the
-//!   difference is the kernel's cheaper nexthop-object path rather than our code.
+//!   difference is the kernel's cheaper nexthop-object path rather than our code;
+//! * `ip -batch spread`: the plain lines in the order fib sends a large batch in (sorted,
+//!   bit-reversed index), to show how much is that order rather than our code.
 //!
 //! Wall clock and CPU time (user and system, getrusage: our process for fib, the waited-for
 //! `ip` child for ip) per phase; the medians over the runs, and the median of the per-run
@@ -140,6 +142,19 @@ fn timed(
     Ok(t)
 }
 
+/// The indexes 0..n in bit-reversed order (the order fib sends a sorted batch in).
+fn spread_order(n: u32) -> Vec<u32> {
+    let bits = u32::BITS - n.saturating_sub(1).leading_zeros();
+    (0..1u64 << bits)
+        .map(|i| {
+            ((i as u32).reverse_bits())
+                .checked_shr(u32::BITS - bits)
+                .unwrap_or(0)
+        })
+        .filter(|&j| j < n)
+        .collect()
+}
+
 fn ip_batch(ns: &Netns, lines: impl Fn(u32) -> String, n: u32) -> Result<Timing> {
     let path = std::env::temp_dir().join(format!("fib-bench-{}.batch", std::process::id()));
     {
@@ -195,8 +210,14 @@ fn fib_apply(fib: &mut NetlinkFib, count: &mut NetlinkFib, n: u32) -> Result<(Ph
 }
 
 /// `ip -batch` with the same routes; over nexthop objects `nhid` (created before timing).
-fn ip(ns: &Netns, count: &mut NetlinkFib, n: u32, nhid: bool) -> Result<Phases> {
+fn ip(ns: &Netns, count: &mut NetlinkFib, n: u32, nhid: bool, spread: bool) -> Result<Phases> {
     let nu = n as usize;
+    let order: Vec<u32> = if spread {
+        spread_order(n)
+    } else {
+        (0..n).collect()
+    };
+    let destination = |i: u32| destination(order[i as usize]);
     let (install, replace) = if nhid {
         for (id, gw) in [(1, GW_A), (2, GW_B)] {
             ns.ip(&[
@@ -323,15 +344,16 @@ fn main() -> Result<()> {
         "fib apply",
         "ip -batch",
         "ip -batch nhid",
+        "ip -batch spread",
     ];
     let mut samples: Vec<Samples> = names.iter().map(|_| Samples::default()).collect();
     let mut noop = Vec::new();
     for run in 0..args.runs {
         // Alternate who goes first, so a drift in machine load favours neither.
         let order: Vec<usize> = if run % 2 == 0 {
-            vec![0, 3, 1, 4, 2]
+            vec![0, 3, 1, 4, 2, 5]
         } else {
-            vec![3, 0, 4, 1, 2]
+            vec![3, 0, 4, 1, 5, 2]
         };
         for c in order {
             if args.quick && !matches!(c, 0 | 3) {
@@ -345,8 +367,9 @@ fn main() -> Result<()> {
                     noop.push(ms(t.wall));
                     p
                 }
-                3 => ip(&ns, &mut count, n, false)?,
-                _ => ip(&ns, &mut count, n, true)?,
+                3 => ip(&ns, &mut count, n, false, false)?,
+                4 => ip(&ns, &mut count, n, true, false)?,
+                _ => ip(&ns, &mut count, n, false, true)?,
             };
             samples[c].push(phases);
         }
@@ -408,7 +431,11 @@ fn main() -> Result<()> {
     println!("this contender's, median of the per-run ratios. fib: hot path (replace/delete) over");
     println!("shared nexthop objects; fib inline: same without nexthop objects; fib apply: full");
     println!("reconcile (dump + diff + writes); ip -batch nhid: ip with the routes over nexthop");
-    println!("objects. CPU = user + system time (getrusage) of fib's process or of the ip child.");
+    println!(
+        "objects; ip -batch spread: plain lines in the order fib sends a batch in (sorted, then"
+    );
+    println!("bit-reversed index: kinder to the kernel's FIB trie). CPU = user + system time");
+    println!("(getrusage) of fib's process or of the ip child.");
     if !noop.is_empty() {
         println!(
             "apply with nothing to change ({n} routes dumped and compared): {:.1} ms (median)",
