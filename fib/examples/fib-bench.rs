@@ -14,8 +14,8 @@
 //!   the routes as an operator writes them — the reference of the target ratio;
 //! * `ip -batch nhid`: the same routes over two `ip nexthop` objects, to show how much of the
 //!   difference is the kernel's cheaper nexthop-object path rather than our code;
-//! * `ip -batch spread`: the plain lines in the order fib sends a large batch in (sorted,
-//!   bit-reversed index), to show how much is that order rather than our code.
+//! * `ip -batch spread`: the plain lines, the removals in the order fib sends a large batch of
+//!   removals in (bit-reversed index), to show how much is that order rather than our code.
 //!
 //! Wall clock and CPU time (user and system, getrusage: our process for fib, the waited-for
 //! `ip` child for ip) per phase; the medians over the runs, and the median of the per-run
@@ -142,7 +142,7 @@ fn timed(
     Ok(t)
 }
 
-/// The indexes 0..n in bit-reversed order (the order fib sends a sorted batch in).
+/// The indexes 0..n in bit-reversed order (the order fib sends a sorted batch of removals in).
 fn spread_order(n: u32) -> Vec<u32> {
     let bits = u32::BITS - n.saturating_sub(1).leading_zeros();
     (0..1u64 << bits)
@@ -212,12 +212,12 @@ fn fib_apply(fib: &mut NetlinkFib, count: &mut NetlinkFib, n: u32) -> Result<(Ph
 /// `ip -batch` with the same routes; over nexthop objects `nhid` (created before timing).
 fn ip(ns: &Netns, count: &mut NetlinkFib, n: u32, nhid: bool, spread: bool) -> Result<Phases> {
     let nu = n as usize;
+    // Removal order: as written, or spread as fib sends removals.
     let order: Vec<u32> = if spread {
         spread_order(n)
     } else {
         (0..n).collect()
     };
-    let destination = |i: u32| destination(order[i as usize]);
     let (install, replace) = if nhid {
         for (id, gw) in [(1, GW_A), (2, GW_B)] {
             ns.ip(&[
@@ -260,7 +260,7 @@ fn ip(ns: &Netns, count: &mut NetlinkFib, n: u32, nhid: bool, spread: bool) -> R
     ensure!(count.installed()?.len() == nu, "ip -batch replace: count");
     let remove = ip_batch(
         ns,
-        |i| format!("route del {}/32 proto 80", destination(i)),
+        |i| format!("route del {}/32 proto 80", destination(order[i as usize])),
         n,
     )?;
     ensure!(count.installed()?.is_empty(), "ip -batch del left routes");
