@@ -431,10 +431,8 @@ fn main() -> Result<()> {
     println!("this contender's, median of the per-run ratios. fib: hot path (replace/delete) over");
     println!("shared nexthop objects; fib inline: same without nexthop objects; fib apply: full");
     println!("reconcile (dump + diff + writes); ip -batch nhid: ip with the routes over nexthop");
-    println!(
-        "objects; ip -batch spread: plain lines in the order fib sends a batch in (sorted, then"
-    );
-    println!("bit-reversed index: kinder to the kernel's FIB trie). CPU = user + system time");
+    println!("objects; ip -batch spread: plain lines, the removals in the order fib sends them");
+    println!("(bit-reversed index: kinder to the kernel's FIB trie). CPU = user + system time");
     println!("(getrusage) of fib's process or of the ip child.");
     if !noop.is_empty() {
         println!(
