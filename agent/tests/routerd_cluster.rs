@@ -225,7 +225,7 @@ fn three_routerd_mesh_then_a_tor_peer_applied_with_routectl() {
 
     // The ToR: BIRD, AS 65000, configured for the three nodes.
     let mut conf = String::from(
-        "router id 10.0.0.254;\nprotocol device {}\n\
+        "router id 10.0.0.254;\nprotocol device {}\nprotocol direct { ipv4; }\n\
          protocol static defgw { ipv4; route 0.0.0.0/0 blackhole; }\n\
          template bgp node { local 10.0.0.254 as 65000; hold time 9; connect retry time 1;\n\
            ipv4 { import all; export all; }; }\n",
@@ -271,6 +271,15 @@ fn three_routerd_mesh_then_a_tor_peer_applied_with_routectl() {
             routes_via(&routes(n), "default", "10.0.0.254").then_some(())
         })
         .unwrap();
+    }
+    // The ToR also advertises the shared segment; the kernel's connected route stays.
+    for n in &nodes {
+        let table = n.ns.ip(&["route", "show", "10.0.0.0/24"]).unwrap();
+        assert!(
+            table.contains("proto kernel") && !table.contains("proto 80"),
+            "{}: connected route replaced: {table}",
+            n.name
+        );
     }
     // The mesh sessions were not touched: same sessions, same "since".
     for (n, before) in nodes.iter().zip(&mesh_since) {

@@ -45,10 +45,16 @@ pub fn pool_encap(pool: &ipam::IpPool) -> PoolEncap {
 }
 
 /// Splits the best paths into overlay blocks and direct routes, and adds the blackholes.
+///
+/// A prefix equal to one of the node's `connected` subnets is skipped: the kernel's own
+/// connected route is the better one (BIRD prefers its `direct` routes, preference 240, over
+/// BGP for the same reason), and installing ours with the same key would replace the
+/// kernel's route, which routerd must never touch.
 pub fn plan_routes(
     view: &ClusterView,
     this_node: &str,
     own_blocks: &[IpNet],
+    connected: &[IpNet],
     best: &BestPaths,
 ) -> RoutePlan {
     let pools = view.ip_pools();
@@ -56,7 +62,7 @@ pub fn plan_routes(
     let mut remotes: BTreeMap<IpAddr, ClusterNode> = BTreeMap::new();
     let mut plan = RoutePlan::default();
     for (prefix, hops) in best {
-        if hops.is_empty() || own_blocks.contains(prefix) {
+        if hops.is_empty() || own_blocks.contains(prefix) || connected.contains(prefix) {
             continue;
         }
         let pool = pools.iter().find(|p| {
@@ -161,7 +167,15 @@ mod tests {
         );
         // Our own block, learned back (e.g. through a reflector): never routed away.
         best.insert(net("10.244.0.0/24"), vec![ip("10.0.0.2")]);
-        let plan = plan_routes(&view, "a", &[net("10.244.0.0/24")], &best);
+        // The segment itself, learned from the ToR: the kernel's connected route wins.
+        best.insert(net("10.0.0.0/24"), vec![ip("10.0.0.254")]);
+        let plan = plan_routes(
+            &view,
+            "a",
+            &[net("10.244.0.0/24")],
+            &[net("10.0.0.0/24")],
+            &best,
+        );
         assert_eq!(plan.remotes.len(), 1);
         assert_eq!(plan.remotes[0].node_ip, ip("10.0.0.2"));
         assert_eq!(
@@ -199,7 +213,7 @@ mod tests {
         };
         let mut best = BestPaths::new();
         best.insert(net("10.244.9.0/24"), vec![ip("10.0.0.254")]);
-        let plan = plan_routes(&view, "a", &[], &best);
+        let plan = plan_routes(&view, "a", &[], &[], &best);
         assert!(plan.remotes.is_empty());
         assert_eq!(plan.direct.len(), 1);
     }

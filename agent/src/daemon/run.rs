@@ -332,7 +332,7 @@ pub async fn run(
                 }
                 if routes_dirty {
                     routes_dirty = false;
-                    let plan = plan_routes(&view, &config.node_name, &blocks, &best);
+                    let plan = plan_routes(&view, &config.node_name, &blocks, &connected_networks(), &best);
                     let pools: Vec<encap::PoolEncap> = view.ip_pools().iter().map(super::routes::pool_encap).collect();
                     let mut desired = plan.blackholes;
                     desired.extend(plan.direct);
@@ -713,6 +713,32 @@ fn underlay_interface(address: IpAddr) -> Option<String> {
         }
     }
     None
+}
+
+/// The subnets of the node's interface addresses (the kernel's connected routes).
+fn connected_networks() -> Vec<IpNet> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ifa in addrs {
+        let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else {
+            continue;
+        };
+        let net = match (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+            (Some(a), Some(m)) => ipnet::Ipv4Net::with_netmask(a.ip(), m.ip())
+                .ok()
+                .map(|n| IpNet::V4(n.trunc())),
+            _ => match (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+                (Some(a), Some(m)) => ipnet::Ipv6Net::with_netmask(a.ip(), m.ip())
+                    .ok()
+                    .map(|n| IpNet::V6(n.trunc())),
+                _ => None,
+            },
+        };
+        out.extend(net);
+    }
+    out
 }
 
 /// What routerd last sent the FIB, so that only differences are sent.

@@ -1,0 +1,394 @@
+//! The lab: a cluster of `routerd` nodes and a BIRD top-of-rack in network namespaces,
+//! operated with `routectl`, as an operator would run calico-node on real machines.
+//!
+//! `scripts/lab.sh` (or `cargo build --release -p agent --bins --examples &&
+//! target/release/examples/lab [--nodes N] [--keep]`) builds, on one L2 segment 10.0.0.0/24:
+//! - N nodes (default 3) `node-1..node-N` at 10.0.0.1.., each running `routerd` on one shared
+//!   embedded datastore (a directory), AS 64512 inherited from the default;
+//! - one pod per node: a namespace with a veth to its node, its address assigned by IPAM from
+//!   the node's block (the lab plays the CNI plugin's part: IPAM assignment, the veth and the
+//!   /32 route to it);
+//! - a top-of-rack router running BIRD 2, AS 65000, originating a default route.
+//!
+//! Then, as an operator would: `routectl create` an IPPool, start the daemons, watch the
+//! mesh come up, `routectl apply` a global BGPPeer for the ToR, and check: every session
+//! Established, every node routes every other block through its owner, every pod pings every
+//! other pod, the ToR reaches every pod. It prints `routectl get nodes -o wide`, `routectl
+//! node status` of node-1, `routectl ipam show --show-blocks` and the kernel tables, then
+//! tears everything down (with `--keep`, only after Ctrl-C). Needs root and the packages of
+//! `scripts/setup.sh`; only namespaces it creates are touched.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use agent::datastore;
+use agent::ipam_store::DatastoreIpam;
+use agent::status::{query_status, PeerType};
+use anyhow::{bail, Context, Result};
+use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool, IpPoolSpec};
+use lab::bird::Bird;
+use lab::{lan, require, veth, wait_for, Daemon, Netns};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(200);
+
+struct Node {
+    name: String,
+    ip: String,
+    ns: Netns,
+    socket: PathBuf,
+    _daemon: Daemon,
+}
+
+/// The built binaries next to this example (`target/<profile>/{routerd,routectl}`).
+fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot locate the target directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build with `cargo build --release -p agent --bins --examples`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn routectl(bin: &Path, datastore: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let mut c = Command::new(bin);
+    c.arg("--datastore")
+        .arg(datastore)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().context("running routectl")?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        pipe.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "routectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn main() -> Result<()> {
+    let mut count = 3usize;
+    let mut keep = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--nodes" => {
+                count = args
+                    .next()
+                    .context("--nodes needs a number")?
+                    .parse()
+                    .context("--nodes needs a number")?
+            }
+            "--keep" => keep = true,
+            other => bail!("unknown argument {other}; usage: lab [--nodes N] [--keep]"),
+        }
+    }
+    if !(2..=50).contains(&count) {
+        bail!("--nodes must be 2..=50");
+    }
+    require(&["ip", "bird", "birdc", "ping"]);
+    let routerd = binary("routerd")?;
+    let routectl_bin = binary("routectl")?;
+    let dir = tempdir()?;
+    let datastore = format!("file:{}", dir.join("datastore").display());
+    let ctl = |args: &[&str], stdin: Option<&str>| routectl(&routectl_bin, &datastore, args, stdin);
+
+    println!(
+        "lab: {count} routerd nodes and a BIRD ToR in network namespaces; datastore {datastore}"
+    );
+    print!(
+        "$ routectl create -f pool.yaml\n{}",
+        ctl(
+            &["create", "-f", "-"],
+            Some(
+                "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: default-ipv4-ippool\n\
+                 spec:\n  cidr: 10.244.0.0/16\n  blockSize: 24\n  ipipMode: Never\n  vxlanMode: Never\n  natOutgoing: true\n",
+            ),
+        )?
+    );
+
+    let tor_ns = Netns::new("tor")?;
+    let node_ns: Vec<Netns> = (1..=count)
+        .map(|i| Netns::new(&format!("node{i}")))
+        .collect::<Result<_>>()?;
+    let cidrs: Vec<String> = (1..=count).map(|i| format!("10.0.0.{i}/24")).collect();
+    let tor_addr = ["10.0.0.254/24"];
+    let node_addrs: Vec<[&str; 1]> = cidrs.iter().map(|c| [c.as_str()]).collect();
+    let mut members: Vec<(&Netns, &str, &[&str])> = vec![(&tor_ns, "eth0", &tor_addr)];
+    for (ns, a) in node_ns.iter().zip(&node_addrs) {
+        members.push((ns, "eth0", a));
+    }
+    let _switch = lan("lab", &members)?;
+
+    let mut tor_conf = String::from(
+        "router id 10.0.0.254;\nprotocol device {}\nprotocol direct { ipv4; }\n\
+         protocol kernel { ipv4 { export where source = RTS_BGP; }; merge paths on; }\n\
+         protocol static defgw { ipv4; route 0.0.0.0/0 blackhole; }\n\
+         template bgp node { local 10.0.0.254 as 65000; hold time 9; connect retry time 1;\n\
+           ipv4 { import all; export all; }; }\n",
+    );
+    for i in 1..=count {
+        tor_conf +=
+            &format!("protocol bgp node{i} from node {{ neighbor 10.0.0.{i} as 64512; }}\n");
+    }
+    let tor = Bird::start(&tor_ns, &dir.join("tor"), &tor_conf)?;
+
+    let mut nodes = Vec::new();
+    for (i, ns) in (1..=count).zip(node_ns) {
+        let name = format!("node-{i}");
+        let socket = dir.join(format!("{name}.ctl"));
+        let log = File::create(dir.join(format!("{name}.log")))?;
+        let child = ns
+            .command(&[
+                &routerd.to_string_lossy(),
+                "--node-name",
+                &name,
+                "--node-ip",
+                &cidrs[i - 1],
+                "--datastore",
+                &datastore,
+                "--control-socket",
+                &socket.to_string_lossy(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting routerd")?;
+        nodes.push(Node {
+            name,
+            ip: format!("10.0.0.{i}"),
+            ns,
+            socket,
+            _daemon: Daemon::from_child(child),
+        });
+    }
+
+    // The mesh.
+    for n in &nodes {
+        let others: Vec<String> = nodes
+            .iter()
+            .filter(|o| o.name != n.name)
+            .map(|o| PeerType::NodeMesh.session_name(o.ip.parse().unwrap_or([0u8; 4].into())))
+            .collect();
+        wait_for(&format!("{}'s mesh", n.name), TIMEOUT, POLL, || {
+            let s = query_status(&n.socket, Duration::from_secs(5)).ok()?;
+            others
+                .iter()
+                .all(|o| {
+                    s.sessions
+                        .iter()
+                        .any(|x| &x.name == o && x.state == "Established")
+                })
+                .then_some(())
+        })
+        .with_context(|| format!("see {}", dir.join(format!("{}.log", n.name)).display()))?;
+    }
+    println!("lab: full mesh Established on every node");
+
+    // The ToR, applied as an operator would.
+    print!(
+        "$ routectl apply -f tor.yaml\n{}",
+        ctl(
+            &["apply", "-f", "-"],
+            Some(
+                "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: rack-tor\n\
+                 spec:\n  peerIP: 10.0.0.254\n  asNumber: 65000\n",
+            ),
+        )?
+    );
+    for i in 1..=count {
+        tor.wait_established(&format!("node{i}"), TIMEOUT)?;
+    }
+
+    // Pods: IPAM assigns each an address from its node's block.
+    let ds = datastore::open(&datastore)?;
+    let allocator = Allocator::new(DatastoreIpam::new(ds), AllocatorConfig::default());
+    let pool = IpPool::new(
+        "default-ipv4-ippool",
+        &IpPoolSpec {
+            cidr: "10.244.0.0/16".into(),
+            block_size: Some(24),
+            ipip_mode: None,
+            vxlan_mode: None,
+            nat_outgoing: true,
+            disabled: false,
+            node_selector: None,
+        },
+    )?;
+    let mut pods = Vec::new();
+    for n in &nodes {
+        let pod_name = format!("pod-{}", n.name);
+        let a = allocator.assign(
+            std::slice::from_ref(&pool),
+            &std::collections::BTreeMap::new(),
+            &AssignRequest::pod(
+                &format!("lab-{pod_name}"),
+                &n.name,
+                IpFamily::V4,
+                "default",
+                &pod_name,
+            ),
+        )?;
+        let pod = Netns::new(&format!("pod{}", n.ip.replace('.', "")))?;
+        veth(&n.ns, "cali0", &pod, "eth0")?;
+        pod.ip(&["addr", "add", &format!("{}/32", a.address), "dev", "eth0"])?;
+        pod.ip(&[
+            "route",
+            "add",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ])?;
+        pod.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+        ])?;
+        // Calico's workload plumbing: proxy ARP on the host side, a /32 to the pod.
+        n.ns.exec(&["sysctl", "-qw", "net.ipv4.conf.cali0.proxy_arp=1"])?;
+        n.ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        n.ns.ip(&[
+            "route",
+            "add",
+            &format!("{}/32", a.address),
+            "dev",
+            "cali0",
+            "scope",
+            "link",
+        ])?;
+        pods.push((pod, a.address, a.block));
+    }
+    tor_ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+
+    // Every node routes every other block through its owner.
+    for n in &nodes {
+        wait_for(&format!("{}'s routes", n.name), TIMEOUT, POLL, || {
+            let table = n.ns.ip(&["route", "show", "proto", "80"]).ok()?;
+            pods.iter()
+                .zip(&nodes)
+                .all(|((_, _, block), owner)| {
+                    if owner.name == n.name {
+                        table.contains(&format!("blackhole {block}"))
+                    } else {
+                        routes_via(&table, &block.to_string(), &owner.ip)
+                    }
+                })
+                .then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "{} routes: {}; pods: {:?}",
+                n.name,
+                n.ns.ip(&["route"]).unwrap_or_default(),
+                pods.iter().map(|(_, a, b)| (a, b)).collect::<Vec<_>>()
+            )
+        })?;
+    }
+    // Pod to pod across nodes, and the ToR to every pod.
+    for (from, _, _) in &pods {
+        for (_, to, _) in &pods {
+            let to = to.to_string();
+            wait_for(&format!("ping {to}"), Duration::from_secs(20), POLL, || {
+                from.exec(&["ping", "-c", "1", "-W", "1", &to]).ok()
+            })?;
+        }
+    }
+    for (_, to, _) in &pods {
+        tor_ns.exec(&["ping", "-c", "1", "-W", "2", &to.to_string()])?;
+    }
+    println!("lab: every pod reaches every other pod across nodes; the ToR reaches every pod\n");
+
+    println!(
+        "$ routectl get nodes -o wide\n{}",
+        ctl(&["get", "nodes", "-o", "wide"], None)?
+    );
+    println!(
+        "$ routectl get bgppeer\n{}",
+        ctl(&["get", "bgppeer"], None)?
+    );
+    let socket = nodes[0].socket.to_string_lossy().into_owned();
+    println!(
+        "$ routectl node status   # on {}\n{}",
+        nodes[0].name,
+        ctl(&["--control-socket", &socket, "node", "status"], None)?
+    );
+    println!(
+        "$ routectl ipam show --show-blocks\n{}",
+        ctl(&["ipam", "show", "--show-blocks"], None)?
+    );
+    for n in &nodes {
+        println!(
+            "{} kernel routes (ip route):\n{}",
+            n.name,
+            n.ns.ip(&["route"])?
+        );
+    }
+    println!("ToR (BIRD, AS 65000):\n{}", tor.cmd("show route")?);
+
+    if keep {
+        println!(
+            "lab: running; namespaces: {}, {} ...; datastore {datastore}; Ctrl-C to tear down",
+            tor_ns.name(),
+            nodes[0].ns.name()
+        );
+        wait_for_signal();
+    }
+    println!("lab: tearing down");
+    drop(pods);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Whether `table` (`ip route` output) routes `prefix` via `gateway`, with or without a
+/// kernel nexthop object (`10.244.1.0/24 nhid 12 via 10.0.0.2 dev eth0`).
+fn routes_via(table: &str, prefix: &str, gateway: &str) -> bool {
+    table.lines().any(|l| {
+        l.split_whitespace().next() == Some(prefix) && l.contains(&format!("via {gateway} "))
+    })
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("routerd-lab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Waits for SIGINT or SIGTERM.
+fn wait_for_signal() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if set.thread_block().is_ok() {
+        let _ = set.wait();
+    }
+}
