@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The main job: installs the prerequisites, builds, and runs the lab (a cluster of our
-# speakers plus a BIRD top-of-rack router in network namespaces). Extra arguments go to the
-# lab, e.g. `scripts/lab.sh --nodes 5 --keep`.
+# The main job: installs the prerequisites, builds, and runs the lab: a cluster of routerd
+# nodes operated with routectl, with pods, plus a BIRD top-of-rack router, all in network
+# namespaces (see agent/examples/lab.rs). Extra arguments go to the lab, e.g.
+# `scripts/lab.sh --nodes 5 --keep`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked -p bgp --example speaker --example lab
+cargo build --release --locked -p agent --bins --example lab
 exec target/release/examples/lab "$@"
