@@ -210,12 +210,11 @@ pub fn query_status(socket: &Path, timeout: Duration) -> Result<NodeStatus, Stat
         path: path.clone(),
         source,
     };
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|source| {
-        StatusError::Connect {
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(socket).map_err(|source| StatusError::Connect {
             path: path.clone(),
             source,
-        }
-    })?;
+        })?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let mut line = serde_json::to_vec(&StatusRequest::Status).map_err(|e| StatusError::Decode {
