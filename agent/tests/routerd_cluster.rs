@@ -112,6 +112,15 @@ fn routes_via(table: &str, prefix: &str, gateway: &str) -> bool {
     })
 }
 
+/// One HTTP GET to routerd's health server inside the node's namespace (bash's /dev/tcp:
+/// no client to install).
+fn http_get(node: &Node, path: &str) -> String {
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/9099; printf 'GET {path} HTTP/1.1\\r\\nHost: routerd\\r\\n\\r\\n' >&3; timeout 5 cat <&3"
+    );
+    node.ns.exec(&["bash", "-c", &script]).unwrap_or_default()
+}
+
 fn routes(node: &Node) -> String {
     node.ns
         .ip(&["route", "show", "proto", "80"])
@@ -206,6 +215,26 @@ fn three_routerd_mesh_then_a_tor_peer_applied_with_routectl() {
                 .then_some(())
         })
         .unwrap_or_else(|e| panic!("{e}; routes of {}: {}", node.name, routes(node)));
+    }
+    // Health and metrics, on each node's own loopback (127.0.0.1:9099 in its namespace).
+    for node in &nodes {
+        let ready = http_get(node, "/readiness");
+        assert!(ready.starts_with("HTTP/1.1 200"), "{}: {ready}", node.name);
+        assert!(http_get(node, "/liveness").starts_with("HTTP/1.1 200"));
+        let metrics = http_get(node, "/metrics");
+        for other in nodes.iter().filter(|o| o.name != node.name) {
+            let line = format!(
+                "routerd_bgp_session_established{{peer=\"{}\",name=\"{}\",type=\"node-to-node mesh\"}} 1",
+                other.ip,
+                PeerType::NodeMesh.session_name(other.ip.parse().unwrap())
+            );
+            assert!(
+                metrics.contains(&line),
+                "{}: no {line:?} in {metrics}",
+                node.name
+            );
+        }
+        assert!(metrics.contains("routerd_fib_in_sync 1"), "{metrics}");
     }
     let mesh_since: Vec<Vec<(String, u64)>> = nodes
         .iter()

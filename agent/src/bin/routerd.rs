@@ -49,6 +49,34 @@ fn config() -> Result<(DaemonConfig, tracing::Level)> {
     ))
 }
 
+/// What an operator should do about the usual start-up failures, found by the OS error at
+/// the bottom of the chain.
+fn hint(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let kind = err
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                err.downcast_ref::<nix::Error>()
+                    .map(|n| std::io::Error::from(*n).kind())
+            });
+        match kind {
+            Some(std::io::ErrorKind::PermissionDenied) => {
+                return Some("routerd needs root, or CAP_NET_ADMIN and CAP_NET_BIND_SERVICE")
+            }
+            Some(std::io::ErrorKind::AddrInUse) => {
+                return Some(
+                    "another BGP speaker (BIRD, FRR, a second routerd) holds the port on this node",
+                )
+            }
+            _ => {}
+        }
+        current = err.source();
+    }
+    None
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
@@ -94,7 +122,10 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(run(config, shutdown_signal())) {
-        eprintln!("routerd: {e}");
+        match hint(&e) {
+            Some(h) => eprintln!("routerd: {e} ({h})"),
+            None => eprintln!("routerd: {e}"),
+        }
         std::process::exit(1);
     }
 }

@@ -113,6 +113,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let started = Instant::now();
+    // First, so that a second routerd for this node stops before touching anything.
+    let listener = super::control::bind(&config.control_socket)?;
     let health = HealthState::new();
     let _health_server = match config.health_listen {
         Some(listen) => Some(
@@ -225,7 +227,6 @@ pub async fn run(
         sessions: sessions.clone(),
         fib: FibStatus::default(),
     }));
-    let listener = super::control::bind(&config.control_socket)?;
     let control_task = tokio::spawn(super::control::serve(
         listener,
         status_source(
