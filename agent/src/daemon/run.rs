@@ -160,6 +160,10 @@ pub async fn run(
             })?
     };
     let view = load_view(&ds, &config.datastore).await?;
+    let secrets = {
+        let address = config.datastore.clone();
+        blocking(move || SecretReader::for_datastore(&address)).await??
+    };
 
     // 2. Blocks.
     let allocator = Arc::new(Allocator::new(
@@ -189,7 +193,7 @@ pub async fn run(
     let (best_tx, mut best_rx) = mpsc::unbounded_channel();
     let (speaker, speaker_task) = bgp::speaker::start(speaker_config, Some(best_tx)).await?;
     let mut sessions = BTreeMap::new();
-    apply_sessions(&speaker, &mut sessions, &plan, &view).await;
+    apply_sessions(&speaker, &mut sessions, &plan, &view, &secrets).await;
     let mut originated: BTreeSet<IpNet> = originations(&blocks, &view)
         .into_iter()
         .map(|o| o.prefix)
@@ -301,7 +305,7 @@ pub async fn run(
                     match load_view(&ds, &config.datastore).await {
                         Ok(v) => {
                             view = v;
-                            match refresh(&config, &view, &allocator, &speaker, &mut sessions, &mut originated).await {
+                            match refresh(&config, &view, &allocator, &speaker, &mut sessions, &mut originated, &secrets).await {
                                 Ok(new_blocks) => blocks = new_blocks,
                                 Err(e) => warn!(error = %e, "applying the datastore change failed; will retry on the next change"),
                             }
@@ -476,20 +480,64 @@ fn originations(blocks: &[IpNet], view: &ClusterView) -> Vec<Origination> {
         .collect()
 }
 
-/// Reads a password from its source. Secrets need the Kubernetes datastore.
-fn resolve_password(source: &PasswordSource) -> Result<String, String> {
-    if let Some(file) = &source.file {
-        return std::fs::read_to_string(file)
-            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-            .map_err(|e| format!("password file {file}: {e}"));
+/// Where `secretKeyRef` passwords are read: Kubernetes Secrets in the namespace routerd runs
+/// in (`POD_NAMESPACE`, set through the downward API; `kube-system` otherwise, where
+/// Calico's node reads them), through the API server of the `kubernetes:` datastore.
+#[derive(Clone, Default)]
+pub struct SecretReader {
+    #[cfg(feature = "kubernetes")]
+    kube: Option<(Arc<datastore::KubeDatastore>, String)>,
+}
+
+impl std::fmt::Debug for SecretReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretReader")
     }
-    if let Some(secret) = &source.secret_key_ref {
-        return Err(format!(
-            "password secret {}/{}: secrets are read only with the kubernetes datastore",
-            secret.name, secret.key
-        ));
+}
+
+impl SecretReader {
+    /// A reader for the datastore at `address` (only `kubernetes:` has Secrets).
+    fn for_datastore(address: &str) -> Result<SecretReader, DaemonError> {
+        #[cfg(feature = "kubernetes")]
+        if let Some(source) = datastore::KubeConfigSource::from_address(address) {
+            let kube = datastore::KubeDatastore::connect(source, datastore::KubeOptions::default())
+                .map_err(|source| DaemonError::Datastore {
+                    address: address.to_string(),
+                    source: Box::new(source),
+                })?;
+            let namespace =
+                std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "kube-system".to_string());
+            return Ok(SecretReader {
+                kube: Some((Arc::new(kube), namespace)),
+            });
+        }
+        let _ = address;
+        Ok(SecretReader::default())
     }
-    Err("empty password source".into())
+
+    /// Reads a password from its source (blocking: a Secret is an API call).
+    fn password(&self, source: &PasswordSource) -> Result<String, String> {
+        if let Some(file) = &source.file {
+            return std::fs::read_to_string(file)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("password file {file}: {e}"));
+        }
+        if let Some(secret) = &source.secret_key_ref {
+            #[cfg(feature = "kubernetes")]
+            if let Some((kube, namespace)) = &self.kube {
+                return kube
+                    .secret_value(namespace, &secret.name, &secret.key)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                    .map_err(|e| format!("password secret {namespace}/{}: {e}", secret.name));
+            }
+            return Err(format!(
+                "password secret {}/{}: Secrets are read only with the kubernetes datastore \
+                 (use `password: {{file: ...}}` with the embedded one)",
+                secret.name, secret.key
+            ));
+        }
+        Err("empty password source".into())
+    }
 }
 
 /// Brings the speaker's peers in line with the plan: adds new and changed sessions (the
@@ -499,12 +547,17 @@ async fn apply_sessions(
     current: &mut BTreeMap<IpAddr, DesiredSession>,
     plan: &PeeringPlan,
     view: &ClusterView,
+    secrets: &SecretReader,
 ) {
     let mut wanted: BTreeMap<IpAddr, DesiredSession> = BTreeMap::new();
     for session in &plan.sessions {
         let mut session = session.clone();
-        if let Some(source) = &session.password {
-            match resolve_password(source) {
+        if let Some(source) = session.password.clone() {
+            let reader = secrets.clone();
+            let resolved = tokio::task::spawn_blocking(move || reader.password(&source))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match resolved {
                 Ok(p) => session.peer.password = Some(p),
                 Err(e) => {
                     warn!(session = %session.name, error = %e, "session skipped: no password");
@@ -577,10 +630,11 @@ async fn refresh(
     speaker: &SpeakerHandle,
     sessions: &mut BTreeMap<IpAddr, DesiredSession>,
     originated: &mut BTreeSet<IpNet>,
+    secrets: &SecretReader,
 ) -> Result<Vec<IpNet>, DaemonError> {
     let blocks = claim_blocks(allocator, view, config).await?;
     let plan = compute_peering(view, &config.node_name)?;
-    apply_sessions(speaker, sessions, &plan, view).await;
+    apply_sessions(speaker, sessions, &plan, view, secrets).await;
     let wanted = originations(&blocks, view);
     let wanted_set: BTreeSet<IpNet> = wanted.iter().map(|o| o.prefix).collect();
     for prefix in originated.difference(&wanted_set) {
@@ -940,4 +994,68 @@ fn status_source(
             })
         })
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::resource::SecretKeyRef;
+
+    fn secret_ref(name: &str, key: &str) -> PasswordSource {
+        PasswordSource {
+            secret_key_ref: Some(SecretKeyRef {
+                name: name.into(),
+                key: key.into(),
+            }),
+            file: None,
+        }
+    }
+
+    #[test]
+    fn passwords_come_from_files_and_only_kubernetes_has_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let reader = SecretReader::for_datastore("memory:").unwrap();
+        let from_file = PasswordSource {
+            secret_key_ref: None,
+            file: Some(file.to_string_lossy().into_owned()),
+        };
+        assert_eq!(reader.password(&from_file).unwrap(), "from-file");
+        let e = reader.password(&secret_ref("bgp", "pw")).unwrap_err();
+        assert!(e.contains("kubernetes datastore"), "{e}");
+    }
+
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn secret_passwords_are_read_from_the_pods_namespace() {
+        use lab::kube_standin::{ApiServerStandin, StandinOptions};
+        let standin = ApiServerStandin::start(StandinOptions::default()).unwrap();
+        standin
+            .create(
+                "/api/v1/namespaces/kube-system/secrets",
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "bgp-secrets", "namespace": "kube-system"},
+                    "data": {"tor-password": "czNjcmV0"}, // "s3cret"
+                }),
+            )
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        standin.write_kubeconfig(&kubeconfig).unwrap();
+        let reader =
+            SecretReader::for_datastore(&format!("kubernetes:{}", kubeconfig.display())).unwrap();
+        assert_eq!(
+            reader
+                .password(&secret_ref("bgp-secrets", "tor-password"))
+                .unwrap(),
+            "s3cret"
+        );
+        let e = reader
+            .password(&secret_ref("bgp-secrets", "missing"))
+            .unwrap_err();
+        assert!(e.contains("kube-system/bgp-secrets"), "{e}");
+    }
 }
