@@ -353,6 +353,46 @@ fn three_routerd_mesh_then_a_tor_peer_applied_with_routectl() {
         assert!(st.contains(needle), "node status lacks {needle}: {st}");
     }
 
+    // A BGPConfiguration applied live: prefixAdvertisements tag every block the nodes
+    // originate (re-advertised with the new communities, no session reset).
+    routectl_ok(
+        &datastore,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+             spec:\n  communities:\n  - name: pods\n    value: \"64512:100\"\n\
+             \x20 prefixAdvertisements:\n  - cidr: 10.244.0.0/16\n    communities: [pods, \"65000:7\"]\n",
+        ),
+    );
+    for (_, block) in &blocks {
+        wait_for(
+            &format!("communities on the ToR's {block}"),
+            T,
+            POLL,
+            || {
+                let r = bird.route(block).ok()??;
+                let c = r.attr("BGP.community")?;
+                (c.contains("(64512,100)") && c.contains("(65000,7)")).then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}; {:?}", bird.routes()));
+    }
+    for n in &nodes {
+        let name = format!("n{}", n.ip.replace('.', "_"));
+        bird.wait_established(&name, T).unwrap();
+    }
+    for (n, before) in nodes.iter().zip(&mesh_since) {
+        let now = status(n).unwrap();
+        for (name, since) in before {
+            let s = now.sessions.iter().find(|s| &s.name == name).unwrap();
+            assert!(
+                s.state == "Established" && s.since_unix.abs_diff(*since) <= 1,
+                "{} {name} was reset by the BGPConfiguration: {s:?}",
+                n.name
+            );
+        }
+    }
+
     // SIGTERM: the daemon exits, its kernel routes stay.
     let before = routes(&nodes[0]);
     let mut d = nodes[0].daemon.take().unwrap();

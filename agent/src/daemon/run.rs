@@ -194,9 +194,9 @@ pub async fn run(
     let (speaker, speaker_task) = bgp::speaker::start(speaker_config, Some(best_tx)).await?;
     let mut sessions = BTreeMap::new();
     apply_sessions(&speaker, &mut sessions, &plan, &view, &secrets).await;
-    let mut originated: BTreeSet<IpNet> = originations(&blocks, &view)
+    let mut originated: BTreeMap<IpNet, Origination> = originations(&blocks, &view)
         .into_iter()
-        .map(|o| o.prefix)
+        .map(|o| (o.prefix, o))
         .collect();
 
     // 4. FIB and overlay.
@@ -457,8 +457,13 @@ async fn claim_blocks(
 
 /// The node's blocks and the service ranges of the `default` BGPConfiguration, as the
 /// prefixes the speaker originates (blocks aggregated: never the addresses inside them).
+///
+/// `prefixAdvertisements` communities are attached here, at the origin, to every originated
+/// prefix inside the entry's CIDR (BIRD's `net ~ cidr` in Calico's export filter); the other
+/// nodes pass them on unchanged, so the ToR sees them whichever node it learns a block from.
 fn originations(blocks: &[IpNet], view: &ClusterView) -> Vec<Origination> {
     let mut prefixes: BTreeSet<IpNet> = blocks.iter().copied().collect();
+    let mut tags = Vec::new();
     if let Some(config) = view.default_config() {
         for list in [
             config.spec.service_cluster_ips(),
@@ -467,15 +472,39 @@ fn originations(blocks: &[IpNet], view: &ClusterView) -> Vec<Origination> {
         ] {
             prefixes.extend(list.unwrap_or_default());
         }
+        // Validated when the resource was stored; a bad entry (only possible through a
+        // store that skipped validation) tags nothing rather than stopping the node.
+        tags = config.spec.prefix_communities().unwrap_or_else(|e| {
+            warn!(error = %e, "BGPConfiguration default: prefixAdvertisements ignored");
+            Vec::new()
+        });
     }
     prefixes
         .into_iter()
-        .map(|prefix| Origination {
-            prefix,
-            med: None,
-            local_pref: None,
-            communities: Vec::new(),
-            large_communities: Vec::new(),
+        .map(|prefix| {
+            let mut communities = Vec::new();
+            let mut large_communities = Vec::new();
+            for tag in tags.iter().filter(|t| t.prefix.contains(&prefix)) {
+                for c in &tag.communities {
+                    let text = format!("{}:{}", c.0 >> 16, c.0 & 0xffff);
+                    if !communities.contains(&text) {
+                        communities.push(text);
+                    }
+                }
+                for c in &tag.large_communities {
+                    let text = format!("{}:{}:{}", c.global, c.local1, c.local2);
+                    if !large_communities.contains(&text) {
+                        large_communities.push(text);
+                    }
+                }
+            }
+            Origination {
+                prefix,
+                med: None,
+                local_pref: None,
+                communities,
+                large_communities,
+            }
         })
         .collect()
 }
@@ -629,27 +658,31 @@ async fn refresh(
     allocator: &Arc<Allocator<DatastoreIpam>>,
     speaker: &SpeakerHandle,
     sessions: &mut BTreeMap<IpAddr, DesiredSession>,
-    originated: &mut BTreeSet<IpNet>,
+    originated: &mut BTreeMap<IpNet, Origination>,
     secrets: &SecretReader,
 ) -> Result<Vec<IpNet>, DaemonError> {
     let blocks = claim_blocks(allocator, view, config).await?;
     let plan = compute_peering(view, &config.node_name)?;
     apply_sessions(speaker, sessions, &plan, view, secrets).await;
-    let wanted = originations(&blocks, view);
-    let wanted_set: BTreeSet<IpNet> = wanted.iter().map(|o| o.prefix).collect();
-    for prefix in originated.difference(&wanted_set) {
+    let wanted: BTreeMap<IpNet, Origination> = originations(&blocks, view)
+        .into_iter()
+        .map(|o| (o.prefix, o))
+        .collect();
+    for prefix in originated.keys().filter(|p| !wanted.contains_key(p)) {
         info!(prefix = %prefix, "withdrawing");
         let _ = speaker
             .control(ControlRequest::Withdraw { prefix: *prefix })
             .await;
     }
-    for o in wanted {
-        if !originated.contains(&o.prefix) {
-            info!(prefix = %o.prefix, "originating");
-            let _ = speaker.control(ControlRequest::Originate(o)).await;
+    for (prefix, o) in &wanted {
+        // A changed origination (new communities) is originated again: the speaker
+        // replaces its route and sends the new attributes, with no withdrawal between.
+        if originated.get(prefix) != Some(o) {
+            info!(prefix = %prefix, communities = ?o.communities, "originating");
+            let _ = speaker.control(ControlRequest::Originate(o.clone())).await;
         }
     }
-    *originated = wanted_set;
+    *originated = wanted;
     Ok(blocks)
 }
 
@@ -1010,6 +1043,43 @@ mod tests {
             }),
             file: None,
         }
+    }
+
+    #[test]
+    fn prefix_advertisements_tag_the_originated_prefixes_inside_their_cidr() {
+        let spec: crate::resource::BgpConfigurationSpec = serde_yaml::from_str(
+            r#"
+communities:
+  - name: pods
+    value: "64512:100"
+  - name: big
+    value: "64512:1:2"
+serviceClusterIPs:
+  - cidr: 10.96.0.0/12
+prefixAdvertisements:
+  - cidr: 10.244.0.0/16
+    communities: [pods, big, "65000:7"]
+  - cidr: 10.244.1.0/24
+    communities: [pods, "65000:8"]
+"#,
+        )
+        .unwrap();
+        let view = ClusterView {
+            configs: vec![crate::resource::BgpConfiguration::new("default", spec)],
+            ..Default::default()
+        };
+        let blocks: Vec<IpNet> = vec!["10.244.1.0/24".parse().unwrap()];
+        let out = originations(&blocks, &view);
+        let by_prefix: BTreeMap<String, &Origination> =
+            out.iter().map(|o| (o.prefix.to_string(), o)).collect();
+        assert_eq!(by_prefix.len(), 2, "{out:?}");
+        let block = by_prefix["10.244.1.0/24"];
+        // Both entries cover the block; a community named twice is attached once.
+        assert_eq!(block.communities, ["64512:100", "65000:7", "65000:8"]);
+        assert_eq!(block.large_communities, ["64512:1:2"]);
+        // The service range lies outside every entry: no tags.
+        let service = by_prefix["10.96.0.0/12"];
+        assert!(service.communities.is_empty() && service.large_communities.is_empty());
     }
 
     #[test]
