@@ -65,8 +65,10 @@
 //!   Both ends of a node-to-node session see the same set of BGPPeers for it (forward on one
 //!   end, reverse on the other), and the ranking uses only the BGPPeer's own scope and name,
 //!   so both ends pick the same BGPPeer: same password, filters and timers.
-//! - `maxRestartTime` / `nodeMeshMaxRestartTime`: the speaker has no per-peer graceful-restart
-//!   timer yet; the value is carried in [`DesiredSession::max_restart_time`] for when it does.
+//! - `maxRestartTime` / `nodeMeshMaxRestartTime`: the Restart Time the speaker advertises in
+//!   its Graceful Restart capability (RFC 4724 §3; BIRD's `graceful restart time`, which is
+//!   what Calico's template sets), in whole seconds capped at the capability's 4095; unset,
+//!   the speaker's default of 120 s applies; `0s` turns Graceful Restart off for the peer.
 //! - The reflector topology's sessions use `nodeMeshPassword` and `nodeMeshMaxRestartTime`:
 //!   they replace the mesh as the node-to-node sessions.
 
@@ -126,7 +128,8 @@ pub struct DesiredSession {
     pub peer: PeerConfig,
     /// Where the TCP MD5 key comes from; routerd resolves it into `peer.password`.
     pub password: Option<PasswordSource>,
-    /// Graceful-restart time (RFC 4724). Carried only: the speaker has no per-peer setting yet.
+    /// Graceful-restart time (RFC 4724), as configured; `peer.graceful_restart_time` holds
+    /// it in the capability's whole seconds.
     pub max_restart_time: Option<Duration>,
     /// `BGPFilter` names, in order; routerd maps them to the speaker's policies.
     pub filters: Vec<String>,
@@ -450,7 +453,14 @@ fn base_peer(address: IpAddr, remote_as: u32, port: Option<u16>) -> PeerConfig {
         local_address: None,
         allow_local_as: 0,
         hold_time: None,
+        graceful_restart_time: None,
     }
+}
+
+/// A configured restart time as the capability's Restart Time: whole seconds, at most the
+/// 12 bits' 4095 (RFC 4724 §3).
+fn restart_seconds(time: Option<Duration>) -> Option<u16> {
+    time.map(|t| t.as_secs().min(4095) as u16)
 }
 
 struct Planner<'a, 'l> {
@@ -480,6 +490,7 @@ impl<'a> Planner<'a, '_> {
             && self.local.cluster_id.is_some()
             && remote.cluster_id.is_none()
             && remote.as_number == self.local.as_number;
+        peer.graceful_restart_time = restart_seconds(self.settings.mesh_restart);
         let source = format!("Node/{}", remote.name);
         self.candidates.push(Candidate {
             precedence: Precedence {
@@ -530,6 +541,7 @@ impl<'a> Planner<'a, '_> {
         }
         peer.ttl_security = rule.ttl_security;
         peer.allow_local_as = rule.allow_local_as;
+        peer.graceful_restart_time = restart_seconds(rule.max_restart_time);
         peer.passive = remote.is_some() && self.passive_towards(address);
         // Calico: a reflector treats an iBGP peer as its client unless the peer is a node of
         // the same cluster (a fellow reflector).

@@ -625,7 +625,7 @@ fn passwords_are_carried_as_sources() {
         "default",
         BgpConfigurationSpec {
             node_mesh_password: Some(file_password("/etc/routerd/mesh")),
-            node_mesh_max_restart_time: Some("2m".into()),
+            node_mesh_max_restart_time: Some("5m".into()),
             ..Default::default()
         },
     )];
@@ -641,10 +641,12 @@ fn passwords_are_carried_as_sources() {
     let p = plan("node-a", &nodes, &configs, &[peer("tor", spec)]);
     let mesh = p.session(ip("10.0.0.2")).unwrap();
     assert_eq!(mesh.password, Some(file_password("/etc/routerd/mesh")));
-    assert_eq!(mesh.max_restart_time, Some(Duration::from_secs(120)));
+    assert_eq!(mesh.max_restart_time, Some(Duration::from_secs(300)));
+    assert_eq!(mesh.peer.graceful_restart_time, Some(300));
     let tor = p.session(ip("192.168.1.1")).unwrap();
     assert_eq!(tor.password, Some(secret));
     assert_eq!(tor.max_restart_time, None);
+    assert_eq!(tor.peer.graceful_restart_time, None);
     assert!(p.sessions.iter().all(|s| s.peer.password.is_none()));
     // The reflector topology replaces the mesh and uses its password too.
     let mut configs = configs;
@@ -733,6 +735,7 @@ fn per_peer_settings_are_mapped() {
     assert_eq!(s.peer.ttl_security, Some(1));
     assert_eq!(s.peer.allow_local_as, 2);
     assert_eq!(s.max_restart_time, Some(Duration::from_secs(90)));
+    assert_eq!(s.peer.graceful_restart_time, Some(90));
     assert_eq!(s.filters, ["export-blocks", "no-default"]);
     assert_eq!(s.peer.hold_time, None);
     let plain = p.session(ip("192.168.1.2")).unwrap();

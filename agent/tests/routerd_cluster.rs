@@ -413,4 +413,48 @@ fn three_routerd_mesh_then_a_tor_peer_applied_with_routectl() {
         );
     }
     assert!(!before.is_empty());
+
+    // Graceful restart (RFC 4724): the stopped node closed its sessions without a
+    // NOTIFICATION, so the other nodes and the ToR keep its block (stale) meanwhile.
+    let (ip0, block0) = blocks
+        .iter()
+        .find(|(owner, _)| *owner == nodes[0].ip)
+        .cloned()
+        .unwrap();
+    let mesh0 = PeerType::NodeMesh.session_name(ip0.parse().unwrap());
+    for n in &nodes[1..] {
+        wait_for(
+            &format!("{}'s session to the stopped node", n.name),
+            T,
+            POLL,
+            || (!established(&status(n)?, &mesh0)).then_some(()),
+        )
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let kept = |n: &Node| routes_via(&routes(n), &block0, &ip0);
+    for n in &nodes[1..] {
+        assert!(kept(n), "{}: {block0} withdrawn: {}", n.name, routes(n));
+    }
+    let r = bird.route(&block0).unwrap();
+    assert!(
+        r.as_ref()
+            .is_some_and(|r| r.attr("BGP.next_hop") == Some(ip0.as_str())),
+        "the ToR dropped {block0}: {r:?}"
+    );
+    // It comes back: every session up again, and the block was routed throughout.
+    nodes[0].daemon = Some(start_routerd(&nodes[0], &datastore, dir.path()));
+    wait_for("the restarted node's sessions", T, POLL, || {
+        for n in &nodes[1..] {
+            assert!(kept(n), "{}: {block0} withdrawn during the restart", n.name);
+        }
+        let s = status(&nodes[0])?;
+        (s.sessions.len() == 3 && s.sessions.iter().all(|x| x.state == "Established")).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}; {:?}", status(&nodes[0])));
+    for n in &nodes[1..] {
+        assert!(kept(n), "{}: {block0} gone after the restart", n.name);
+    }
+    let table = routes(&nodes[0]);
+    assert!(table.contains(&format!("blackhole {block0}")), "{table}");
 }

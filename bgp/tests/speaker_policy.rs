@@ -45,6 +45,7 @@ fn peer(address: Ipv4Addr, remote_as: u32, port: Option<u16>, passive: bool) -> 
         local_address: None,
         allow_local_as: 0,
         hold_time: None,
+        graceful_restart_time: None,
     }
 }
 

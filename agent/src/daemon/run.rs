@@ -370,8 +370,10 @@ pub async fn run(
     if let Ok(mut s) = snapshot.lock() {
         s.state = DaemonState::Stopping;
     }
-    info!("shutting down: closing BGP sessions, keeping kernel routes");
-    speaker.shutdown().await;
+    // Sessions close without a NOTIFICATION (RFC 4724 §4.1), so the peers keep our routes
+    // for the Restart Time, as the kernel keeps forwarding with ours.
+    info!("shutting down for a graceful restart: closing BGP sessions, keeping kernel routes");
+    speaker.shutdown_for_restart().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), speaker_task).await;
     control_task.abort();
     let _ = std::fs::remove_file(&config.control_socket);

@@ -29,6 +29,8 @@
 //! ttl_security = 1                         # optional, GTSM hops
 //! local_address = "10.0.0.1"               # optional
 //! allow_local_as = 0                       # optional
+//! hold_time = 9                            # optional; the speaker-wide value otherwise
+//! graceful_restart_time = 120              # optional; Restart Time we advertise, 0 = off
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -137,7 +139,16 @@ pub struct PeerConfig {
     /// Hold time offered to this peer; the speaker-wide value when absent.
     #[serde(default)]
     pub hold_time: Option<u16>,
+    /// The Restart Time we advertise in the Graceful Restart capability (RFC 4724 §3): how
+    /// long the peer keeps our routes while we restart (BIRD's `graceful restart time`,
+    /// Calico's `maxRestartTime`). Absent: [`DEFAULT_RESTART_TIME`]; 0: the capability is
+    /// not advertised and a shutdown sends Cease, so the peer withdraws our routes at once.
+    #[serde(default)]
+    pub graceful_restart_time: Option<u16>,
 }
+
+/// The Restart Time advertised when a peer's configuration has none: 120 s, as BIRD.
+pub const DEFAULT_RESTART_TIME: u16 = 120;
 
 fn default_listen() -> Vec<SocketAddr> {
     vec![
@@ -226,6 +237,14 @@ impl SpeakerConfig {
 }
 
 impl PeerConfig {
+    /// The Restart Time to advertise, or `None` when Graceful Restart is off for this peer.
+    pub fn restart_time(&self) -> Option<u16> {
+        match self.graceful_restart_time.unwrap_or(DEFAULT_RESTART_TIME) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
     /// Checks one peer's settings; errors name the field relative to the peer.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.remote_as == 0 {
@@ -241,6 +260,13 @@ impl PeerConfig {
         }
         if self.ttl_security == Some(0) {
             return Err(invalid("ttl_security", "hop count must be 1..=255"));
+        }
+        if self.graceful_restart_time.is_some_and(|t| t > 4095) {
+            // The capability carries the Restart Time in 12 bits (RFC 4724 §3).
+            return Err(invalid(
+                "graceful_restart_time",
+                "must be at most 4095 seconds (12 bits, RFC 4724 §3)",
+            ));
         }
         Ok(())
     }

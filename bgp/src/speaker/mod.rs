@@ -32,7 +32,10 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::fsm::{ConnectionId, Input, Output, Session, SessionConfig, State, StopReason};
+use crate::fsm::{
+    ConnectionId, DownReason, GracefulRestartConfig, Input, Output, PeerGracefulRestart, Session,
+    SessionConfig, State, StopReason,
+};
 use crate::packet::{
     self, Community, DecodeContext, Family, LargeCommunity, Message, PathAttributes, RouteRefresh,
     Update,
@@ -69,7 +72,12 @@ enum Command {
     RemovePeer(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
     Control(ControlRequest, oneshot::Sender<ControlResponse>),
     SetPolicy(Box<PeerPolicy>, oneshot::Sender<Result<(), SpeakerError>>),
-    Shutdown(oneshot::Sender<()>),
+    /// Stop: with Cease to every peer, or (`graceful`) for a restart, see
+    /// [`SpeakerHandle::shutdown_for_restart`].
+    Shutdown {
+        done: oneshot::Sender<()>,
+        graceful: bool,
+    },
 }
 
 /// A peer's import and export filters (Calico `BGPFilter`s, already merged in order).
@@ -93,7 +101,7 @@ impl std::fmt::Debug for Command {
             Command::RemovePeer(a, _) => write!(f, "RemovePeer({a})"),
             Command::Control(r, _) => write!(f, "Control({r:?})"),
             Command::SetPolicy(p, _) => write!(f, "SetPolicy({})", p.address),
-            Command::Shutdown(_) => write!(f, "Shutdown"),
+            Command::Shutdown { graceful, .. } => write!(f, "Shutdown(graceful: {graceful})"),
         }
     }
 }
@@ -134,8 +142,23 @@ impl SpeakerHandle {
 
     /// Stops every session with Cease/2 and ends the core.
     pub async fn shutdown(&self) {
+        self.stop(false).await
+    }
+
+    /// Ends the core for a restart (RFC 4724 §4.1): sessions that advertised Graceful
+    /// Restart are closed without a NOTIFICATION, so the peers keep our routes as stale for
+    /// the Restart Time while the kernel keeps forwarding; the others get Cease/2.
+    pub async fn shutdown_for_restart(&self) {
+        self.stop(true).await
+    }
+
+    async fn stop(&self, graceful: bool) {
         let (tx, rx) = oneshot::channel();
-        if self.send(Command::Shutdown(tx)).await.is_ok() {
+        if self
+            .send(Command::Shutdown { done: tx, graceful })
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }
@@ -159,6 +182,7 @@ pub async fn start(
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
 
     let mut listener_fds = Vec::new();
+    let mut accept_tasks = Vec::new();
     for addr in &config.listen {
         let sock = socket::listener(*addr).map_err(|source| SpeakerError::Listen {
             addr: *addr,
@@ -178,7 +202,7 @@ pub async fn start(
                 source,
             })?;
         info!(listen = %addr, "listening for BGP connections");
-        tokio::spawn(accept_loop(listener, events_tx.clone()));
+        accept_tasks.push(tokio::spawn(accept_loop(listener, events_tx.clone())).abort_handle());
     }
 
     if let Some(path) = &config.control_socket {
@@ -201,6 +225,7 @@ pub async fn start(
         next_inbound: 0,
         best_paths,
         listener_fds,
+        accept_tasks,
         config: config.clone(),
     };
     for (i, o) in config.originate.iter().enumerate() {
@@ -271,7 +296,17 @@ struct Peer {
     /// The Established connection and the context to encode for it.
     established: Option<(ConnectionId, DecodeContext)>,
     last_error: Option<String>,
+    /// The peer's Graceful Restart capability on the last Established session.
+    peer_restart: Option<PeerGracefulRestart>,
+    /// While the peer restarts or re-sends its routes: when its stale paths are dropped
+    /// (RFC 4724 §4.2: the restart timer, then our stale-routes timer).
+    stale_until: Option<Instant>,
 }
+
+/// How long a restarted peer has, once Established again, to re-send its routes and
+/// End-of-RIB before the stale ones go (RFC 4724 §4.2 leaves the value local; FRR's
+/// default stale-path time).
+const STALE_ROUTES_TIME: Duration = Duration::from_secs(360);
 
 struct Core {
     config: SpeakerConfig,
@@ -282,6 +317,8 @@ struct Core {
     next_inbound: u64,
     best_paths: Option<mpsc::UnboundedSender<Vec<BestPathChange>>>,
     listener_fds: Vec<(SocketAddr, OwnedFd)>,
+    /// The accept loops: stopped with the core, so the ports are free again at once.
+    accept_tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Core {
@@ -294,7 +331,11 @@ impl Core {
             let deadline = self
                 .peers
                 .values()
-                .filter_map(|p| p.session.next_deadline().map(|(at, _)| at))
+                .flat_map(|p| {
+                    [p.session.next_deadline().map(|(at, _)| at), p.stale_until]
+                        .into_iter()
+                        .flatten()
+                })
                 .min();
             let sleep = async {
                 match deadline {
@@ -305,14 +346,14 @@ impl Core {
             tokio::select! {
                 Some(event) = events.recv() => self.on_event(event),
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Shutdown(done)) => {
-                        self.shutdown().await;
+                    Some(Command::Shutdown { done, graceful }) => {
+                        self.shutdown(graceful).await;
                         let _ = done.send(());
                         return;
                     }
                     Some(cmd) => self.on_command(cmd),
                     None => {
-                        self.shutdown().await;
+                        self.shutdown(false).await;
                         return;
                     }
                 },
@@ -321,11 +362,32 @@ impl Core {
         }
     }
 
-    async fn shutdown(&mut self) {
+    async fn shutdown(&mut self, graceful: bool) {
         let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
         for a in addrs {
-            self.feed(a, Input::ManualStop(StopReason::AdministrativeShutdown));
+            let restart = graceful
+                && self
+                    .peers
+                    .get(&a)
+                    .is_some_and(|p| p.config.restart_time().is_some());
+            if restart {
+                // No NOTIFICATION: a NOTIFICATION ends the peer's graceful restart
+                // procedure (RFC 4724 §4.2), a bare TCP close starts it.
+                if let Some(peer) = self.peers.get_mut(&a) {
+                    for (_, c) in peer.connections.drain() {
+                        let _ = c.writer.send(Outgoing::Close);
+                        c.reader.abort();
+                    }
+                }
+                info!(peer = %a, "closing for a graceful restart");
+            } else {
+                self.feed(a, Input::ManualStop(StopReason::AdministrativeShutdown));
+            }
         }
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+        self.listener_fds.clear();
         // Give the writers a moment to flush their NOTIFICATIONs.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -346,6 +408,23 @@ impl Core {
             let outputs = peer.session.handle_timeouts(now);
             self.apply(addr, before, outputs);
         }
+        let stale: Vec<(IpAddr, PeerId)> = self
+            .peers
+            .iter_mut()
+            .filter(|(_, p)| p.stale_until.is_some_and(|at| at <= now))
+            .map(|(a, p)| {
+                p.stale_until = None;
+                (*a, p.id)
+            })
+            .collect();
+        for (addr, id) in stale {
+            // The restart or stale-routes timer expired without End-of-RIB (RFC 4724 §4.2).
+            info!(peer = %addr, "graceful restart over: dropping the peer's stale routes");
+            match self.rib.flush_stale(id) {
+                Ok(out) => self.dispatch(out),
+                Err(e) => warn!(peer = %addr, error = %e, "flushing stale routes"),
+            }
+        }
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -362,7 +441,7 @@ impl Core {
             Command::SetPolicy(policy, reply) => {
                 let _ = reply.send(self.set_policy(*policy));
             }
-            Command::Shutdown(_) => {}
+            Command::Shutdown { .. } => {}
         }
     }
 
@@ -386,6 +465,12 @@ impl Core {
         sc.connect_retry = Duration::from_secs(self.config.connect_retry.max(1));
         sc.passive = p.passive;
         sc.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
+        // Forwarding is preserved across our restart: the agent leaves its kernel routes in
+        // place on shutdown and re-programs them only after the sessions are back.
+        sc.graceful_restart = p.restart_time().map(|restart_time| GracefulRestartConfig {
+            restart_time,
+            forwarding_preserved: true,
+        });
         let session = Session::new(sc, Instant::now()).map_err(|e| SpeakerError::Peer {
             peer: p.address,
             reason: e.to_string(),
@@ -426,6 +511,8 @@ impl Core {
                 connections: HashMap::new(),
                 established: None,
                 last_error: None,
+                peer_restart: None,
+                stale_until: None,
             },
         );
         self.feed(addr, Input::AutomaticStart);
@@ -688,9 +775,31 @@ impl Core {
                             .unwrap_or_default(),
                     };
                     let id = peer.id;
+                    // Back from a graceful restart with stale paths held: the peer must
+                    // still preserve forwarding (F bit) for every retained family, or its
+                    // stale paths go now; else they wait for its End-of-RIB, at most the
+                    // stale-routes time (RFC 4724 §4.2).
+                    let flush = peer.stale_until.is_some() && {
+                        let retained = peer.peer_restart.as_ref().map(|g| g.families.clone());
+                        let now_preserved = neg.graceful_restart.as_ref();
+                        retained.unwrap_or_default().iter().any(|(f, _)| {
+                            !now_preserved.is_some_and(|g| g.families.contains(&(*f, true)))
+                        })
+                    };
+                    if peer.stale_until.is_some() {
+                        peer.stale_until = (!flush).then(|| Instant::now() + STALE_ROUTES_TIME);
+                    }
+                    peer.peer_restart = neg.graceful_restart.clone();
                     match self.rib.peer_up(id, session) {
                         Ok(out) => self.dispatch(out),
                         Err(e) => warn!(peer = %addr, error = %e, "RIB refused peer up"),
+                    }
+                    if flush {
+                        info!(peer = %addr, "restarted without preserving forwarding: dropping its stale routes");
+                        match self.rib.flush_stale(id) {
+                            Ok(out) => self.dispatch(out),
+                            Err(e) => warn!(peer = %addr, error = %e, "flushing stale routes"),
+                        }
                     }
                 }
                 Output::SessionDown(reason) => {
@@ -699,7 +808,35 @@ impl Core {
                     warn!(peer = %addr, reason = %text, "session down");
                     peer.last_error = Some(text);
                     let id = peer.id;
-                    match self.rib.peer_down(id) {
+                    // RFC 4724 §4.2: when the TCP session of a peer that advertised Graceful
+                    // Restart ends without a NOTIFICATION, its routes of the families in its
+                    // capability are kept (stale, still forwarded) for its Restart Time. A
+                    // NOTIFICATION either way is a normal session end (we do not offer the
+                    // N bit of RFC 8538).
+                    let restarting = match (&reason, &peer.peer_restart) {
+                        (DownReason::ConnectionLost | DownReason::PeerRestarted, Some(g))
+                            if g.restart_time > 0 && !g.families.is_empty() =>
+                        {
+                            Some(g)
+                        }
+                        _ => None,
+                    };
+                    let result = match restarting {
+                        Some(g) => {
+                            let retained: Vec<Family> =
+                                g.families.iter().map(|(f, _)| *f).collect();
+                            let until = Instant::now() + Duration::from_secs(g.restart_time.into());
+                            info!(peer = %addr, restart_time = g.restart_time, families = ?retained,
+                                "peer restarting gracefully: keeping its routes as stale");
+                            peer.stale_until = Some(until);
+                            self.rib.peer_down_graceful(id, &retained)
+                        }
+                        None => {
+                            peer.stale_until = None;
+                            self.rib.peer_down(id)
+                        }
+                    };
+                    match result {
                         Ok(out) => self.dispatch(out),
                         Err(e) => warn!(peer = %addr, error = %e, "RIB peer down"),
                     }

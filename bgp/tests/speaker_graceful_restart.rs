@@ -1,0 +1,219 @@
+//! Graceful Restart (RFC 4724) between two speakers in this process, on loopback addresses
+//! only (127.0.0.1 and 127.0.0.2).
+//!
+//! A restarts (`shutdown_for_restart`: TCP closed, no NOTIFICATION): B keeps A's routes and
+//! never tells its FIB to remove them; A comes back with fewer routes, and its End-of-RIB
+//! drops the stale one. A restart that never comes back is cut off by the Restart Time A
+//! advertised; a shutdown with Cease withdraws at once.
+#![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bgp::rib::{BestPathChange, FibRoute};
+use bgp::speaker::config::{NextHopMode, Origination, PeerConfig, SpeakerConfig};
+use bgp::speaker::control::{ControlRequest, ControlResponse, PeerStatus};
+use bgp::speaker::{start, SpeakerHandle};
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+
+const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+fn free_port(ip: Ipv4Addr) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(id: Ipv4Addr, asn: u32, port: u16, originate: &[&str]) -> SpeakerConfig {
+    SpeakerConfig {
+        router_id: id,
+        local_as: asn,
+        listen: vec![SocketAddr::from((id, port))],
+        hold_time: 90,
+        connect_retry: 1,
+        cluster_id: None,
+        max_paths: 1,
+        control_socket: None,
+        originate: originate
+            .iter()
+            .map(|p| Origination {
+                prefix: p.parse().unwrap(),
+                med: None,
+                local_pref: None,
+                communities: vec![],
+                large_communities: vec![],
+            })
+            .collect(),
+        peers: vec![],
+    }
+}
+
+fn peer(address: Ipv4Addr, remote_as: u32, port: Option<u16>, restart: Option<u16>) -> PeerConfig {
+    PeerConfig {
+        address: IpAddr::V4(address),
+        remote_as,
+        port,
+        passive: false,
+        route_reflector_client: false,
+        next_hop: NextHopMode::Auto,
+        password: None,
+        ttl_security: None,
+        local_address: None,
+        allow_local_as: 0,
+        hold_time: None,
+        graceful_restart_time: restart,
+    }
+}
+
+async fn status(h: &SpeakerHandle) -> PeerStatus {
+    match h.control(ControlRequest::Peers).await.unwrap() {
+        ControlResponse::Peers { peers } => peers.into_iter().next().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn learned(h: &SpeakerHandle) -> Vec<IpNet> {
+    match h.control(ControlRequest::Routes).await.unwrap() {
+        ControlResponse::Routes { routes } => {
+            let mut v: Vec<IpNet> = routes
+                .into_iter()
+                .filter(|r| r.peer.is_some())
+                .map(|r| r.prefix)
+                .collect();
+            v.sort();
+            v
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn nets(list: &[&str]) -> Vec<IpNet> {
+    list.iter().map(|p| p.parse().unwrap()).collect()
+}
+
+/// Polls (bounded: `within`) until B's learned routes are `want`; returns how long it took.
+async fn wait_learned(h: &SpeakerHandle, want: &[&str], within: Duration) -> Duration {
+    let want = nets(want);
+    let start = Instant::now();
+    loop {
+        let got = learned(h).await;
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "learned {got:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_state(h: &SpeakerHandle, established: bool, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let s = status(h).await;
+        if (s.state == "Established") == established {
+            return;
+        }
+        assert!(start.elapsed() < within, "peer state {}", s.state);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The prefixes the FIB was told to remove since the last call.
+fn removals(rx: &mut mpsc::UnboundedReceiver<Vec<BestPathChange>>) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    while let Ok(batch) = rx.try_recv() {
+        out.extend(
+            batch
+                .into_iter()
+                .filter(|c| c.route == FibRoute::Unreachable)
+                .map(|c| c.prefix),
+        );
+    }
+    out
+}
+
+/// Speaker A (AS 65001) with a session to B; `restart` is the Restart Time A advertises.
+async fn start_a(
+    a_port: u16,
+    b_port: u16,
+    originate: &[&str],
+    restart: Option<u16>,
+) -> SpeakerHandle {
+    let (a, _task) = start(config(A, 65001, a_port, originate), None)
+        .await
+        .unwrap();
+    let mut to_b = peer(B, 65002, Some(b_port), restart);
+    to_b.local_address = Some(IpAddr::V4(A));
+    a.add_peer(to_b).await.unwrap();
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarting_peer_keeps_its_routes_until_end_of_rib_or_restart_time() {
+    let (a_port, b_port) = (free_port(A), free_port(B));
+    let (fib_tx, mut fib) = mpsc::unbounded_channel();
+    let (b, _tb) = start(config(B, 65002, b_port, &[]), Some(fib_tx))
+        .await
+        .unwrap();
+    b.add_peer(peer(A, 65001, Some(a_port), None))
+        .await
+        .unwrap();
+    let long = Duration::from_secs(20);
+
+    // 1. A restarts gracefully and comes back with one route fewer.
+    let a = start_a(a_port, b_port, &["10.1.0.0/24", "10.1.1.0/24"], None).await;
+    wait_learned(&b, &["10.1.0.0/24", "10.1.1.0/24"], long).await;
+    let caps = status(&b).await.capabilities;
+    assert!(
+        caps.iter().any(|c| c == "graceful-restart(120s)"),
+        "A advertises the default Restart Time: {caps:?}"
+    );
+    removals(&mut fib);
+    a.shutdown_for_restart().await;
+    wait_state(&b, false, long).await;
+    // Down, and the routes stay (stale) for longer than a withdrawal would take.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(learned(&b).await, nets(&["10.1.0.0/24", "10.1.1.0/24"]));
+    assert_eq!(removals(&mut fib), Vec::<IpNet>::new());
+    let a = start_a(a_port, b_port, &["10.1.0.0/24"], Some(3)).await;
+    wait_state(&b, true, long).await;
+    wait_learned(&b, &["10.1.0.0/24"], long).await;
+    // Only the route A no longer has left the FIB; the one it re-sent never did.
+    assert_eq!(removals(&mut fib), nets(&["10.1.1.0/24"]));
+
+    // 2. A restarts (advertising a Restart Time of 3 s) and does not come back: the routes
+    // go when the Restart Time runs out, not before.
+    a.shutdown_for_restart().await;
+    wait_state(&b, false, long).await;
+    let down = Instant::now();
+    wait_learned(&b, &[], long).await;
+    let kept = down.elapsed();
+    assert!(
+        kept >= Duration::from_millis(2500) && kept < Duration::from_secs(10),
+        "stale routes kept for {kept:?}, Restart Time 3 s"
+    );
+    assert_eq!(removals(&mut fib), nets(&["10.1.0.0/24"]));
+
+    // 3. A shutdown with Cease (a NOTIFICATION) is no restart: withdrawn at once.
+    let a = start_a(a_port, b_port, &["10.1.0.0/24"], None).await;
+    wait_learned(&b, &["10.1.0.0/24"], long).await;
+    a.shutdown().await;
+    let took = wait_learned(&b, &[], Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(2), "withdrawal took {took:?}");
+
+    // 4. Graceful Restart off (Restart Time 0): not advertised, so a restart withdraws too.
+    let a = start_a(a_port, b_port, &["10.1.0.0/24"], Some(0)).await;
+    wait_learned(&b, &["10.1.0.0/24"], long).await;
+    let caps = status(&b).await.capabilities;
+    assert!(
+        !caps.iter().any(|c| c.starts_with("graceful-restart")),
+        "{caps:?}"
+    );
+    a.shutdown_for_restart().await;
+    let took = wait_learned(&b, &[], Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(2), "withdrawal took {took:?}");
+    b.shutdown().await;
+}
