@@ -510,6 +510,9 @@ pub struct Settings {
     /// `None`: no health/metrics server.
     pub health_listen: Option<SocketAddr>,
     pub log_level: LogLevel,
+    /// No flag, variable or file line set the log level: the datastore's BGPConfiguration
+    /// `logSeverityScreen` governs it (as calico-node's), from the default Info.
+    pub log_level_from_datastore: bool,
     /// rtnetlink protocol id of routerd's routes ([`parse_route_protocol`] says which ids).
     pub route_protocol: u8,
     /// The settings file that was read, if any.
@@ -623,10 +626,11 @@ impl Settings {
             Some(found) => check(found, parse_health_listen)?,
             None => Some(DEFAULT_HEALTH_LISTEN),
         };
-        let log_level = match pick("log-level", &flags.log_level, s(&f.log_level)) {
-            Some(found) => check(found, |t| t.parse())?,
-            None => LogLevel::Info,
-        };
+        let (log_level, log_level_from_datastore) =
+            match pick("log-level", &flags.log_level, s(&f.log_level)) {
+                Some(found) => (check(found, |t| t.parse())?, false),
+                None => (LogLevel::Info, true),
+            };
         let node_name = pick("node-name", &flags.node_name, s(&f.node_name))
             .map(|found| check(found, parse_node_name))
             .transpose()?;
@@ -652,6 +656,7 @@ impl Settings {
             control_socket,
             health_listen,
             log_level,
+            log_level_from_datastore,
             route_protocol,
             config_file: file.map(|f| f.path.clone()),
         })

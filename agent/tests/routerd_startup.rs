@@ -212,3 +212,78 @@ fn no_privileges_is_one_line_with_a_hint() {
     );
     assert_one_line_failure(&out, "needs root");
 }
+
+/// Applies a manifest with routectl (the way an operator changes the cluster).
+fn apply(datastore: &str, dir: &Path, manifest: &str) {
+    let file = dir.join("manifest.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_routectl"))
+        .args(["--datastore", datastore, "apply", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "routectl apply: {out:?}");
+}
+
+#[test]
+fn log_level_follows_the_bgp_configuration_when_no_setting_fixes_it() {
+    require(&["ip"]);
+    let dir = tempfile::tempdir().unwrap();
+    let datastore = format!("file:{}", dir.path().join("ds").display());
+    // Calico's cluster-wide setting: warnings and errors only.
+    apply(
+        &datastore,
+        dir.path(),
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+         spec:\n  logSeverityScreen: Warning\n",
+    );
+    let ns = node_ns("rslog");
+    let socket = dir.path().join("routerd.ctl");
+    let log_path = dir.path().join("routerd.log");
+    let log = File::create(&log_path).unwrap();
+    let mut args = base_args(&datastore, socket.to_str().unwrap());
+    args.insert(0, ROUTERD);
+    let _daemon = Daemon::from_child(
+        ns.command(&args)
+            .env_remove("ROUTERD_LOG")
+            .env_remove("ROUTERD_LOG_LEVEL")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        "routerd",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || query_status(&socket, Duration::from_secs(2)).ok(),
+    )
+    .unwrap();
+    let read = || std::fs::read_to_string(&log_path).unwrap();
+    let quiet = read();
+    // The speaker starts after the configuration was read: its INFO lines are not there.
+    assert!(
+        !quiet.contains("listening for BGP connections") && !quiet.contains(" DEBUG "),
+        "INFO/DEBUG logged under logSeverityScreen Warning:\n{quiet}"
+    );
+
+    // The node's own configuration overrides the default, live.
+    apply(
+        &datastore,
+        dir.path(),
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node-a\n\
+         spec:\n  logSeverityScreen: Debug\n",
+    );
+    wait_for(
+        "DEBUG lines after logSeverityScreen Debug",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let text = read();
+            text[quiet.len()..].contains(" DEBUG ").then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}:\n{}", read()));
+    assert!(read()[quiet.len()..].contains("log level changed by BGPConfiguration"));
+}

@@ -102,6 +102,7 @@ fn defaults_apply_when_nothing_is_set() {
         Some("127.0.0.1:9099".parse::<SocketAddr>().unwrap())
     );
     assert_eq!(s.log_level, LogLevel::Info);
+    assert!(s.log_level_from_datastore, "no layer set the log level");
     assert_eq!(s.route_protocol, DEFAULT_ROUTE_PROTOCOL);
     assert_eq!(s.route_protocol, 80);
     assert_eq!(s.config_file, None);
@@ -254,6 +255,7 @@ route-protocol = "201"
     assert_eq!(s.datastore, "kubernetes:");
     assert_eq!(s.health_listen, None);
     assert_eq!(s.log_level, LogLevel::Warn);
+    assert!(!s.log_level_from_datastore);
     assert_eq!(s.route_protocol, 201);
 }
 

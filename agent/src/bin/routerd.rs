@@ -4,9 +4,13 @@
 
 use std::time::Duration;
 
-use agent::daemon::{run, DaemonConfig};
+use std::sync::Arc;
+
+use agent::daemon::{run, DaemonConfig, LogSeverityControl};
 use agent::settings::{Settings, SettingsError};
 use anyhow::{Context, Result};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// The longest the first full FIB reconcile waits for sessions after start-up, unless
@@ -25,7 +29,7 @@ fn fib_settle() -> Result<Duration> {
     }
 }
 
-fn config() -> Result<(DaemonConfig, tracing::Level)> {
+fn config() -> Result<(DaemonConfig, tracing::Level, bool)> {
     let settings = match Settings::from_process() {
         Ok(s) => s,
         Err(SettingsError::Usage(e)) => e.exit(),
@@ -44,8 +48,10 @@ fn config() -> Result<(DaemonConfig, tracing::Level)> {
             health_listen: settings.health_listen,
             route_protocol: settings.route_protocol,
             fib_settle: fib_settle()?,
+            log_severity: None,
         },
         settings.log_level.as_tracing(),
+        settings.log_level_from_datastore,
     ))
 }
 
@@ -97,19 +103,36 @@ async fn shutdown_signal() {
 }
 
 fn main() {
-    let (config, level) = match config() {
+    let (mut config, level, from_datastore) = match config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("routerd: {e:#}");
             std::process::exit(1);
         }
     };
-    let filter = EnvFilter::try_from_env("ROUTERD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(level.as_str().to_lowercase()));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // ROUTERD_LOG (a full tracing filter) wins; else the level set by a flag, variable or
+    // file; else the BGPConfiguration's logSeverityScreen, applied live through a reload
+    // handle.
+    let custom = EnvFilter::try_from_env("ROUTERD_LOG").ok();
+    let datastore_governs = from_datastore && custom.is_none();
+    let filter = custom.unwrap_or_else(|| EnvFilter::new(level.as_str().to_lowercase()));
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colours only for a terminal: logs go to files and `kubectl logs`.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
+    if datastore_governs {
+        config.log_severity = Some(LogSeverityControl(Arc::new(
+            move |level: tracing::Level| {
+                let _ = reload.modify(|f| *f = EnvFilter::new(level.as_str().to_lowercase()));
+            },
+        )));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

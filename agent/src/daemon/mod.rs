@@ -25,4 +25,4 @@ pub mod control;
 pub mod routes;
 mod run;
 
-pub use run::{run, DaemonConfig, DaemonError};
+pub use run::{log_severity, run, DaemonConfig, DaemonError, LogSeverityControl};

@@ -46,6 +46,59 @@ pub struct DaemonConfig {
     /// The longest the first full FIB reconcile (which removes stale routes of ours) waits
     /// for the sessions to come up after start-up.
     pub fib_settle: Duration,
+    /// Set when no setting fixed the log level: the BGPConfiguration's `logSeverityScreen`
+    /// (`node.<name>`, else `default`, else Info) then sets it, live, as it sets BIRD's
+    /// logging in calico-node.
+    pub log_severity: Option<LogSeverityControl>,
+}
+
+/// Changes the daemon's log level (the binary holds the subscriber's reload handle).
+#[derive(Clone)]
+pub struct LogSeverityControl(pub Arc<dyn Fn(tracing::Level) + Send + Sync>);
+
+impl std::fmt::Debug for LogSeverityControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogSeverityControl")
+    }
+}
+
+/// The log level the BGPConfigurations ask of `node`: its `node.<name>` configuration's
+/// `logSeverityScreen`, else the `default` one's, else Info (Calico's default). Calico's
+/// Fatal has no tracing level of its own: Error.
+pub fn log_severity(view: &ClusterView, node: &str) -> tracing::Level {
+    let own = format!("node.{node}");
+    let pick = |name: &str| {
+        view.configs
+            .iter()
+            .find(|c| c.metadata.name == name)
+            .and_then(|c| c.spec.log_severity_screen.clone())
+    };
+    match pick(&own).or_else(|| pick("default")).as_deref() {
+        Some("Debug") => tracing::Level::DEBUG,
+        Some("Warning") => tracing::Level::WARN,
+        Some("Error" | "Fatal") => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    }
+}
+
+/// Applies [`log_severity`] when it changed since `last`.
+fn apply_log_severity(
+    config: &DaemonConfig,
+    view: &ClusterView,
+    last: &mut Option<tracing::Level>,
+) {
+    let Some(control) = &config.log_severity else {
+        return;
+    };
+    let level = log_severity(view, &config.node_name);
+    if *last != Some(level) {
+        // Logged at the old level and the new one alike: WARN passes both unless Error.
+        if last.is_some() {
+            warn!(level = %level, "log level changed by BGPConfiguration logSeverityScreen");
+        }
+        (control.0)(level);
+        *last = Some(level);
+    }
 }
 
 /// Why routerd could not start (or had to stop).
@@ -160,6 +213,8 @@ pub async fn run(
             })?
     };
     let view = load_view(&ds, &config.datastore).await?;
+    let mut log_level = None;
+    apply_log_severity(&config, &view, &mut log_level);
     let secrets = {
         let address = config.datastore.clone();
         blocking(move || SecretReader::for_datastore(&address)).await??
@@ -305,6 +360,7 @@ pub async fn run(
                     match load_view(&ds, &config.datastore).await {
                         Ok(v) => {
                             view = v;
+                            apply_log_severity(&config, &view, &mut log_level);
                             match refresh(&config, &view, &allocator, &speaker, &mut sessions, &mut originated, &secrets).await {
                                 Ok(new_blocks) => blocks = new_blocks,
                                 Err(e) => warn!(error = %e, "applying the datastore change failed; will retry on the next change"),
@@ -1082,6 +1138,31 @@ prefixAdvertisements:
         // The service range lies outside every entry: no tags.
         let service = by_prefix["10.96.0.0/12"];
         assert!(service.communities.is_empty() && service.large_communities.is_empty());
+    }
+
+    #[test]
+    fn log_severity_is_the_nodes_configuration_then_the_default_then_info() {
+        let config = |name: &str, severity: Option<&str>| {
+            crate::resource::BgpConfiguration::new(
+                name,
+                crate::resource::BgpConfigurationSpec {
+                    log_severity_screen: severity.map(String::from),
+                    ..Default::default()
+                },
+            )
+        };
+        let mut view = ClusterView::default();
+        assert_eq!(log_severity(&view, "a"), tracing::Level::INFO);
+        view.configs = vec![config("default", Some("Warning"))];
+        assert_eq!(log_severity(&view, "a"), tracing::Level::WARN);
+        view.configs.push(config("node.a", Some("Debug")));
+        assert_eq!(log_severity(&view, "a"), tracing::Level::DEBUG);
+        assert_eq!(log_severity(&view, "b"), tracing::Level::WARN);
+        // A node configuration without the field leaves the default in force.
+        view.configs.push(config("node.b", None));
+        assert_eq!(log_severity(&view, "b"), tracing::Level::WARN);
+        view.configs[0] = config("default", Some("Fatal"));
+        assert_eq!(log_severity(&view, "b"), tracing::Level::ERROR);
     }
 
     #[test]
