@@ -29,7 +29,7 @@ use agent::status::{query_status, PeerType};
 use anyhow::{bail, Context, Result};
 use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool, IpPoolSpec};
 use lab::bird::Bird;
-use lab::{lan, require, veth, wait_for, Daemon, Netns};
+use lab::{lan, require, wait_for, workload, Daemon, Netns};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
@@ -251,39 +251,13 @@ fn main() -> Result<()> {
                 &pod_name,
             ),
         )?;
-        let pod = Netns::new(&format!("pod{}", n.ip.replace('.', "")))?;
-        veth(&n.ns, "cali0", &pod, "eth0")?;
-        pod.ip(&["addr", "add", &format!("{}/32", a.address), "dev", "eth0"])?;
-        pod.ip(&[
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ])?;
-        pod.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-        ])?;
-        // Calico's workload plumbing: proxy ARP on the host side, a /32 to the pod.
-        n.ns.exec(&["sysctl", "-qw", "net.ipv4.conf.cali0.proxy_arp=1"])?;
-        n.ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        n.ns.ip(&[
-            "route",
-            "add",
-            &format!("{}/32", a.address),
-            "dev",
+        // The CNI plugin's plumbing: veth, /32 routes both ways, proxy ARP.
+        let pod = workload(
+            &n.ns,
             "cali0",
-            "scope",
-            "link",
-        ])?;
+            &format!("pod{}", n.ip.replace('.', "")),
+            a.address,
+        )?;
         pods.push((pod, a.address, a.block));
     }
     tor_ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;

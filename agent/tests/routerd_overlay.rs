@@ -18,7 +18,7 @@ use agent::datastore;
 use agent::ipam_store::DatastoreIpam;
 use agent::status::{query_status, PeerType};
 use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool, IpPoolSpec};
-use lab::{lan, require, veth, wait_for, Daemon, Netns};
+use lab::{lan, require, wait_for, workload, Daemon, Netns};
 
 const ROUTERD: &str = env!("CARGO_BIN_EXE_routerd");
 const ROUTECTL: &str = env!("CARGO_BIN_EXE_routectl");
@@ -163,50 +163,13 @@ fn overlay(tag: &str, ipip: &str, vxlan: &str, device: &str, via_tunnel_address:
                 ),
             )
             .unwrap();
-        let pod = Netns::new(&format!("{tag}p{}", n.ip.replace('.', ""))).unwrap();
-        veth(&n.ns, "cali0", &pod, "eth0").unwrap();
-        let addr = format!("{}/32", a.address);
-        pod.ip(&["addr", "add", &addr, "dev", "eth0"]).unwrap();
-        pod.ip(&[
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ])
+        let pod = workload(
+            &n.ns,
+            "cali0",
+            &format!("{tag}p{}", n.ip.replace('.', "")),
+            a.address,
+        )
         .unwrap();
-        pod.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-        ])
-        .unwrap();
-        // Calico answers the pod's ARP for its gateway by proxy ARP, which needs the host to
-        // have a route to 169.254.1.1 (a default route, on real hosts); these nodes have
-        // none, so the pod gets the gateway's neighbour entry directly.
-        let mac = n.ns.exec(&["cat", "/sys/class/net/cali0/address"]).unwrap();
-        pod.ip(&[
-            "neigh",
-            "replace",
-            "169.254.1.1",
-            "lladdr",
-            mac.trim(),
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
-        n.ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-            .unwrap();
-        n.ns.ip(&["route", "add", &addr, "dev", "cali0", "scope", "link"])
-            .unwrap();
         pods.push((pod, a.address, a.block));
     }
 

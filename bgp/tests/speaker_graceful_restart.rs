@@ -7,88 +7,30 @@
 //! advertised; a shutdown with Cease withdraws at once.
 #![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod in_process;
+
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use bgp::rib::{BestPathChange, FibRoute};
-use bgp::speaker::config::{NextHopMode, Origination, PeerConfig, SpeakerConfig};
-use bgp::speaker::control::{ControlRequest, ControlResponse, PeerStatus};
+use bgp::speaker::config::PeerConfig;
+use bgp::speaker::control::PeerStatus;
 use bgp::speaker::{start, SpeakerHandle};
+use in_process::{free_port, learned, peer_config, peers, speaker_config};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
 const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
-fn free_port(ip: Ipv4Addr) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn config(id: Ipv4Addr, asn: u32, port: u16, originate: &[&str]) -> SpeakerConfig {
-    SpeakerConfig {
-        router_id: id,
-        local_as: asn,
-        listen: vec![SocketAddr::from((id, port))],
-        hold_time: 90,
-        connect_retry: 1,
-        cluster_id: None,
-        max_paths: 1,
-        control_socket: None,
-        originate: originate
-            .iter()
-            .map(|p| Origination {
-                prefix: p.parse().unwrap(),
-                med: None,
-                local_pref: None,
-                communities: vec![],
-                large_communities: vec![],
-            })
-            .collect(),
-        peers: vec![],
-    }
+async fn status(h: &SpeakerHandle) -> PeerStatus {
+    peers(h).await.into_iter().next().unwrap()
 }
 
 fn peer(address: Ipv4Addr, remote_as: u32, port: Option<u16>, restart: Option<u16>) -> PeerConfig {
-    PeerConfig {
-        address: IpAddr::V4(address),
-        remote_as,
-        port,
-        passive: false,
-        route_reflector_client: false,
-        next_hop: NextHopMode::Auto,
-        password: None,
-        ttl_security: None,
-        local_address: None,
-        allow_local_as: 0,
-        hold_time: None,
-        graceful_restart_time: restart,
-    }
-}
-
-async fn status(h: &SpeakerHandle) -> PeerStatus {
-    match h.control(ControlRequest::Peers).await.unwrap() {
-        ControlResponse::Peers { peers } => peers.into_iter().next().unwrap(),
-        other => panic!("{other:?}"),
-    }
-}
-
-async fn learned(h: &SpeakerHandle) -> Vec<IpNet> {
-    match h.control(ControlRequest::Routes).await.unwrap() {
-        ControlResponse::Routes { routes } => {
-            let mut v: Vec<IpNet> = routes
-                .into_iter()
-                .filter(|r| r.peer.is_some())
-                .map(|r| r.prefix)
-                .collect();
-            v.sort();
-            v
-        }
-        other => panic!("{other:?}"),
-    }
+    let mut p = peer_config(address, remote_as, port);
+    p.graceful_restart_time = restart;
+    p
 }
 
 fn nets(list: &[&str]) -> Vec<IpNet> {
@@ -142,7 +84,7 @@ async fn start_a(
     originate: &[&str],
     restart: Option<u16>,
 ) -> SpeakerHandle {
-    let (a, _task) = start(config(A, 65001, a_port, originate), None)
+    let (a, _task) = start(speaker_config(A, 65001, a_port, originate), None)
         .await
         .unwrap();
     let mut to_b = peer(B, 65002, Some(b_port), restart);
@@ -155,7 +97,7 @@ async fn start_a(
 async fn a_restarting_peer_keeps_its_routes_until_end_of_rib_or_restart_time() {
     let (a_port, b_port) = (free_port(A), free_port(B));
     let (fib_tx, mut fib) = mpsc::unbounded_channel();
-    let (b, _tb) = start(config(B, 65002, b_port, &[]), Some(fib_tx))
+    let (b, _tb) = start(speaker_config(B, 65002, b_port, &[]), Some(fib_tx))
         .await
         .unwrap();
     b.add_peer(peer(A, 65001, Some(a_port), None))

@@ -193,6 +193,49 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
     Ok(())
 }
 
+/// The link-local gateway every pod routes through, as in Calico.
+pub const POD_GATEWAY: &str = "169.254.1.1";
+
+/// A pod on `node`, plumbed as Calico's CNI plugin does it: a namespace (tagged `tag`) with
+/// `eth0` at `address/32`, a veth to the node's `host_if`, a default route via
+/// [`POD_GATEWAY`]; on the node, proxy ARP on `host_if`, forwarding on, and a /32 route to
+/// the pod. The pod's neighbour entry for the gateway is written directly (the node's proxy
+/// ARP answers only when the node has a route to the gateway, i.e. a default route, which a
+/// lab node may lack).
+pub fn workload(
+    node: &Netns,
+    host_if: &str,
+    tag: &str,
+    address: std::net::IpAddr,
+) -> Result<Netns> {
+    let pod = Netns::new(tag)?;
+    veth(node, host_if, &pod, "eth0")?;
+    let addr = format!("{address}/32");
+    pod.ip(&["addr", "add", &addr, "dev", "eth0"])?;
+    let mac = node.exec(&["cat", &format!("/sys/class/net/{host_if}/address")])?;
+    pod.ip(&[
+        "neigh",
+        "replace",
+        POD_GATEWAY,
+        "lladdr",
+        mac.trim(),
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ])?;
+    pod.ip(&["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"])?;
+    pod.ip(&["route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"])?;
+    node.exec(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.conf.{host_if}.proxy_arp=1"),
+        "net.ipv4.ip_forward=1",
+    ])?;
+    node.ip(&["route", "add", &addr, "dev", host_if, "scope", "link"])?;
+    Ok(pod)
+}
+
 /// One L2 segment: a bridge in a namespace of its own (the "switch"), with a veth to each
 /// member. Returned namespace owns the bridge; keep it alive as long as the segment is used.
 ///
