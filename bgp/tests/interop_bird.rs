@@ -12,7 +12,7 @@ use std::time::Duration;
 use bgp::speaker::control::{ControlRequest, ControlResponse};
 use lab::bird::Bird;
 use lab::{lan, require, wait_for, Netns};
-use support::{ip, pair, scratch, Speaker};
+use support::{ebgp_speaker_config, ip, pair, scratch, Speaker};
 
 const T: Duration = Duration::from_secs(40);
 
@@ -21,30 +21,8 @@ fn ebgp_ipv4_and_ipv6_routes_flow_both_ways_with_bird() {
     require(&["ip", "bird", "birdc"]);
     let dir = scratch("bird-ebgp");
     let (ours, theirs) = pair("be", 2);
-    let speaker = Speaker::start(
-        &ours,
-        &dir.join("speaker"),
-        r#"
-router_id = "10.0.0.1"
-local_as = 65001
-hold_time = 9
-connect_retry = 1
-[[originate]]
-prefix = "10.1.0.0/24"
-med = 10
-communities = ["65001:100"]
-large_communities = ["65001:1:2"]
-[[originate]]
-prefix = "fd01::/64"
-[[peer]]
-address = "10.0.0.2"
-remote_as = 65002
-[[peer]]
-address = "fd00::2"
-remote_as = 65002
-"#,
-    )
-    .unwrap();
+    let speaker =
+        Speaker::start(&ours, &dir.join("speaker"), &ebgp_speaker_config(2, 65002)).unwrap();
     let bird = Bird::start(
         &theirs,
         &dir.join("bird"),

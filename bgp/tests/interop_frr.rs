@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bgp::speaker::control::ControlRequest;
 use lab::frr::{Frr, BGPD};
 use lab::{require, wait_for};
-use support::{ip, pair, scratch, Speaker};
+use support::{ebgp_speaker_config, ip, pair, scratch, Speaker};
 
 const T: Duration = Duration::from_secs(40);
 const POLL: Duration = Duration::from_millis(200);
@@ -43,26 +43,6 @@ fn frr_config(networks: &[&str], extra: &str) -> String {
     s
 }
 
-const OURS: &str = r#"
-router_id = "10.0.0.1"
-local_as = 65001
-hold_time = 9
-connect_retry = 1
-[[originate]]
-prefix = "10.1.0.0/24"
-med = 10
-communities = ["65001:100"]
-large_communities = ["65001:1:2"]
-[[originate]]
-prefix = "fd01::/64"
-[[peer]]
-address = "10.0.0.3"
-remote_as = 65003
-[[peer]]
-address = "fd00::3"
-remote_as = 65003
-"#;
-
 #[test]
 fn ebgp_ipv4_and_ipv6_routes_flow_both_ways_with_frr() {
     require(&["ip", "vtysh", BGPD]);
@@ -74,7 +54,8 @@ fn ebgp_ipv4_and_ipv6_routes_flow_both_ways_with_frr() {
         &frr_config(&["10.3.0.0/24", "fd03::/64"], ""),
     )
     .unwrap();
-    let speaker = Speaker::start(&ours, &dir.join("speaker"), OURS).unwrap();
+    let speaker =
+        Speaker::start(&ours, &dir.join("speaker"), &ebgp_speaker_config(3, 65003)).unwrap();
     frr.wait_established("10.0.0.1", T)
         .unwrap_or_else(|e| panic!("{e}\n{}", frr.log_tail()));
     frr.wait_established("fd00::1", T).unwrap();
@@ -149,7 +130,8 @@ fn frr_restarting_gracefully_keeps_its_routes_in_our_rib() {
         &frr_config(&["10.3.0.0/24", "10.3.1.0/24"], gr),
     )
     .unwrap();
-    let speaker = Speaker::start(&ours, &dir.join("speaker"), OURS).unwrap();
+    let speaker =
+        Speaker::start(&ours, &dir.join("speaker"), &ebgp_speaker_config(3, 65003)).unwrap();
     speaker.wait_established(ip("10.0.0.3"), T).unwrap();
     for p in ["10.3.0.0/24", "10.3.1.0/24"] {
         speaker

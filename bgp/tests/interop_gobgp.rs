@@ -11,7 +11,7 @@ use bgp::speaker::control::ControlRequest;
 use lab::gobgp::{GoBgp, GoBgpNeighbor};
 use lab::{require, wait_for};
 use serde_json::Value;
-use support::{ip, pair, scratch, Speaker};
+use support::{ebgp_speaker_config, ip, pair, scratch, Speaker};
 
 const T: Duration = Duration::from_secs(40);
 
@@ -53,30 +53,8 @@ fn ebgp_ipv4_and_ipv6_routes_flow_both_ways_with_gobgp() {
         ),
     )
     .unwrap();
-    let speaker = Speaker::start(
-        &ours,
-        &dir.join("speaker"),
-        r#"
-router_id = "10.0.0.1"
-local_as = 65001
-hold_time = 9
-connect_retry = 1
-[[originate]]
-prefix = "10.1.0.0/24"
-med = 10
-communities = ["65001:100"]
-large_communities = ["65001:1:2"]
-[[originate]]
-prefix = "fd01::/64"
-[[peer]]
-address = "10.0.0.3"
-remote_as = 65003
-[[peer]]
-address = "fd00::3"
-remote_as = 65003
-"#,
-    )
-    .unwrap();
+    let speaker =
+        Speaker::start(&ours, &dir.join("speaker"), &ebgp_speaker_config(3, 65003)).unwrap();
     gobgp.wait_established("10.0.0.1", T).unwrap();
     gobgp.wait_established("fd00::1", T).unwrap();
     gobgp

@@ -192,3 +192,31 @@ pub fn pair(tag: &str, peer: u8) -> (Netns, Netns) {
     }
     (a, b)
 }
+
+/// Our speaker's configuration for the eBGP interop tests: AS 65001 at 10.0.0.1 / fd00::1
+/// (the `a` side of [`pair`]), originating 10.1.0.0/24 (MED 10, a community and a large
+/// community) and fd01::/64, peering over both families with the `b` side, 10.0.0.`peer` /
+/// fd00::`peer` in `peer_as`.
+pub fn ebgp_speaker_config(peer: u8, peer_as: u32) -> String {
+    format!(
+        r#"
+router_id = "10.0.0.1"
+local_as = 65001
+hold_time = 9
+connect_retry = 1
+[[originate]]
+prefix = "10.1.0.0/24"
+med = 10
+communities = ["65001:100"]
+large_communities = ["65001:1:2"]
+[[originate]]
+prefix = "fd01::/64"
+[[peer]]
+address = "10.0.0.{peer}"
+remote_as = {peer_as}
+[[peer]]
+address = "fd00::{peer}"
+remote_as = {peer_as}
+"#
+    )
+}
