@@ -98,6 +98,31 @@ fn base_args<'a>(datastore: &'a str, socket: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// Starts routerd with [`base_args`] (no log settings of its own: no `ROUTERD_LOG*` from the
+/// test's environment either), its output to `log`, and waits until its control socket answers.
+fn start_serving(ns: &Netns, datastore: &str, socket: &Path, log: File) -> Daemon {
+    let mut args = base_args(datastore, socket.to_str().unwrap());
+    args.insert(0, ROUTERD);
+    let daemon = Daemon::from_child(
+        ns.command(&args)
+            .env_remove("ROUTERD_LOG")
+            .env_remove("ROUTERD_LOG_LEVEL")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        "routerd's control socket",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || query_status(socket, Duration::from_secs(2)).ok(),
+    )
+    .unwrap();
+    daemon
+}
+
 #[test]
 fn unknown_datastore_is_one_line() {
     require(&["ip"]);
@@ -137,23 +162,7 @@ fn port_in_use_is_one_line_and_sigterm_stops_cleanly() {
     let ns = node_ns("rsport");
     let first_socket = dir.path().join("first.ctl");
     let log = File::create(dir.path().join("first.log")).unwrap();
-    let mut args = base_args(&datastore, first_socket.to_str().unwrap());
-    args.insert(0, ROUTERD);
-    let mut first = Daemon::from_child(
-        ns.command(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(
-        "first routerd",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || query_status(&first_socket, Duration::from_secs(2)).ok(),
-    )
-    .unwrap();
+    let mut first = start_serving(&ns, &datastore, &first_socket, log);
 
     // A second daemon on the same node: BGP port taken.
     let second_socket = dir.path().join("second.ctl");
@@ -241,25 +250,7 @@ fn log_level_follows_the_bgp_configuration_when_no_setting_fixes_it() {
     let socket = dir.path().join("routerd.ctl");
     let log_path = dir.path().join("routerd.log");
     let log = File::create(&log_path).unwrap();
-    let mut args = base_args(&datastore, socket.to_str().unwrap());
-    args.insert(0, ROUTERD);
-    let _daemon = Daemon::from_child(
-        ns.command(&args)
-            .env_remove("ROUTERD_LOG")
-            .env_remove("ROUTERD_LOG_LEVEL")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(
-        "routerd",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || query_status(&socket, Duration::from_secs(2)).ok(),
-    )
-    .unwrap();
+    let _daemon = start_serving(&ns, &datastore, &socket, log);
     let read = || std::fs::read_to_string(&log_path).unwrap();
     let quiet = read();
     // The speaker starts after the configuration was read: its INFO lines are not there.
