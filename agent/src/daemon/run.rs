@@ -544,13 +544,13 @@ fn originations(blocks: &[IpNet], view: &ClusterView) -> Vec<Origination> {
             let mut large_communities = Vec::new();
             for tag in tags.iter().filter(|t| t.prefix.contains(&prefix)) {
                 for c in &tag.communities {
-                    let text = format!("{}:{}", c.0 >> 16, c.0 & 0xffff);
+                    let text = c.to_string();
                     if !communities.contains(&text) {
                         communities.push(text);
                     }
                 }
                 for c in &tag.large_communities {
-                    let text = format!("{}:{}:{}", c.global, c.local1, c.local2);
+                    let text = c.to_string();
                     if !large_communities.contains(&text) {
                         large_communities.push(text);
                     }

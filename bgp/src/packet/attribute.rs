@@ -172,6 +172,13 @@ impl Community {
     }
 }
 
+/// `ASN:VALUE`, as BIRD, FRR and Calico's manifests write it.
+impl std::fmt::Display for Community {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.0 >> 16, self.0 & 0xffff)
+    }
+}
+
 /// An extended community (RFC 4360), kept as its 8 octets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ExtCommunity(pub [u8; 8]);
@@ -182,6 +189,13 @@ pub struct LargeCommunity {
     pub global: u32,
     pub local1: u32,
     pub local2: u32,
+}
+
+/// `GLOBAL:LOCAL1:LOCAL2` (RFC 8092 §3 canonical form).
+impl std::fmt::Display for LargeCommunity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.global, self.local1, self.local2)
+    }
 }
 
 /// MP_REACH_NLRI (RFC 4760 §3).

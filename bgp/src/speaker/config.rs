@@ -314,6 +314,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn communities_print_as_they_parse() {
+        for text in ["65001:100", "0:0", "65535:65281"] {
+            assert_eq!(parse_community(text).unwrap().to_string(), text);
+        }
+        assert_eq!(
+            parse_community("no-export").unwrap().to_string(),
+            "65535:65281"
+        );
+        let large = "4200000000:1:4294967295";
+        assert_eq!(parse_large_community(large).unwrap().to_string(), large);
+    }
+
+    #[test]
     fn parses_full_example() {
         let c = SpeakerConfig::from_toml(
             r#"

@@ -1079,23 +1079,15 @@ fn route_view(
         .to_string(),
         med: a.med,
         local_pref: a.local_pref,
-        communities: a.communities.iter().map(community_text).collect(),
+        communities: a.communities.iter().map(ToString::to_string).collect(),
         large_communities: a
             .large_communities
             .iter()
-            .map(large_community_text)
+            .map(ToString::to_string)
             .collect(),
         originator_id: a.originator_id.map(|i| i.to_string()),
         cluster_list: a.cluster_list.iter().map(|i| i.to_string()).collect(),
     }
-}
-
-fn community_text(c: &Community) -> String {
-    format!("{}:{}", c.0 >> 16, c.0 & 0xffff)
-}
-
-fn large_community_text(c: &LargeCommunity) -> String {
-    format!("{}:{}:{}", c.global, c.local1, c.local2)
 }
 
 /// The family's name as BIRD and GoBGP print it.
