@@ -11,7 +11,7 @@ use bgp::speaker::control::ControlRequest;
 use lab::gobgp::{GoBgp, GoBgpNeighbor};
 use lab::{require, wait_for};
 use serde_json::Value;
-use support::{ebgp_speaker_config, ip, pair, scratch, Speaker};
+use support::{ebgp_speaker_config, expect_ebgp_routes_from_peer, ip, pair, scratch, Speaker};
 
 const T: Duration = Duration::from_secs(40);
 
@@ -128,21 +128,7 @@ fn ebgp_ipv4_and_ipv6_routes_flow_both_ways_with_gobgp() {
     assert_eq!(mp["nexthop"], "fd00::1");
 
     // GoBGP -> ours.
-    let r = speaker
-        .wait_route("10.3.0.0/24", T, Some(&|r| r.peer.is_some()))
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.as_path, vec![65003]);
-    assert_eq!(r.next_hop, Some(ip("10.0.0.3")));
-    assert_eq!(r.med, Some(30));
-    assert_eq!(r.communities, vec!["65003:300".to_string()]);
-    assert_eq!(r.large_communities, vec!["65003:5:6".to_string()]);
-    let r6 = speaker
-        .wait_route("fd03::/64", T, Some(&|r| r.peer.is_some()))
-        .unwrap()
-        .unwrap();
-    assert_eq!(r6.as_path, vec![65003]);
-    assert_eq!(r6.next_hop, Some(ip("fd00::3")));
+    expect_ebgp_routes_from_peer(&speaker, 3, 65003, T);
 
     // Withdrawals both ways.
     gobgp

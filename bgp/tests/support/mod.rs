@@ -220,3 +220,33 @@ remote_as = {peer_as}
 "#
     )
 }
+
+/// The eBGP interop peers' side of [`ebgp_speaker_config`]: the peer at 10.0.0.`peer` /
+/// fd00::`peer` in `peer_as` originates 10.`peer`.0.0/24 with MED 30, community
+/// `peer_as:300` and large community `peer_as:5:6`, and fd0`peer`::/64. Waits until our
+/// speaker learned both and checks that every attribute arrived intact.
+pub fn expect_ebgp_routes_from_peer(speaker: &Speaker, peer: u8, peer_as: u32, timeout: Duration) {
+    let r = speaker
+        .wait_route(
+            &format!("10.{peer}.0.0/24"),
+            timeout,
+            Some(&|r| r.peer.is_some()),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.as_path, vec![peer_as]);
+    assert_eq!(r.next_hop, Some(ip(&format!("10.0.0.{peer}"))));
+    assert_eq!(r.med, Some(30));
+    assert_eq!(r.communities, vec![format!("{peer_as}:300")]);
+    assert_eq!(r.large_communities, vec![format!("{peer_as}:5:6")]);
+    let r6 = speaker
+        .wait_route(
+            &format!("fd0{peer}::/64"),
+            timeout,
+            Some(&|r| r.peer.is_some()),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(r6.as_path, vec![peer_as]);
+    assert_eq!(r6.next_hop, Some(ip(&format!("fd00::{peer}"))));
+}
