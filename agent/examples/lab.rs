@@ -23,10 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use agent::datastore;
-use agent::ipam_store::DatastoreIpam;
 use agent::status::{query_status, PeerType};
 use anyhow::{bail, Context, Result};
+use datastore::ipam_store::DatastoreIpam;
 use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool, IpPoolSpec};
 use lab::bird::Bird;
 use lab::{lan, require, wait_for, workload, Daemon, Netns};

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use agent::peering::{compute, PeeringInput};
-use agent::resource::{
+use datastore::resource::{
     AsNumberText, BgpConfiguration, BgpConfigurationSpec, BgpPeer, BgpPeerSpec, Node, NodeBgpSpec,
     NodeSpec, Object,
 };

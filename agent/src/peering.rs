@@ -80,11 +80,11 @@ use bgp::speaker::config::{NextHopMode as SpeakerNextHop, PeerConfig};
 use ipam::Selector;
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::resource::{
+use crate::status::PeerType;
+use datastore::resource::{
     BgpConfiguration, BgpConfigurationScope, BgpPeer, BgpPeerSpec, FieldError, NextHopMode, Node,
     PasswordSource, PeerAddress, DEFAULT_AS_NUMBER, DEFAULT_LISTEN_PORT,
 };
-use crate::status::PeerType;
 
 /// Everything the computation reads: the local node's name and the datastore's resources.
 #[derive(Debug, Clone, Copy)]

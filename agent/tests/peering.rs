@@ -6,12 +6,12 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use agent::peering::{compute, PeeringError, PeeringInput, PeeringPlan, PeeringProblem};
-use agent::resource::{
+use agent::status::PeerType;
+use bgp::speaker::config::NextHopMode;
+use datastore::resource::{
     AsNumberText, BgpConfiguration, BgpConfigurationSpec, BgpPeer, BgpPeerSpec, Node, NodeBgpSpec,
     NodeSpec, Object, PasswordSource, SecretKeyRef,
 };
-use agent::status::PeerType;
-use bgp::speaker::config::NextHopMode;
 use proptest::prelude::*;
 
 fn ip(text: &str) -> IpAddr {

@@ -17,10 +17,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent::datastore::{Datastore, FileDatastore};
-use agent::ipam_store::{DatastoreIpam, HANDLE_KIND};
 use agent::routectl::node_status::format_node_status;
 use agent::status::{DaemonState, FibStatus, NodeStatus, PeerType, SessionStatus, StatusResponse};
+use datastore::ipam_store::{DatastoreIpam, HANDLE_KIND};
+use datastore::{Datastore, FileDatastore};
 use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool, IpPoolSpec};
 
 /// A datastore directory and a working directory for manifests.

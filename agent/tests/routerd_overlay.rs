@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use agent::datastore;
-use agent::ipam_store::DatastoreIpam;
 use agent::status::{query_status, PeerType};
+use datastore::ipam_store::DatastoreIpam;
 use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool, IpPoolSpec};
 use lab::{lan, require, wait_for, workload, Daemon, Netns};
 

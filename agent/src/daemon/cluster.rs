@@ -15,11 +15,11 @@ use ipam::IpPool;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracing::{info, warn};
 
-use crate::datastore::{Datastore, DatastoreError, Record, Revision};
-use crate::resource::{
+use datastore::resource::{
     BgpConfiguration, BgpFilter, BgpPeer, IpPoolResource, Kind, Node, NodeBgpSpec, Resource,
-    ResourceError, DEFAULT_AS_NUMBER,
+    ResourceError, WorkloadEndpoint, DEFAULT_AS_NUMBER,
 };
+use datastore::{Datastore, DatastoreError, Record, Revision};
 
 /// How often a lost compare-and-swap on our own Node record is retried.
 const REGISTER_RETRIES: usize = 16;
@@ -35,6 +35,8 @@ pub struct ClusterView {
     pub peers: Vec<BgpPeer>,
     pub pools: Vec<IpPoolResource>,
     pub filters: Vec<BgpFilter>,
+    /// Every node's workload endpoints (written by the CNI plugin).
+    pub endpoints: Vec<WorkloadEndpoint>,
     pub problems: Vec<String>,
 }
 
@@ -79,6 +81,7 @@ impl ClusterView {
                     Resource::BgpPeer(o) => view.peers.push(o),
                     Resource::IpPool(o) => view.pools.push(o),
                     Resource::BgpFilter(o) => view.filters.push(o),
+                    Resource::WorkloadEndpoint(o) => view.endpoints.push(o),
                 }
             }
         }

@@ -98,7 +98,7 @@ pub fn plan_routes(
 }
 
 /// The VTEP a node published (tunnel address and MAC), for the family of `underlay`.
-fn vtep_of(node: &crate::resource::Node, underlay: IpAddr) -> Option<(IpAddr, [u8; 6])> {
+fn vtep_of(node: &datastore::resource::Node, underlay: IpAddr) -> Option<(IpAddr, [u8; 6])> {
     if underlay.is_ipv4() {
         let ip = node.spec.ipv4_vxlan_tunnel_addr().ok().flatten()?;
         let mac = node.spec.vxlan_tunnel_mac_addr().ok().flatten()?;
@@ -114,7 +114,7 @@ fn vtep_of(node: &crate::resource::Node, underlay: IpAddr) -> Option<(IpAddr, [u
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::resource::{IpPoolResource, Node, NodeBgpSpec, NodeSpec};
+    use datastore::resource::{IpPoolResource, Node, NodeBgpSpec, NodeSpec};
 
     fn node(name: &str, v4: &str) -> Node {
         Node::new(

@@ -20,12 +20,12 @@ use tracing::{debug, info, warn};
 
 use super::cluster::{register_node, resource_of, ClusterView, Registration};
 use super::routes::{plan_routes, BestPaths};
-use crate::datastore::{self, Datastore, DatastoreError, WatchFrom};
 use crate::health::HealthState;
-use crate::ipam_store::DatastoreIpam;
 use crate::peering::{self, DesiredSession, PeeringInput, PeeringPlan};
-use crate::resource::{Kind, PasswordSource, Resource};
 use crate::status::{DaemonState, FibStatus, NodeStatus, SessionStatus};
+use datastore::ipam_store::DatastoreIpam;
+use datastore::resource::{Kind, PasswordSource, Resource};
+use datastore::{Datastore, DatastoreError, WatchFrom};
 
 /// What routerd runs with (resolved from flags, environment and file by [`crate::settings`]).
 #[derive(Debug, Clone)]
@@ -1091,7 +1091,7 @@ fn status_source(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::resource::SecretKeyRef;
+    use datastore::resource::SecretKeyRef;
 
     fn secret_ref(name: &str, key: &str) -> PasswordSource {
         PasswordSource {
@@ -1105,7 +1105,7 @@ mod tests {
 
     #[test]
     fn prefix_advertisements_tag_the_originated_prefixes_inside_their_cidr() {
-        let spec: crate::resource::BgpConfigurationSpec = serde_yaml::from_str(
+        let spec: datastore::resource::BgpConfigurationSpec = serde_norway::from_str(
             r#"
 communities:
   - name: pods
@@ -1123,7 +1123,7 @@ prefixAdvertisements:
         )
         .unwrap();
         let view = ClusterView {
-            configs: vec![crate::resource::BgpConfiguration::new("default", spec)],
+            configs: vec![datastore::resource::BgpConfiguration::new("default", spec)],
             ..Default::default()
         };
         let blocks: Vec<IpNet> = vec!["10.244.1.0/24".parse().unwrap()];
@@ -1143,9 +1143,9 @@ prefixAdvertisements:
     #[test]
     fn log_severity_is_the_nodes_configuration_then_the_default_then_info() {
         let config = |name: &str, severity: Option<&str>| {
-            crate::resource::BgpConfiguration::new(
+            datastore::resource::BgpConfiguration::new(
                 name,
-                crate::resource::BgpConfigurationSpec {
+                datastore::resource::BgpConfigurationSpec {
                     log_severity_screen: severity.map(String::from),
                     ..Default::default()
                 },

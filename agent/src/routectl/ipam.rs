@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use ipam::report::{BlockUsage, LeakReason};
 use ipam::{Allocator, CheckReport, IpPool, IpamStore, Record, RecordKind, UsageReport};
 
-use crate::datastore::Datastore;
-use crate::resource::{Kind, Resource};
+use datastore::resource::{Kind, Resource};
+use datastore::Datastore;
 
 use super::resources::list_resources;
 use super::table::{boxed_table, format_g5};

@@ -1,11 +1,11 @@
 //! Kind names on the command line: calicoctl's spellings (case-insensitive, singular, plural
 //! and short forms) mapped to [`Kind`].
 
-use crate::resource::Kind;
+use datastore::resource::Kind;
 
 /// Every accepted spelling of each kind, lower case, as calicoctl registers them (`bgppeer`,
 /// `bgppeers`, `bgpp`, `bp`...).
-const ALIASES: [(Kind, &[&str]); 5] = [
+const ALIASES: [(Kind, &[&str]); 6] = [
     (Kind::Node, &["node", "nodes", "no", "nos"]),
     (
         Kind::BgpConfiguration,
@@ -27,6 +27,10 @@ const ALIASES: [(Kind, &[&str]); 5] = [
     (
         Kind::BgpFilter,
         &["bgpfilter", "bgpfilters", "bgpf", "bgpfs", "bf", "bfs"],
+    ),
+    (
+        Kind::WorkloadEndpoint,
+        &["workloadendpoint", "workloadendpoints", "wep", "weps"],
     ),
 ];
 

@@ -29,10 +29,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::datastore::{self, Datastore, DatastoreError};
-use crate::ipam_store::DatastoreIpam;
-use crate::resource::{parse_manifests, Kind, Resource, ResourceError};
 use crate::status::{self, StatusError, DEFAULT_CONTROL_SOCKET};
+use datastore::ipam_store::DatastoreIpam;
+use datastore::resource::{parse_manifests, Kind, Resource, ResourceError};
+use datastore::{Datastore, DatastoreError};
 
 use self::resources::{
     OutputFormat, PeerScope, Printed, ResourceKey, WriteAction, WriteOptions, WriteReport,
@@ -414,7 +414,7 @@ fn get(cli: &Cli, args: &GetArgs, io: &mut Streams<'_>) -> Result<i32, RoutectlE
     let default_as = if needs_default_as {
         resources::default_as_number(&*ds)?
     } else {
-        crate::resource::DEFAULT_AS_NUMBER
+        datastore::resource::DEFAULT_AS_NUMBER
     };
     let out = resources::render(&result.printed, format, default_as);
     let err: String = result.errors.iter().map(|e| format!("{e}\n")).collect();

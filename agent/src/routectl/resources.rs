@@ -18,8 +18,8 @@
 use serde_json::Value;
 
 use crate::daemon::cluster::{record_value, resource_of};
-use crate::datastore::{Datastore, DatastoreError, Record};
-use crate::resource::{Kind, Resource, ResourceError, CALICO_API_VERSION, DEFAULT_AS_NUMBER};
+use datastore::resource::{Kind, Resource, ResourceError, CALICO_API_VERSION, DEFAULT_AS_NUMBER};
+use datastore::{Datastore, DatastoreError, Record};
 
 use super::table::column_table;
 use super::RoutectlError;
@@ -282,12 +282,22 @@ pub fn headings(kind: Kind, wide: bool) -> &'static [&'static str] {
         ],
         (Kind::BgpConfiguration, _) => &["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
         (Kind::BgpFilter, _) => &["NAME", "NUMEXPORT", "NUMIMPORT"],
+        (Kind::WorkloadEndpoint, false) => &["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
+        (Kind::WorkloadEndpoint, true) => &[
+            "NAME",
+            "WORKLOAD",
+            "NODE",
+            "NETWORKS",
+            "INTERFACE",
+            "PROFILES",
+            "NATS",
+        ],
     }
 }
 
 /// An AS number as calicoctl prints it: the decimal value (an asdot `"1.10"` prints as
 /// `65546`); the text as written when it does not parse.
-fn as_text(asn: &crate::resource::AsNumberText) -> String {
+fn as_text(asn: &datastore::resource::AsNumberText) -> String {
     asn.parse("asNumber")
         .map(|n| n.to_string())
         .unwrap_or_else(|_| asn.to_string())
@@ -358,6 +368,18 @@ pub fn cell(r: &Resource, heading: &str, default_as: u32) -> String {
         (Resource::BgpFilter(f), "NUMIMPORT") => {
             (f.spec.import_v4.len() + f.spec.import_v6.len()).to_string()
         }
+        // calicoctl: `{{if .Spec.Workload}}{{.Spec.Workload}}{{else}}{{.Spec.Pod}}{{end}}`.
+        (Resource::WorkloadEndpoint(w), "WORKLOAD") => {
+            if w.spec.workload.is_empty() {
+                w.spec.pod.clone()
+            } else {
+                w.spec.workload.clone()
+            }
+        }
+        (Resource::WorkloadEndpoint(w), "NODE") => w.spec.node.clone(),
+        (Resource::WorkloadEndpoint(w), "NETWORKS") => w.spec.ip_networks.join(","),
+        (Resource::WorkloadEndpoint(w), "INTERFACE") => w.spec.interface_name.clone(),
+        (Resource::WorkloadEndpoint(w), "PROFILES") => w.spec.profiles.join(","),
         _ => String::new(),
     }
 }
@@ -424,7 +446,7 @@ pub fn render(printed: &[Printed], format: OutputFormat, default_as: u32) -> Str
                 s.push('\n');
                 s
             } else {
-                serde_yaml::to_string(&value).unwrap_or_default()
+                serde_norway::to_string(&value).unwrap_or_default()
             }
         }
     }
@@ -591,12 +613,17 @@ fn merged_value(stored: &Record, r: &Resource) -> Value {
 }
 
 fn create_one(ds: &dyn Datastore, r: &Resource) -> Result<(), WriteError> {
-    ds.create(r.kind().as_str(), r.name(), record_value(&for_create(r)))?;
+    ds.create(
+        r.kind().as_str(),
+        &r.record_name(),
+        record_value(&for_create(r)),
+    )?;
     Ok(())
 }
 
 fn update_one(ds: &dyn Datastore, r: &Resource) -> Result<(), WriteError> {
-    let (kind, name) = (r.kind().as_str(), r.name());
+    let record_name = r.record_name();
+    let (kind, name) = (r.kind().as_str(), record_name.as_str());
     let given = r.resource_version().map(str::to_string);
     for _ in 0..UPDATE_ATTEMPTS {
         let stored = ds.get(kind, name)?;
@@ -699,8 +726,8 @@ pub fn delete(ds: &dyn Datastore, keys: &[ResourceKey], options: WriteOptions) -
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::datastore::MemoryDatastore;
-    use crate::resource::parse_manifests;
+    use datastore::resource::parse_manifests;
+    use datastore::MemoryDatastore;
 
     fn peers() -> Vec<Resource> {
         parse_manifests(

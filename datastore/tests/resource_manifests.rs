@@ -5,12 +5,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use agent::resource::{
+use bgp::packet::{Community, LargeCommunity};
+use bgp::rib::FilterAction;
+use datastore::resource::{
     parse_manifests, to_json, to_yaml, ApiVersion, BgpConfigurationScope, CommunityValue, Kind,
     NextHopMode, PeerAddress, Resource,
 };
-use bgp::packet::{Community, LargeCommunity};
-use bgp::rib::FilterAction;
 use ipam::{EncapMode, IpPool, Selector};
 use ipnet::IpNet;
 
@@ -263,7 +263,7 @@ spec: {peerIP: "[fd00::1]:1179", asNumber: "65000.1", password: {file: /etc/rout
         })
     );
     assert_eq!(p.spec.as_number().unwrap(), Some((65000 << 16) | 1));
-    let v4 = agent::resource::parse_peer_address("10.0.0.1:1179", "f").unwrap();
+    let v4 = datastore::resource::parse_peer_address("10.0.0.1:1179", "f").unwrap();
     assert_eq!(v4.port, Some(1179));
 }
 
@@ -482,8 +482,8 @@ fn json_round_trip_is_lossless() {
 #[test]
 fn serde_impls_round_trip() {
     let first = parse_manifests(NODE_PEER).unwrap().remove(0);
-    let text = serde_yaml::to_string(&first).unwrap();
-    let back: Resource = serde_yaml::from_str(&text).unwrap();
+    let text = serde_norway::to_string(&first).unwrap();
+    let back: Resource = serde_norway::from_str(&text).unwrap();
     assert_eq!(back, first);
     let back: Resource = serde_json::from_str(&serde_json::to_string(&first).unwrap()).unwrap();
     assert_eq!(back, first);
@@ -496,7 +496,7 @@ fn lists_and_empty_documents_are_flattened() {
         [GLOBAL_TOR_PEER, SELECTOR_PEER]
             .iter()
             .map(|m| {
-                let v: serde_json::Value = serde_yaml::from_str(m).unwrap();
+                let v: serde_json::Value = serde_norway::from_str(m).unwrap();
                 format!("- {}", serde_json::to_string(&v).unwrap())
             })
             .collect::<Vec<_>>()

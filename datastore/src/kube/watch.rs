@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use super::backend::{object_record, parse_revision, request_error};
 use super::error::KubeError;
 use super::kinds::resource_name;
-use crate::datastore::{DatastoreError, Event, EventType, Result, Revision};
+use crate::{DatastoreError, Event, EventType, Result, Revision};
 
 /// Consecutive failed (re)connections before the watch reports the failure and ends.
 const MAX_FAILURES: u32 = 5;
@@ -284,7 +284,7 @@ async fn sleep_until(at: Option<Instant>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::datastore::Record;
+    use crate::Record;
 
     fn event(revision: Revision) -> Event {
         Event {

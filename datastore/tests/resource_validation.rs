@@ -2,7 +2,7 @@
 //! path. Each case is a small manifest and the field path it must be refused on.
 #![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
 
-use agent::resource::{parse_manifests, Kind, ResourceError};
+use datastore::resource::{parse_manifests, Kind, ResourceError};
 
 /// Parses `text`, expecting it to be refused on `kind`/`name` at `field`.
 #[track_caller]
@@ -124,9 +124,17 @@ fn unknown_top_level_field() {
 
 #[test]
 fn unknown_metadata_field() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: node-a\n  namespce: x\nspec: {}\n";
+    let msg = rejected(text, Kind::Node, "node-a", "metadata.namespce");
+    assert!(msg.contains("unknown field `namespce`"), "{msg}");
+}
+
+/// Only WorkloadEndpoints are namespaced: a namespace on any other kind is refused.
+#[test]
+fn namespace_on_a_cluster_scoped_kind() {
     let text = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: node-a\n  namespace: x\nspec: {}\n";
     let msg = rejected(text, Kind::Node, "node-a", "metadata.namespace");
-    assert!(msg.contains("unknown field `namespace`"), "{msg}");
+    assert!(msg.contains("cluster-scoped"), "{msg}");
 }
 
 #[test]

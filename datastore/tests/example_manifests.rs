@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use agent::resource::{parse_manifests, Resource};
 use bgp::rib::FilterAction;
+use datastore::resource::{parse_manifests, Resource};
 
 fn examples() -> Vec<(String, Vec<Resource>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/manifests");

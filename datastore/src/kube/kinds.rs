@@ -8,7 +8,7 @@
 
 use ::kube::core::ApiResource;
 
-use crate::datastore::{validate_name, DatastoreError, Result};
+use crate::{validate_name, DatastoreError, Result};
 
 /// API group of every routerd custom resource.
 pub const CRD_GROUP: &str = "routerd.io";
@@ -18,12 +18,13 @@ pub const CRD_VERSION: &str = "v1";
 /// The kinds a watch of every kind (`watch(None, ..)`) covers: the resource kinds and the
 /// IPAM record kinds. The file and memory stores watch literally every kind; an API server
 /// has no watch across resource types, so this backend watches each of these.
-pub const WATCHED_KINDS: [&str; 8] = [
+pub const WATCHED_KINDS: [&str; 9] = [
     "Node",
     "BGPConfiguration",
     "BGPPeer",
     "IPPool",
     "BGPFilter",
+    "WorkloadEndpoint",
     "IPAMBlock",
     "BlockAffinity",
     "IPAMHandle",
@@ -115,6 +116,7 @@ mod tests {
             ("BGPPeer", "bgppeers"),
             ("IPPool", "ippools"),
             ("BGPFilter", "bgpfilters"),
+            ("WorkloadEndpoint", "workloadendpoints"),
             ("IPAMBlock", "ipamblocks"),
             ("BlockAffinity", "blockaffinities"),
             ("IPAMHandle", "ipamhandles"),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use agent::datastore::{
+use datastore::{
     Datastore, DatastoreError, EventType, FileDatastore, FileOptions, Watch, WatchFrom,
 };
 use serde_json::json;
@@ -22,7 +22,7 @@ fn instance(dir: &std::path::Path, capacity: usize, poll_ms: u64) -> FileDatasto
     .unwrap()
 }
 
-fn next(watch: &mut Watch) -> agent::datastore::Event {
+fn next(watch: &mut Watch) -> datastore::Event {
     match watch.next_timeout(WAIT) {
         Ok(Some(e)) => e,
         other => panic!("expected an event, got {other:?}"),

@@ -1,7 +1,8 @@
-//! The lab: a small cluster of our speakers in network namespaces, Calico style.
+//! The speaker lab: a small cluster of standalone speakers in network namespaces, Calico
+//! style, without routerd (the product lab is `agent/examples/lab.rs`, `scripts/lab.sh`).
 //!
-//! `scripts/lab.sh` (or `cargo run --release -p bgp --example lab -- [--nodes N] [--keep]`)
-//! builds, on one L2 segment:
+//! `cargo run --release -p bgp --example speaker-lab -- [--nodes N] [--keep]` builds, on one
+//! L2 segment:
 //! - N nodes (default 3), AS 64512, in a full iBGP mesh (the node with the lower address
 //!   connects, the other is passive, as Calico's mesh does), each originating its /24 pod
 //!   block 10.244.<i>.0/24;

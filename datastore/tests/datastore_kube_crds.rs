@@ -1,12 +1,12 @@
 //! `examples/crds/routerd.io.yaml` is exactly what the code generates, so the manifests an
 //! operator applies cannot drift from the resources the Kubernetes datastore uses.
-//! `UPDATE_CRDS=1 cargo test -p agent --test datastore_kube_crds` rewrites the file.
+//! `UPDATE_CRDS=1 cargo test -p datastore --test datastore_kube_crds` rewrites the file.
 #![cfg(feature = "kubernetes")]
 #![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
 
 use std::path::PathBuf;
 
-use agent::datastore::{crd_yaml, crds, KubeConfigSource, KubeDatastore, KubeOptions};
+use datastore::{crd_yaml, crds, KubeConfigSource, KubeDatastore, KubeOptions};
 use lab::kube_standin::{ApiServerStandin, StandinOptions};
 
 fn committed_path() -> PathBuf {
@@ -23,11 +23,11 @@ fn committed_crd_manifests_are_current() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "{} is stale: run UPDATE_CRDS=1 cargo test -p agent --test datastore_kube_crds",
+        "{} is stale: run UPDATE_CRDS=1 cargo test -p datastore --test datastore_kube_crds",
         path.display()
     );
     // Every document parses back as the CRD it came from.
-    let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&committed)
+    let documents: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&committed)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     assert_eq!(documents.len(), crds().len());
@@ -55,8 +55,8 @@ fn installed_crds_serve_every_kind() {
     ds.install_crds().unwrap();
     // Installing again replaces them (idempotent set-up).
     ds.install_crds().unwrap();
-    use agent::datastore::Datastore;
-    for kind in agent::datastore::WATCHED_KINDS {
+    use datastore::Datastore;
+    for kind in datastore::WATCHED_KINDS {
         ds.create(kind, "x", serde_json::json!({"kind": kind}))
             .unwrap();
         assert_eq!(ds.list(kind).unwrap().records.len(), 1, "{kind}");
@@ -68,15 +68,12 @@ fn installed_crds_serve_every_kind() {
 fn example_rbac_covers_every_resource() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/crds/routerd-rbac.yaml");
     let text = std::fs::read_to_string(path).unwrap();
-    let role: serde_yaml::Value = serde_yaml::Deserializer::from_str(&text)
+    let role: serde_norway::Value = serde_norway::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .next()
         .unwrap();
     let rule = &role["rules"][0];
-    assert_eq!(
-        rule["apiGroups"][0].as_str(),
-        Some(agent::datastore::CRD_GROUP)
-    );
+    assert_eq!(rule["apiGroups"][0].as_str(), Some(datastore::CRD_GROUP));
     let listed = |key: &str| -> Vec<String> {
         rule[key]
             .as_sequence()
@@ -86,8 +83,8 @@ fn example_rbac_covers_every_resource() {
             .collect()
     };
     let resources = listed("resources");
-    for kind in agent::datastore::WATCHED_KINDS {
-        let plural = agent::datastore::kind_resource(kind).unwrap().plural;
+    for kind in datastore::WATCHED_KINDS {
+        let plural = datastore::kind_resource(kind).unwrap().plural;
         assert!(resources.contains(&plural), "{plural} missing");
     }
     let verbs = listed("verbs");

@@ -1,4 +1,4 @@
-//! The ipam allocator running on the agent's datastores through `DatastoreIpam`: the records
+//! The ipam allocator running on the datastores through `DatastoreIpam`: the records
 //! it writes (kinds, names, JSON), claim / assign / release / borrow, the compare-and-swap
 //! error mapping, concurrent claimers in one process, and two file datastores on one
 //! directory (two routerd on one host) never claiming the same block.
@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Barrier};
 
-use agent::datastore::{Datastore, FileDatastore, MemoryDatastore};
-use agent::ipam_store::{DatastoreIpam, AFFINITY_KIND, BLOCK_KIND, HANDLE_KIND};
+use datastore::ipam_store::{DatastoreIpam, AFFINITY_KIND, BLOCK_KIND, HANDLE_KIND};
+use datastore::{Datastore, FileDatastore, MemoryDatastore};
 use ipam::{
     AffinityState, Allocator, AllocatorConfig, AssignRequest, BlockAffinity, IpFamily, IpPool,
     IpPoolSpec, IpamHandle, IpamStore, Record, RecordKind, Revision, StoreError,
@@ -104,7 +104,7 @@ fn claim_assign_release_borrow_on_both_backends() {
         assert_eq!(a.release("pod-a0").unwrap(), vec![ip("10.65.0.0")]);
         assert!(matches!(
             ds.get(HANDLE_KIND, "pod-a0"),
-            Err(agent::datastore::DatastoreError::NotFound { .. })
+            Err(datastore::DatastoreError::NotFound { .. })
         ));
         assert!(a.release_ip(ip("10.65.0.1")).unwrap().is_some());
         assert!(a.release_ip(ip("10.65.0.1")).unwrap().is_none());

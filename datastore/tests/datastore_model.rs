@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use agent::datastore::{
+use datastore::{
     Datastore, DatastoreError, FileDatastore, FileOptions, MemoryDatastore, Revision, WatchFrom,
 };
 use proptest::prelude::*;

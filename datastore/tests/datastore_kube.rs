@@ -9,11 +9,11 @@
 
 use std::time::Duration;
 
-use agent::datastore::{
+use datastore::resource::{parse_manifests, Resource};
+use datastore::{
     Datastore, DatastoreError, EventType, KubeConfigSource, KubeDatastore, KubeError, KubeOptions,
     WatchFrom,
 };
-use agent::resource::{parse_manifests, Resource};
 use lab::kube_standin::{ApiServerStandin, ExpiredAs, StandinOptions};
 use serde_json::{json, Value};
 
@@ -56,7 +56,7 @@ impl Cluster {
     }
 }
 
-fn next_event(watch: &mut agent::datastore::Watch) -> agent::datastore::Event {
+fn next_event(watch: &mut datastore::Watch) -> datastore::Event {
     match watch.next_timeout(WAIT) {
         Ok(Some(e)) => e,
         other => panic!("expected an event, got {other:?}"),

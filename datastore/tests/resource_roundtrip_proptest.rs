@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use agent::resource::{
+use datastore::resource::{
     to_json, to_yaml, ApiVersion, AsNumberText, BgpConfigurationSpec, BgpFilterRule, BgpFilterSpec,
     BgpPeerSpec, CidrEntry, NamedCommunity, NodeBgpSpec, NodeSpec, Object, ObjectMeta,
     PasswordSource, PrefixAdvertisement, PrefixLength, Resource, SecretKeyRef,
@@ -50,6 +50,7 @@ fn meta() -> impl Strategy<Value = ObjectMeta> {
     )
         .prop_map(|(name, labels, resource_version)| ObjectMeta {
             name,
+            namespace: None,
             labels,
             annotations: BTreeMap::new(),
             resource_version,
@@ -260,7 +261,7 @@ fn any_resource() -> impl Strategy<Value = Resource> {
 
 /// Reads back without validation (values are arbitrary text).
 fn read_yaml(text: &str) -> Vec<Resource> {
-    serde_yaml::Deserializer::from_str(text)
+    serde_norway::Deserializer::from_str(text)
         .enumerate()
         .map(|(i, doc)| {
             let v: Value = serde::Deserialize::deserialize(doc).unwrap();

@@ -6,7 +6,8 @@
 //! - `apiVersion` is `projectcalico.org/v3` (Calico's) or `routerd.io/v1` (ours, same schema).
 //!   The version a resource was read with is kept and written back.
 //! - Kinds: `Node`, `BGPConfiguration`, `BGPPeer`, `IPPool` (spec is [`ipam::IpPoolSpec`] and
-//!   validated by [`ipam::IpPool::new`]), `BGPFilter`. A `List` (or `<Kind>List`) with `items`
+//!   validated by [`ipam::IpPool::new`]), `BGPFilter`, and `WorkloadEndpoint` (written by the
+//!   CNI plugin, namespaced). A `List` (or `<Kind>List`) with `items`
 //!   is flattened, as `calicoctl get -o yaml` prints lists.
 //! - Field names are Calico's camelCase JSON names (`peerIP`, `routeReflectorClusterID`,
 //!   `serviceClusterIPs`...). Unknown fields are refused and named, so a typo never silently
@@ -28,6 +29,7 @@ mod bgp_filter;
 mod bgp_peer;
 mod field;
 mod node;
+mod workload_endpoint;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,6 +52,7 @@ pub use field::{
     PasswordSource, SecretKeyRef,
 };
 pub use node::{NodeAddress, NodeBgpSpec, NodeSpec, OrchRef};
+pub use workload_endpoint::{endpoint_name, record_name, WorkloadEndpointSpec, DEFAULT_NAMESPACE};
 
 /// Calico's API group and version.
 pub const CALICO_API_VERSION: &str = "projectcalico.org/v3";
@@ -97,16 +100,19 @@ pub enum Kind {
     IpPool,
     /// `BGPFilter`.
     BgpFilter,
+    /// `WorkloadEndpoint` (namespaced).
+    WorkloadEndpoint,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Node,
         Kind::BgpConfiguration,
         Kind::BgpPeer,
         Kind::IpPool,
         Kind::BgpFilter,
+        Kind::WorkloadEndpoint,
     ];
 
     /// The `kind` text.
@@ -117,6 +123,7 @@ impl Kind {
             Kind::BgpPeer => "BGPPeer",
             Kind::IpPool => "IPPool",
             Kind::BgpFilter => "BGPFilter",
+            Kind::WorkloadEndpoint => "WorkloadEndpoint",
         }
     }
 
@@ -132,12 +139,15 @@ impl fmt::Display for Kind {
     }
 }
 
-/// `metadata`. All kinds here are cluster-scoped, so there is no namespace.
+/// `metadata`. Every kind but `WorkloadEndpoint` is cluster-scoped and has no namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectMeta {
     /// The resource's name (an RFC 1123 subdomain).
     pub name: String,
+    /// The namespace (`WorkloadEndpoint` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Labels, matched by selectors.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -198,6 +208,18 @@ pub type BgpPeer = Object<BgpPeerSpec>;
 pub type IpPoolResource = Object<IpPoolSpec>;
 /// A `BGPFilter`.
 pub type BgpFilter = Object<BgpFilterSpec>;
+/// A `WorkloadEndpoint`.
+pub type WorkloadEndpoint = Object<WorkloadEndpointSpec>;
+
+impl WorkloadEndpoint {
+    /// `metadata.namespace`, or `default`.
+    pub fn namespace(&self) -> &str {
+        self.metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_NAMESPACE)
+    }
+}
 
 /// Any resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +234,8 @@ pub enum Resource {
     IpPool(IpPoolResource),
     /// `BGPFilter`.
     BgpFilter(BgpFilter),
+    /// `WorkloadEndpoint`.
+    WorkloadEndpoint(WorkloadEndpoint),
 }
 
 /// A resource or a manifest stream was refused.
@@ -311,6 +335,7 @@ impl Resource {
             Resource::BgpPeer(_) => Kind::BgpPeer,
             Resource::IpPool(_) => Kind::IpPool,
             Resource::BgpFilter(_) => Kind::BgpFilter,
+            Resource::WorkloadEndpoint(_) => Kind::WorkloadEndpoint,
         }
     }
 
@@ -322,6 +347,7 @@ impl Resource {
             Resource::BgpPeer(o) => &o.metadata,
             Resource::IpPool(o) => &o.metadata,
             Resource::BgpFilter(o) => &o.metadata,
+            Resource::WorkloadEndpoint(o) => &o.metadata,
         }
     }
 
@@ -333,6 +359,7 @@ impl Resource {
             Resource::BgpPeer(o) => &mut o.metadata,
             Resource::IpPool(o) => &mut o.metadata,
             Resource::BgpFilter(o) => &mut o.metadata,
+            Resource::WorkloadEndpoint(o) => &mut o.metadata,
         }
     }
 
@@ -344,12 +371,22 @@ impl Resource {
             Resource::BgpPeer(o) => o.api_version,
             Resource::IpPool(o) => o.api_version,
             Resource::BgpFilter(o) => o.api_version,
+            Resource::WorkloadEndpoint(o) => o.api_version,
         }
     }
 
     /// `metadata.name`.
     pub fn name(&self) -> &str {
         &self.metadata().name
+    }
+
+    /// The name of the datastore record holding it: `metadata.name`, or for a namespaced
+    /// `WorkloadEndpoint` `<namespace>.<name>`.
+    pub fn record_name(&self) -> String {
+        match self {
+            Resource::WorkloadEndpoint(o) => record_name(o.namespace(), &o.metadata.name),
+            _ => self.name().to_string(),
+        }
     }
 
     /// `metadata.resourceVersion`.
@@ -368,6 +405,23 @@ impl Resource {
         if self.kind() != Kind::BgpConfiguration {
             field::check_name(name, "metadata.name").map_err(invalid)?;
         }
+        match (&self.metadata().namespace, self.kind()) {
+            (Some(ns), Kind::WorkloadEndpoint) => {
+                if !is_dns_label(ns) {
+                    return Err(invalid(FieldError::new(
+                        "metadata.namespace",
+                        format!("{ns:?} is not a namespace name (a DNS label)"),
+                    )));
+                }
+            }
+            (Some(_), kind) => {
+                return Err(invalid(FieldError::new(
+                    "metadata.namespace",
+                    format!("{kind} is cluster-scoped and has no namespace"),
+                )))
+            }
+            (None, _) => {}
+        }
         for key in self.metadata().labels.keys() {
             if !is_label_key(key) {
                 return Err(invalid(FieldError::new(
@@ -384,6 +438,7 @@ impl Resource {
                 .map(|_| ())
                 .map_err(|e| FieldError::new(e.field, e.message)),
             Resource::BgpFilter(o) => o.spec.validate(),
+            Resource::WorkloadEndpoint(o) => o.spec.validate(),
         }
         .map_err(invalid)
     }
@@ -411,6 +466,7 @@ impl Resource {
             Resource::BgpPeer(o) => build(kind, o),
             Resource::IpPool(o) => build(kind, o),
             Resource::BgpFilter(o) => build(kind, o),
+            Resource::WorkloadEndpoint(o) => build(kind, o),
         }
     }
 
@@ -497,6 +553,9 @@ impl Resource {
                 object(api_version, metadata, spec).map(Resource::IpPool)
             }
             Kind::BgpFilter => object(api_version, metadata, spec).map(Resource::BgpFilter),
+            Kind::WorkloadEndpoint => {
+                object(api_version, metadata, spec).map(Resource::WorkloadEndpoint)
+            }
         }
         .map_err(invalid)
     }
@@ -514,6 +573,11 @@ impl<'de> Deserialize<'de> for Resource {
         let value = Value::deserialize(deserializer)?;
         Resource::from_value(value, 1).map_err(serde::de::Error::custom)
     }
+}
+
+/// A DNS label (RFC 1123): what a Kubernetes namespace name is.
+fn is_dns_label(name: &str) -> bool {
+    is_dns_subdomain(name) && !name.contains('.')
 }
 
 /// Label keys as Kubernetes: an optional DNS-subdomain prefix and `/`, then a name of up to
@@ -673,7 +737,7 @@ fn read_documents(text: &str) -> Result<Vec<Value>, ResourceError> {
         });
     }
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let value = Value::deserialize(doc).map_err(|e| ResourceError::Syntax {
             document: i + 1,
             message: e.to_string(),
@@ -710,7 +774,7 @@ pub fn to_yaml(resources: &[Resource]) -> Result<String, ResourceError> {
         if i > 0 {
             out.push_str("---\n");
         }
-        let doc = serde_yaml::to_string(&r.to_value()).map_err(|e| ResourceError::Syntax {
+        let doc = serde_norway::to_string(&r.to_value()).map_err(|e| ResourceError::Syntax {
             document: i + 1,
             message: e.to_string(),
         })?;

@@ -35,7 +35,7 @@ use ipam::{
 };
 use ipnet::IpNet;
 
-use crate::datastore::{self, Datastore, DatastoreError};
+use crate::{Datastore, DatastoreError};
 
 /// Datastore kind of [`AllocationBlock`] records (Calico CRD `IPAMBlock`).
 pub const BLOCK_KIND: &str = "IPAMBlock";
@@ -78,7 +78,7 @@ impl DatastoreIpam {
 }
 
 /// The datastore name of an IPAM record name: unchanged unless it contains something a
-/// datastore name may not (see [`crate::datastore`]'s name rules), in which case those
+/// datastore name may not (see [`crate`]'s name rules), in which case those
 /// characters, and every `%`, are percent-encoded.
 pub fn encode_name(name: &str) -> String {
     let needs = name.is_empty()
@@ -130,13 +130,13 @@ fn write_error(kind: RecordKind, name: &str, e: DatastoreError) -> StoreError {
     }
 }
 
-fn revision(version: datastore::Revision) -> Revision {
+fn revision(version: crate::Revision) -> Revision {
     Revision(version.to_string())
 }
 
 /// The datastore version a [`Revision`] stands for. A revision that is no number was not
 /// issued by this store; it can match nothing, which the caller reports as a conflict.
-fn expected_version(r: &Revision) -> Option<datastore::Revision> {
+fn expected_version(r: &Revision) -> Option<crate::Revision> {
     r.0.parse().ok()
 }
 
@@ -148,7 +148,7 @@ fn encode_value(record: &Record) -> Result<serde_json::Value, serde_json::Error>
     }
 }
 
-fn decode(kind: RecordKind, rec: datastore::Record) -> Result<Versioned<Record>, StoreError> {
+fn decode(kind: RecordKind, rec: crate::Record) -> Result<Versioned<Record>, StoreError> {
     let value = match kind {
         RecordKind::Block => {
             serde_json::from_value::<AllocationBlock>(rec.value).map(Record::Block)
@@ -291,10 +291,7 @@ mod tests {
         assert_ne!(encode_name("a/b"), encode_name("a%2Fb"));
         for n in ["a/b", ".x", "a..b", "%", "x\ny", "..", "."] {
             let e = encode_name(n);
-            assert!(
-                crate::datastore::validate_name("name", &e).is_ok(),
-                "{n:?} -> {e:?}"
-            );
+            assert!(crate::validate_name("name", &e).is_ok(), "{n:?} -> {e:?}");
         }
     }
 }

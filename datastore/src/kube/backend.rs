@@ -20,9 +20,7 @@ use super::crd::crds;
 use super::error::KubeError;
 use super::kinds::{kind_resource, resource_name, validate_object_name, WATCHED_KINDS};
 use super::watch;
-use crate::datastore::{
-    Datastore, DatastoreError, Listing, Record, Result, Revision, Watch, WatchFrom,
-};
+use crate::{Datastore, DatastoreError, Listing, Record, Result, Revision, Watch, WatchFrom};
 
 /// The kind whose records are tied to the Kubernetes Node of the same name.
 const NODE_KIND: &str = "Node";

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use agent::datastore::{
+use datastore::{
     Datastore, DatastoreError, Event, EventType, FileDatastore, FileOptions, MemoryDatastore,
     Watch, WatchFrom,
 };
@@ -351,7 +351,7 @@ contract!(kubernetes, |capacity| -> (
     Box<dyn Datastore>,
     Box<dyn std::any::Any>
 ) {
-    use agent::datastore::{KubeConfigSource, KubeDatastore, KubeOptions};
+    use datastore::{KubeConfigSource, KubeDatastore, KubeOptions};
     use lab::kube_standin::{ApiServerStandin, ExpiredAs, StandinOptions};
     let standin = ApiServerStandin::start(StandinOptions {
         event_window: capacity,
@@ -373,24 +373,24 @@ contract!(kubernetes, |capacity| -> (
 #[test]
 fn open_parses_addresses() {
     let dir = tempfile::tempdir().unwrap();
-    let ds = agent::datastore::open(&format!("file:{}", dir.path().display())).unwrap();
+    let ds = datastore::open(&format!("file:{}", dir.path().display())).unwrap();
     ds.create("Node", "a", json!(1)).unwrap();
     assert!(dir.path().join("Node").join("a.json").exists());
-    let mem = agent::datastore::open("memory:").unwrap();
+    let mem = datastore::open("memory:").unwrap();
     mem.create("Node", "a", json!(1)).unwrap();
     assert!(matches!(
-        agent::datastore::open("etcd://x"),
+        datastore::open("etcd://x"),
         Err(DatastoreError::InvalidAddress(_))
     ));
     // A kubeconfig that does not exist is a configuration error naming the file (and
     // without the feature, an error saying the backend is not built).
-    match agent::datastore::open("kubernetes:/nonexistent/kubeconfig") {
+    match datastore::open("kubernetes:/nonexistent/kubeconfig") {
         #[cfg(feature = "kubernetes")]
         Err(e @ DatastoreError::Kubernetes(_)) => {
             assert!(e.to_string().contains("/nonexistent/kubeconfig"), "{e}")
         }
         #[cfg(not(feature = "kubernetes"))]
-        Err(DatastoreError::Kubernetes(agent::datastore::KubeError::NotBuilt)) => {}
+        Err(DatastoreError::Kubernetes(datastore::KubeError::NotBuilt)) => {}
         Err(e) => panic!("expected a Kubernetes configuration error, got {e}"),
         Ok(_) => panic!("opened a datastore from a missing kubeconfig"),
     }
@@ -405,7 +405,7 @@ fn open_kubernetes_address_uses_the_kubeconfig() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     standin.write_kubeconfig(&kubeconfig).unwrap();
-    let ds = agent::datastore::open(&format!("kubernetes:{}", kubeconfig.display())).unwrap();
+    let ds = datastore::open(&format!("kubernetes:{}", kubeconfig.display())).unwrap();
     // No CRDs installed yet: the error says so instead of "not found".
     match ds.list("BGPPeer") {
         Err(e @ DatastoreError::Kubernetes(_)) => {

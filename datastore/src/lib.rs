@@ -1,4 +1,15 @@
-//! Datastores: where resources live, behind one trait.
+//! The cluster's shared state: the resources operators write and the stores that hold them.
+//!
+//! This crate is what `routerd`, `routectl` and the CNI plugins all read and write, and it
+//! links no BGP speaker, FIB or overlay code, so that a plugin binary stays small and a new
+//! backend is added without touching the daemon.
+//!
+//! - [`resource`]: the Calico v3 kinds (Node, BGPConfiguration, BGPPeer, IPPool, BGPFilter,
+//!   WorkloadEndpoint), with validation that names the field.
+//! - [`Datastore`]: one trait over where records live, with the backends below.
+//! - [`ipam_store`]: IPAM records (blocks, affinities, handles) kept in a datastore.
+//!
+//! # Datastores: where resources live, behind one trait
 //!
 //! The datastore is deliberately generic: it stores opaque [`Record`]s identified by
 //! `(kind, name)` with a JSON value, so it does not depend on the resource types (which
@@ -23,6 +34,9 @@
 //! the `kube` module). The trait is synchronous because
 //! the file backend does small local blocking I/O; async callers use
 //! `tokio::task::spawn_blocking` for writes and [`Watch::next`] (async) for events.
+
+pub mod ipam_store;
+pub mod resource;
 
 mod file;
 mod kube;
