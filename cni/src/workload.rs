@@ -1,0 +1,123 @@
+//! Who a CNI call is about: the workload's identity from `CNI_ARGS` and `CNI_CONTAINERID`,
+//! and the names derived from it, as Calico's plugin derives them
+//! (`cni-plugin/internal/pkg/utils`, `libcalico-go/lib/names`).
+
+use sha1::{Digest, Sha1};
+
+use datastore::resource::{endpoint_name, DEFAULT_NAMESPACE};
+
+/// What identifies one attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadId {
+    /// `k8s` when the runtime names a pod (`K8S_POD_NAMESPACE` and `K8S_POD_NAME` both set),
+    /// else `cni`.
+    pub orchestrator: &'static str,
+    pub namespace: String,
+    /// The pod name (`k8s`), empty otherwise.
+    pub pod: String,
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    pub node: String,
+}
+
+impl WorkloadId {
+    /// From the CNI variables. `cni_args` is `K=V;K=V` (unknown keys are ignored, as Calico
+    /// sets `IgnoreUnknown`).
+    pub fn new(cni_args: Option<&str>, container_id: &str, ifname: &str, node: &str) -> Self {
+        let mut namespace = None;
+        let mut pod = None;
+        for pair in cni_args.unwrap_or_default().split(';') {
+            match pair.split_once('=') {
+                Some(("K8S_POD_NAMESPACE", v)) if !v.is_empty() => namespace = Some(v.to_string()),
+                Some(("K8S_POD_NAME", v)) if !v.is_empty() => pod = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        let (orchestrator, namespace, pod) = match (namespace, pod) {
+            (Some(ns), Some(pod)) => ("k8s", ns, pod),
+            _ => ("cni", DEFAULT_NAMESPACE.to_string(), String::new()),
+        };
+        WorkloadId {
+            orchestrator,
+            namespace,
+            pod,
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+            node: node.to_string(),
+        }
+    }
+
+    /// The host side of the veth: `cali` + 11 hex digits of SHA-1 of `<namespace>.<pod>` for
+    /// a pod (Calico's `VethNameForWorkload`, so a pod keeps its interface name across
+    /// sandboxes), of the container id otherwise. An interface other than `eth0` adds
+    /// `.<ifname>` to the hashed text, so a second attachment of the same pod gets a name of
+    /// its own (Calico has one attachment per pod).
+    pub fn host_veth_name(&self) -> String {
+        let mut text = match self.orchestrator {
+            "k8s" => format!("{}.{}", self.namespace, self.pod),
+            _ => self.container_id.clone(),
+        };
+        if self.ifname != "eth0" {
+            text.push('.');
+            text.push_str(&self.ifname);
+        }
+        let digest = Sha1::digest(text.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("cali{}", &hex[..11])
+    }
+
+    /// The IPAM handle: one per container and interface.
+    pub fn handle(&self, network: &str) -> String {
+        format!("{network}.{}.{}", self.container_id, self.ifname)
+    }
+
+    /// Calico's handle (`<network>.<containerID>`), released on DEL too so that a pod
+    /// addressed by calico-ipam before a switch to routerd is freed.
+    pub fn calico_handle(&self, network: &str) -> String {
+        format!("{network}.{}", self.container_id)
+    }
+
+    /// The WorkloadEndpoint's name (Calico's rule; `None` for a segment Calico refuses).
+    pub fn endpoint_name(&self) -> Option<String> {
+        let workload = match self.orchestrator {
+            "k8s" => &self.pod,
+            _ => &self.container_id,
+        };
+        endpoint_name(&[&self.node, self.orchestrator, workload, &self.ifname])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_are_named_as_calico_names_them() {
+        let id = WorkloadId::new(
+            Some("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod1;K8S_POD_INFRA_CONTAINER_ID=abc"),
+            "abc",
+            "eth0",
+            "node-1",
+        );
+        assert_eq!(id.orchestrator, "k8s");
+        // Calico: sha1("default.pod1")[:11].
+        assert_eq!(id.host_veth_name(), "calice0906292e2");
+        assert_eq!(id.endpoint_name().as_deref(), Some("node--1-k8s-pod1-eth0"));
+        assert_eq!(id.handle("net"), "net.abc.eth0");
+        assert_eq!(id.calico_handle("net"), "net.abc");
+    }
+
+    #[test]
+    fn other_runtimes_are_cni_workloads_in_default() {
+        let id = WorkloadId::new(None, "0123456789abcdef", "eth1", "n");
+        assert_eq!(id.orchestrator, "cni");
+        assert_eq!(id.namespace, "default");
+        assert_eq!(id.host_veth_name().len(), 15);
+        assert_ne!(
+            id.host_veth_name(),
+            WorkloadId::new(None, "0123456789abcdef", "eth0", "n").host_veth_name()
+        );
+        assert_eq!(id.endpoint_name().as_deref(), Some("n-cni-0123456789abcdef-eth1"));
+    }
+}
