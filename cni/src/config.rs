@@ -84,7 +84,10 @@ fn flag(map: &HashMap<String, Value>, key: &str) -> Result<Option<bool>, CniErro
 }
 
 fn unknown(map: &HashMap<String, Value>, known: &[&str], path: &str) -> Result<(), CniError> {
-    let mut extra: Vec<&String> = map.keys().filter(|k| !known.contains(&k.as_str())).collect();
+    let mut extra: Vec<&String> = map
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .collect();
     extra.sort();
     match extra.first() {
         None => Ok(()),
@@ -192,8 +195,10 @@ mod tests {
     #[test]
     fn defaults_and_calico_strings() {
         let c = PluginConfig::from_netconf_with(
-            &conf(serde_json::json!({"cniVersion": "1.0.0", "name": "net", "type": "routerd",
-                "nodename": "n1", "ipam": {"type": "routerd-ipam", "assign_ipv6": "false"}})),
+            &conf(
+                serde_json::json!({"cniVersion": "1.0.0", "name": "net", "type": "routerd",
+                "nodename": "n1", "ipam": {"type": "routerd-ipam", "assign_ipv6": "false"}}),
+            ),
             || None,
         )
         .unwrap();
@@ -216,7 +221,10 @@ mod tests {
                 serde_json::json!({"ipam": {"type": "x", "assign_ipv4": "yes"}}),
                 "ipam.assign_ipv4",
             ),
-            (serde_json::json!({"ipam": {"type": "x", "subnet": "a"}}), "ipam.subnet"),
+            (
+                serde_json::json!({"ipam": {"type": "x", "subnet": "a"}}),
+                "ipam.subnet",
+            ),
         ] {
             let mut v = serde_json::json!({"cniVersion": "1.0.0", "name": "net", "type": "routerd", "nodename": "n"});
             for (k, val) in json.as_object().unwrap() {

@@ -157,7 +157,10 @@ pub async fn attach(a: &Attachment) -> Result<Attached, CniError> {
     remove_host_veth(&host, &a.host_veth).await?;
     // The pod side is created under a temporary name in the node's namespace (it must not
     // collide with a node interface such as eth0) and renamed once inside the pod.
-    let temp = format!("tmp{}", &a.host_veth[a.host_veth.len().saturating_sub(11)..]);
+    let temp = format!(
+        "tmp{}",
+        &a.host_veth[a.host_veth.len().saturating_sub(11)..]
+    );
     host.link()
         .add(LinkVeth::new(&a.host_veth, &temp).mtu(a.mtu).build())
         .execute()
@@ -175,12 +178,10 @@ async fn attach_created(host: &Handle, a: &Attachment, temp: &str) -> Result<Att
         path: a.netns.display().to_string(),
         reason: e.to_string(),
     })?;
-    let peer = link(host, temp)
-        .await?
-        .ok_or_else(|| CniError::Kernel {
-            operation: "create veth",
-            reason: format!("peer {temp} missing"),
-        })?;
+    let peer = link(host, temp).await?.ok_or_else(|| CniError::Kernel {
+        operation: "create veth",
+        reason: format!("peer {temp} missing"),
+    })?;
     host.link()
         .set(
             LinkUnspec::new_with_index(peer.header.index)
@@ -413,9 +414,9 @@ pub async fn check(a: &Attachment) -> Result<(), CniError> {
         }
     }
     let pod = pod_handle(&a.netns)?;
-    let pod_link = link(&pod, &a.ifname).await?.ok_or_else(|| {
-        CniError::Check(format!("interface {} is missing in the pod", a.ifname))
-    })?;
+    let pod_link = link(&pod, &a.ifname)
+        .await?
+        .ok_or_else(|| CniError::Check(format!("interface {} is missing in the pod", a.ifname)))?;
     let addrs: Vec<_> = pod
         .address()
         .get()

@@ -36,11 +36,7 @@ pub fn find(plugin: &str, paths: &[PathBuf]) -> Result<PathBuf, CniError> {
 
 /// Runs `binary` for `command` (`ADD`, `DEL`, `CHECK`) with `conf` on stdin; the result of
 /// an ADD, `None` for the others.
-pub fn run(
-    binary: &Path,
-    command: &str,
-    conf: &NetConf,
-) -> Result<Option<CNIResult>, CniError> {
+pub fn run(binary: &Path, command: &str, conf: &NetConf) -> Result<Option<CNIResult>, CniError> {
     let name = binary
         .file_name()
         .map(|n| n.to_string_lossy().to_string())

@@ -81,10 +81,8 @@ pub fn install(o: &InstallOptions) -> Result<Vec<PathBuf>, String> {
             .map(Path::to_path_buf)
             .ok_or("this binary has no directory")?,
     };
-    std::fs::create_dir_all(&o.bin_dir)
-        .map_err(|e| format!("{}: {e}", o.bin_dir.display()))?;
-    std::fs::create_dir_all(&o.conf_dir)
-        .map_err(|e| format!("{}: {e}", o.conf_dir.display()))?;
+    std::fs::create_dir_all(&o.bin_dir).map_err(|e| format!("{}: {e}", o.bin_dir.display()))?;
+    std::fs::create_dir_all(&o.conf_dir).map_err(|e| format!("{}: {e}", o.conf_dir.display()))?;
     let mut written = Vec::new();
     for name in BINARIES {
         let from = source.join(name);

@@ -51,7 +51,10 @@ pub fn node_labels(
     match ds.get("Node", node) {
         Ok(record) => match Resource::from_value(record.value, 1) {
             Ok(Resource::Node(n)) => Ok(n.metadata.labels),
-            _ => Err(CniError::datastore(address, format!("Node/{node} is unreadable"))),
+            _ => Err(CniError::datastore(
+                address,
+                format!("Node/{node} is unreadable"),
+            )),
         },
         Err(DatastoreError::NotFound { .. }) => Err(CniError::Ipam(format!(
             "node {node:?} is not registered in the datastore (is routerd running on it, \
@@ -122,7 +125,10 @@ pub fn release(
 ) -> Result<Vec<IpAddr>, CniError> {
     let allocator = Allocator::new(DatastoreIpam::new(ds.clone()), AllocatorConfig::default());
     let mut freed = Vec::new();
-    for handle in [id.handle(&config.network), id.calico_handle(&config.network)] {
+    for handle in [
+        id.handle(&config.network),
+        id.calico_handle(&config.network),
+    ] {
         freed.extend(
             allocator
                 .release(&handle)
@@ -201,8 +207,8 @@ impl Cni for RouterdIpam {
         let config = PluginConfig::from_netconf(args.config())?;
         let ds = open_datastore(&config.datastore)
             .map_err(|e| Error::PluginNotAvailable(e.to_string()))?;
-        let pools =
-            ip_pools(&*ds, &config.datastore).map_err(|e| Error::PluginNotAvailable(e.to_string()))?;
+        let pools = ip_pools(&*ds, &config.datastore)
+            .map_err(|e| Error::PluginNotAvailable(e.to_string()))?;
         if pools.is_empty() {
             return Err(Error::PluginNotAvailable(
                 "no IPPool in the datastore: nothing to assign from".into(),

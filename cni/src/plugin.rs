@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datastore::resource::{
-    record_name, ObjectMeta, Object, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
+    record_name, Object, ObjectMeta, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
 };
 use datastore::{Datastore, DatastoreError};
 use ipam::EncapMode;
@@ -154,10 +154,9 @@ pub fn endpoint(
     })?;
     let mut metadata = ObjectMeta::named(name);
     metadata.namespace = Some(id.namespace.clone());
-    metadata.labels.insert(
-        "projectcalico.org/namespace".into(),
-        id.namespace.clone(),
-    );
+    metadata
+        .labels
+        .insert("projectcalico.org/namespace".into(), id.namespace.clone());
     metadata.labels.insert(
         "projectcalico.org/orchestrator".into(),
         id.orchestrator.into(),

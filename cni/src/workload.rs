@@ -118,6 +118,9 @@ mod tests {
             id.host_veth_name(),
             WorkloadId::new(None, "0123456789abcdef", "eth0", "n").host_veth_name()
         );
-        assert_eq!(id.endpoint_name().as_deref(), Some("n-cni-0123456789abcdef-eth1"));
+        assert_eq!(
+            id.endpoint_name().as_deref(),
+            Some("n-cni-0123456789abcdef-eth1")
+        );
     }
 }

@@ -4,7 +4,10 @@ use clap::Parser;
 use rscni_plugin::cni::Plugin;
 
 #[derive(Parser)]
-#[command(name = "routerd-cni install", about = "Install the routerd CNI plugins and conflist")]
+#[command(
+    name = "routerd-cni install",
+    about = "Install the routerd CNI plugins and conflist"
+)]
 struct Install {
     #[command(flatten)]
     options: cni::install::InstallOptions,
