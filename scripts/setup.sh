@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs every prerequisite of the build, the tests and the lab on a fresh Debian machine:
 # the real BGP peers we test against (BIRD 2, FRR, GoBGP, ExaBGP), iproute2 and capture tools,
+# a real container runtime that calls our CNI plugins (podman with runc), nftables (natOutgoing),
 # and the Rust components the checks use. Idempotent: a second run changes nothing.
 set -euo pipefail
 
-pkgs=(bird2 frr gobgpd exabgp iproute2 iputils-ping tcpdump ethtool procps psmisc)
+pkgs=(bird2 frr gobgpd exabgp iproute2 iputils-ping tcpdump ethtool procps psmisc
+      podman runc containernetworking-plugins busybox-static nftables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

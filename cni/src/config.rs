@@ -1,7 +1,7 @@
 //! The plugins' keys in the network configuration, beside the spec's own.
 //!
 //! ```json
-//! { "cniVersion": "1.0.0", "name": "routerd", "type": "routerd",
+//! { "cniVersion": "1.0.0", "name": "routerd", "type": "routerd-cni",
 //!   "datastore": "file:/var/lib/routerd", "nodename": "node-1", "mtu": 0,
 //!   "ipam": { "type": "routerd-ipam", "assign_ipv6": "true" } }
 //! ```
@@ -196,7 +196,7 @@ mod tests {
     fn defaults_and_calico_strings() {
         let c = PluginConfig::from_netconf_with(
             &conf(
-                serde_json::json!({"cniVersion": "1.0.0", "name": "net", "type": "routerd",
+                serde_json::json!({"cniVersion": "1.0.0", "name": "net", "type": "routerd-cni",
                 "nodename": "n1", "ipam": {"type": "routerd-ipam", "assign_ipv6": "false"}}),
             ),
             || None,
@@ -226,7 +226,7 @@ mod tests {
                 "ipam.subnet",
             ),
         ] {
-            let mut v = serde_json::json!({"cniVersion": "1.0.0", "name": "net", "type": "routerd", "nodename": "n"});
+            let mut v = serde_json::json!({"cniVersion": "1.0.0", "name": "net", "type": "routerd-cni", "nodename": "n"});
             for (k, val) in json.as_object().unwrap() {
                 v[k] = val.clone();
             }
@@ -240,11 +240,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("nodename");
         std::fs::write(&file, "from-file\n").unwrap();
-        let v = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "routerd",
+        let v = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "routerd-cni",
             "nodename_file": file.to_str().unwrap()});
         let c = PluginConfig::from_netconf_with(&conf(v), || Some("host".into())).unwrap();
         assert_eq!(c.node, "from-file");
-        let v = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "routerd",
+        let v = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "routerd-cni",
             "nodename_file": dir.path().join("none").to_str().unwrap()});
         let c = PluginConfig::from_netconf_with(&conf(v), || Some("host".into())).unwrap();
         assert_eq!(c.node, "host");

@@ -48,7 +48,7 @@ pub struct InstallOptions {
 /// The conflist for these options.
 pub fn conflist(o: &InstallOptions) -> serde_json::Value {
     let mut plugin = json!({
-        "type": "routerd",
+        "type": "routerd-cni",
         "datastore": o.datastore,
         "mtu": o.mtu,
         "ipam": { "type": "routerd-ipam" },

@@ -165,6 +165,13 @@ pub fn endpoint(
         metadata,
         spec: WorkloadEndpointSpec {
             orchestrator: id.orchestrator.into(),
+            // calicoctl shows `workload`, else `pod`: a runtime without pods is named by
+            // its container.
+            workload: if id.pod.is_empty() {
+                id.container_id.clone()
+            } else {
+                String::new()
+            },
             node: id.node.clone(),
             container_id: id.container_id.clone(),
             pod: id.pod.clone(),

@@ -51,7 +51,7 @@ fn cluster(pool: &str) -> Cluster {
 impl Cluster {
     fn conf(&self, version: &str) -> Value {
         json!({
-            "cniVersion": version, "name": "routerd", "type": "routerd",
+            "cniVersion": version, "name": "routerd", "type": "routerd-cni",
             "datastore": self.address, "nodename": "node-1",
             "ipam": {"type": "routerd-ipam"}
         })
@@ -373,7 +373,7 @@ fn install_writes_the_binaries_and_the_conflist() {
         serde_json::from_str(&std::fs::read_to_string(net.join("10-routerd.conflist")).unwrap())
             .unwrap();
     assert_eq!(conf["name"], "routerd");
-    assert_eq!(conf["plugins"][0]["type"], "routerd");
+    assert_eq!(conf["plugins"][0]["type"], "routerd-cni");
     assert_eq!(conf["plugins"][0]["nodename"], "node-7");
     assert_eq!(conf["plugins"][0]["ipam"]["type"], "routerd-ipam");
 }

@@ -19,6 +19,7 @@ pub mod bird;
 pub mod frr;
 pub mod gobgp;
 pub mod kube_standin;
+pub mod podman;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 

@@ -110,6 +110,50 @@ fn vtep_of(node: &datastore::resource::Node, underlay: IpAddr) -> Option<(IpAddr
     }
 }
 
+/// The host routes to this node's workloads, from their WorkloadEndpoints (felix's job in
+/// Calico): `<address> dev <cali…>`, scope link. The CNI plugin adds the same route at ADD,
+/// with our protocol, so nothing changes when routerd takes it over; a route of ours to a
+/// workload that has no endpoint any more is removed by the FIB reconcile.
+///
+/// An endpoint whose interface does not exist (`interface_exists` false: its pod is gone
+/// and the record leaked) gets no route, since the kernel refuses a route to a missing
+/// device.
+pub fn workload_routes(
+    view: &ClusterView,
+    this_node: &str,
+    interface_exists: impl Fn(&str) -> bool,
+) -> Vec<fib::Route> {
+    let mut out = Vec::new();
+    for wep in view.endpoints.iter().filter(|w| w.spec.node == this_node) {
+        let dev = wep.spec.interface_name.as_str();
+        if dev.is_empty() || !interface_exists(dev) {
+            continue;
+        }
+        for address in wep.spec.addresses() {
+            out.push(fib::Route::via(address, fib::NextHop::dev(dev)));
+        }
+    }
+    out.sort_by_key(|r| r.destination);
+    out.dedup_by(|a, b| a.destination == b.destination);
+    out
+}
+
+/// This node's workload addresses outside its own blocks (borrowed from another node's
+/// block, or from one affine to no node): each is advertised as a host route, so the
+/// longest match reaches this node while the block's owner keeps advertising the block.
+pub fn borrowed_addresses(view: &ClusterView, this_node: &str, own_blocks: &[IpNet]) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = view
+        .endpoints
+        .iter()
+        .filter(|w| w.spec.node == this_node)
+        .flat_map(|w| w.spec.addresses())
+        .filter(|a| !own_blocks.iter().any(|b| b.contains(&a.addr())))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -216,5 +260,54 @@ mod tests {
         let plan = plan_routes(&view, "a", &[], &[], &best);
         assert!(plan.remotes.is_empty());
         assert_eq!(plan.direct.len(), 1);
+    }
+
+    fn wep(node: &str, dev: &str, addresses: &[&str]) -> datastore::resource::WorkloadEndpoint {
+        datastore::resource::WorkloadEndpoint::new(
+            format!("{node}-k8s-{dev}-eth0"),
+            datastore::resource::WorkloadEndpointSpec {
+                orchestrator: "k8s".into(),
+                node: node.into(),
+                endpoint: "eth0".into(),
+                interface_name: dev.into(),
+                ip_networks: addresses.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn workload_routes_are_this_nodes_endpoints_with_an_interface() {
+        let view = ClusterView {
+            endpoints: vec![
+                wep("a", "cali1", &["10.244.0.5/32", "fd00::5/128"]),
+                wep("a", "caligone", &["10.244.0.6/32"]),
+                wep("b", "cali2", &["10.244.1.5/32"]),
+            ],
+            ..Default::default()
+        };
+        let routes = workload_routes(&view, "a", |dev| dev != "caligone");
+        let got: Vec<String> = routes
+            .iter()
+            .map(|r| format!("{} {}", r.destination, r.next_hops()[0]))
+            .collect();
+        assert_eq!(got, ["10.244.0.5/32 dev cali1", "fd00::5/128 dev cali1"]);
+        assert!(routes.iter().all(|r| r.is_link_scope()));
+    }
+
+    #[test]
+    fn addresses_outside_own_blocks_are_borrowed() {
+        let view = ClusterView {
+            endpoints: vec![
+                wep("a", "cali1", &["10.244.0.5/32"]),
+                wep("a", "cali2", &["10.244.1.7/32"]),
+                wep("b", "cali3", &["10.244.2.5/32"]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            borrowed_addresses(&view, "a", &[net("10.244.0.0/26")]),
+            vec![net("10.244.1.7/32")]
+        );
     }
 }

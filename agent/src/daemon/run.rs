@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::cluster::{register_node, resource_of, ClusterView, Registration};
-use super::routes::{plan_routes, BestPaths};
+use super::routes::{borrowed_addresses, plan_routes, workload_routes, BestPaths};
 use crate::health::HealthState;
 use crate::peering::{self, DesiredSession, PeeringInput, PeeringPlan};
 use crate::status::{DaemonState, FibStatus, NodeStatus, SessionStatus};
@@ -242,19 +242,21 @@ pub async fn run(
         // Calico's BIRD config merges up to 16 equal paths into one kernel route.
         max_paths: 16,
         control_socket: None,
-        originate: originations(&blocks, &view),
+        originate: originations(&blocks, &view, &config.node_name),
         peers: Vec::new(),
     };
     let (best_tx, mut best_rx) = mpsc::unbounded_channel();
     let (speaker, speaker_task) = bgp::speaker::start(speaker_config, Some(best_tx)).await?;
     let mut sessions = BTreeMap::new();
     apply_sessions(&speaker, &mut sessions, &plan, &view, &secrets).await;
-    let mut originated: BTreeMap<IpNet, Origination> = originations(&blocks, &view)
-        .into_iter()
-        .map(|o| (o.prefix, o))
-        .collect();
+    let mut originated: BTreeMap<IpNet, Origination> =
+        originations(&blocks, &view, &config.node_name)
+            .into_iter()
+            .map(|o| (o.prefix, o))
+            .collect();
 
-    // 4. FIB and overlay.
+    // 4. Forwarding, the FIB and the overlay.
+    enable_forwarding(config.node_ipv6.is_some());
     let table = fib::NetlinkFib::open(fib::FibConfig {
         protocol: config.route_protocol,
         ..fib::FibConfig::default()
@@ -397,6 +399,7 @@ pub async fn run(
                     let pools: Vec<encap::PoolEncap> = view.ip_pools().iter().map(super::routes::pool_encap).collect();
                     let mut desired = plan.blackholes;
                     desired.extend(plan.direct);
+                    desired.extend(workload_routes(&view, &config.node_name, interface_exists));
                     match overlay.apply(&pools, &plan.remotes).await {
                         Ok(o) => {
                             for u in &o.unroutable {
@@ -519,8 +522,9 @@ async fn claim_blocks(
 /// `prefixAdvertisements` communities are attached here, at the origin, to every originated
 /// prefix inside the entry's CIDR (BIRD's `net ~ cidr` in Calico's export filter); the other
 /// nodes pass them on unchanged, so the ToR sees them whichever node it learns a block from.
-fn originations(blocks: &[IpNet], view: &ClusterView) -> Vec<Origination> {
+fn originations(blocks: &[IpNet], view: &ClusterView, node: &str) -> Vec<Origination> {
     let mut prefixes: BTreeSet<IpNet> = blocks.iter().copied().collect();
+    prefixes.extend(borrowed_addresses(view, node, blocks));
     let mut tags = Vec::new();
     if let Some(config) = view.default_config() {
         for list in [
@@ -722,7 +726,7 @@ async fn refresh(
     let blocks = claim_blocks(allocator, view, config).await?;
     let plan = compute_peering(view, &config.node_name)?;
     apply_sessions(speaker, sessions, &plan, view, secrets).await;
-    let wanted: BTreeMap<IpNet, Origination> = originations(&blocks, view)
+    let wanted: BTreeMap<IpNet, Origination> = originations(&blocks, view, &config.node_name)
         .into_iter()
         .map(|o| (o.prefix, o))
         .collect();
@@ -862,6 +866,32 @@ fn underlay_interface(address: IpAddr) -> Option<String> {
 }
 
 /// The subnets of the node's interface addresses (the kernel's connected routes).
+/// Turns IP forwarding on in routerd's namespace, as calico-node does: a node forwards its
+/// pods' traffic, and packets coming back arrive on the underlay interface, whose forwarding
+/// flag the kernel checks (`net.ipv4.ip_forward` sets it on every interface).
+fn enable_forwarding(ipv6: bool) {
+    let mut knobs = vec!["/proc/sys/net/ipv4/ip_forward"];
+    if ipv6 {
+        knobs.push("/proc/sys/net/ipv6/conf/all/forwarding");
+    }
+    for knob in knobs {
+        match std::fs::read_to_string(knob) {
+            Ok(v) if v.trim() == "1" => {}
+            _ => match std::fs::write(knob, "1") {
+                Ok(()) => info!(sysctl = knob, "enabled IP forwarding"),
+                Err(e) => {
+                    warn!(sysctl = knob, error = %e, "cannot enable IP forwarding; pods will not be reachable")
+                }
+            },
+        }
+    }
+}
+
+/// Whether this namespace has an interface called `name`.
+fn interface_exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
+}
+
 fn connected_networks() -> Vec<IpNet> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
         return Vec::new();
@@ -1127,7 +1157,7 @@ prefixAdvertisements:
             ..Default::default()
         };
         let blocks: Vec<IpNet> = vec!["10.244.1.0/24".parse().unwrap()];
-        let out = originations(&blocks, &view);
+        let out = originations(&blocks, &view, "node-1");
         let by_prefix: BTreeMap<String, &Origination> =
             out.iter().map(|o| (o.prefix.to_string(), o)).collect();
         assert_eq!(by_prefix.len(), 2, "{out:?}");

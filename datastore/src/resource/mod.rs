@@ -402,8 +402,23 @@ impl Resource {
             error,
         };
         let name = self.name();
-        if self.kind() != Kind::BgpConfiguration {
-            field::check_name(name, "metadata.name").map_err(invalid)?;
+        match self.kind() {
+            Kind::BgpConfiguration => {}
+            // Calico's endpoint names embed a 64-digit container id: a Kubernetes object
+            // name (a subdomain of at most 253 bytes, with no limit per label), which is
+            // what Kubernetes itself checks.
+            Kind::WorkloadEndpoint => {
+                if !is_object_name(name) {
+                    return Err(invalid(FieldError::new(
+                        "metadata.name",
+                        format!(
+                            "{name:?} is not a Kubernetes object name (lowercase letters, \
+                             digits, '-' and '.', at most 253 bytes)"
+                        ),
+                    )));
+                }
+            }
+            _ => field::check_name(name, "metadata.name").map_err(invalid)?,
         }
         match (&self.metadata().namespace, self.kind()) {
             (Some(ns), Kind::WorkloadEndpoint) => {
@@ -573,6 +588,21 @@ impl<'de> Deserialize<'de> for Resource {
         let value = Value::deserialize(deserializer)?;
         Resource::from_value(value, 1).map_err(serde::de::Error::custom)
     }
+}
+
+/// A Kubernetes object name: dot-separated parts of lowercase alphanumerics and `-`, each
+/// starting and ending alphanumeric, at most 253 bytes in all.
+fn is_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
 }
 
 /// A DNS label (RFC 1123): what a Kubernetes namespace name is.

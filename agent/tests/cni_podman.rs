@@ -1,0 +1,227 @@
+//! A real container runtime calls our CNI plugins: podman (CNI backend, runc) runs
+//! containers whose network is the routerd conflist, inside the node namespaces of a
+//! two-node routerd cluster. Containers on different nodes ping each other over plain
+//! routing, VXLAN Always and IP-in-IP Always (the userspace fallback on this kernel);
+//! `podman rm` frees the address and the route; `routectl get workloadendpoints` shows them;
+//! routerd SIGKILLed and restarted leaves the containers' traffic and routes as they were;
+//! 20 containers started at once get 20 addresses, all released after removal.
+//!
+//! Needs root, podman, runc, busybox-static (scripts/setup.sh); only namespaces made here.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lab::podman::Podman;
+use lab::{require, wait_for};
+use support::{Cluster, POLL, ROUTERD, T};
+
+/// The plugins, built beside routerd by `cargo test --workspace` / `cargo build -p cni`.
+fn plugin_dir() -> PathBuf {
+    let dir = PathBuf::from(ROUTERD).parent().unwrap().to_path_buf();
+    for b in ["routerd-cni", "routerd-ipam"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: build the plugins (cargo build --release -p cni)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+fn conflist(datastore: &str, node: &str) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0", "name": "routerd",
+        "plugins": [{"type": "routerd-cni", "datastore": datastore, "nodename": node,
+                     "ipam": {"type": "routerd-ipam"}}]
+    })
+    .to_string()
+}
+
+fn runtimes(c: &Cluster) -> Vec<Podman> {
+    c.nodes
+        .iter()
+        .map(|n| {
+            Podman::new(
+                &c.path().join(format!("podman-{}", n.name)),
+                &n.ns,
+                &plugin_dir(),
+                "routerd",
+                &conflist(&c.datastore, &n.name),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+fn ping_eventually(p: &Podman, from: &str, to: &str, c: &Cluster) {
+    wait_for(&format!("{from} -> {to}"), T, POLL, || {
+        p.ping(from, to, 1).ok()
+    })
+    .unwrap_or_else(|e| {
+        let routes: Vec<String> = c
+            .nodes
+            .iter()
+            .map(|n| format!("{}:\n{}", n.name, n.ns.ip(&["route"]).unwrap_or_default()))
+            .collect();
+        panic!("{e}\n{}\n{}", routes.join("\n"), c.logs())
+    });
+}
+
+/// Two containers, one per node, reach each other; removal frees address and route.
+fn across_nodes(tag: &str, pool: &str, device: Option<&str>) {
+    require(&["ip", "ping", "podman", "runc", "nsenter", "busybox"]);
+    let c = Cluster::start(tag, 2, pool);
+    let pm = runtimes(&c);
+    pm[0].start("a", "routerd").unwrap();
+    pm[1].start("b", "routerd").unwrap();
+    let a = pm[0].ipv4("a").unwrap();
+    let b = pm[1].ipv4("b").unwrap();
+    assert_ne!(a, b);
+    ping_eventually(&pm[0], "a", &b, &c);
+    pm[1].ping("b", &a, 3).unwrap();
+    if let Some(device) = device {
+        let route = c.nodes[0].ns.ip(&["route", "show", "match", &b]).unwrap();
+        assert!(route.contains(&format!("dev {device}")), "{route}");
+    }
+    let weps = c.routectl(&["get", "workloadendpoints", "-o", "wide"]);
+    assert!(
+        weps.contains(&format!("{a}/32")) && weps.contains(&format!("{b}/32")),
+        "{weps}"
+    );
+    assert!(weps.contains("node-1") && weps.contains("node-2"), "{weps}");
+
+    pm[1].remove("b").unwrap();
+    let host = c.nodes[1]
+        .ns
+        .ip(&["route", "show", &format!("{b}/32")])
+        .unwrap();
+    assert!(host.trim().is_empty(), "route left behind: {host}");
+    let weps = c.routectl(&["get", "workloadendpoints"]);
+    assert!(!weps.contains(&format!("{b}/32")), "{weps}");
+    let check = c.routectl(&["ipam", "check"]);
+    assert!(check.contains("found 0 problems"), "{check}");
+    pm[0].remove("a").unwrap();
+}
+
+#[test]
+fn containers_reach_each_other_over_plain_routing() {
+    across_nodes("cpn", "{cidr: 10.244.0.0/16, blockSize: 26}", None);
+}
+
+#[test]
+fn containers_reach_each_other_over_vxlan_always() {
+    across_nodes(
+        "cpv",
+        "{cidr: 10.244.0.0/16, blockSize: 26, vxlanMode: Always}",
+        Some("vxlan.calico"),
+    );
+}
+
+#[test]
+fn containers_reach_each_other_over_ipip_always() {
+    across_nodes(
+        "cpi",
+        "{cidr: 10.244.0.0/16, blockSize: 26, ipipMode: Always}",
+        Some("tunl0"),
+    );
+}
+
+/// SIGKILL routerd while containers run: they keep pinging; after the restart the routes
+/// and endpoints are as before. A container created while routerd is down is networked.
+#[test]
+fn containers_keep_their_network_across_a_routerd_kill() {
+    require(&["ip", "ping", "podman", "runc", "nsenter", "busybox"]);
+    let mut c = Cluster::start("cpk", 2, "{cidr: 10.244.0.0/16, blockSize: 26}");
+    let pm = runtimes(&c);
+    pm[0].start("a", "routerd").unwrap();
+    pm[1].start("b", "routerd").unwrap();
+    let a = pm[0].ipv4("a").unwrap();
+    let b = pm[1].ipv4("b").unwrap();
+    ping_eventually(&pm[0], "a", &b, &c);
+    let routes_before = c.nodes[0].ns.ip(&["route"]).unwrap();
+    let weps_before = c.routectl(&["get", "workloadendpoints", "-o", "wide"]);
+
+    c.kill_routerd(0);
+    // Forwarding goes on without the daemon: the kernel keeps the routes.
+    pm[0].ping("a", &b, 3).unwrap();
+    pm[1].ping("b", &a, 3).unwrap();
+    // A pod created while routerd is down gets its network (the plugins reach the
+    // datastore themselves).
+    pm[0].start("late", "routerd").unwrap();
+    let late = pm[0].ipv4("late").unwrap();
+    pm[0].ping("late", &a, 1).unwrap();
+
+    c.start_routerd(0);
+    c.wait_mesh();
+    ping_eventually(&pm[1], "b", &late, &c);
+    pm[0].ping("a", &b, 3).unwrap();
+    // After the restart (and its full FIB reconcile) the node's routes are as before, plus
+    // the late pod's.
+    std::thread::sleep(Duration::from_secs(4));
+    let routes_after = c.nodes[0].ns.ip(&["route"]).unwrap();
+    for line in routes_before.lines() {
+        assert!(
+            routes_after.contains(line),
+            "lost {line:?}:\n{routes_after}"
+        );
+    }
+    assert!(
+        routes_after.contains(&format!("{late} dev cali")),
+        "{routes_after}"
+    );
+    let weps_after = c.routectl(&["get", "workloadendpoints", "-o", "wide"]);
+    for line in weps_before.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            weps_after.contains(line.trim_end()),
+            "lost {line:?}:\n{weps_after}"
+        );
+    }
+}
+
+/// 20 containers at once on one node: 20 distinct addresses; all released after removal.
+#[test]
+fn twenty_containers_at_once_get_distinct_addresses() {
+    require(&["ip", "ping", "podman", "runc", "nsenter", "busybox"]);
+    let c = Cluster::start("cp20", 1, "{cidr: 10.244.0.0/16, blockSize: 26}");
+    let pm = std::sync::Arc::new(runtimes(&c).remove(0));
+    let threads: Vec<_> = (0..20)
+        .map(|i| {
+            let pm = pm.clone();
+            std::thread::spawn(move || {
+                let name = format!("c{i}");
+                pm.start(&name, "routerd").unwrap();
+                pm.ipv4(&name).unwrap()
+            })
+        })
+        .collect();
+    let ips: std::collections::BTreeSet<String> =
+        threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(ips.len(), 20, "{ips:?}");
+    let weps = c.routectl(&["get", "workloadendpoints"]);
+    assert_eq!(
+        weps.lines().filter(|l| l.contains("/32")).count(),
+        20,
+        "{weps}"
+    );
+    for i in 0..20 {
+        pm.remove(&format!("c{i}")).unwrap();
+    }
+    let weps = c.routectl(&["get", "workloadendpoints"]);
+    assert!(!weps.contains("/32"), "{weps}");
+    let show = c.routectl(&["ipam", "show"]);
+    let check = c.routectl(&["ipam", "check"]);
+    assert!(check.contains("found 0 problems"), "{check}");
+    let handles = datastore::open(&c.datastore)
+        .unwrap()
+        .list("IPAMHandle")
+        .unwrap()
+        .records;
+    assert!(
+        handles.iter().all(|h| h.name.contains("tunnel-addr")),
+        "handles left: {:?}\n{show}",
+        handles.iter().map(|h| &h.name).collect::<Vec<_>>()
+    );
+}
