@@ -225,3 +225,88 @@ fn twenty_containers_at_once_get_distinct_addresses() {
         handles.iter().map(|h| &h.name).collect::<Vec<_>>()
     );
 }
+
+/// The source address an echo request from `container` to `target` arrives with at
+/// `outside`, seen by tcpdump there.
+fn arriving_source(p: &Podman, container: &str, target: &str, outside: &lab::Netns) -> String {
+    let mut capture = outside
+        .command(&[
+            "timeout", "20", "tcpdump", "-l", "-n", "-i", "eth0", "-c", "1", "icmp[icmptype] == icmp-echo",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // tcpdump is listening once it says so on stderr; ping until it has seen one.
+    let mut stderr = std::io::BufReader::new(capture.stderr.take().unwrap());
+    let mut said = String::new();
+    for _ in 0..5 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        said += &line;
+        if line.contains("listening") {
+            break;
+        }
+    }
+    assert!(said.contains("listening"), "tcpdump: {said}");
+    for _ in 0..10 {
+        let _ = p.ping(container, target, 1);
+        if capture.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    let out = capture.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // "12:00:00.000000 IP 10.99.0.1 > 10.99.0.2: ICMP echo request, ..."
+    text.split_whitespace()
+        .skip_while(|w| *w != "IP")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no echo request captured: {text}"))
+        .to_string()
+}
+
+/// natOutgoing: a pod reaching a host outside every pool arrives with the node's address;
+/// once the pool says `natOutgoing: false` (applied live) it arrives with its own.
+#[test]
+fn nat_outgoing_masquerades_only_traffic_leaving_the_pools() {
+    require(&["ip", "ping", "podman", "runc", "nsenter", "busybox", "tcpdump", "nft"]);
+    let c = Cluster::start("cpnat", 1, "{cidr: 10.244.0.0/16, blockSize: 26, natOutgoing: true}");
+    let outside = lab::Netns::new("cpnatout").unwrap();
+    lab::veth(&c.nodes[0].ns, "out0", &outside, "eth0").unwrap();
+    c.nodes[0].ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "out0"]).unwrap();
+    outside.ip(&["addr", "add", "10.99.0.2/24", "dev", "eth0"]).unwrap();
+    // The outside host can route back to the pods (for the natOutgoing: false case).
+    outside
+        .ip(&["route", "add", "10.244.0.0/16", "via", "10.99.0.1"])
+        .unwrap();
+    let pm = runtimes(&c);
+    pm[0].start("a", "routerd").unwrap();
+    let a = pm[0].ipv4("a").unwrap();
+    wait_for("routerd's nat table", T, POLL, || {
+        let t = c.nodes[0].ns.exec(&["nft", "list", "table", "inet", "routerd-nat"]).ok()?;
+        t.contains("masquerade").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    assert_eq!(arriving_source(&pm[0], "a", "10.99.0.2", &outside), "10.99.0.1");
+    // Traffic to another pod address is never masqueraded: the rule excludes the pools.
+    let table = c.nodes[0].ns.exec(&["nft", "list", "table", "inet", "routerd-nat"]).unwrap();
+    assert!(table.contains("ip daddr != @pools-v4"), "{table}");
+
+    let manifest = c.path().join("nonat.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: pool\n\
+         spec: {cidr: 10.244.0.0/16, blockSize: 26, natOutgoing: false}\n",
+    )
+    .unwrap();
+    c.routectl(&["apply", "-f", manifest.to_str().unwrap()]);
+    wait_for("the nat table to go", T, POLL, || {
+        c.nodes[0]
+            .ns
+            .exec(&["nft", "list", "table", "inet", "routerd-nat"])
+            .is_err()
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    assert_eq!(arriving_source(&pm[0], "a", "10.99.0.2", &outside), a);
+}

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::cluster::{register_node, resource_of, ClusterView, Registration};
+use super::nat::NatPlan;
 use super::routes::{borrowed_addresses, plan_routes, workload_routes, BestPaths};
 use crate::health::HealthState;
 use crate::peering::{self, DesiredSession, PeeringInput, PeeringPlan};
@@ -308,6 +309,8 @@ pub async fn run(
     let mut view_dirty = false;
     let mut routes_dirty = true;
     let mut settled = false;
+    let mut nat_applied: Option<NatPlan> = None;
+    let mut nat_failed_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut reconcile = tokio::time::interval(Duration::from_secs(300));
     reconcile.tick().await;
@@ -391,6 +394,27 @@ pub async fn run(
                         }
                         health.set_started(true);
                         info!(sessions = peers.len(), all_up, "sessions settled; reconciling the FIB fully");
+                    }
+                }
+                let nat_wanted = nat_plan(&view);
+                let due = nat_failed_at.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(5));
+                if nat_applied.as_ref() != Some(&nat_wanted) && due {
+                    let plan = nat_wanted.clone();
+                    match blocking(move || super::nat::apply(&plan)).await {
+                        Ok(Ok(())) => {
+                            info!(masquerade_v4 = ?nat_wanted.masq_v4, masquerade_v6 = ?nat_wanted.masq_v6,
+                                  "natOutgoing rules programmed");
+                            nat_applied = Some(nat_wanted);
+                            nat_failed_at = None;
+                        }
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "programming natOutgoing failed; retrying in 5 s");
+                            nat_failed_at = Some(Instant::now());
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "programming natOutgoing failed; retrying in 5 s");
+                            nat_failed_at = Some(Instant::now());
+                        }
                     }
                 }
                 if routes_dirty {
@@ -885,6 +909,17 @@ fn enable_forwarding(ipv6: bool) {
             },
         }
     }
+}
+
+/// The natOutgoing rules the pools ask for (every pool, disabled ones included: their
+/// addresses may still be in use).
+fn nat_plan(view: &ClusterView) -> NatPlan {
+    let pools: Vec<(IpNet, bool)> = view
+        .pools
+        .iter()
+        .filter_map(|p| Some((p.spec.cidr.parse().ok()?, p.spec.nat_outgoing)))
+        .collect();
+    NatPlan::new(&pools)
 }
 
 /// Whether this namespace has an interface called `name`.
