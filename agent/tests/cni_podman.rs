@@ -231,7 +231,16 @@ fn twenty_containers_at_once_get_distinct_addresses() {
 fn arriving_source(p: &Podman, container: &str, target: &str, outside: &lab::Netns) -> String {
     let mut capture = outside
         .command(&[
-            "timeout", "20", "tcpdump", "-l", "-n", "-i", "eth0", "-c", "1", "icmp[icmptype] == icmp-echo",
+            "timeout",
+            "20",
+            "tcpdump",
+            "-l",
+            "-n",
+            "-i",
+            "eth0",
+            "-c",
+            "1",
+            "icmp[icmptype] == icmp-echo",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -269,12 +278,23 @@ fn arriving_source(p: &Podman, container: &str, target: &str, outside: &lab::Net
 /// once the pool says `natOutgoing: false` (applied live) it arrives with its own.
 #[test]
 fn nat_outgoing_masquerades_only_traffic_leaving_the_pools() {
-    require(&["ip", "ping", "podman", "runc", "nsenter", "busybox", "tcpdump", "nft"]);
-    let c = Cluster::start("cpnat", 1, "{cidr: 10.244.0.0/16, blockSize: 26, natOutgoing: true}");
+    require(&[
+        "ip", "ping", "podman", "runc", "nsenter", "busybox", "tcpdump", "nft",
+    ]);
+    let c = Cluster::start(
+        "cpnat",
+        1,
+        "{cidr: 10.244.0.0/16, blockSize: 26, natOutgoing: true}",
+    );
     let outside = lab::Netns::new("cpnatout").unwrap();
     lab::veth(&c.nodes[0].ns, "out0", &outside, "eth0").unwrap();
-    c.nodes[0].ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "out0"]).unwrap();
-    outside.ip(&["addr", "add", "10.99.0.2/24", "dev", "eth0"]).unwrap();
+    c.nodes[0]
+        .ns
+        .ip(&["addr", "add", "10.99.0.1/24", "dev", "out0"])
+        .unwrap();
+    outside
+        .ip(&["addr", "add", "10.99.0.2/24", "dev", "eth0"])
+        .unwrap();
     // The outside host can route back to the pods (for the natOutgoing: false case).
     outside
         .ip(&["route", "add", "10.244.0.0/16", "via", "10.99.0.1"])
@@ -283,13 +303,22 @@ fn nat_outgoing_masquerades_only_traffic_leaving_the_pools() {
     pm[0].start("a", "routerd").unwrap();
     let a = pm[0].ipv4("a").unwrap();
     wait_for("routerd's nat table", T, POLL, || {
-        let t = c.nodes[0].ns.exec(&["nft", "list", "table", "inet", "routerd-nat"]).ok()?;
+        let t = c.nodes[0]
+            .ns
+            .exec(&["nft", "list", "table", "inet", "routerd-nat"])
+            .ok()?;
         t.contains("masquerade").then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
-    assert_eq!(arriving_source(&pm[0], "a", "10.99.0.2", &outside), "10.99.0.1");
+    assert_eq!(
+        arriving_source(&pm[0], "a", "10.99.0.2", &outside),
+        "10.99.0.1"
+    );
     // Traffic to another pod address is never masqueraded: the rule excludes the pools.
-    let table = c.nodes[0].ns.exec(&["nft", "list", "table", "inet", "routerd-nat"]).unwrap();
+    let table = c.nodes[0]
+        .ns
+        .exec(&["nft", "list", "table", "inet", "routerd-nat"])
+        .unwrap();
     assert!(table.contains("ip daddr != @pools-v4"), "{table}");
 
     let manifest = c.path().join("nonat.yaml");
@@ -309,4 +338,125 @@ fn nat_outgoing_masquerades_only_traffic_leaving_the_pools() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     assert_eq!(arriving_source(&pm[0], "a", "10.99.0.2", &outside), a);
+}
+
+/// Borrowing: a pool with one /30 block per node and more containers on node-1 than its
+/// block holds. The fifth container's address comes from node-2's block; node-1 advertises
+/// it as a /32, node-2 (the block's owner, which blackholes the block) routes it to node-1,
+/// and the container is reachable from node-2's.
+#[test]
+fn a_borrowed_address_is_reachable_from_the_other_node() {
+    require(&["ip", "ping", "podman", "runc", "nsenter", "busybox"]);
+    let c = Cluster::start("cpb", 2, "{cidr: 10.244.0.0/29, blockSize: 30}");
+    let pm = runtimes(&c);
+    pm[1].start("b", "routerd").unwrap();
+    let b = pm[1].ipv4("b").unwrap();
+    let mut ips = Vec::new();
+    for i in 0..5 {
+        let name = format!("a{i}");
+        pm[0].start(&name, "routerd").unwrap();
+        ips.push(pm[0].ipv4(&name).unwrap());
+    }
+    let borrowed = c.routectl(&["ipam", "show", "--show-borrowed"]);
+    let lent: Vec<&String> = ips
+        .iter()
+        .filter(|ip| borrowed.contains(ip.as_str()))
+        .collect();
+    assert_eq!(lent.len(), 1, "one address is borrowed:\n{borrowed}");
+    assert!(
+        borrowed.contains("node-1") && borrowed.contains("node-2"),
+        "{borrowed}"
+    );
+    let lent = lent[0].clone();
+    // The owner routes the /32 to the borrower (longest match over its own blackhole).
+    wait_for("node-2's route to the borrowed address", T, POLL, || {
+        let r = c.nodes[1].ns.ip(&["route", "show", &lent]).ok()?;
+        r.contains("via 10.0.0.1").then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}\n{}",
+            c.nodes[1].ns.ip(&["route"]).unwrap_or_default(),
+            c.logs()
+        )
+    });
+    ping_eventually(&pm[1], "b", &lent, &c);
+    let idx = ips.iter().position(|ip| *ip == lent).unwrap();
+    pm[0].ping(&format!("a{idx}"), &b, 2).unwrap();
+    // Every other container too.
+    for ip in &ips {
+        pm[1].ping("b", ip, 1).unwrap();
+    }
+}
+
+/// A plugin killed in the middle of ADD (here: its addresses assigned and its veth made,
+/// nothing recorded) leaks nothing once the runtime's DEL for the container comes.
+#[test]
+fn a_killed_add_is_reclaimed_by_the_next_del() {
+    require(&["ip", "ping", "podman", "runc", "nsenter", "busybox"]);
+    let c = Cluster::start("cpx", 1, "{cidr: 10.244.0.0/16, blockSize: 26}");
+    let dir = plugin_dir();
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "routerd", "type": "routerd-cni",
+        "datastore": c.datastore, "nodename": "node-1", "ipam": {"type": "routerd-ipam"}})
+    .to_string();
+    let pod = lab::Netns::new("cpxpod").unwrap();
+    let call = |bin: &str, command: &str| {
+        use std::io::Write;
+        let mut child = c.nodes[0]
+            .ns
+            .command(&[dir.join(bin).to_str().unwrap()])
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", "killed")
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_NETNS", pod.path())
+            .env("CNI_PATH", &dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{bin} {command}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The state a SIGKILL after IPAM and the veth leaves: an address, a veth, no endpoint.
+    let ipam: serde_json::Value = serde_json::from_str(&call("routerd-ipam", "ADD")).unwrap();
+    assert!(ipam["ips"][0]["address"].is_string(), "{ipam}");
+    let veth = cni::workload::WorkloadId::new(None, "killed", "eth0", "node-1").host_veth_name();
+    c.nodes[0]
+        .ns
+        .ip(&[
+            "link",
+            "add",
+            &veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "tmpkilled",
+        ])
+        .unwrap();
+    let handles = || {
+        datastore::open(&c.datastore)
+            .unwrap()
+            .list("IPAMHandle")
+            .unwrap()
+            .records
+            .into_iter()
+            .filter(|h| h.name.contains("killed"))
+            .count()
+    };
+    assert_eq!(handles(), 1);
+    call("routerd-cni", "DEL");
+    assert_eq!(handles(), 0, "the address is released");
+    assert!(
+        c.nodes[0].ns.ip(&["link", "show", &veth]).is_err(),
+        "the veth is gone"
+    );
+    assert!(c.routectl(&["ipam", "check"]).contains("found 0 problems"));
 }

@@ -70,6 +70,69 @@ pub fn format_usage(report: &UsageReport, show_blocks: bool) -> String {
     )
 }
 
+/// `ipam show --show-borrowed`: every address assigned to a node other than the owner of
+/// its block (calicoctl's columns). `TYPE` is `pod` for workloads, else the allocation's
+/// `type` attribute (a tunnel address); `ALLOCATED-TO` is `<namespace>/<pod>`, or the
+/// container id for a runtime without pods.
+pub fn format_borrowed<S: IpamStore>(store: &S) -> Result<String, RoutectlError> {
+    let blocks = store
+        .list(RecordKind::Block)
+        .map_err(::ipam::IpamError::from)?;
+    let mut rows = Vec::new();
+    for v in &blocks {
+        let Record::Block(b) = &v.value else { continue };
+        let owner = b
+            .affinity
+            .as_deref()
+            .map(|a| a.strip_prefix("host:").unwrap_or(a))
+            .unwrap_or("");
+        for (ordinal, slot) in b.allocations.iter().enumerate() {
+            let Some(attr) = slot.and_then(|i| b.attributes.get(i)) else {
+                continue;
+            };
+            let node = attr.secondary.get("node").map(String::as_str).unwrap_or("");
+            if node.is_empty() || node == owner {
+                continue;
+            }
+            let Ok(ordinal) = u32::try_from(ordinal) else {
+                continue;
+            };
+            let get = |k: &str| attr.secondary.get(k).cloned().unwrap_or_default();
+            let kind = match attr.secondary.get("type") {
+                Some(t) => t.clone(),
+                None => "pod".to_string(),
+            };
+            let to = match (get("namespace"), get("pod"), get("containerID")) {
+                (ns, pod, _) if !pod.is_empty() => format!("{ns}/{pod}"),
+                (_, _, cid) => cid,
+            };
+            rows.push(vec![
+                b.address(ordinal).to_string(),
+                node.to_string(),
+                b.cidr.to_string(),
+                if owner.is_empty() {
+                    "<none>".into()
+                } else {
+                    owner.to_string()
+                },
+                kind,
+                to,
+            ]);
+        }
+    }
+    Ok(boxed_table(
+        &[
+            "IP",
+            "BORROWING-NODE",
+            "BLOCK",
+            "BLOCK OWNER",
+            "TYPE",
+            "ALLOCATED-TO",
+        ],
+        &rows,
+    ))
+}
+
 fn leak_reason(r: LeakReason) -> &'static str {
     match r {
         LeakReason::NoHandle => "allocation has no handle",

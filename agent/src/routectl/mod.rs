@@ -7,7 +7,7 @@
 //!   ps|wide|yaml|json`, and calicoctl v1's `--scope=global|node --node=<name>` addressing of
 //!   BGP peers by IP.
 //! - `node status` ([`node_status`]): routerd's report from its control socket.
-//! - `ipam show [--show-blocks] | check | release --ip` ([`ipam`]).
+//! - `ipam show [--show-blocks | --show-borrowed | --ip] | check | release --ip` ([`ipam`]).
 //!
 //! Every command is a function from its inputs (datastore, parsed manifests, a status, a
 //! clock) to text and an exit status; [`run`] only wires them to the streams, so the formats
@@ -222,6 +222,9 @@ pub enum IpamCommand {
         /// Report whether this address is assigned, and to what.
         #[arg(long, conflicts_with = "show_blocks")]
         ip: Option<IpAddr>,
+        /// List the addresses nodes borrowed from blocks other nodes own.
+        #[arg(long, conflicts_with_all = ["show_blocks", "ip"])]
+        show_borrowed: bool,
     },
     /// Look for leaked, dangling and doubly assigned addresses; exit status 1 if any.
     Check,
@@ -540,8 +543,16 @@ fn ipam_command(cli: &Cli, cmd: &IpamCommand, io: &mut Streams<'_>) -> Result<i3
             Ok(0)
         }
         IpamCommand::Show {
+            show_borrowed: true,
+            ..
+        } => {
+            write_out(io, &ipam::format_borrowed(allocator.store())?, "");
+            Ok(0)
+        }
+        IpamCommand::Show {
             show_blocks,
             ip: None,
+            ..
         } => {
             let (pools, problems) = ipam::pools(&*ds)?;
             let usage = allocator.usage(&pools)?;
