@@ -7,4 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked -p agent --bins --example lab
+cargo build --release --locked -p cni --bins
 exec target/release/examples/lab "$@"

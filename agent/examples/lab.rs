@@ -5,9 +5,10 @@
 //! target/release/examples/lab [--nodes N] [--keep]`) builds, on one L2 segment 10.0.0.0/24:
 //! - N nodes (default 3) `node-1..node-N` at 10.0.0.1.., each running `routerd` on one shared
 //!   embedded datastore (a directory), AS 64512 inherited from the default;
-//! - one pod per node: a namespace with a veth to its node, its address assigned by IPAM from
-//!   the node's block (the lab plays the CNI plugin's part: IPAM assignment, the veth and the
-//!   /32 route to it);
+//! - one pod per node: `routerd-cni install` puts the CNI plugins and the conflist in the
+//!   node's CNI directories, then podman (CNI backend) runs a busybox container on the
+//!   `routerd` network; the plugins give it an address from the node's block, its veth and
+//!   host route, and record its WorkloadEndpoint;
 //! - a top-of-rack router running BIRD 2, AS 65000, originating a default route.
 //!
 //! Then, as an operator would: `routectl create` an IPPool, start the daemons, watch the
@@ -25,10 +26,9 @@ use std::time::Duration;
 
 use agent::status::{query_status, PeerType};
 use anyhow::{bail, Context, Result};
-use datastore::ipam_store::DatastoreIpam;
-use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool, IpPoolSpec};
 use lab::bird::Bird;
-use lab::{lan, require, wait_for, workload, Daemon, Netns};
+use lab::podman::Podman;
+use lab::{lan, require, wait_for, Daemon, Netns};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
@@ -106,7 +106,9 @@ fn main() -> Result<()> {
     if !(2..=50).contains(&count) {
         bail!("--nodes must be 2..=50");
     }
-    require(&["ip", "bird", "birdc", "ping"]);
+    require(&[
+        "ip", "bird", "birdc", "ping", "podman", "runc", "nsenter", "busybox",
+    ]);
     let routerd = binary("routerd")?;
     let routectl_bin = binary("routectl")?;
     let dir = tempdir()?;
@@ -221,43 +223,38 @@ fn main() -> Result<()> {
         tor.wait_established(&format!("node{i}"), TIMEOUT)?;
     }
 
-    // Pods: IPAM assigns each an address from its node's block.
-    let ds = datastore::open(&datastore)?;
-    let allocator = Allocator::new(DatastoreIpam::new(ds), AllocatorConfig::default());
-    let pool = IpPool::new(
-        "default-ipv4-ippool",
-        &IpPoolSpec {
-            cidr: "10.244.0.0/16".into(),
-            block_size: Some(24),
-            ipip_mode: None,
-            vxlan_mode: None,
-            nat_outgoing: true,
-            disabled: false,
-            node_selector: None,
-        },
-    )?;
+    // Pods, as a cluster makes them: the CNI plugins installed on each node (the step a
+    // DaemonSet's init container runs), then a container runtime (podman) starting a
+    // container on the routerd network; the plugins assign its address from the node's
+    // block and plumb it.
+    let plugins = binary("routerd-cni")?;
+    let mut runtimes = Vec::new();
     let mut pods = Vec::new();
     for n in &nodes {
+        let root = dir.join(format!("cni-{}", n.name));
+        let (bin_dir, conf_dir) = (root.join("opt/cni/bin"), root.join("etc/cni/net.d"));
+        lab::run(
+            Command::new(&plugins)
+                .arg("install")
+                .arg("--bin-dir")
+                .arg(&bin_dir)
+                .arg("--conf-dir")
+                .arg(&conf_dir)
+                .args(["--datastore", &datastore, "--nodename", &n.name]),
+        )?;
+        let conflist = std::fs::read_to_string(conf_dir.join("10-routerd.conflist"))?;
+        let podman = Podman::new(&root.join("podman"), &n.ns, &bin_dir, "routerd", &conflist)?;
         let pod_name = format!("pod-{}", n.name);
-        let a = allocator.assign(
-            std::slice::from_ref(&pool),
-            &std::collections::BTreeMap::new(),
-            &AssignRequest::pod(
-                &format!("lab-{pod_name}"),
-                &n.name,
-                IpFamily::V4,
-                "default",
-                &pod_name,
-            ),
-        )?;
-        // The CNI plugin's plumbing: veth, /32 routes both ways, proxy ARP.
-        let pod = workload(
-            &n.ns,
-            "cali0",
-            &format!("pod{}", n.ip.replace('.', "")),
-            a.address,
-        )?;
-        pods.push((pod, a.address, a.block));
+        podman.start(&pod_name, "routerd")?;
+        let address: std::net::IpAddr = podman.ipv4(&pod_name)?.parse()?;
+        // The lab's pool has /24 blocks.
+        let block = ipnet::IpNet::new(address, 24)?.trunc();
+        println!(
+            "lab: {} runs container {pod_name} at {address} (block {block})",
+            n.name
+        );
+        pods.push((runtimes.len(), pod_name, address, block));
+        runtimes.push(podman);
     }
     tor_ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
 
@@ -267,7 +264,7 @@ fn main() -> Result<()> {
             let table = n.ns.ip(&["route", "show", "proto", "80"]).ok()?;
             pods.iter()
                 .zip(&nodes)
-                .all(|((_, _, block), owner)| {
+                .all(|((_, _, _, block), owner)| {
                     if owner.name == n.name {
                         table.contains(&format!("blackhole {block}"))
                     } else {
@@ -281,20 +278,20 @@ fn main() -> Result<()> {
                 "{} routes: {}; pods: {:?}",
                 n.name,
                 n.ns.ip(&["route"]).unwrap_or_default(),
-                pods.iter().map(|(_, a, b)| (a, b)).collect::<Vec<_>>()
+                pods.iter().map(|(_, _, a, b)| (a, b)).collect::<Vec<_>>()
             )
         })?;
     }
     // Pod to pod across nodes, and the ToR to every pod.
-    for (from, _, _) in &pods {
-        for (_, to, _) in &pods {
+    for (runtime, from, _, _) in &pods {
+        for (_, _, to, _) in &pods {
             let to = to.to_string();
             wait_for(&format!("ping {to}"), Duration::from_secs(20), POLL, || {
-                from.exec(&["ping", "-c", "1", "-W", "1", &to]).ok()
+                runtimes[*runtime].ping(from, &to, 1).ok()
             })?;
         }
     }
-    for (_, to, _) in &pods {
+    for (_, _, to, _) in &pods {
         tor_ns.exec(&["ping", "-c", "1", "-W", "2", &to.to_string()])?;
     }
     println!("lab: every pod reaches every other pod across nodes; the ToR reaches every pod\n");
@@ -312,6 +309,10 @@ fn main() -> Result<()> {
         "$ routectl node status   # on {}\n{}",
         nodes[0].name,
         ctl(&["--control-socket", &socket, "node", "status"], None)?
+    );
+    println!(
+        "$ routectl get workloadendpoints -o wide\n{}",
+        ctl(&["get", "workloadendpoints", "-o", "wide"], None)?
     );
     println!(
         "$ routectl ipam show --show-blocks\n{}",
@@ -335,7 +336,7 @@ fn main() -> Result<()> {
         wait_for_signal();
     }
     println!("lab: tearing down");
-    drop(pods);
+    drop(runtimes);
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
