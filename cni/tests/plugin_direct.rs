@@ -377,3 +377,50 @@ fn install_writes_the_binaries_and_the_conflist() {
     assert_eq!(conf["plugins"][0]["nodename"], "node-7");
     assert_eq!(conf["plugins"][0]["ipam"]["type"], "routerd-ipam");
 }
+
+/// With an IPv6 pool selecting the node, the pod gets a /128 too, its default route via the
+/// host veth's link-local address, and the host a /128 route to it.
+#[test]
+fn dual_stack_when_a_v6_pool_selects_the_node() {
+    let c = cluster("{cidr: 10.249.0.0/16}");
+    for r in parse_manifests(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods6}\nspec: {cidr: 'fd00:244::/48'}\n",
+    )
+    .unwrap()
+    {
+        c.ds.create(r.kind().as_str(), &r.record_name(), r.to_value()).unwrap();
+    }
+    c.node
+        .ip(&["-6", "addr", "add", "fd00:99::1/128", "dev", "lo"])
+        .unwrap();
+    let pod = Netns::new("cni-pod").unwrap();
+    let result = c.add("ds", &pod);
+    let ips: Vec<&str> = result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips.len(), 2, "{result}");
+    let v6 = ips.iter().find(|a| a.contains(':')).unwrap();
+    assert!(v6.starts_with("fd00:244:") && v6.ends_with("/128"), "{v6}");
+    let v6 = v6.trim_end_matches("/128");
+    let routes = pod.ip(&["-6", "route"]).unwrap();
+    assert!(
+        routes.contains("default via fe80::ecee:eeff:feee:eeee dev eth0"),
+        "{routes}"
+    );
+    let host = c
+        .node
+        .ip(&["-6", "route", "show", &format!("{v6}/128")])
+        .unwrap();
+    assert!(
+        host.contains("dev cali") && host.contains("proto 80"),
+        "{host}"
+    );
+    c.node.exec(&["ping", "-6", "-c1", "-W2", v6]).unwrap();
+    pod.exec(&["ping", "-6", "-c1", "-W2", "fd00:99::1"])
+        .unwrap();
+    c.del("ds", Some(&pod));
+    assert_eq!(c.count("IPAMHandle"), 0);
+}
