@@ -8,29 +8,17 @@
 //! Needs root; only namespaces this test creates are touched.
 #![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
 
-use std::fs::File;
+mod support;
+
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use agent::status::{query_status, PeerType};
 use datastore::ipam_store::DatastoreIpam;
 use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool, IpPoolSpec};
-use lab::{lan, require, wait_for, workload, Daemon, Netns};
-
-const ROUTERD: &str = env!("CARGO_BIN_EXE_routerd");
-const ROUTECTL: &str = env!("CARGO_BIN_EXE_routectl");
-const T: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(200);
-
-struct Node {
-    name: String,
-    ip: String,
-    ns: Netns,
-    socket: PathBuf,
-    _daemon: Daemon,
-}
+use lab::{require, wait_for, workload, Netns};
+use support::{Cluster, POLL, ROUTECTL, T};
 
 fn tx_packets(ns: &Netns, device: &str) -> u64 {
     let path = format!("/sys/class/net/{device}/statistics/tx_packets");
@@ -45,93 +33,17 @@ fn tx_packets(ns: &Netns, device: &str) -> u64 {
 /// node address (IP-in-IP).
 fn overlay(tag: &str, ipip: &str, vxlan: &str, device: &str, via_tunnel_address: bool) {
     require(&["ip", "ping"]);
-    let dir = tempfile::tempdir().unwrap();
-    let datastore = format!("file:{}", dir.path().join("ds").display());
-    let manifest = dir.path().join("pool.yaml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: pool\n\
-             spec:\n  cidr: 10.244.0.0/16\n  blockSize: 24\n  ipipMode: {ipip}\n  vxlanMode: {vxlan}\n"
-        ),
-    )
-    .unwrap();
-    let out = Command::new(ROUTECTL)
-        .args(["--datastore", &datastore, "create", "-f"])
-        .arg(&manifest)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-
-    let namespaces: Vec<Netns> = (1..=2)
-        .map(|i| Netns::new(&format!("{tag}{i}")).unwrap())
-        .collect();
-    let addrs = [["10.0.0.1/24"], ["10.0.0.2/24"]];
-    let members: Vec<(&Netns, &str, &[&str])> = namespaces
-        .iter()
-        .zip(&addrs)
-        .map(|(ns, a)| (ns, "eth0", &a[..]))
-        .collect();
-    let _switch = lan(tag, &members).unwrap();
-    let nodes: Vec<Node> = namespaces
-        .into_iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            let name = format!("node-{}", i + 1);
-            let socket = dir.path().join(format!("{name}.ctl"));
-            let log = File::create(dir.path().join(format!("{name}.log"))).unwrap();
-            let child = ns
-                .command(&[
-                    ROUTERD,
-                    "--node-name",
-                    &name,
-                    "--node-ip",
-                    addrs[i][0],
-                    "--datastore",
-                    &datastore,
-                    "--control-socket",
-                    socket.to_str().unwrap(),
-                    "--health-listen",
-                    "none",
-                    "--log-level",
-                    "debug",
-                ])
-                .env("ROUTERD_FIB_SETTLE", "2")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            Node {
-                name,
-                ip: format!("10.0.0.{}", i + 1),
-                ns,
-                socket,
-                _daemon: Daemon::from_child(child),
-            }
-        })
-        .collect();
-    let logs = |dir: &Path| -> String {
-        ["node-1", "node-2"]
-            .iter()
-            .map(|n| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n----\n")
-    };
-    for (n, other) in [(&nodes[0], &nodes[1]), (&nodes[1], &nodes[0])] {
-        let name = PeerType::NodeMesh.session_name(other.ip.parse().unwrap());
-        wait_for(&format!("{}'s mesh session", n.name), T, POLL, || {
-            let s = query_status(&n.socket, Duration::from_secs(5)).ok()?;
-            s.sessions
-                .iter()
-                .any(|x| x.name == name && x.state == "Established")
-                .then_some(())
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(dir.path())));
-    }
+    let cluster = Cluster::start(
+        tag,
+        2,
+        &format!("{{cidr: 10.244.0.0/16, blockSize: 24, ipipMode: {ipip}, vxlanMode: {vxlan}}}"),
+    );
+    let (dir, datastore) = (&cluster.dir, cluster.datastore.as_str());
+    let nodes = &cluster.nodes;
+    let logs = |_: &Path| cluster.logs();
 
     // Pods, their addresses from the nodes' blocks (the CNI plugin's part).
-    let ds = datastore::open(&datastore).unwrap();
+    let ds = datastore::open(datastore).unwrap();
     let allocator = Allocator::new(DatastoreIpam::new(ds.clone()), AllocatorConfig::default());
     let pool = IpPool::new(
         "pool",
@@ -147,7 +59,7 @@ fn overlay(tag: &str, ipip: &str, vxlan: &str, device: &str, via_tunnel_address:
     )
     .unwrap();
     let mut pods = Vec::new();
-    for n in &nodes {
+    for n in nodes {
         let pod_name = format!("pod-{}", n.name);
         let a = allocator
             .assign(
@@ -175,7 +87,7 @@ fn overlay(tag: &str, ipip: &str, vxlan: &str, device: &str, via_tunnel_address:
     // Each node publishes its tunnel address (taken from its own block) on its Node.
     let tunnel_address = |node: &str| -> Option<IpAddr> {
         let out = Command::new(ROUTECTL)
-            .args(["--datastore", &datastore, "get", "node", node, "-o", "json"])
+            .args(["--datastore", datastore, "get", "node", node, "-o", "json"])
             .output()
             .ok()?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -234,7 +146,7 @@ fn overlay(tag: &str, ipip: &str, vxlan: &str, device: &str, via_tunnel_address:
     let to = pods[1].1.to_string();
     let state = || {
         let mut out = String::new();
-        for n in &nodes {
+        for n in nodes {
             for args in [
                 &["addr"][..],
                 &["route"][..],

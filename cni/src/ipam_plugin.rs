@@ -220,16 +220,18 @@ impl Cni for RouterdIpam {
     fn gc(&self, args: Args) -> Result<(), Error> {
         let config = PluginConfig::from_netconf(args.config())?;
         let ds = open_datastore(&config.datastore)?;
-        let valid: Vec<(String, String)> = args
-            .config()
-            .valid_attachments
-            .iter()
-            .flatten()
-            .map(|a| (a.container_id.clone(), a.ifname.clone()))
-            .collect();
-        gc_endpoints(&ds, &config, &valid)?;
+        gc_endpoints(&ds, &config, &valid_attachments(args.config()))?;
         Ok(())
     }
+}
+
+/// The `(containerID, ifname)` pairs a GC call says are still in use.
+pub(crate) fn valid_attachments(conf: &rscni_plugin::types::NetConf) -> Vec<(String, String)> {
+    conf.valid_attachments
+        .iter()
+        .flatten()
+        .map(|a| (a.container_id.clone(), a.ifname.clone()))
+        .collect()
 }
 
 /// CNI GC: the node's WorkloadEndpoints whose container and interface no valid attachment

@@ -359,13 +359,7 @@ impl Cni for RouterdCni {
     fn gc(&self, args: Args) -> Result<(), Error> {
         let config = PluginConfig::from_netconf(args.config())?;
         let ds: Arc<dyn Datastore> = open_datastore(&config.datastore)?;
-        let valid: Vec<(String, String)> = args
-            .config()
-            .valid_attachments
-            .iter()
-            .flatten()
-            .map(|a| (a.container_id.clone(), a.ifname.clone()))
-            .collect();
+        let valid = ipam_plugin::valid_attachments(args.config());
         let names: Vec<String> = ds
             .list("WorkloadEndpoint")
             .map_err(|e| CniError::datastore(&config.datastore, e))?

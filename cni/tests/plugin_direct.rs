@@ -424,3 +424,33 @@ fn dual_stack_when_a_v6_pool_selects_the_node() {
     c.del("ds", Some(&pod));
     assert_eq!(c.count("IPAMHandle"), 0);
 }
+
+/// GC (spec 1.1.0): attachments the runtime no longer lists lose their addresses, their
+/// endpoint and their veth; the listed ones keep everything.
+#[test]
+fn gc_releases_only_attachments_the_runtime_no_longer_has() {
+    let c = cluster("{cidr: 10.250.0.0/16}");
+    let keep = Netns::new("cni-pod").unwrap();
+    let gone = Netns::new("cni-pod").unwrap();
+    let kept = c.add("keep", &keep);
+    let lost = c.add("gone", &gone);
+    let lost_veth = lost["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let mut conf = c.conf("1.1.0");
+    conf["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    let out = c.invoke("GC", "", None, conf.to_string().as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(c.count("WorkloadEndpoint"), 1);
+    assert_eq!(c.count("IPAMHandle"), 1);
+    assert!(
+        c.node.ip(&["link", "show", &lost_veth]).is_err(),
+        "veth of the gone one"
+    );
+    c.node
+        .exec(&["ping", "-c1", "-W2", &pod_ip(&kept)])
+        .unwrap();
+    c.del("keep", Some(&keep));
+}
