@@ -425,7 +425,19 @@ protocol bgp v6 { local fd00::2 as 65002; neighbor fd00::1 as 65001; hold time 9
             .unwrap()
             .to_string()
     };
-    let before = v4_since(&bird);
+    // BIRD stamps "since" again when the channel follows the session up a moment later:
+    // take the reference once it has stopped moving.
+    let before = wait_for(
+        "BIRD's v4 since to settle",
+        T,
+        Duration::from_millis(300),
+        || {
+            let first = v4_since(&bird);
+            std::thread::sleep(Duration::from_millis(300));
+            (v4_since(&bird) == first).then_some(first)
+        },
+    )
+    .unwrap();
     let peer6 = |remote_as: u32| {
         serde_json::from_value::<bgp::speaker::config::PeerConfig>(serde_json::json!({
             "address": "fd00::2", "remote_as": remote_as

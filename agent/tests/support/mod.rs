@@ -152,8 +152,15 @@ impl Cluster {
             .join("\n")
     }
 
-    /// Waits until every node has every mesh session Established.
+    /// Waits until every node's routerd answers on its control socket (so it has registered
+    /// its Node) and has every mesh session Established.
     pub fn wait_mesh(&self) {
+        for n in &self.nodes {
+            wait_for(&format!("{}'s routerd", n.name), T, POLL, || {
+                query_status(&n.socket, Duration::from_secs(5)).ok()
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        }
         for n in &self.nodes {
             for other in self.nodes.iter().filter(|o| o.name != n.name) {
                 let name = PeerType::NodeMesh.session_name(other.ip.parse().unwrap());
