@@ -48,7 +48,7 @@ pub fn set_ttl_security(socket: &Socket, peer: IpAddr, hops: u8) -> io::Result<(
     let min = 256 - u32::from(hops.max(1));
     match peer {
         IpAddr::V4(_) => {
-            socket.set_ttl(255)?;
+            socket.set_ttl_v4(255)?;
             setsockopt_bytes(
                 socket,
                 libc::IPPROTO_IP,
@@ -124,7 +124,7 @@ pub fn outgoing(
     security: &SessionSecurity,
 ) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nodelay(true)?;
+    socket.set_tcp_nodelay(true)?;
     if let Some(local) = local {
         socket.bind(&SockAddr::from(SocketAddr::new(local, 0)))?;
     }
