@@ -547,6 +547,47 @@ fn ipam_show_check_release() {
     assert_golden("ipam", &env.transcript);
 }
 
+/// WorkloadEndpoints as the CNI plugin writes them, in every output format; a borrowed
+/// address in `ipam show --show-borrowed`.
+#[test]
+fn workload_endpoints_and_borrowed_addresses() {
+    let mut env = Env::new();
+    env.file(
+        "weps.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata:\n  name: node--1-k8s-web--0-eth0\n  namespace: shop\n  labels:\n    projectcalico.org/namespace: shop\n    projectcalico.org/orchestrator: k8s\nspec:\n  orchestrator: k8s\n  node: node-1\n  pod: web-0\n  endpoint: eth0\n  containerID: 4f2a\n  interfaceName: cali0d1e2f3a4b5\n  mac: 52:54:00:12:34:56\n  ipNetworks: [10.65.0.5/32, 'fd00:65::5/128']\n---\napiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata:\n  name: node--2-cni-9c1b-eth0\nspec:\n  orchestrator: cni\n  workload: 9c1b\n  node: node-2\n  endpoint: eth0\n  containerID: 9c1b\n  interfaceName: cali9c1b0000000\n  ipNetworks: [10.65.0.70/32]\n",
+    );
+    env.file(
+        "bad-wep.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata:\n  name: n-k8s-p-eth0\nspec:\n  orchestrator: k8s\n  node: n\n  endpoint: eth0\n  ipNetworks: [10.65.0.0/26]\n",
+    );
+    env.run(&["create", "-f", "weps.yaml"], 0);
+    env.run(&["get", "workloadendpoints"], 0);
+    env.run(&["get", "wep", "-o", "wide"], 0);
+    env.run(&["get", "weps", "-o", "yaml"], 0);
+    env.run(&["create", "-f", "bad-wep.yaml"], 1);
+
+    // Two /26 blocks, claimed by node-1 and node-3: node-2 can only borrow.
+    let ds = env.open_datastore();
+    let allocator = Allocator::new(DatastoreIpam::new(ds), AllocatorConfig::default());
+    let pools = [pool("p", "10.66.0.0/25", 26)];
+    let labels = BTreeMap::new();
+    for node in ["node-1", "node-3"] {
+        allocator
+            .ensure_block(&pools, node, &labels, IpFamily::V4)
+            .unwrap();
+    }
+    let a = allocator
+        .assign(
+            &pools,
+            &labels,
+            &AssignRequest::pod("lent", "node-2", IpFamily::V4, "shop", "api-1"),
+        )
+        .unwrap();
+    assert!(a.borrowed);
+    env.run(&["ipam", "show", "--show-borrowed"], 0);
+    assert_golden("workload_endpoints", &env.transcript);
+}
+
 /// A node status whose times format the same whatever the clock says: state changes older
 /// than a day print as dates, 0 as `-`.
 fn canned_status() -> NodeStatus {
