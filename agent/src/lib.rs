@@ -4,6 +4,7 @@
 //! the CNI plugins share; this crate is what runs on the node and the operator's CLI.
 //!
 //! - [`peering`]: which BGP sessions a node has (mesh, reflectors, global/node/selector peers).
+//! - [`policy`]: BGPFilter rules and prefixAdvertisements in the speaker's types.
 //! - [`settings`]: routerd's settings (flags > environment > file > defaults).
 //! - [`daemon`]: routerd itself, driving the BGP speaker, the FIB and the overlay.
 //! - [`health`]: `/readiness`, `/liveness`, `/metrics`.
@@ -12,6 +13,7 @@
 pub mod daemon;
 pub mod health;
 pub mod peering;
+pub mod policy;
 pub mod routectl;
 pub mod settings;
 pub mod status;

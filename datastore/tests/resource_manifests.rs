@@ -5,11 +5,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use bgp::packet::{Community, LargeCommunity};
-use bgp::rib::FilterAction;
 use datastore::resource::{
-    parse_manifests, to_json, to_yaml, ApiVersion, BgpConfigurationScope, CommunityValue, Kind,
-    NextHopMode, PeerAddress, Resource,
+    parse_manifests, to_json, to_yaml, ApiVersion, BgpConfigurationScope, CidrMatch,
+    CommunityValue, Kind, LargeCommunity, NextHopMode, PeerAddress, Resource, RuleAction,
+    StandardCommunity,
 };
 use ipam::{EncapMode, IpPool, Selector};
 use ipnet::IpNet;
@@ -116,34 +115,8 @@ spec:
     orchestrator: k8s
 "#;
 
-const BGP_FILTER: &str = r#"
-apiVersion: projectcalico.org/v3
-kind: BGPFilter
-metadata:
-  name: my-filter
-spec:
-  exportV4:
-  - action: Accept
-    matchOperator: In
-    cidr: 77.0.0.0/16
-  - action: Reject
-    source: RemotePeers
-  importV4:
-  - action: Reject
-    matchOperator: NotIn
-    cidr: 44.0.0.0/16
-    prefixLength:
-      min: 17
-      max: 24
-  exportV6:
-  - action: Reject
-    matchOperator: NotEqual
-    cidr: 9000::0/64
-  importV6:
-  - action: Accept
-    matchOperator: Equal
-    cidr: 5000::0/64
-"#;
+/// Shared with the agent's policy test, which converts it into the speaker's filters.
+const BGP_FILTER: &str = include_str!("fixtures/bgp_filter.yaml");
 
 fn all_manifests() -> String {
     [
@@ -305,7 +278,13 @@ fn bgp_configuration_default_with_mesh_disabled() {
     let adv = c.spec.prefix_communities().unwrap();
     assert_eq!(adv.len(), 1);
     assert_eq!(adv[0].prefix, "172.218.4.0/26".parse::<IpNet>().unwrap());
-    assert_eq!(adv[0].communities, vec![Community::new(63400, 120)]);
+    assert_eq!(
+        adv[0].communities,
+        vec![StandardCommunity {
+            asn: 63400,
+            value: 120
+        }]
+    );
     assert_eq!(
         adv[0].large_communities,
         vec![LargeCommunity {
@@ -396,52 +375,19 @@ spec:
 }
 
 #[test]
-fn bgp_filter_converts_to_rib_filters() {
+fn bgp_filter_rules_are_checked_in_order() {
     let Resource::BgpFilter(f) = one(BGP_FILTER) else {
         panic!("not a BGPFilter")
     };
-    let net = |s: &str| s.parse::<IpNet>().unwrap();
-    let export = f.spec.export_filter().unwrap();
+    let export = f.spec.export_rules().unwrap();
     assert_eq!(export.v4.len(), 2);
-    // In 77.0.0.0/16 → Accept; anything else learned from peers → Reject; own routes pass.
+    assert_eq!(export.v4[0].action, RuleAction::Accept);
     assert_eq!(
-        export.evaluate(&net("77.0.1.0/24"), true),
-        FilterAction::Accept
+        export.v4[0].cidr,
+        Some(("77.0.0.0/16".parse().unwrap(), CidrMatch::In))
     );
-    assert_eq!(
-        export.evaluate(&net("10.0.0.0/24"), true),
-        FilterAction::Reject
-    );
-    assert_eq!(
-        export.evaluate(&net("10.0.0.0/24"), false),
-        FilterAction::Accept
-    );
-    assert_eq!(
-        export.evaluate(&net("9000::/64"), true),
-        FilterAction::Accept
-    );
-    assert_eq!(
-        export.evaluate(&net("9001::/64"), true),
-        FilterAction::Reject
-    );
-    let import = f.spec.import_filter().unwrap();
-    // NotIn 44.0.0.0/16 with length 17..=24 → Reject.
-    assert_eq!(
-        import.evaluate(&net("10.0.0.0/24"), true),
-        FilterAction::Reject
-    );
-    assert_eq!(
-        import.evaluate(&net("10.0.0.0/16"), true),
-        FilterAction::Accept
-    );
-    assert_eq!(
-        import.evaluate(&net("44.0.1.0/24"), true),
-        FilterAction::Accept
-    );
-    assert_eq!(
-        import.evaluate(&net("5000::/64"), true),
-        FilterAction::Accept
-    );
+    assert!(export.v4[1].remote_peers_only);
+    let import = f.spec.import_rules().unwrap();
     assert_eq!(import.v6.len(), 1);
 }
 

@@ -560,7 +560,7 @@ fn originations(blocks: &[IpNet], view: &ClusterView, node: &str) -> Vec<Origina
         }
         // Validated when the resource was stored; a bad entry (only possible through a
         // store that skipped validation) tags nothing rather than stopping the node.
-        tags = config.spec.prefix_communities().unwrap_or_else(|e| {
+        tags = crate::policy::prefix_communities(&config.spec).unwrap_or_else(|e| {
             warn!(error = %e, "BGPConfiguration default: prefixAdvertisements ignored");
             Vec::new()
         });
@@ -721,11 +721,11 @@ fn peer_policy(address: IpAddr, names: &[String], view: &ClusterView) -> PeerPol
             warn!(peer = %address, filter = %name, "BGPPeer names a BGPFilter that does not exist");
             continue;
         };
-        if let Ok(f) = filter.spec.import_filter() {
+        if let Ok(f) = crate::policy::import_filter(&filter.spec) {
             import.v4.extend(f.v4);
             import.v6.extend(f.v6);
         }
-        if let Ok(f) = filter.spec.export_filter() {
+        if let Ok(f) = crate::policy::export_filter(&filter.spec) {
             export.v4.extend(f.v4);
             export.v6.extend(f.v6);
         }

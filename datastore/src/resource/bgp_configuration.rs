@@ -9,14 +9,21 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bgp::rib::PrefixCommunities;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::field::{
     check_name, check_one_of, parse_community, parse_duration, AsNumberText, CommunityValue,
-    FieldError, PasswordSource,
+    FieldError, LargeCommunity, PasswordSource, StandardCommunity,
 };
+
+/// The communities `prefixAdvertisements` attach to the routes inside one cidr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixCommunities {
+    pub prefix: IpNet,
+    pub communities: Vec<StandardCommunity>,
+    pub large_communities: Vec<LargeCommunity>,
+}
 
 /// The AS used when no configuration sets one (Calico's default, a private AS, RFC 6996).
 pub const DEFAULT_AS_NUMBER: u32 = 64512;
@@ -197,7 +204,7 @@ impl BgpConfigurationSpec {
         Ok(out)
     }
 
-    /// `prefixAdvertisements` resolved into the speaker's export modification.
+    /// `prefixAdvertisements` resolved: names looked up, values parsed.
     pub fn prefix_communities(&self) -> Result<Vec<PrefixCommunities>, FieldError> {
         let named = self.named_communities()?;
         let mut out = Vec::new();

@@ -1,11 +1,11 @@
-//! `BGPFilter`: ordered accept/reject rules per direction and family, converted into the
-//! speaker's [`bgp::rib::RouteFilter`].
+//! `BGPFilter`: ordered accept/reject rules per direction and family, checked into
+//! [`CheckedFilter`]s (the agent turns those into the speaker's route filters; this crate
+//! links no BGP code).
 //!
 //! First matching rule decides; no match accepts (Calico docs, "BGP filter"). A rule's
 //! `cidr` and `matchOperator` go together (one without the other is refused, as Calico);
 //! a rule with neither matches by prefix length / source alone, or everything.
 
-use bgp::rib::{FilterAction, FilterRule, MatchOperator, RouteFilter, RouteSourceMatch};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,44 @@ pub struct PrefixLength {
     pub max: Option<i64>,
 }
 
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleAction {
+    Accept,
+    Reject,
+}
+
+/// How a rule's `cidr` is compared with the route's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CidrMatch {
+    /// The prefix is exactly the cidr.
+    Equal,
+    /// Anything but the cidr.
+    NotEqual,
+    /// Within the cidr (equal or more specific).
+    In,
+    /// Not within the cidr.
+    NotIn,
+}
+
+/// One rule, every field checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedRule {
+    pub action: RuleAction,
+    pub cidr: Option<(IpNet, CidrMatch)>,
+    /// `prefixLength`, when given: (min, max), each inclusive when set.
+    pub prefix_length: Option<(Option<u8>, Option<u8>)>,
+    /// `source: RemotePeers`: only routes learned from BGP peers.
+    pub remote_peers_only: bool,
+}
+
+/// The rules of one direction, per family, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckedFilter {
+    pub v4: Vec<CheckedRule>,
+    pub v6: Vec<CheckedRule>,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Family {
     V4,
@@ -75,18 +113,23 @@ enum Family {
 }
 
 impl BgpFilterRule {
-    fn to_rule(&self, family: Family, path: &str) -> Result<FilterRule, FieldError> {
+    fn checked(&self, family: Family, path: &str) -> Result<CheckedRule, FieldError> {
         let (max_len, fam_name) = match family {
             Family::V4 => (32i64, "IPv4"),
             Family::V6 => (128i64, "IPv6"),
         };
         check_one_of(&self.action, &ACTIONS, &format!("{path}.action"))?;
         let action = if self.action == "Accept" {
-            FilterAction::Accept
+            RuleAction::Accept
         } else {
-            FilterAction::Reject
+            RuleAction::Reject
         };
-        let mut rule = FilterRule::any(action);
+        let mut rule = CheckedRule {
+            action,
+            cidr: None,
+            prefix_length: None,
+            remote_peers_only: false,
+        };
         match (&self.cidr, &self.match_operator) {
             (Some(text), Some(op)) => {
                 let field = format!("{path}.cidr");
@@ -110,13 +153,13 @@ impl BgpFilterRule {
                     ));
                 }
                 check_one_of(op, &MATCH_OPERATORS, &format!("{path}.matchOperator"))?;
-                rule.cidr = Some(cidr);
-                rule.match_operator = match op.as_str() {
-                    "Equal" => MatchOperator::Equal,
-                    "NotEqual" => MatchOperator::NotEqual,
-                    "In" => MatchOperator::In,
-                    _ => MatchOperator::NotIn,
+                let op = match op.as_str() {
+                    "Equal" => CidrMatch::Equal,
+                    "NotEqual" => CidrMatch::NotEqual,
+                    "In" => CidrMatch::In,
+                    _ => CidrMatch::NotIn,
                 };
+                rule.cidr = Some((cidr, op));
             }
             (Some(_), None) => {
                 return Err(FieldError::new(
@@ -153,11 +196,11 @@ impl BgpFilterRule {
                     ));
                 }
             }
-            rule = rule.with_prefix_length(min, max);
+            rule.prefix_length = Some((min, max));
         }
         if let Some(src) = &self.source {
             check_one_of(src, &SOURCES, &format!("{path}.source"))?;
-            rule = rule.with_source(RouteSourceMatch::RemotePeers);
+            rule.remote_peers_only = true;
         }
         Ok(rule)
     }
@@ -167,26 +210,26 @@ fn convert(
     rules: &[BgpFilterRule],
     family: Family,
     list: &str,
-) -> Result<Vec<FilterRule>, FieldError> {
+) -> Result<Vec<CheckedRule>, FieldError> {
     rules
         .iter()
         .enumerate()
-        .map(|(i, r)| r.to_rule(family, &format!("spec.{list}[{i}]")))
+        .map(|(i, r)| r.checked(family, &format!("spec.{list}[{i}]")))
         .collect()
 }
 
 impl BgpFilterSpec {
-    /// The filter for routes received from a peer.
-    pub fn import_filter(&self) -> Result<RouteFilter, FieldError> {
-        Ok(RouteFilter {
+    /// The rules for routes received from a peer.
+    pub fn import_rules(&self) -> Result<CheckedFilter, FieldError> {
+        Ok(CheckedFilter {
             v4: convert(&self.import_v4, Family::V4, "importV4")?,
             v6: convert(&self.import_v6, Family::V6, "importV6")?,
         })
     }
 
-    /// The filter for routes advertised to a peer.
-    pub fn export_filter(&self) -> Result<RouteFilter, FieldError> {
-        Ok(RouteFilter {
+    /// The rules for routes advertised to a peer.
+    pub fn export_rules(&self) -> Result<CheckedFilter, FieldError> {
+        Ok(CheckedFilter {
             v4: convert(&self.export_v4, Family::V4, "exportV4")?,
             v6: convert(&self.export_v6, Family::V6, "exportV6")?,
         })
@@ -194,8 +237,8 @@ impl BgpFilterSpec {
 
     /// Checks every rule.
     pub fn validate(&self) -> Result<(), FieldError> {
-        self.export_filter()?;
-        self.import_filter()?;
+        self.export_rules()?;
+        self.import_rules()?;
         Ok(())
     }
 }

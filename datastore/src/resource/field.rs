@@ -7,7 +7,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use bgp::packet::{Community, LargeCommunity};
 use ipam::Selector;
 use serde::{Deserialize, Serialize};
 
@@ -154,9 +153,24 @@ impl PasswordSource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommunityValue {
     /// RFC 1997.
-    Standard(Community),
+    Standard(StandardCommunity),
     /// RFC 8092.
     Large(LargeCommunity),
+}
+
+/// `aa:nn` (RFC 1997): the AS and a value, 16 bits each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StandardCommunity {
+    pub asn: u16,
+    pub value: u16,
+}
+
+/// `aa:nn:mm` (RFC 8092): global administrator and two local parts, 32 bits each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LargeCommunity {
+    pub global: u32,
+    pub local1: u32,
+    pub local2: u32,
 }
 
 /// Parses `aa:nn` or `aa:nn:mm`.
@@ -172,7 +186,10 @@ pub fn parse_community(text: &str, field: &str) -> Result<CommunityValue, FieldE
         [a, n] => {
             let a: u16 = a.parse().map_err(|_| bad("parts must be 0..=65535"))?;
             let n: u16 = n.parse().map_err(|_| bad("parts must be 0..=65535"))?;
-            Ok(CommunityValue::Standard(Community::new(a, n)))
+            Ok(CommunityValue::Standard(StandardCommunity {
+                asn: a,
+                value: n,
+            }))
         }
         [a, n, m] => {
             let p = |s: &str| {
@@ -308,7 +325,10 @@ mod tests {
     fn communities() {
         assert_eq!(
             parse_community("65001:100", "f"),
-            Ok(CommunityValue::Standard(Community::new(65001, 100)))
+            Ok(CommunityValue::Standard(StandardCommunity {
+                asn: 65001,
+                value: 100
+            }))
         );
         assert_eq!(
             parse_community("4200000000:1:2", "f"),

@@ -41,15 +41,18 @@ use serde_json::Value;
 
 pub use bgp_configuration::{
     BgpConfigurationScope, BgpConfigurationSpec, CidrEntry, NamedCommunity, PrefixAdvertisement,
-    DEFAULT_AS_NUMBER, DEFAULT_LISTEN_PORT, LOG_SEVERITIES,
+    PrefixCommunities, DEFAULT_AS_NUMBER, DEFAULT_LISTEN_PORT, LOG_SEVERITIES,
 };
-pub use bgp_filter::{BgpFilterRule, BgpFilterSpec, PrefixLength, ACTIONS, MATCH_OPERATORS};
+pub use bgp_filter::{
+    BgpFilterRule, BgpFilterSpec, CheckedFilter, CheckedRule, CidrMatch, PrefixLength, RuleAction,
+    ACTIONS, MATCH_OPERATORS,
+};
 pub use bgp_peer::{
     parse_peer_address, BgpPeerSpec, NextHopMode, PeerAddress, NEXT_HOP_MODES, SOURCE_ADDRESS_MODES,
 };
 pub use field::{
     is_dns_subdomain, parse_community, parse_duration, AsNumberText, CommunityValue, FieldError,
-    PasswordSource, SecretKeyRef,
+    LargeCommunity, PasswordSource, SecretKeyRef, StandardCommunity,
 };
 pub use node::{NodeAddress, NodeBgpSpec, NodeSpec, OrchRef};
 pub use workload_endpoint::{endpoint_name, record_name, WorkloadEndpointSpec, DEFAULT_NAMESPACE};
