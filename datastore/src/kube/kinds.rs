@@ -89,9 +89,9 @@ pub fn validate_object_name(name: &str) -> Result<()> {
     let valid = name.chars().all(|c| alnum(c) || c == '-' || c == '.')
         && name.starts_with(alnum)
         && name.ends_with(alnum)
-        && name
-            .split('.')
-            .all(|label| !label.is_empty() && label.len() <= 63);
+        // Kubernetes' IsDNS1123Subdomain: 253 bytes in all (checked above), no limit per
+        // label, so Calico's endpoint names with a 64-digit container id fit.
+        && name.split('.').all(|label| !label.is_empty() && !label.ends_with('-') && !label.starts_with('-'));
     if valid {
         Ok(())
     } else {
@@ -150,6 +150,10 @@ mod tests {
         for ok in ["tor-a", "rack1.tor", "10-65-0-0-24", "n0"] {
             assert!(validate_object_name(ok).is_ok(), "{ok}");
         }
+        // A WorkloadEndpoint record named after a 64-digit container id.
+        let long = format!("default.node--1-cni-{}-eth0", "a".repeat(64));
+        assert!(validate_object_name(&long).is_ok());
+        assert!(validate_object_name("a.-b").is_err());
         for bad in ["Tor", "-a", "a-", "a_b", "a..b", "", "a%2fb"] {
             assert!(validate_object_name(bad).is_err(), "{bad}");
         }
