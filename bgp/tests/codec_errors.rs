@@ -191,9 +191,15 @@ fn malformed_capabilities() {
     // Capability length overruns the parameter.
     let m = message(1, &open_body(4, 90, [1, 1, 1, 1], &[2, 2, 65, 4]));
     assert_eq!(notification(&m, &FOUR), (2, 0, vec![]));
-    // Optional parameters length disagrees with the message length.
+    // Optional parameters shorter than their stated length: OPEN Message Error, as BIRD and
+    // FRR answer.
     let mut body = open_body(4, 90, [1, 1, 1, 1], &[2, 2, 2, 0]);
     body[9] = 5;
+    let m = message(1, &body);
+    assert_eq!(notification(&m, &FOUR), (2, 0, vec![]));
+    // Octets after the stated parameters: the message is too long for its content.
+    let mut body = open_body(4, 90, [1, 1, 1, 1], &[2, 2, 2, 0]);
+    body[9] = 3;
     let m = message(1, &body);
     assert_eq!(notification(&m, &FOUR), (1, 2, vec![0, 33]));
 }

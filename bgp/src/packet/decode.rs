@@ -251,19 +251,32 @@ fn decode_optional_parameters(
                 "truncated extended optional parameters length",
             ));
         };
+        if rest.len() < usize::from(ext_len) {
+            return Err(malformed_open(
+                "extended optional parameters shorter than their stated length",
+            ));
+        }
         if rest.len() != usize::from(ext_len) {
             return Err(bad_length(
                 u16::try_from(length).unwrap_or(u16::MAX),
-                "extended optional parameters length disagrees with message length",
+                "data after the extended optional parameters",
             ));
         }
         (rest, true)
     } else {
+        // Parameters shorter than their stated length: OPEN Message Error / unspecific, as
+        // BIRD (`bgp_read_options`) and FRR (`bgp_open_option_parse`) answer. Octets after
+        // the stated parameters make the message itself too long: Bad Message Length
+        // (RFC 4271 §6.1), where BIRD ignores them.
+        if params.len() < usize::from(opt_len) {
+            return Err(malformed_open(
+                "optional parameters shorter than their stated length",
+            ));
+        }
         if params.len() != usize::from(opt_len) {
-            // As BIRD: the OPEN's length is inconsistent with its parameter length.
             return Err(bad_length(
                 u16::try_from(length).unwrap_or(u16::MAX),
-                "optional parameters length disagrees with message length",
+                "data after the optional parameters",
             ));
         }
         (params, false)
