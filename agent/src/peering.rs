@@ -374,6 +374,7 @@ struct PeerRule<'a> {
     target: Target,
     next_hop: NextHopMode,
     max_restart_time: Option<Duration>,
+    keepalive_time: Option<u16>,
     allow_local_as: u8,
     ttl_security: Option<u8>,
     use_node_ip: bool,
@@ -413,6 +414,7 @@ fn peer_rule(peer: &BgpPeer) -> Result<PeerRule<'_>, FieldError> {
         target,
         next_hop: spec.next_hop_mode()?,
         max_restart_time: spec.max_restart_time()?,
+        keepalive_time: spec.keepalive_time()?,
         allow_local_as: spec.num_allowed_local_as_numbers()?.unwrap_or(0),
         ttl_security: spec.ttl_security()?,
         use_node_ip: spec.source_address.as_deref() != Some("None"),
@@ -453,6 +455,7 @@ fn base_peer(address: IpAddr, remote_as: u32, port: Option<u16>) -> PeerConfig {
         local_address: None,
         allow_local_as: 0,
         hold_time: None,
+        keepalive_time: None,
         graceful_restart_time: None,
     }
 }
@@ -542,6 +545,7 @@ impl<'a> Planner<'a, '_> {
         peer.ttl_security = rule.ttl_security;
         peer.allow_local_as = rule.allow_local_as;
         peer.graceful_restart_time = restart_seconds(rule.max_restart_time);
+        peer.keepalive_time = rule.keepalive_time;
         peer.passive = remote.is_some() && self.passive_towards(address);
         // Calico: a reflector treats an iBGP peer as its client unless the peer is a node of
         // the same cluster (a fellow reflector).

@@ -721,6 +721,7 @@ fn per_peer_settings_are_mapped() {
     spec.ttl_security = Some(1);
     spec.num_allowed_local_as_numbers = Some(2);
     spec.max_restart_time = Some("90s".into());
+    spec.keepalive_time = Some("10s".into());
     spec.filters = vec!["export-blocks".into(), "no-default".into()];
     let mut plain = ip_peer("192.168.1.2", 65001);
     plain.source_address = Some("UseNodeIP".into());
@@ -736,6 +737,7 @@ fn per_peer_settings_are_mapped() {
     assert_eq!(s.peer.allow_local_as, 2);
     assert_eq!(s.max_restart_time, Some(Duration::from_secs(90)));
     assert_eq!(s.peer.graceful_restart_time, Some(90));
+    assert_eq!(s.peer.keepalive_time, Some(10));
     assert_eq!(s.filters, ["export-blocks", "no-default"]);
     assert_eq!(s.peer.hold_time, None);
     let plain = p.session(ip("192.168.1.2")).unwrap();

@@ -106,6 +106,7 @@ fn peer() -> impl Strategy<Value = Resource> {
                         keep_original_next_hop: keep,
                         next_hop_mode,
                         max_restart_time: None,
+                        keepalive_time: None,
                         num_allowed_local_as_numbers: ttl.map(|t| t / 2),
                         ttl_security: ttl,
                         filters,

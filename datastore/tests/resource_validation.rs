@@ -365,6 +365,20 @@ fn peer_max_restart_time() {
 }
 
 #[test]
+fn peer_keepalive_time() {
+    for bad in ["0s", "1.5s", "30", "30h", "-1s"] {
+        rejected(
+            &peer(&format!(
+                "peerIP: 10.0.0.1\nasNumber: 65000\nkeepaliveTime: \"{bad}\""
+            )),
+            Kind::BgpPeer,
+            "rack1-tor",
+            "spec.keepaliveTime",
+        );
+    }
+}
+
+#[test]
 fn peer_num_allowed_local_as_numbers() {
     for bad in ["-1", "256"] {
         rejected(

@@ -30,6 +30,7 @@
 //! local_address = "10.0.0.1"               # optional
 //! allow_local_as = 0                       # optional
 //! hold_time = 9                            # optional; the speaker-wide value otherwise
+//! keepalive_time = 3                       # optional; a third of the negotiated hold time otherwise (and at most that)
 //! graceful_restart_time = 120              # optional; Restart Time we advertise, 0 = off
 //! ```
 
@@ -139,6 +140,10 @@ pub struct PeerConfig {
     /// Hold time offered to this peer; the speaker-wide value when absent.
     #[serde(default)]
     pub hold_time: Option<u16>,
+    /// Seconds between our KEEPALIVEs; absent: a third of the negotiated hold time, which
+    /// also caps it (RFC 4271 §10).
+    #[serde(default)]
+    pub keepalive_time: Option<u16>,
     /// The Restart Time we advertise in the Graceful Restart capability (RFC 4724 §3): how
     /// long the peer keeps our routes while we restart (BIRD's `graceful restart time`,
     /// Calico's `maxRestartTime`). Absent: [`DEFAULT_RESTART_TIME`]; 0: the capability is
@@ -254,6 +259,10 @@ impl PeerConfig {
             if h == 1 || h == 2 {
                 return Err(invalid("hold_time", "must be 0 or at least 3 seconds"));
             }
+        }
+        if self.keepalive_time == Some(0) {
+            // Only a hold time of 0 turns keepalives off (RFC 4271 §4.4).
+            return Err(invalid("keepalive_time", "must be at least 1 second"));
         }
         if self.password.as_ref().is_some_and(|k| k.len() > 80) {
             return Err(invalid("password", "TCP MD5 keys are at most 80 octets"));

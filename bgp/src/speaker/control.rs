@@ -48,6 +48,9 @@ pub struct PeerStatus {
     pub since_secs: u64,
     pub router_id: Option<String>,
     pub hold_time: Option<u16>,
+    /// Seconds between our KEEPALIVEs on the established session.
+    #[serde(default)]
+    pub keepalive_time: Option<u16>,
     /// Families in use on the session, e.g. `ipv4-unicast`.
     pub families: Vec<String>,
     /// Capabilities the peer advertised, by name.

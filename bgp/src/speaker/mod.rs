@@ -462,6 +462,7 @@ impl Core {
             self.config.router_id,
         );
         sc.hold_time = p.hold_time.unwrap_or(self.config.hold_time);
+        sc.keepalive_time = p.keepalive_time;
         sc.connect_retry = Duration::from_secs(self.config.connect_retry.max(1));
         sc.passive = p.passive;
         sc.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
@@ -1003,6 +1004,7 @@ impl Core {
                     since_secs: now.saturating_duration_since(st.since).as_secs(),
                     router_id: neg.map(|n| n.peer_id.to_string()),
                     hold_time: neg.map(|n| n.hold_time),
+                    keepalive_time: neg.map(|n| n.keepalive_time),
                     families: neg
                         .map(|n| {
                             n.families

@@ -59,6 +59,7 @@ pub fn peer_config(address: Ipv4Addr, remote_as: u32, port: Option<u16>) -> Peer
         local_address: None,
         allow_local_as: 0,
         hold_time: None,
+        keepalive_time: None,
         graceful_restart_time: None,
     }
 }

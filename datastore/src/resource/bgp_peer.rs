@@ -56,6 +56,10 @@ pub struct BgpPeerSpec {
     /// Graceful-restart time (RFC 4724) for this session, e.g. `120s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_restart_time: Option<String>,
+    /// Seconds between our KEEPALIVEs on this session, e.g. `10s` (Calico `keepaliveTime`);
+    /// unset: a third of the negotiated hold time (RFC 4271 §10). Never more than that third.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_time: Option<String>,
     /// How many times our own AS may appear in a received AS_PATH (0 = RFC 4271 loop check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_allowed_local_as_numbers: Option<i64>,
@@ -169,6 +173,30 @@ impl BgpPeerSpec {
             .transpose()
     }
 
+    /// `keepaliveTime` in whole seconds, if set: 1..=21845 (a third of the largest hold
+    /// time, RFC 4271 §4.2), since a keepalive interval of 0 would disable keepalives, which
+    /// only a hold time of 0 may do.
+    pub fn keepalive_time(&self) -> Result<Option<u16>, FieldError> {
+        let Some(text) = self.keepalive_time.as_deref() else {
+            return Ok(None);
+        };
+        let field = "spec.keepaliveTime";
+        let d = parse_duration(text, field)?;
+        if d.subsec_nanos() != 0 {
+            return Err(FieldError::new(
+                field,
+                format!("{text:?} is not a whole number of seconds"),
+            ));
+        }
+        match u16::try_from(d.as_secs()) {
+            Ok(s) if (1..=21845).contains(&s) => Ok(Some(s)),
+            _ => Err(FieldError::new(
+                field,
+                format!("{text:?} is outside 1s..=21845s"),
+            )),
+        }
+    }
+
     /// `numAllowedLocalASNumbers`, if set.
     pub fn num_allowed_local_as_numbers(&self) -> Result<Option<u8>, FieldError> {
         self.num_allowed_local_as_numbers
@@ -246,6 +274,7 @@ impl BgpPeerSpec {
         }
         self.next_hop_mode()?;
         self.max_restart_time()?;
+        self.keepalive_time()?;
         self.num_allowed_local_as_numbers()?;
         self.ttl_security()?;
         for (i, f) in self.filters.iter().enumerate() {
