@@ -32,6 +32,7 @@
 //! control-socket = "/var/run/routerd/routerd.ctl"
 //! health-listen = "127.0.0.1:9099"    # or "none"
 //! log-level = "info"
+//! log-format = "text"                # or "json"
 //! route-protocol = 80
 //! ```
 //!
@@ -164,6 +165,10 @@ pub struct Flags {
     /// error, warn, info, debug or trace. [default: info] [env: ROUTERD_LOG_LEVEL]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// `text` (one human line per event) or `json` (one object per line, the structured
+    /// fields as JSON fields, for log shippers). [default: text] [env: ROUTERD_LOG_FORMAT]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// rtnetlink protocol id of routerd's routes, 5-255 minus other daemons' ids.
     /// [default: 80] [env: ROUTERD_ROUTE_PROTOCOL]
     #[arg(long, value_name = "ID")]
@@ -193,6 +198,7 @@ pub struct FileSettings {
     pub control_socket: Option<Spanned<String>>,
     pub health_listen: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
+    pub log_format: Option<Spanned<String>>,
     pub route_protocol: Option<Spanned<FileNumber>>,
     /// The file's path, for messages.
     #[serde(skip)]
@@ -493,6 +499,29 @@ impl FromStr for LogLevel {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (`tracing-subscriber`'s JSON layer): timestamp, level, target
+    /// and the event's structured fields (peer, prefix, state...) as JSON fields.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("`{text}` is not a log format (text, json)")),
+        }
+    }
+}
+
 /// routerd's resolved settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -513,6 +542,7 @@ pub struct Settings {
     /// No flag, variable or file line set the log level: the datastore's BGPConfiguration
     /// `logSeverityScreen` governs it (as calico-node's), from the default Info.
     pub log_level_from_datastore: bool,
+    pub log_format: LogFormat,
     /// rtnetlink protocol id of routerd's routes ([`parse_route_protocol`] says which ids).
     pub route_protocol: u8,
     /// The settings file that was read, if any.
@@ -631,6 +661,10 @@ impl Settings {
                 Some(found) => (check(found, |t| t.parse())?, false),
                 None => (LogLevel::Info, true),
             };
+        let log_format = match pick("log-format", &flags.log_format, s(&f.log_format)) {
+            Some(found) => check(found, |t| t.parse())?,
+            None => LogFormat::Text,
+        };
         let node_name = pick("node-name", &flags.node_name, s(&f.node_name))
             .map(|found| check(found, parse_node_name))
             .transpose()?;
@@ -657,6 +691,7 @@ impl Settings {
             health_listen,
             log_level,
             log_level_from_datastore,
+            log_format,
             route_protocol,
             config_file: file.map(|f| f.path.clone()),
         })

@@ -101,8 +101,20 @@ fn base_args<'a>(datastore: &'a str, socket: &'a str) -> Vec<&'a str> {
 /// Starts routerd with [`base_args`] (no log settings of its own: no `ROUTERD_LOG*` from the
 /// test's environment either), its output to `log`, and waits until its control socket answers.
 fn start_serving(ns: &Netns, datastore: &str, socket: &Path, log: File) -> Daemon {
+    start_serving_with(ns, datastore, socket, log, &[])
+}
+
+/// [`start_serving`] with extra arguments.
+fn start_serving_with(
+    ns: &Netns,
+    datastore: &str,
+    socket: &Path,
+    log: File,
+    extra: &[&str],
+) -> Daemon {
     let mut args = base_args(datastore, socket.to_str().unwrap());
     args.insert(0, ROUTERD);
+    args.extend_from_slice(extra);
     let daemon = Daemon::from_child(
         ns.command(&args)
             .env_remove("ROUTERD_LOG")
@@ -277,4 +289,30 @@ fn log_level_follows_the_bgp_configuration_when_no_setting_fixes_it() {
     )
     .unwrap_or_else(|e| panic!("{e}:\n{}", read()));
     assert!(read()[quiet.len()..].contains("log level changed by BGPConfiguration"));
+}
+
+/// `--log-format json`: every line routerd writes is one JSON object, the structured fields
+/// of an event kept as JSON fields.
+#[test]
+fn json_log_lines_keep_the_structured_fields() {
+    require(&["ip"]);
+    let dir = tempfile::tempdir().unwrap();
+    let datastore = format!("file:{}", dir.path().join("ds").display());
+    let ns = node_ns("rsjson");
+    let socket = dir.path().join("routerd.ctl");
+    let log_path = dir.path().join("routerd.log");
+    let log = File::create(&log_path).unwrap();
+    let _daemon = start_serving_with(&ns, &datastore, &socket, log, &["--log-format", "json"]);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "routerd started")
+        .unwrap_or_else(|| panic!("no start line in {text}"));
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["fields"]["node"], "node-a");
+    assert!(started["fields"]["as_number"].is_number(), "{started}");
 }

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use agent::settings::{
-    autodetect, env_name, Family, FileSettings, Flags, LogLevel, NodeAddressSource, Settings,
-    SettingsError, DEFAULT_DATASTORE, DEFAULT_HEALTH_LISTEN, DEFAULT_ROUTE_PROTOCOL,
+    autodetect, env_name, Family, FileSettings, Flags, LogFormat, LogLevel, NodeAddressSource,
+    Settings, SettingsError, DEFAULT_DATASTORE, DEFAULT_HEALTH_LISTEN, DEFAULT_ROUTE_PROTOCOL,
 };
 use agent::status::DEFAULT_CONTROL_SOCKET;
 use clap::Parser;
@@ -103,6 +103,7 @@ fn defaults_apply_when_nothing_is_set() {
     );
     assert_eq!(s.log_level, LogLevel::Info);
     assert!(s.log_level_from_datastore, "no layer set the log level");
+    assert_eq!(s.log_format, LogFormat::Text);
     assert_eq!(s.route_protocol, DEFAULT_ROUTE_PROTOCOL);
     assert_eq!(s.route_protocol, 80);
     assert_eq!(s.config_file, None);
@@ -301,6 +302,7 @@ fn invalid_values_are_refused_naming_their_origin() {
         ("health-listen", "9099", "not <ip>:<port>"),
         ("health-listen", "localhost:9099", "not <ip>:<port>"),
         ("log-level", "verbose", "not a log level"),
+        ("log-format", "yaml", "not a log format"),
         ("route-protocol", "4", "kernel's own"),
         ("route-protocol", "0", "kernel's own"),
         ("route-protocol", "12", "`bird`"),
@@ -589,4 +591,39 @@ fn settings_resolve_the_node_addresses() {
     });
     assert_eq!(v4.to_string(), "10.0.0.5/24");
     assert_eq!(v6.unwrap().to_string(), "fd00:50::10/64");
+}
+
+/// `log-format` has two values only, so its layers are checked pairwise here rather than in
+/// [`SETTINGS`]: each layer alone sets it, and a higher layer wins over a lower one.
+#[test]
+fn log_format_comes_from_each_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        resolve(&["--log-format", "json"], &[]).unwrap().log_format,
+        LogFormat::Json
+    );
+    assert_eq!(
+        resolve(&[], &[("ROUTERD_LOG_FORMAT", "JSON")])
+            .unwrap()
+            .log_format,
+        LogFormat::Json
+    );
+    let file = write_file(&dir, "log-format = \"json\"\n");
+    let f = file.to_str().unwrap();
+    assert_eq!(
+        resolve(&["--config", f], &[]).unwrap().log_format,
+        LogFormat::Json
+    );
+    assert_eq!(
+        resolve(&["--config", f], &[("ROUTERD_LOG_FORMAT", "text")])
+            .unwrap()
+            .log_format,
+        LogFormat::Text
+    );
+    assert_eq!(
+        resolve(&["--log-format", "text"], &[("ROUTERD_LOG_FORMAT", "json")])
+            .unwrap()
+            .log_format,
+        LogFormat::Text
+    );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use agent::daemon::{run, DaemonConfig, LogSeverityControl};
-use agent::settings::{Settings, SettingsError};
+use agent::settings::{LogFormat, Settings, SettingsError};
 use anyhow::{Context, Result};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -29,7 +29,7 @@ fn fib_settle() -> Result<Duration> {
     }
 }
 
-fn config() -> Result<(DaemonConfig, tracing::Level, bool)> {
+fn config() -> Result<(DaemonConfig, tracing::Level, bool, LogFormat)> {
     let settings = match Settings::from_process() {
         Ok(s) => s,
         Err(SettingsError::Usage(e)) => e.exit(),
@@ -52,6 +52,7 @@ fn config() -> Result<(DaemonConfig, tracing::Level, bool)> {
         },
         settings.log_level.as_tracing(),
         settings.log_level_from_datastore,
+        settings.log_format,
     ))
 }
 
@@ -103,7 +104,7 @@ async fn shutdown_signal() {
 }
 
 fn main() {
-    let (mut config, level, from_datastore) = match config() {
+    let (mut config, level, from_datastore, format) = match config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("routerd: {e:#}");
@@ -117,14 +118,20 @@ fn main() {
     let datastore_governs = from_datastore && custom.is_none();
     let filter = custom.unwrap_or_else(|| EnvFilter::new(level.as_str().to_lowercase()));
     let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    let json = format == LogFormat::Json;
     tracing_subscriber::registry()
         .with(filter)
-        .with(
+        .with((!json).then(|| {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 // Colours only for a terminal: logs go to files and `kubectl logs`.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        }))
+        .with(json.then(|| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+        }))
         .init();
     if datastore_governs {
         config.log_severity = Some(LogSeverityControl(Arc::new(
