@@ -565,6 +565,9 @@ fn workload_endpoints_and_borrowed_addresses() {
     env.run(&["get", "wep", "-o", "wide"], 0);
     env.run(&["get", "weps", "-o", "yaml"], 0);
     env.run(&["create", "-f", "bad-wep.yaml"], 1);
+    // By name: the `default` namespace, as calicoctl without -n.
+    env.run(&["get", "wep", "node--2-cni-9c1b-eth0"], 0);
+    env.run(&["get", "wep", "node--1-k8s-web--0-eth0"], 1);
 
     // Two /26 blocks, claimed by node-1 and node-3: node-2 can only borrow.
     let ds = env.open_datastore();
@@ -585,6 +588,9 @@ fn workload_endpoints_and_borrowed_addresses() {
         .unwrap();
     assert!(a.borrowed);
     env.run(&["ipam", "show", "--show-borrowed"], 0);
+    // A manifest's namespace finds its record.
+    env.run(&["delete", "-f", "weps.yaml"], 0);
+    env.run(&["get", "weps"], 0);
     assert_golden("workload_endpoints", &env.transcript);
 }
 

@@ -404,9 +404,14 @@ pub async fn check(a: &Attachment) -> Result<(), CniError> {
         .await?
         .ok_or_else(|| CniError::Check(format!("host veth {} is missing", a.host_veth)))?;
     let index = host_link.header.index;
+    let mut routes = Vec::new();
+    for v6 in [false, true] {
+        if a.addresses.iter().any(|n| n.addr().is_ipv6() == v6) {
+            routes.extend(routes_via(&host, index, v6).await?);
+        }
+    }
     for net in &a.addresses {
-        let have = routes_via(&host, index, net.addr().is_ipv6()).await?;
-        if !have.contains(net) {
+        if !routes.contains(net) {
             return Err(CniError::Check(format!(
                 "host route {net} dev {} is missing",
                 a.host_veth

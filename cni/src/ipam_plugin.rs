@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use datastore::ipam_store::DatastoreIpam;
-use datastore::resource::Resource;
+use datastore::resource::{Resource, WorkloadEndpoint};
 use datastore::{Datastore, DatastoreError};
 use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool};
 use ipnet::IpNet;
@@ -19,7 +19,7 @@ use rscni_plugin::error::Error;
 use rscni_plugin::types::{Args, CNIResult, IpConfig};
 
 use crate::config::PluginConfig;
-use crate::workload::WorkloadId;
+use crate::workload::{handle_id, WorkloadId};
 use crate::CniError;
 
 /// The datastore at `address`.
@@ -236,12 +236,12 @@ pub(crate) fn valid_attachments(conf: &rscni_plugin::types::NetConf) -> Vec<(Str
 
 /// CNI GC: the node's WorkloadEndpoints whose container and interface no valid attachment
 /// names lose their addresses (this network's handle) and their record. Returns the
-/// endpoints removed. The host veth of such a workload went with its namespace.
+/// endpoints removed (the main plugin removes their veths too).
 pub fn gc_endpoints(
     ds: &Arc<dyn Datastore>,
     config: &PluginConfig,
     valid: &[(String, String)],
-) -> Result<Vec<String>, CniError> {
+) -> Result<Vec<WorkloadEndpoint>, CniError> {
     let listing = ds
         .list("WorkloadEndpoint")
         .map_err(|e| CniError::datastore(&config.datastore, e))?;
@@ -254,16 +254,15 @@ pub fn gc_endpoints(
         if w.spec.node != config.node {
             continue;
         }
-        let key = (w.spec.container_id.clone(), w.spec.endpoint.clone());
-        if valid.contains(&key) {
+        if valid.contains(&(w.spec.container_id.clone(), w.spec.endpoint.clone())) {
             continue;
         }
-        let handle = format!("{}.{}.{}", config.network, key.0, key.1);
+        let handle = handle_id(&config.network, &w.spec.container_id, &w.spec.endpoint);
         allocator
             .release(&handle)
             .map_err(|e| CniError::Ipam(e.to_string()))?;
         match ds.delete("WorkloadEndpoint", &record.name, Some(record.version)) {
-            Ok(_) | Err(DatastoreError::NotFound { .. }) => removed.push(record.name),
+            Ok(_) | Err(DatastoreError::NotFound { .. }) => removed.push(w),
             Err(e) => return Err(CniError::datastore(&config.datastore, e)),
         }
     }

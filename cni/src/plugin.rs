@@ -164,22 +164,10 @@ pub fn endpoint(
     Ok(Object {
         metadata,
         spec: WorkloadEndpointSpec {
-            orchestrator: id.orchestrator.into(),
-            // calicoctl shows `workload`, else `pod`: a runtime without pods is named by
-            // its container.
-            workload: if id.pod.is_empty() {
-                id.container_id.clone()
-            } else {
-                String::new()
-            },
-            node: id.node.clone(),
-            container_id: id.container_id.clone(),
-            pod: id.pod.clone(),
-            endpoint: id.ifname.clone(),
             ip_networks: addresses.iter().map(IpNet::to_string).collect(),
             interface_name: host_veth.to_string(),
             mac: pod_mac.to_string(),
-            ..Default::default()
+            ..id.endpoint_spec()
         },
         ..Default::default()
     })
@@ -276,11 +264,16 @@ impl RouterdCni {
         let config = PluginConfig::from_netconf(args.config())?;
         let id = workload_of(args, &config)?;
         let ds = open_datastore(&config.datastore)?;
-        let mut host_veth = id.host_veth_name();
-        if let Some((wep, version)) = stored_endpoint(&*ds, &config, &id)? {
-            // A newer sandbox of the same pod owns the endpoint: leave it (Calico does the
-            // same), but still free this container's addresses.
-            if wep.spec.container_id.is_empty() || wep.spec.container_id == id.container_id {
+        let stored = stored_endpoint(&*ds, &config, &id)?;
+        // A newer sandbox of the same pod owns the endpoint: leave it and its veth (Calico
+        // does the same), but still free this container's addresses. Without a record (a
+        // killed ADD, or nothing at all) the veth of this workload's name goes.
+        let ours = stored.as_ref().is_none_or(|(w, _)| {
+            w.spec.container_id.is_empty() || w.spec.container_id == id.container_id
+        });
+        if ours {
+            let mut host_veth = id.host_veth_name();
+            if let Some((wep, version)) = stored {
                 if !wep.spec.interface_name.is_empty() {
                     host_veth = wep.spec.interface_name.clone();
                 }
@@ -289,13 +282,7 @@ impl RouterdCni {
                     Ok(_) | Err(DatastoreError::NotFound { .. }) => {}
                     Err(e) => return Err(CniError::datastore(&config.datastore, e)),
                 }
-                runtime()?.block_on(async {
-                    let h = dataplane::host_handle()?;
-                    dataplane::remove_host_veth(&h, &host_veth).await
-                })?;
             }
-        } else {
-            // No record (a killed ADD, or nothing at all): remove the veth of this name.
             runtime()?.block_on(async {
                 let h = dataplane::host_handle()?;
                 dataplane::remove_host_veth(&h, &host_veth).await
@@ -360,27 +347,11 @@ impl Cni for RouterdCni {
         let config = PluginConfig::from_netconf(args.config())?;
         let ds: Arc<dyn Datastore> = open_datastore(&config.datastore)?;
         let valid = ipam_plugin::valid_attachments(args.config());
-        let names: Vec<String> = ds
-            .list("WorkloadEndpoint")
-            .map_err(|e| CniError::datastore(&config.datastore, e))?
-            .records
-            .into_iter()
-            .filter_map(|r| match Resource::from_value(r.value, 1) {
-                Ok(Resource::WorkloadEndpoint(w))
-                    if w.spec.node == config.node
-                        && !valid
-                            .contains(&(w.spec.container_id.clone(), w.spec.endpoint.clone())) =>
-                {
-                    Some(w.spec.interface_name)
-                }
-                _ => None,
-            })
-            .collect();
-        ipam_plugin::gc_endpoints(&ds, &config, &valid)?;
+        let removed = ipam_plugin::gc_endpoints(&ds, &config, &valid)?;
         runtime()?.block_on(async {
             let h = dataplane::host_handle()?;
-            for name in names {
-                dataplane::remove_host_veth(&h, &name).await?;
+            for wep in removed.iter().filter(|w| !w.spec.interface_name.is_empty()) {
+                dataplane::remove_host_veth(&h, &wep.spec.interface_name).await?;
             }
             Ok::<(), CniError>(())
         })?;

@@ -4,7 +4,7 @@
 
 use sha1::{Digest, Sha1};
 
-use datastore::resource::{endpoint_name, DEFAULT_NAMESPACE};
+use datastore::resource::{WorkloadEndpointSpec, DEFAULT_NAMESPACE};
 
 /// What identifies one attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +67,9 @@ impl WorkloadId {
         format!("cali{}", &hex[..11])
     }
 
-    /// The IPAM handle: one per container and interface.
+    /// The IPAM handle: one per container and interface ([`handle_id`]).
     pub fn handle(&self, network: &str) -> String {
-        format!("{network}.{}.{}", self.container_id, self.ifname)
+        handle_id(network, &self.container_id, &self.ifname)
     }
 
     /// Calico's handle (`<network>.<containerID>`), released on DEL too so that a pod
@@ -78,14 +78,35 @@ impl WorkloadId {
         format!("{network}.{}", self.container_id)
     }
 
+    /// The identity part of the WorkloadEndpoint's spec (orchestrator, node, pod or
+    /// container, interface).
+    pub fn endpoint_spec(&self) -> WorkloadEndpointSpec {
+        WorkloadEndpointSpec {
+            orchestrator: self.orchestrator.into(),
+            // calicoctl shows `workload`, else `pod`: a runtime without pods is named by its
+            // container.
+            workload: if self.pod.is_empty() {
+                self.container_id.clone()
+            } else {
+                String::new()
+            },
+            node: self.node.clone(),
+            container_id: self.container_id.clone(),
+            pod: self.pod.clone(),
+            endpoint: self.ifname.clone(),
+            ..Default::default()
+        }
+    }
+
     /// The WorkloadEndpoint's name (Calico's rule; `None` for a segment Calico refuses).
     pub fn endpoint_name(&self) -> Option<String> {
-        let workload = match self.orchestrator {
-            "k8s" => &self.pod,
-            _ => &self.container_id,
-        };
-        endpoint_name(&[&self.node, self.orchestrator, workload, &self.ifname])
+        self.endpoint_spec().calico_name()
     }
+}
+
+/// The IPAM handle of one attachment: `<network>.<containerID>.<ifname>`.
+pub fn handle_id(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{network}.{container_id}.{ifname}")
 }
 
 #[cfg(test)]

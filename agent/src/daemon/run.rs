@@ -309,6 +309,9 @@ pub async fn run(
     let mut view_dirty = false;
     let mut routes_dirty = true;
     let mut settled = false;
+    // The natOutgoing rules follow the pools: recomputed with the view, applied when they
+    // differ from what was last programmed (retried every 5 s after a failure).
+    let mut nat_wanted = nat_plan(&view);
     let mut nat_applied: Option<NatPlan> = None;
     let mut nat_failed_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -365,6 +368,7 @@ pub async fn run(
                     match load_view(&ds, &config.datastore).await {
                         Ok(v) => {
                             view = v;
+                            nat_wanted = nat_plan(&view);
                             apply_log_severity(&config, &view, &mut log_level);
                             match refresh(&config, &view, &allocator, &speaker, &mut sessions, &mut originated, &secrets).await {
                                 Ok(new_blocks) => blocks = new_blocks,
@@ -396,20 +400,19 @@ pub async fn run(
                         info!(sessions = peers.len(), all_up, "sessions settled; reconciling the FIB fully");
                     }
                 }
-                let nat_wanted = nat_plan(&view);
                 let due = nat_failed_at.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(5));
                 if nat_applied.as_ref() != Some(&nat_wanted) && due {
                     let plan = nat_wanted.clone();
-                    match blocking(move || super::nat::apply(&plan)).await {
-                        Ok(Ok(())) => {
+                    let applied = blocking(move || super::nat::apply(&plan))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r);
+                    match applied {
+                        Ok(()) => {
                             info!(masquerade_v4 = ?nat_wanted.masq_v4, masquerade_v6 = ?nat_wanted.masq_v6,
                                   "natOutgoing rules programmed");
-                            nat_applied = Some(nat_wanted);
+                            nat_applied = Some(nat_wanted.clone());
                             nat_failed_at = None;
-                        }
-                        Ok(Err(e)) => {
-                            warn!(error = %e, "programming natOutgoing failed; retrying in 5 s");
-                            nat_failed_at = Some(Instant::now());
                         }
                         Err(e) => {
                             warn!(error = %e, "programming natOutgoing failed; retrying in 5 s");

@@ -459,11 +459,7 @@ fn delete(cli: &Cli, args: &DeleteArgs, io: &mut Streams<'_>) -> Result<i32, Rou
         let keys: Vec<ResourceKey> = args
             .names
             .iter()
-            .map(|name| ResourceKey {
-                kind,
-                name: name.clone(),
-                resource_version: None,
-            })
+            .map(|name| ResourceKey::named(kind, name))
             .collect();
         return Ok(report(io, &resources::delete(&*ds, &keys, options)));
     }
@@ -478,11 +474,7 @@ fn delete(cli: &Cli, args: &DeleteArgs, io: &mut Streams<'_>) -> Result<i32, Rou
             std::slice::from_ref(ip),
         )?;
         match found.as_slice() {
-            [one] => keys.push(ResourceKey {
-                kind,
-                name: one.name().to_string(),
-                resource_version: None,
-            }),
+            [one] => keys.push(ResourceKey::named(kind, one.name())),
             [] if args.skip_not_exists => {}
             [] => errors.push(format!(
                 "resource does not exist: BGPPeer(peerIP={ip}, scope={}{})",

@@ -72,17 +72,43 @@ pub struct ResourceKey {
     pub kind: Kind,
     /// Its name.
     pub name: String,
+    /// Its namespace (WorkloadEndpoints only; `default` when not given, as calicoctl).
+    pub namespace: Option<String>,
     /// The version the operator last saw, when a manifest carries one.
     pub resource_version: Option<String>,
 }
 
 impl ResourceKey {
+    /// A resource named on the command line.
+    pub fn named(kind: Kind, name: &str) -> Self {
+        ResourceKey {
+            kind,
+            name: name.to_string(),
+            namespace: None,
+            resource_version: None,
+        }
+    }
+
     /// The key of a manifest.
     pub fn of(r: &Resource) -> Self {
         ResourceKey {
             kind: r.kind(),
             name: r.name().to_string(),
+            namespace: r.metadata().namespace.clone(),
             resource_version: r.resource_version().map(str::to_string),
+        }
+    }
+
+    /// The datastore record holding it (see [`Resource::record_name`]).
+    pub fn record_name(&self) -> String {
+        match self.kind {
+            Kind::WorkloadEndpoint => datastore::resource::record_name(
+                self.namespace
+                    .as_deref()
+                    .unwrap_or(datastore::resource::DEFAULT_NAMESPACE),
+                &self.name,
+            ),
+            _ => self.name.clone(),
         }
     }
 
@@ -180,14 +206,7 @@ pub fn get(
             errors,
         });
     }
-    let keys: Vec<ResourceKey> = names
-        .iter()
-        .map(|n| ResourceKey {
-            kind,
-            name: n.clone(),
-            resource_version: None,
-        })
-        .collect();
+    let keys: Vec<ResourceKey> = names.iter().map(|n| ResourceKey::named(kind, n)).collect();
     get_keys(ds, &keys, skip_not_exists)
 }
 
@@ -199,7 +218,7 @@ pub fn get_keys(
 ) -> Result<GetResult, RoutectlError> {
     let mut result = GetResult::default();
     for key in keys {
-        match read_resource(ds, key.kind, &key.name) {
+        match read_resource(ds, key.kind, &key.record_name()) {
             Ok(Some(r)) => result.printed.push(Printed::Single(Box::new(r))),
             Ok(None) if skip_not_exists => {}
             Ok(None) => result
@@ -660,7 +679,7 @@ fn delete_one(ds: &dyn Datastore, key: &ResourceKey) -> Result<(), WriteError> {
             stored: 0,
         })?),
     };
-    ds.delete(key.kind.as_str(), &key.name, expected)?;
+    ds.delete(key.kind.as_str(), &key.record_name(), expected)?;
     Ok(())
 }
 
