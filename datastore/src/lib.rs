@@ -31,13 +31,17 @@
 //! Implementations: [`FileDatastore`] (an embedded directory shared by several daemons on
 //! one host), [`MemoryDatastore`] (tests, simulations) and, with the `kubernetes` feature,
 //! `KubeDatastore` (custom resources of group `routerd.io` in a Kubernetes API server; see
-//! the `kube` module). The trait is synchronous because
+//! the `kube` module) and, with the `etcd` feature, `EtcdDatastore` (keys of an etcd v3
+//! cluster; see the `etcd` module). The trait is synchronous because
 //! the file backend does small local blocking I/O; async callers use
 //! `tokio::task::spawn_blocking` for writes and [`Watch::next`] (async) for events.
 
 pub mod ipam_store;
 pub mod resource;
 
+#[cfg(any(feature = "kubernetes", feature = "etcd"))]
+mod client_runtime;
+mod etcd;
 mod file;
 mod kube;
 mod memory;
@@ -49,6 +53,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+#[cfg(feature = "etcd")]
+pub use self::etcd::EtcdDatastore;
+pub use self::etcd::{EtcdError, EtcdOptions, EtcdTls, ETCD_DEFAULT_PREFIX};
 pub use self::kube::KubeError;
 #[cfg(feature = "kubernetes")]
 pub use self::kube::{
@@ -166,14 +173,18 @@ pub enum DatastoreError {
         source: serde_json::Error,
     },
     #[error(
-        "invalid datastore address {0:?}: expected file:<dir>, memory:, kubernetes: or \
-         kubernetes:<kubeconfig path>"
+        "invalid datastore address {0:?}: expected file:<dir>, memory:, kubernetes:, \
+         kubernetes:<kubeconfig path>, etcd: or etcd:<endpoint>[,<endpoint>...]"
     )]
     InvalidAddress(String),
     /// The Kubernetes datastore failed in a way none of the variants above describes
     /// (API server unreachable, CRD not installed, a non-numeric resourceVersion, …).
     #[error("kubernetes datastore: {0}")]
     Kubernetes(#[from] KubeError),
+    /// The etcd datastore failed in a way none of the variants above describes (cluster
+    /// unreachable, bad certificates, a prefix holding foreign data, …).
+    #[error("etcd datastore: {0}")]
+    Etcd(#[from] EtcdError),
 }
 
 pub type Result<T, E = DatastoreError> = std::result::Result<T, E>;
@@ -205,7 +216,8 @@ pub trait Datastore: Send + Sync {
 }
 
 /// Opens a datastore from its address: `file:<dir>`, `memory:`, `kubernetes:` (`$KUBECONFIG`
-/// or `~/.kube/config`, else the in-cluster service account) or `kubernetes:<kubeconfig>`.
+/// or `~/.kube/config`, else the in-cluster service account), `kubernetes:<kubeconfig>`,
+/// or `etcd:<endpoints>` (`etcd:` alone reads `ETCD_ENDPOINTS`; see [`EtcdOptions`]).
 pub fn open(address: &str) -> Result<Arc<dyn Datastore>> {
     if let Some(dir) = address.strip_prefix("file:") {
         let dir = if dir.is_empty() { DEFAULT_DIR } else { dir };
@@ -214,6 +226,8 @@ pub fn open(address: &str) -> Result<Arc<dyn Datastore>> {
         Ok(Arc::new(MemoryDatastore::new()))
     } else if address.starts_with("kubernetes:") {
         open_kubernetes(address)
+    } else if let Some(options) = EtcdOptions::from_address(address) {
+        open_etcd(options?)
     } else {
         Err(DatastoreError::InvalidAddress(address.to_string()))
     }
@@ -232,6 +246,16 @@ fn open_kubernetes(address: &str) -> Result<Arc<dyn Datastore>> {
 #[cfg(not(feature = "kubernetes"))]
 fn open_kubernetes(_address: &str) -> Result<Arc<dyn Datastore>> {
     Err(KubeError::NotBuilt.into())
+}
+
+#[cfg(feature = "etcd")]
+fn open_etcd(options: EtcdOptions) -> Result<Arc<dyn Datastore>> {
+    Ok(Arc::new(EtcdDatastore::connect(options)?))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn open_etcd(_options: EtcdOptions) -> Result<Arc<dyn Datastore>> {
+    Err(EtcdError::NotBuilt.into())
 }
 
 /// A stream of events. Dropping it stops the watch.

@@ -1,5 +1,6 @@
-//! The datastore contract, run against every implementation (file, memory, and Kubernetes
-//! through the in-process API server stand-in of `lab::kube_standin`): CRUD,
+//! The datastore contract, run against every implementation (file, memory, Kubernetes
+//! through the in-process API server stand-in of `lab::kube_standin`, and a real etcd
+//! started by `lab::etcd`): CRUD,
 //! compare-and-swap on versions, watches in revision order, resumption and expiry.
 #![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
 
@@ -370,6 +371,76 @@ contract!(kubernetes, |capacity| -> (
     (Box::new(ds), Box::new((standin, dir)))
 });
 
+// The etcd backend against a real single-member etcd on loopback, one per test. etcd keeps
+// every revision until compaction, so the store is wrapped to compact after each write,
+// keeping the last `capacity` revisions (what `--auto-compaction-mode=revision` does);
+// a watch from before that then expires as the contract says.
+#[cfg(feature = "etcd")]
+contract!(
+    etcd,
+    |capacity| -> (Box<dyn Datastore>, Box<dyn std::any::Any>) {
+        use datastore::{EtcdDatastore, EtcdOptions};
+        use lab::etcd::EtcdCluster;
+        let cluster = EtcdCluster::on_loopback(1, false).unwrap();
+        let ds = EtcdDatastore::connect(EtcdOptions::new(vec![cluster.endpoint(0)])).unwrap();
+        (
+            Box::new(CompactingEtcd {
+                inner: ds,
+                keep: capacity as u64,
+            }),
+            Box::new(cluster),
+        )
+    }
+);
+
+/// An etcd store that compacts its history after every write to its last `keep` revisions.
+#[cfg(feature = "etcd")]
+struct CompactingEtcd {
+    inner: datastore::EtcdDatastore,
+    keep: u64,
+}
+
+#[cfg(feature = "etcd")]
+impl CompactingEtcd {
+    fn compacted(&self, revision: u64) -> datastore::Result<u64> {
+        if revision > self.keep {
+            self.inner.compact(revision - self.keep + 1)?;
+        }
+        Ok(revision)
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl Datastore for CompactingEtcd {
+    fn list(&self, kind: &str) -> datastore::Result<datastore::Listing> {
+        self.inner.list(kind)
+    }
+    fn get(&self, kind: &str, name: &str) -> datastore::Result<datastore::Record> {
+        self.inner.get(kind, name)
+    }
+    fn create(&self, kind: &str, name: &str, value: serde_json::Value) -> datastore::Result<u64> {
+        let r = self.inner.create(kind, name, value)?;
+        self.compacted(r)
+    }
+    fn update(
+        &self,
+        kind: &str,
+        name: &str,
+        value: serde_json::Value,
+        expected: u64,
+    ) -> datastore::Result<u64> {
+        let r = self.inner.update(kind, name, value, expected)?;
+        self.compacted(r)
+    }
+    fn delete(&self, kind: &str, name: &str, expected: Option<u64>) -> datastore::Result<u64> {
+        let r = self.inner.delete(kind, name, expected)?;
+        self.compacted(r)
+    }
+    fn watch(&self, kind: Option<&str>, from: WatchFrom) -> datastore::Result<Watch> {
+        self.inner.watch(kind, from)
+    }
+}
+
 #[test]
 fn open_parses_addresses() {
     let dir = tempfile::tempdir().unwrap();
@@ -379,9 +450,15 @@ fn open_parses_addresses() {
     let mem = datastore::open("memory:").unwrap();
     mem.create("Node", "a", json!(1)).unwrap();
     assert!(matches!(
-        datastore::open("etcd://x"),
+        datastore::open("etcd3://x"),
         Err(DatastoreError::InvalidAddress(_))
     ));
+    // An etcd address is checked before any connection is tried, naming what is wrong.
+    match datastore::open("etcd:10.0.0.1:2379") {
+        Err(e @ DatastoreError::Etcd(_)) => assert!(e.to_string().contains("http://"), "{e}"),
+        Err(e) => panic!("expected an etcd configuration error, got {e}"),
+        Ok(_) => panic!("opened an etcd datastore from an endpoint without scheme"),
+    }
     // A kubeconfig that does not exist is a configuration error naming the file (and
     // without the feature, an error saying the backend is not built).
     match datastore::open("kubernetes:/nonexistent/kubeconfig") {

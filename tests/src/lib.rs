@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod bird;
+pub mod etcd;
 pub mod frr;
 pub mod gobgp;
 pub mod kube_standin;

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use ::kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
@@ -13,13 +12,14 @@ use k8s_openapi::api::core::v1::{Node as KubeNode, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::crd::crds;
 use super::error::KubeError;
 use super::kinds::{kind_resource, resource_name, validate_object_name, WATCHED_KINDS};
 use super::watch;
+use crate::client_runtime::ClientRuntime;
 use crate::{Datastore, DatastoreError, Listing, Record, Result, Revision, Watch, WatchFrom};
 
 /// The kind whose records are tied to the Kubernetes Node of the same name.
@@ -74,10 +74,8 @@ impl Default for KubeOptions {
 /// Records as `routerd.io` custom resources in a Kubernetes API server.
 pub struct KubeDatastore {
     client: Client,
-    runtime: tokio::runtime::Handle,
+    runtime: ClientRuntime,
     options: KubeOptions,
-    /// Dropping it ends the runtime thread (its receiver resolves).
-    _stop: oneshot::Sender<()>,
 }
 
 impl std::fmt::Debug for KubeDatastore {
@@ -92,42 +90,18 @@ impl KubeDatastore {
     /// Starts the client runtime and configures the client. Does not contact the API
     /// server yet: the first call does (and reports an unreachable server).
     pub fn connect(source: KubeConfigSource, options: KubeOptions) -> Result<Self> {
-        let (handle_tx, handle_rx) = std_mpsc::sync_channel(1);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let spawned = std::thread::Builder::new()
-            .name("kube-datastore".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = handle_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let _ = handle_tx.send(Ok(runtime.handle().clone()));
-                // Drives every client future and watch until the store is dropped.
-                runtime.block_on(async {
-                    let _ = stop_rx.await;
-                });
-            });
-        let config_error = |reason: String| KubeError::Config {
-            source_name: "the client runtime".into(),
-            reason,
-        };
-        spawned.map_err(|e| config_error(e.to_string()))?;
-        let runtime = handle_rx
-            .recv()
-            .map_err(|_| KubeError::Stopped)?
-            .map_err(config_error)?;
-        let client = run_on(&runtime, async move { make_client(source).await })?;
+        let runtime =
+            ClientRuntime::start("kube-datastore").map_err(|reason| KubeError::Config {
+                source_name: "the client runtime".into(),
+                reason,
+            })?;
+        let client = runtime
+            .run(async move { make_client(source).await })
+            .ok_or(KubeError::Stopped)??;
         Ok(Self {
             client,
             runtime,
             options,
-            _stop: stop_tx,
         })
     }
 
@@ -137,7 +111,7 @@ impl KubeDatastore {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
-        run_on(&self.runtime, fut)
+        self.runtime.run(fut).ok_or(KubeError::Stopped)?
     }
 
     /// The value under `key` of the Secret `namespace/name`, as text (a BGP password).
@@ -216,21 +190,6 @@ impl KubeDatastore {
     fn api(&self, resource: &ApiResource) -> Api<DynamicObject> {
         Api::all_with(self.client.clone(), resource)
     }
-}
-
-/// Sends `fut` to the runtime behind `handle` and blocks on a std channel for the result
-/// (never `block_on`, so callers inside another runtime's `spawn_blocking` are fine).
-fn run_on<T, F>(handle: &tokio::runtime::Handle, fut: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: Future<Output = Result<T>> + Send + 'static,
-{
-    let (tx, rx) = std_mpsc::sync_channel(1);
-    handle.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    rx.recv()
-        .map_err(|_| DatastoreError::from(KubeError::Stopped))?
 }
 
 async fn make_client(source: KubeConfigSource) -> Result<Client> {

@@ -51,11 +51,9 @@
 //!   the same client: how a `BGPPeer`'s `password.secretKeyRef` is resolved (Calico reads
 //!   them in the namespace calico-node runs in; the namespace is the caller's choice).
 //! - **Threads.** The trait is synchronous and the kube client asynchronous: the client
-//!   lives on a single-threaded tokio runtime owned by a dedicated thread, and each call
-//!   sends it a future and waits on a std channel. So the store works from plain threads and
-//!   from `spawn_blocking` inside another runtime (no `block_on` in an async context);
-//!   calling it directly on an async task blocks that worker like any blocking call.
-//!   Dropping the store stops the thread and ends its watches.
+//!   lives on the store's own runtime thread (`client_runtime`, shared with the etcd
+//!   backend); calling the store directly on an async task blocks that worker like any
+//!   blocking call. Dropping the store stops the thread and ends its watches.
 //!
 //! [`KubeError`] lives in [`error`] and is compiled without the feature too, so the
 //! [`DatastoreError::Kubernetes`](super::DatastoreError::Kubernetes) variant exists in every
