@@ -234,10 +234,14 @@ pub(super) fn classify(
 ) -> EtcdError {
     let unreachable = match &e {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-        etcd_client::Error::GRpcStatus(s) => matches!(
-            s.code() as i32,
-            grpc_code::UNAVAILABLE | grpc_code::DEADLINE_EXCEEDED | grpc_code::CANCELLED
-        ),
+        // tonic reports a connection that failed (refused, TLS handshake) as a status
+        // `Unknown` whose source is the transport error.
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code() as i32,
+                grpc_code::UNAVAILABLE | grpc_code::DEADLINE_EXCEEDED | grpc_code::CANCELLED
+            ) || (s.code() as i32 == grpc_code::UNKNOWN && std::error::Error::source(s).is_some())
+        }
         _ => false,
     };
     if unreachable {
@@ -279,6 +283,7 @@ fn error_text(e: &etcd_client::Error) -> String {
 /// gRPC status codes (the protocol's numbers, so tonic need not be a direct dependency).
 mod grpc_code {
     pub(super) const CANCELLED: i32 = 1;
+    pub(super) const UNKNOWN: i32 = 2;
     pub(super) const DEADLINE_EXCEEDED: i32 = 4;
     pub(super) const UNAVAILABLE: i32 = 14;
 }
