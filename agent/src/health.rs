@@ -8,7 +8,8 @@
 //!
 //! - **Readiness** (`GET /readiness`, 200 or 503): the daemon has finished start-up
 //!   ([`HealthState::set_started`]: node registered, sessions settled, first full FIB apply
-//!   requested), the FIB is in sync (the last apply/reconcile left nothing failed), and at
+//!   requested), the FIB is in sync (the last apply/reconcile left nothing failed), the
+//!   datastore answers (as felix is not ready without its datastore connection), and at
 //!   least one configured BGP session is Established, or none is configured (a single-node
 //!   cluster). calico-node's `-bird-ready` instead wants *every* peer Established, which
 //!   makes every node unready as soon as one node of a full mesh is down; one session is
@@ -96,6 +97,7 @@ struct Inner {
     liveness_timeout: Duration,
     started: AtomicBool,
     fib_in_sync: AtomicBool,
+    datastore_reachable: AtomicBool,
     /// Milliseconds after `created` of the last heartbeat.
     heartbeat_ms: AtomicU64,
     fib_added: AtomicU64,
@@ -135,6 +137,7 @@ impl HealthState {
                 liveness_timeout,
                 started: AtomicBool::new(false),
                 fib_in_sync: AtomicBool::new(false),
+                datastore_reachable: AtomicBool::new(true),
                 heartbeat_ms: AtomicU64::new(0),
                 fib_added: AtomicU64::new(0),
                 fib_replaced: AtomicU64::new(0),
@@ -154,6 +157,13 @@ impl HealthState {
     /// Whether the kernel FIB holds what routerd wants (last apply/reconcile clean).
     pub fn set_fib_in_sync(&self, in_sync: bool) {
         self.inner.fib_in_sync.store(in_sync, Ordering::Relaxed);
+    }
+
+    /// Whether the datastore answers (reads and the watch); routerd keeps routing without it.
+    pub fn set_datastore_reachable(&self, reachable: bool) {
+        self.inner
+            .datastore_reachable
+            .store(reachable, Ordering::Relaxed);
     }
 
     /// The main loop is alive; call it every tick.
@@ -204,6 +214,9 @@ impl HealthState {
         if !self.inner.fib_in_sync.load(Ordering::Relaxed) {
             reasons.push("FIB not in sync".to_string());
         }
+        if !self.inner.datastore_reachable.load(Ordering::Relaxed) {
+            reasons.push("datastore unreachable".to_string());
+        }
         {
             let sessions = lock(&self.inner.sessions);
             let down: Vec<String> = sessions
@@ -243,7 +256,8 @@ impl HealthState {
 
     /// The Prometheus text exposition (format 0.0.4) of the current state:
     ///
-    /// - `routerd_ready`, `routerd_live`, `routerd_fib_in_sync` (gauges, 0/1),
+    /// - `routerd_ready`, `routerd_live`, `routerd_fib_in_sync`,
+    ///   `routerd_datastore_reachable` (gauges, 0/1),
     /// - `routerd_fib_operations_total{op="add|replace|delete"}`, `routerd_fib_errors_total`,
     /// - `routerd_reconcile_duration_seconds` (histogram) and
     ///   `routerd_reconcile_last_duration_seconds`,
@@ -271,6 +285,12 @@ impl HealthState {
             "routerd_fib_in_sync",
             "Whether the kernel FIB holds the routes routerd wants.",
             flag(i.fib_in_sync.load(Ordering::Relaxed)),
+        );
+        gauge(
+            &mut out,
+            "routerd_datastore_reachable",
+            "Whether the datastore answers routerd's reads and watch.",
+            flag(i.datastore_reachable.load(Ordering::Relaxed)),
         );
         header(
             &mut out,

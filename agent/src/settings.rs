@@ -85,6 +85,10 @@ use crate::status::DEFAULT_CONTROL_SOCKET;
 /// Where routerd keeps its resources unless told otherwise.
 pub const DEFAULT_DATASTORE: &str = "file:/var/lib/routerd";
 
+/// Calico's variable naming the datastore kind (`etcdv3`, `kubernetes`), read when no
+/// address is given.
+pub const DATASTORE_TYPE: &str = "DATASTORE_TYPE";
+
 /// The health/metrics listen address unless told otherwise: calico-node's health port, on
 /// loopback only (a kubelet probe runs in the host's namespace, where routerd runs too).
 pub const DEFAULT_HEALTH_LISTEN: SocketAddr =
@@ -561,7 +565,7 @@ impl Settings {
     pub fn from_process() -> Result<Settings, SettingsError> {
         let env: HashMap<String, String> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) || k == DATASTORE_TYPE)
             .collect();
         Self::from_sources(std::env::args_os(), &env)
     }
@@ -642,7 +646,16 @@ impl Settings {
             .transpose()?;
         let datastore = match pick("datastore", &flags.datastore, s(&f.datastore)) {
             Some(found) => check(found, parse_datastore)?,
-            None => DEFAULT_DATASTORE.to_string(),
+            None => match env.get(DATASTORE_TYPE).filter(|t| !t.is_empty()) {
+                Some(t) => check(
+                    Found {
+                        text: t.clone(),
+                        origin: Origin::Env(DATASTORE_TYPE.into()),
+                    },
+                    datastore::address_of_datastore_type,
+                )?,
+                None => DEFAULT_DATASTORE.to_string(),
+            },
         };
         let control_socket = match pick(
             "control-socket",
@@ -859,12 +872,16 @@ pub fn parse_as_number(text: &str) -> Result<u32, String> {
 /// `kubernetes:` optionally followed by a kubeconfig path. Opening it is the datastore's job.
 pub fn parse_datastore(text: &str) -> Result<String, String> {
     let t = text.trim();
-    let ok = t.starts_with("file:") || t == "memory:" || t.starts_with("kubernetes:");
+    let ok = t.starts_with("file:")
+        || t == "memory:"
+        || t.starts_with("kubernetes:")
+        || t.starts_with("etcd:");
     if ok {
         Ok(t.to_string())
     } else {
         Err(format!(
-            "`{t}` is not a datastore address (file:<dir>, memory:, kubernetes:[<kubeconfig>])"
+            "`{t}` is not a datastore address (file:<dir>, memory:, kubernetes:[<kubeconfig>], \
+             etcd:[<endpoint>,...])"
         ))
     }
 }

@@ -124,6 +124,22 @@ pub struct NodeStatus {
     /// Every configured session, sorted by name.
     pub sessions: Vec<SessionStatus>,
     pub fib: FibStatus,
+    /// Whether the datastore answers (absent in answers of older daemons).
+    #[serde(default)]
+    pub datastore: DatastoreStatus,
+}
+
+/// The datastore as routerd sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DatastoreStatus {
+    /// The address routerd opened (`file:…`, `kubernetes:…`, `etcd:…`).
+    pub address: String,
+    /// False while reads or the watch fail; routerd keeps its sessions and routes meanwhile.
+    pub reachable: bool,
+    /// Unix time (seconds) of the last change of `reachable`.
+    pub since_unix: u64,
+    /// Why it is unreachable (the last error), while it is.
+    pub last_error: Option<String>,
 }
 
 /// One BGP session.

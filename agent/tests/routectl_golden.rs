@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::routectl::node_status::format_node_status;
-use agent::status::{DaemonState, FibStatus, NodeStatus, PeerType, SessionStatus, StatusResponse};
+use agent::status::{
+    DaemonState, DatastoreStatus, FibStatus, NodeStatus, PeerType, SessionStatus, StatusResponse,
+};
 use datastore::ipam_store::{DatastoreIpam, HANDLE_KIND};
 use datastore::{Datastore, FileDatastore};
 use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool, IpPoolSpec};
@@ -426,11 +428,13 @@ fn errors_name_what_failed_and_exit_non_zero() {
     env.run(&["delete", "node"], 1);
     // The list of supported addresses belongs to the datastore module: only our part of the
     // message is pinned here.
-    let (_, stderr) =
-        env.run_unrecorded(&["--datastore", "etcd://10.0.0.1:2379", "get", "nodes"], 1);
+    let (_, stderr) = env.run_unrecorded(
+        &["--datastore", "zookeeper://10.0.0.1:2181", "get", "nodes"],
+        1,
+    );
     assert!(
         stderr.starts_with(
-            "Failed to create routerd datastore client for \"etcd://10.0.0.1:2379\": invalid datastore address"
+            "Failed to create routerd datastore client for \"zookeeper://10.0.0.1:2181\": invalid datastore address"
         ),
         "{stderr}"
     );
@@ -662,6 +666,12 @@ fn canned_status() -> NodeStatus {
             errors: 0,
             last_reconcile_ms: Some(3),
         },
+        datastore: DatastoreStatus {
+            address: "etcd:http://10.0.0.201:2379,http://10.0.0.202:2379".into(),
+            reachable: true,
+            since_unix: 1_704_164_645,
+            last_error: None,
+        },
     }
 }
 
@@ -714,5 +724,11 @@ fn node_status_since_within_a_day_is_a_time_of_day() {
     status.sessions[1].since_unix = now - 23 * 3600;
     status.sessions[3].since_unix = now - 86_400;
     status.cluster_id = Some(Ipv4Addr::new(224, 0, 0, 1));
+    // A partitioned node says since when and why.
+    status.datastore.reachable = false;
+    status.datastore.since_unix = now - 90;
+    status.datastore.last_error = Some(
+        "etcd datastore: cannot reach the etcd cluster at http://10.0.0.201:2379: timed out".into(),
+    );
     assert_golden("node_status_clock", &format_node_status(&status, now));
 }

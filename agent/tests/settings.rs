@@ -297,7 +297,7 @@ fn invalid_values_are_refused_naming_their_origin() {
         ("as", "4294967296", "not an AS number"),
         ("as", "65536.1", "not an AS number"),
         ("as", "sixty", "not an AS number"),
-        ("datastore", "etcd:http://x", "not a datastore address"),
+        ("datastore", "zookeeper:x", "not a datastore address"),
         ("datastore", "/var/lib/routerd", "not a datastore address"),
         ("health-listen", "9099", "not <ip>:<port>"),
         ("health-listen", "localhost:9099", "not <ip>:<port>"),
@@ -626,4 +626,22 @@ fn log_format_comes_from_each_layer() {
             .log_format,
         LogFormat::Text
     );
+}
+
+/// Calico's `DATASTORE_TYPE` names the datastore when no address is given; an address wins.
+#[test]
+fn datastore_type_selects_etcd_or_kubernetes_unless_an_address_is_given() {
+    let s = resolve(&[], &[("DATASTORE_TYPE", "etcdv3")]).unwrap();
+    assert_eq!(s.datastore, "etcd:");
+    let s = resolve(&[], &[("DATASTORE_TYPE", "kubernetes")]).unwrap();
+    assert_eq!(s.datastore, "kubernetes:");
+    let s = resolve(
+        &["--datastore=etcd:http://10.0.0.9:2379"],
+        &[("DATASTORE_TYPE", "kubernetes")],
+    )
+    .unwrap();
+    assert_eq!(s.datastore, "etcd:http://10.0.0.9:2379");
+    let e = err(&[], &[("DATASTORE_TYPE", "consul")]);
+    assert!(e.contains("DATASTORE_TYPE") && e.contains("consul"), "{e}");
+    assert_eq!(resolve(&[], &[]).unwrap().datastore, DEFAULT_DATASTORE);
 }

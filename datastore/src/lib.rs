@@ -233,6 +233,19 @@ pub fn open(address: &str) -> Result<Arc<dyn Datastore>> {
     }
 }
 
+/// The address Calico's `DATASTORE_TYPE` names, for operators who set it as they did for
+/// calico-node: `etcdv3` is `etcd:` (the endpoints in `ETCD_ENDPOINTS`), `kubernetes` is
+/// `kubernetes:`. An explicit address (`--datastore`, `ROUTERD_DATASTORE`) wins over it.
+pub fn address_of_datastore_type(datastore_type: &str) -> std::result::Result<String, String> {
+    match datastore_type.trim() {
+        "etcdv3" => Ok("etcd:".into()),
+        "kubernetes" => Ok("kubernetes:".into()),
+        other => Err(format!(
+            "`{other}` is not a datastore type (etcdv3, kubernetes)"
+        )),
+    }
+}
+
 #[cfg(feature = "kubernetes")]
 fn open_kubernetes(address: &str) -> Result<Arc<dyn Datastore>> {
     let source = KubeConfigSource::from_address(address)

@@ -22,6 +22,7 @@
 
 pub mod cluster;
 pub mod control;
+pub mod feed;
 pub mod nat;
 pub mod routes;
 mod run;

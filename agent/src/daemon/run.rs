@@ -19,11 +19,12 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::cluster::{register_node, resource_of, ClusterView, Registration};
+use super::feed::FeedSignal;
 use super::nat::NatPlan;
 use super::routes::{borrowed_addresses, plan_routes, workload_routes, BestPaths};
 use crate::health::HealthState;
 use crate::peering::{self, DesiredSession, PeeringInput, PeeringPlan};
-use crate::status::{DaemonState, FibStatus, NodeStatus, SessionStatus};
+use crate::status::{DaemonState, DatastoreStatus, FibStatus, NodeStatus, SessionStatus};
 use datastore::ipam_store::DatastoreIpam;
 use datastore::resource::{Kind, PasswordSource, Resource};
 use datastore::{Datastore, DatastoreError, WatchFrom};
@@ -159,6 +160,30 @@ struct Snapshot {
     /// Session identity by peer address (name, type) from the peering plan.
     sessions: BTreeMap<IpAddr, DesiredSession>,
     fib: FibStatus,
+    datastore: DatastoreStatus,
+}
+
+/// Pause before a failed read of the cluster view is tried again.
+const VIEW_RETRY: Duration = Duration::from_secs(1);
+
+/// Records whether the datastore answers (`error` is why not), logging each transition once.
+fn mark_datastore(snapshot: &Mutex<Snapshot>, health: &HealthState, error: Option<String>) {
+    health.set_datastore_reachable(error.is_none());
+    let Ok(mut s) = snapshot.lock() else { return };
+    let ds = &mut s.datastore;
+    match (&error, ds.reachable) {
+        (None, true) => return,
+        (None, false) => info!(datastore = %ds.address, "datastore reachable again; rereading it"),
+        (Some(e), true) => warn!(datastore = %ds.address, error = %e,
+            "datastore unreachable; keeping sessions and routes, retrying"),
+        (Some(_), false) => {
+            ds.last_error = error;
+            return;
+        }
+    }
+    ds.reachable = error.is_none();
+    ds.since_unix = unix_now();
+    ds.last_error = error;
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -204,7 +229,7 @@ pub async fn run(
             })?;
     }
     // Watch before the first read, so no change between the read and the watch is missed.
-    let mut watch = {
+    let watch = {
         let ds = ds.clone();
         blocking(move || ds.watch(None, WatchFrom::Now))
             .await?
@@ -214,6 +239,7 @@ pub async fn run(
             })?
     };
     let view = load_view(&ds, &config.datastore).await?;
+    let mut feed = super::feed::spawn(ds.clone(), watch);
     let mut log_level = None;
     apply_log_severity(&config, &view, &mut log_level);
     let secrets = {
@@ -288,6 +314,12 @@ pub async fn run(
         blocks: blocks.clone(),
         sessions: sessions.clone(),
         fib: FibStatus::default(),
+        datastore: DatastoreStatus {
+            address: config.datastore.clone(),
+            reachable: true,
+            since_unix: unix_now(),
+            last_error: None,
+        },
     }));
     let control_task = tokio::spawn(super::control::serve(
         listener,
@@ -307,6 +339,8 @@ pub async fn run(
     let mut blocks = blocks;
     let mut best = BestPaths::new();
     let mut view_dirty = false;
+    let mut feed_lost = false;
+    let mut view_retry_at: Option<Instant> = None;
     let mut routes_dirty = true;
     let mut settled = false;
     // The natOutgoing rules follow the pools: recomputed with the view, applied when they
@@ -338,21 +372,23 @@ pub async fn run(
                 }
                 routes_dirty = true;
             }
-            event = watch.next() => {
-                match event {
-                    Some(Ok(e)) => {
-                        debug!(kind = %e.record.kind, name = %e.record.name, "datastore change");
+            signal = feed.recv() => {
+                match signal {
+                    Some(FeedSignal::Changed | FeedSignal::Resync) => view_dirty = true,
+                    Some(FeedSignal::Restored) => {
+                        feed_lost = false;
                         view_dirty = true;
+                        view_retry_at = None;
+                        mark_datastore(&snapshot, &health, None);
                     }
-                    Some(Err(e)) => {
-                        warn!(error = %e, "datastore watch lost; rewatching");
+                    Some(FeedSignal::Lost(error)) => {
+                        feed_lost = true;
                         view_dirty = true;
-                        watch = rewatch(&ds).await;
+                        mark_datastore(&snapshot, &health, Some(error));
                     }
                     None => {
-                        warn!("datastore watch ended; rewatching");
-                        view_dirty = true;
-                        watch = rewatch(&ds).await;
+                        warn!("the datastore feed stopped");
+                        break;
                     }
                 }
             }
@@ -363,10 +399,16 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 health.heartbeat();
-                if view_dirty {
+                // While the feed reports the datastore lost, reads would only wait out their
+                // timeouts: the view is reread when the feed is restored. A failed read is
+                // retried after a pause, not at every tick.
+                let retry_due = view_retry_at.is_none_or(|t: Instant| Instant::now() >= t);
+                if view_dirty && !feed_lost && retry_due {
                     view_dirty = false;
                     match load_view(&ds, &config.datastore).await {
                         Ok(v) => {
+                            view_retry_at = None;
+                            mark_datastore(&snapshot, &health, None);
                             view = v;
                             nat_wanted = nat_plan(&view);
                             apply_log_severity(&config, &view, &mut log_level);
@@ -381,8 +423,9 @@ pub async fn run(
                             routes_dirty = true;
                         }
                         Err(e) => {
-                            warn!(error = %e, "reading the datastore failed; retrying");
                             view_dirty = true;
+                            view_retry_at = Some(Instant::now() + VIEW_RETRY);
+                            mark_datastore(&snapshot, &health, Some(e.to_string()));
                         }
                     }
                 }
@@ -478,21 +521,6 @@ async fn load_view(ds: &Arc<dyn Datastore>, address: &str) -> Result<ClusterView
         warn!(problem = %problem, "ignoring an invalid resource");
     }
     Ok(view)
-}
-
-/// A new watch after the old one failed (bounded back-off; the tick loop relists anyway).
-async fn rewatch(ds: &Arc<dyn Datastore>) -> datastore::Watch {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let d = ds.clone();
-        match blocking(move || d.watch(None, WatchFrom::Now)).await {
-            Ok(Ok(w)) => return w,
-            Ok(Err(e)) => warn!(error = %e, "cannot watch the datastore; retrying"),
-            Err(e) => warn!(error = %e, "cannot watch the datastore; retrying"),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
 }
 
 fn compute_peering(view: &ClusterView, node: &str) -> Result<PeeringPlan, DaemonError> {
@@ -1150,6 +1178,7 @@ fn status_source(
                 blocks: snap.blocks.iter().map(|b| b.to_string()).collect(),
                 sessions,
                 fib: snap.fib,
+                datastore: snap.datastore,
             })
         })
     })

@@ -103,14 +103,11 @@ impl From<::ipam::IpamError> for RoutectlError {
     about = "Manage routerd's resources and IPAM, and show a node's BGP status (calicoctl's commands)"
 )]
 pub struct Cli {
-    /// Where resources live, e.g. `file:<dir>` (the embedded datastore shared with routerd).
-    #[arg(
-        long,
-        global = true,
-        env = "ROUTERD_DATASTORE",
-        default_value = "file:/var/lib/routerd"
-    )]
-    pub datastore: String,
+    /// Where resources live: `file:<dir>` (the embedded datastore shared with routerd),
+    /// `kubernetes:[<kubeconfig>]` or `etcd:[<endpoint>,...]` [default: file:/var/lib/routerd,
+    /// or what Calico's DATASTORE_TYPE names]
+    #[arg(long, global = true, env = "ROUTERD_DATASTORE")]
+    pub datastore: Option<String>,
 
     /// routerd's control socket, for `node status`.
     #[arg(long, global = true, env = "ROUTERD_CONTROL_SOCKET", default_value = DEFAULT_CONTROL_SOCKET)]
@@ -263,7 +260,8 @@ pub fn run(cli: &Cli, io: &mut Streams<'_>) -> i32 {
 /// Opens the datastore at `address`. Only commands that write new resources (`create`,
 /// `apply`) may bring a `file:` datastore's directory into being: for the others a missing
 /// directory is almost always a mistyped address, and an empty listing would hide it.
-fn open_datastore(address: &str, may_create: bool) -> Result<Arc<dyn Datastore>, RoutectlError> {
+fn open_datastore(cli: &Cli, may_create: bool) -> Result<Arc<dyn Datastore>, RoutectlError> {
+    let address = &cli.datastore_address()?;
     if let Some(dir) = address.strip_prefix("file:") {
         let dir = if dir.is_empty() {
             datastore::DEFAULT_DIR
@@ -338,12 +336,27 @@ fn check_scope_kind(
     Ok(scoped)
 }
 
+impl Cli {
+    /// The datastore address: `--datastore` or `ROUTERD_DATASTORE`, else Calico's
+    /// `DATASTORE_TYPE` (`etcdv3`, `kubernetes`), else the embedded default.
+    pub fn datastore_address(&self) -> Result<String, RoutectlError> {
+        if let Some(address) = &self.datastore {
+            return Ok(address.clone());
+        }
+        match std::env::var("DATASTORE_TYPE") {
+            Ok(t) if !t.is_empty() => datastore::address_of_datastore_type(&t)
+                .map_err(|e| RoutectlError::Usage(format!("DATASTORE_TYPE: {e}"))),
+            _ => Ok(format!("file:{}", datastore::DEFAULT_DIR)),
+        }
+    }
+}
+
 fn execute(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
     match &cli.command {
         Command::Get(args) => get(cli, args, io),
         Command::Create(args) => {
             let resources = read_manifests(&args.file.filename, io.stdin)?;
-            let ds = open_datastore(&cli.datastore, true)?;
+            let ds = open_datastore(cli, true)?;
             let options = WriteOptions {
                 skip_exists: args.skip_exists,
                 ..Default::default()
@@ -360,7 +373,7 @@ fn execute(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
                 WriteAction::Replace
             };
             let resources = read_manifests(&args.filename, io.stdin)?;
-            let ds = open_datastore(&cli.datastore, action == WriteAction::Apply)?;
+            let ds = open_datastore(cli, action == WriteAction::Apply)?;
             Ok(report(
                 io,
                 &resources::write(&*ds, action, &resources, WriteOptions::default()),
@@ -384,7 +397,7 @@ fn get(cli: &Cli, args: &GetArgs, io: &mut Streams<'_>) -> Result<i32, RoutectlE
             .iter()
             .map(ResourceKey::of)
             .collect();
-        let ds = open_datastore(&cli.datastore, false)?;
+        let ds = open_datastore(cli, false)?;
         (resources::get_keys(&*ds, &keys, args.skip_not_exists)?, ds)
     } else {
         let word = args.kind.as_deref().ok_or_else(|| {
@@ -392,7 +405,7 @@ fn get(cli: &Cli, args: &GetArgs, io: &mut Streams<'_>) -> Result<i32, RoutectlE
         })?;
         let kind = parse_kind(word)?;
         let scoped = check_scope_kind(kind, args.scope, args.node.as_ref())?;
-        let ds = open_datastore(&cli.datastore, false)?;
+        let ds = open_datastore(cli, false)?;
         let result = if scoped {
             let (revision, items, errors) =
                 resources::scoped_peers(&*ds, args.scope, args.node.as_deref(), &args.names)?;
@@ -437,7 +450,7 @@ fn delete(cli: &Cli, args: &DeleteArgs, io: &mut Streams<'_>) -> Result<i32, Rou
             ));
         }
         let resources = read_manifests(path, io.stdin)?;
-        let ds = open_datastore(&cli.datastore, false)?;
+        let ds = open_datastore(cli, false)?;
         return Ok(report(
             io,
             &resources::write(&*ds, WriteAction::Delete, &resources, options),
@@ -454,7 +467,7 @@ fn delete(cli: &Cli, args: &DeleteArgs, io: &mut Streams<'_>) -> Result<i32, Rou
         ));
     }
     let scoped = check_scope_kind(kind, args.scope, args.node.as_ref())?;
-    let ds = open_datastore(&cli.datastore, false)?;
+    let ds = open_datastore(cli, false)?;
     if !scoped {
         let keys: Vec<ResourceKey> = args
             .names
@@ -524,7 +537,7 @@ fn node_status(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
 }
 
 fn ipam_command(cli: &Cli, cmd: &IpamCommand, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
-    let ds = open_datastore(&cli.datastore, false)?;
+    let ds = open_datastore(cli, false)?;
     let allocator = ::ipam::Allocator::new(
         DatastoreIpam::new(ds.clone()),
         ::ipam::AllocatorConfig::default(),

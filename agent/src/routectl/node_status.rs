@@ -135,6 +135,19 @@ pub fn format_node_status(status: &NodeStatus, now_unix: u64) -> String {
         fib_text.push_str(&format!(", last reconcile {ms} ms"));
     }
     facts.push(("FIB", fib_text));
+    let ds = &status.datastore;
+    if !ds.address.is_empty() {
+        let state = if ds.reachable {
+            "reachable".to_string()
+        } else {
+            format!(
+                "UNREACHABLE since {}: {}",
+                format_since(ds.since_unix, now_unix),
+                ds.last_error.as_deref().unwrap_or("no answer")
+            )
+        };
+        facts.push(("Datastore", format!("{} ({state})", ds.address)));
+    }
     let label_width = facts.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
     for (label, value) in facts {
         out.push_str(&format!(

@@ -13,7 +13,7 @@ pub enum EtcdError {
     NotBuilt,
     /// A setting is missing or wrong; `setting` names it as the operator wrote it
     /// (`ETCD_ENDPOINTS`, `ETCD_CERT_FILE`, …).
-    #[error("etcd datastore: {setting}: {reason}")]
+    #[error("{setting}: {reason}")]
     Config {
         setting: &'static str,
         reason: String,
