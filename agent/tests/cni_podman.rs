@@ -16,20 +16,7 @@ use std::time::Duration;
 
 use lab::podman::Podman;
 use lab::{require, wait_for};
-use support::{Cluster, POLL, ROUTERD, T};
-
-/// The plugins, built beside routerd by `cargo test --workspace` / `cargo build -p cni`.
-fn plugin_dir() -> PathBuf {
-    let dir = PathBuf::from(ROUTERD).parent().unwrap().to_path_buf();
-    for b in ["routerd-cni", "routerd-ipam"] {
-        assert!(
-            dir.join(b).is_file(),
-            "{} is missing: build the plugins (cargo build --release -p cni)",
-            dir.join(b).display()
-        );
-    }
-    dir
-}
+use support::{plugin_dir, Cluster, POLL, T};
 
 fn conflist(datastore: &str, node: &str) -> String {
     serde_json::json!({

@@ -1,15 +1,19 @@
 //! A routerd cluster for end-to-end tests: N nodes on one L2 segment (10.0.0.<i>/24), each a
-//! network namespace running `routerd` on one shared embedded datastore, with an IPPool
-//! created through `routectl`. Only namespaces made here are touched.
+//! network namespace running `routerd` on one shared datastore (the embedded `file:` one, or
+//! a three-member etcd cluster in namespaces of its own on the same segment, at
+//! 10.0.0.201-203), with an IPPool created through `routectl`. Only namespaces made here are
+//! touched.
 
 #![allow(dead_code)]
 
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use agent::status::{query_status, PeerType};
+use lab::etcd::EtcdCluster;
 use lab::{lan, wait_for, Daemon, Netns};
 
 pub const ROUTERD: &str = env!("CARGO_BIN_EXE_routerd");
@@ -25,9 +29,22 @@ pub struct Node {
     pub daemon: Option<Daemon>,
 }
 
+/// Where the cluster keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded `file:` datastore in the test's directory.
+    File,
+    /// A three-member etcd cluster on the nodes' segment.
+    Etcd,
+}
+
+/// The addresses of the etcd members on the segment.
+pub const ETCD_IPS: [&str; 3] = ["10.0.0.201", "10.0.0.202", "10.0.0.203"];
+
 /// Fields drop in order: the daemons and namespaces go before the datastore directory.
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    pub etcd: Option<EtcdCluster>,
     _switch: Netns,
     pub datastore: String,
     pub dir: tempfile::TempDir,
@@ -37,33 +54,52 @@ impl Cluster {
     /// Starts `n` nodes with `pool_spec` (a YAML flow mapping) as the pool `pool`, and waits
     /// for the full mesh.
     pub fn start(tag: &str, n: usize, pool_spec: &str) -> Cluster {
+        Self::start_on(tag, n, pool_spec, Store::File)
+    }
+
+    /// As [`Cluster::start`], on the datastore `store`.
+    pub fn start_on(tag: &str, n: usize, pool_spec: &str, store: Store) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let datastore = format!("file:{}", dir.path().join("ds").display());
-        let manifest = dir.path().join("pool.yaml");
-        std::fs::write(
-            &manifest,
-            format!(
-                "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: pool\nspec: {pool_spec}\n"
-            ),
-        )
-        .unwrap();
-        let out = Command::new(ROUTECTL)
-            .args(["--datastore", &datastore, "create", "-f"])
-            .arg(&manifest)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
         let namespaces: Vec<Netns> = (1..=n)
             .map(|i| Netns::new(&format!("{tag}{i}")).unwrap())
             .collect();
         let addrs: Vec<[String; 1]> = (1..=n).map(|i| [format!("10.0.0.{i}/24")]).collect();
         let addr_refs: Vec<[&str; 1]> = addrs.iter().map(|a| [a[0].as_str()]).collect();
-        let members: Vec<(&Netns, &str, &[&str])> = namespaces
+        let mut members: Vec<(&Netns, &str, &[&str])> = namespaces
             .iter()
             .zip(&addr_refs)
             .map(|(ns, a)| (ns, "eth0", &a[..]))
             .collect();
+        let etcd_ns: Vec<Netns> = match store {
+            Store::File => Vec::new(),
+            Store::Etcd => (1..=ETCD_IPS.len())
+                .map(|i| Netns::new(&format!("{tag}e{i}")).unwrap())
+                .collect(),
+        };
+        let etcd_addrs: Vec<[String; 1]> = ETCD_IPS.iter().map(|ip| [format!("{ip}/24")]).collect();
+        let etcd_refs: Vec<[&str; 1]> = etcd_addrs.iter().map(|a| [a[0].as_str()]).collect();
+        members.extend(
+            etcd_ns
+                .iter()
+                .zip(&etcd_refs)
+                .map(|(ns, a)| (ns, "eth0", &a[..])),
+        );
         let switch = lan(tag, &members).unwrap();
+        let (datastore, etcd) = match store {
+            Store::File => (format!("file:{}", dir.path().join("ds").display()), None),
+            Store::Etcd => {
+                for ns in &etcd_ns {
+                    ns.ip(&["link", "set", "lo", "up"]).unwrap();
+                }
+                let members = etcd_ns
+                    .into_iter()
+                    .zip(ETCD_IPS)
+                    .map(|(ns, ip)| (ns, ip.to_string()))
+                    .collect();
+                let etcd = EtcdCluster::in_namespaces(members, false).unwrap();
+                (format!("etcd:{}", etcd.endpoints()), Some(etcd))
+            }
+        };
         let nodes = namespaces
             .into_iter()
             .enumerate()
@@ -82,8 +118,18 @@ impl Cluster {
             dir,
             datastore,
             nodes,
+            etcd,
             _switch: switch,
         };
+        let manifest = cluster.dir.path().join("pool.yaml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: pool\nspec: {pool_spec}\n"
+            ),
+        )
+        .unwrap();
+        cluster.routectl(&["create", "-f", manifest.to_str().unwrap()]);
         for i in 0..n {
             cluster.start_routerd(i);
         }
@@ -113,7 +159,12 @@ impl Cluster {
                 "--control-socket",
                 node.socket.to_str().unwrap(),
                 "--health-listen",
-                "none",
+                // Each namespace has a loopback of its own.
+                if self.on_etcd() {
+                    "127.0.0.1:9099"
+                } else {
+                    "none"
+                },
                 "--log-level",
                 "debug",
             ])
@@ -138,7 +189,13 @@ impl Cluster {
     }
 
     pub fn logs(&self) -> String {
-        self.nodes
+        let etcd = self
+            .etcd
+            .as_ref()
+            .map(EtcdCluster::logs)
+            .unwrap_or_default();
+        etcd + &self
+            .nodes
             .iter()
             .map(|n| {
                 format!(
@@ -176,18 +233,110 @@ impl Cluster {
         }
     }
 
-    /// `routectl --datastore <ours> <args>`: stdout, panicking on failure.
+    /// `routectl --datastore <ours> <args>`: stdout, panicking on failure. On etcd it runs
+    /// in node-1's namespace, the host having no route to the segment.
     pub fn routectl(&self, args: &[&str]) -> String {
-        let out = Command::new(ROUTECTL)
-            .args(["--datastore", &self.datastore])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.routectl_output(args);
         assert!(out.status.success(), "routectl {args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Whether the datastore is etcd (whose members only the nodes can reach).
+    pub fn on_etcd(&self) -> bool {
+        self.datastore.starts_with("etcd:")
+    }
+
+    /// `routectl` as [`Cluster::routectl`], whatever its exit status.
+    pub fn routectl_output(&self, args: &[&str]) -> Output {
+        let mut cmd = if self.on_etcd() {
+            self.nodes[0].ns.command(&[ROUTECTL])
+        } else {
+            Command::new(ROUTECTL)
+        };
+        cmd.args(["--datastore", &self.datastore])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs CNI plugin `bin` (`routerd-cni`, `routerd-ipam`) on node `i` as a runtime
+    /// would: `command` for `container`, in `netns` when given, with a conf for this
+    /// cluster's datastore on stdin.
+    pub fn cni(
+        &self,
+        i: usize,
+        bin: &str,
+        command: &str,
+        container: &str,
+        netns: Option<&Path>,
+    ) -> Output {
+        let dir = plugin_dir();
+        let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "routerd",
+            "type": "routerd-cni", "datastore": self.datastore, "nodename": self.nodes[i].name,
+            "ipam": {"type": "routerd-ipam"}})
+        .to_string();
+        let mut cmd = self.nodes[i].ns.command(&[dir.join(bin).to_str().unwrap()]);
+        cmd.env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &dir)
+            .env(
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={container}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(ns) = netns {
+            cmd.env("CNI_NETNS", ns);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// A pod on node `i` through the CNI plugin: its namespace and address.
+    pub fn add_pod(&self, i: usize, name: &str) -> (Netns, String) {
+        let pod = Netns::new(name).unwrap();
+        let out = self.cni(i, "routerd-cni", "ADD", name, Some(&pod.path()));
+        assert!(out.status.success(), "ADD {name}: {out:?}\n{}", self.logs());
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let cidr = result["ips"][0]["address"].as_str().unwrap().to_string();
+        let ip = cidr.split('/').next().unwrap().to_string();
+        (pod, ip)
+    }
+
+    /// The node's `/metrics` (etcd clusters serve health on 127.0.0.1:9099 in each node).
+    pub fn metrics(&self, i: usize) -> String {
+        self.nodes[i]
+            .ns
+            .exec(&[
+                "bash",
+                "-c",
+                "exec 3<>/dev/tcp/127.0.0.1/9099; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3",
+            ])
+            .unwrap_or_default()
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// The plugins, built beside routerd by `cargo test --workspace` / `cargo build -p cni`.
+pub fn plugin_dir() -> PathBuf {
+    let dir = PathBuf::from(ROUTERD).parent().unwrap().to_path_buf();
+    for b in ["routerd-cni", "routerd-ipam"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: build the plugins (cargo build --release -p cni)",
+            dir.join(b).display()
+        );
+    }
+    dir
 }

@@ -1,6 +1,6 @@
 //! [`EtcdDatastore`]: the synchronous [`Datastore`] over the asynchronous etcd v3 client.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions,
@@ -363,7 +363,7 @@ impl Datastore for EtcdDatastore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.list_once(kind, &prefix) {
+            match retry_unreachable(|| self.list_once(kind, &prefix)) {
                 Err(DatastoreError::Etcd(EtcdError::Request { reason, .. }))
                     if reason.contains("compacted") && attempt < LIST_ATTEMPTS =>
                 {
@@ -378,13 +378,9 @@ impl Datastore for EtcdDatastore {
         validate_name("kind", kind)?;
         validate_name("name", name)?;
         let key = self.key(kind, name);
-        let mut client = self.client.clone();
-        let k = key.clone();
-        let mut response = self
-            .run(async move { client.get(k, None).await })
-            .map_err(|e| self.error("get", &key, e))?;
-        match response.take_kvs().first() {
-            Some(kv) => self.record(kind, kv),
+        let current = retry_unreachable(|| self.read_key(&key))?;
+        match current.1 {
+            Some(kv) => self.record(kind, &kv),
             None => Err(DatastoreError::NotFound {
                 kind: kind.into(),
                 name: name.into(),
@@ -395,20 +391,8 @@ impl Datastore for EtcdDatastore {
     fn create(&self, kind: &str, name: &str, value: serde_json::Value) -> Result<Revision> {
         validate_name("kind", kind)?;
         validate_name("name", name)?;
-        let key = self.key(kind, name);
         let bytes = encode(kind, name, &value)?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), bytes, None)]);
-        let response = self.txn(&key, txn)?;
-        if response.succeeded() {
-            Ok(header_revision(response.header()))
-        } else {
-            Err(DatastoreError::AlreadyExists {
-                kind: kind.into(),
-                name: name.into(),
-            })
-        }
+        self.write(kind, name, Write::Create(&bytes))
     }
 
     fn update(
@@ -420,41 +404,14 @@ impl Datastore for EtcdDatastore {
     ) -> Result<Revision> {
         validate_name("kind", kind)?;
         validate_name("name", name)?;
-        let key = self.key(kind, name);
         let bytes = encode(kind, name, &value)?;
-        // Compare-and-swap on the key's mod revision: the record's version.
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                to_etcd(expected),
-            )])
-            .and_then([TxnOp::put(key.clone(), bytes, None)])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        let response = self.txn(&key, txn)?;
-        if response.succeeded() {
-            return Ok(header_revision(response.header()));
-        }
-        Err(self.lost_race(kind, name, expected, &response))
+        self.write(kind, name, Write::Update(&bytes, expected))
     }
 
     fn delete(&self, kind: &str, name: &str, expected: Option<Revision>) -> Result<Revision> {
         validate_name("kind", kind)?;
         validate_name("name", name)?;
-        let key = self.key(kind, name);
-        let compare = match expected {
-            Some(v) => Compare::mod_revision(key.clone(), CompareOp::Equal, to_etcd(v)),
-            None => Compare::create_revision(key.clone(), CompareOp::Greater, 0),
-        };
-        let txn = Txn::new()
-            .when([compare])
-            .and_then([TxnOp::delete(key.clone(), None::<DeleteOptions>)])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        let response = self.txn(&key, txn)?;
-        if response.succeeded() {
-            return Ok(header_revision(response.header()));
-        }
-        Err(self.lost_race(kind, name, expected.unwrap_or(0), &response))
+        self.write(kind, name, Write::Delete(expected))
     }
 
     fn watch(&self, kind: Option<&str>, from: WatchFrom) -> Result<Watch> {
@@ -523,31 +480,167 @@ impl EtcdDatastore {
         })
     }
 
+    /// The key's current value (if any) and the revision it was read at.
+    fn read_key(&self, key: &str) -> Result<(Revision, Option<KeyValue>)> {
+        let mut client = self.client.clone();
+        let k = key.to_string();
+        let mut response = self
+            .run(async move { client.get(k, None).await })
+            .map_err(|e| self.error("get", key, e))?;
+        let revision = header_revision(response.header());
+        Ok((revision, response.take_kvs().into_iter().next()))
+    }
+
+    /// One compare-and-swap write. When the cluster cannot be reached mid-request the
+    /// outcome is unknown (the member may have committed it before dying), so the key is
+    /// read back, from whichever member answers: if the write is visible it succeeded, if
+    /// not it is sent again, the comparison still guarding it. So a failover never turns a
+    /// committed write into an error, which for IPAM would leak an address on the retry.
+    fn write(&self, kind: &str, name: &str, write: Write<'_>) -> Result<Revision> {
+        let key = self.key(kind, name);
+        let deadline = Instant::now() + self.options.request_timeout * 2;
+        loop {
+            let outcome = self.txn(&key, write.txn(&key));
+            match outcome {
+                Ok(response) if response.succeeded() => {
+                    return Ok(header_revision(response.header()))
+                }
+                Ok(response) => return Err(self.refused(kind, name, &write, &response)),
+                Err(e @ DatastoreError::Etcd(EtcdError::Unreachable { .. })) => {
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    debug!(key = %key, error = %e, "write outcome unknown; reading it back");
+                    std::thread::sleep(RETRY_PAUSE);
+                    match self.read_key(&key) {
+                        Ok((revision, current)) => {
+                            if let Some(done) = write.visible(revision, current.as_ref()) {
+                                return Ok(done);
+                            }
+                        }
+                        Err(e) => debug!(key = %key, error = %e, "cannot read the key back yet"),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Why the comparison of `write` failed, from the `Get` of the transaction's else branch.
+    fn refused(
+        &self,
+        kind: &str,
+        name: &str,
+        write: &Write<'_>,
+        response: &TxnResponse,
+    ) -> DatastoreError {
+        let current = gets(response)
+            .into_iter()
+            .next()
+            .and_then(|kvs| kvs.into_iter().next());
+        match (write, current) {
+            (Write::Create(_), _) => DatastoreError::AlreadyExists {
+                kind: kind.into(),
+                name: name.into(),
+            },
+            (_, None) => DatastoreError::NotFound {
+                kind: kind.into(),
+                name: name.into(),
+            },
+            (Write::Update(_, expected), Some(kv)) | (Write::Delete(Some(expected)), Some(kv)) => {
+                DatastoreError::Conflict {
+                    kind: kind.into(),
+                    name: name.into(),
+                    expected: *expected,
+                    actual: from_etcd(kv.mod_revision()),
+                }
+            }
+            (Write::Delete(None), Some(kv)) => DatastoreError::Conflict {
+                kind: kind.into(),
+                name: name.into(),
+                expected: 0,
+                actual: from_etcd(kv.mod_revision()),
+            },
+        }
+    }
+
     fn txn(&self, key: &str, txn: Txn) -> Result<TxnResponse> {
         let mut client = self.client.clone();
         self.run(async move { client.txn(txn).await })
             .map_err(|e| self.error("txn", key, e))
     }
+}
 
-    /// Why a compare-and-swap failed: the key is gone, or it has another version.
-    fn lost_race(
-        &self,
-        kind: &str,
-        name: &str,
-        expected: Revision,
-        response: &TxnResponse,
-    ) -> DatastoreError {
-        match gets(response).first().and_then(|kvs| kvs.first()) {
-            None => DatastoreError::NotFound {
-                kind: kind.into(),
-                name: name.into(),
-            },
-            Some(kv) => DatastoreError::Conflict {
-                kind: kind.into(),
-                name: name.into(),
-                expected,
-                actual: from_etcd(kv.mod_revision()),
-            },
+/// Pause before a request is tried again after the cluster could not be reached (the client
+/// moves to another member meanwhile).
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Runs a read, once more after [`RETRY_PAUSE`] if the cluster could not be reached: reads
+/// are always safe to repeat, and one repetition covers a failover to another member.
+fn retry_unreachable<T>(mut read: impl FnMut() -> Result<T>) -> Result<T> {
+    match read() {
+        Err(DatastoreError::Etcd(EtcdError::Unreachable { .. })) => {
+            std::thread::sleep(RETRY_PAUSE);
+            read()
+        }
+        other => other,
+    }
+}
+
+/// A compare-and-swap write of one key.
+enum Write<'a> {
+    /// Only if the key does not exist.
+    Create(&'a [u8]),
+    /// Only if the key's mod revision is the given one.
+    Update(&'a [u8], Revision),
+    /// If the key exists (and has the given mod revision, when given).
+    Delete(Option<Revision>),
+}
+
+impl Write<'_> {
+    fn txn(&self, key: &str) -> Txn {
+        let key = key.to_string();
+        match self {
+            Write::Create(bytes) => Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key, bytes.to_vec(), None)]),
+            Write::Update(bytes, expected) => Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    to_etcd(*expected),
+                )])
+                .and_then([TxnOp::put(key.clone(), bytes.to_vec(), None)])
+                .or_else([TxnOp::get(key, None)]),
+            Write::Delete(expected) => {
+                let compare = match expected {
+                    Some(v) => Compare::mod_revision(key.clone(), CompareOp::Equal, to_etcd(*v)),
+                    None => Compare::create_revision(key.clone(), CompareOp::Greater, 0),
+                };
+                Txn::new()
+                    .when([compare])
+                    .and_then([TxnOp::delete(key.clone(), None::<DeleteOptions>)])
+                    .or_else([TxnOp::get(key, None)])
+            }
+        }
+    }
+
+    /// The revision of this write if the key, read at `revision`, shows it applied; `None`
+    /// if it shows it was not (so sending it again is safe).
+    fn visible(&self, revision: Revision, current: Option<&KeyValue>) -> Option<Revision> {
+        match (self, current) {
+            (Write::Create(bytes), Some(kv)) if kv.value() == *bytes => {
+                Some(from_etcd(kv.mod_revision()))
+            }
+            (Write::Update(bytes, expected), Some(kv))
+                if kv.value() == *bytes && from_etcd(kv.mod_revision()) != *expected =>
+            {
+                Some(from_etcd(kv.mod_revision()))
+            }
+            // Gone: deleted by us (or by somebody else, which leaves the same state); the
+            // deletion happened at or before the read.
+            (Write::Delete(_), None) => Some(revision),
+            _ => None,
         }
     }
 }
