@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use lab::podman::Podman;
