@@ -2,7 +2,8 @@
 # The main job: installs the prerequisites, builds, and runs the lab: a cluster of routerd
 # nodes operated with routectl, with pods, plus a BIRD top-of-rack router, all in network
 # namespaces (see agent/examples/lab.rs). Extra arguments go to the lab, e.g.
-# `scripts/lab.sh --nodes 5 --keep`.
+# `scripts/lab.sh --nodes 5 --keep`, or `scripts/lab.sh --datastore etcd` for a three-member
+# etcd cluster as the datastore.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -2,9 +2,12 @@
 //! operated with `routectl`, as an operator would run calico-node on real machines.
 //!
 //! `scripts/lab.sh` (or `cargo build --release -p agent --bins --examples &&
-//! target/release/examples/lab [--nodes N] [--keep]`) builds, on one L2 segment 10.0.0.0/24:
+//! target/release/examples/lab [--nodes N] [--datastore file|etcd] [--keep]`) builds, on one
+//! L2 segment 10.0.0.0/24:
 //! - N nodes (default 3) `node-1..node-N` at 10.0.0.1.., each running `routerd` on one shared
-//!   embedded datastore (a directory), AS 64512 inherited from the default;
+//!   datastore, AS 64512 inherited from the default: the embedded one (a directory), or with
+//!   `--datastore etcd` a three-member etcd cluster in namespaces of its own at
+//!   10.0.0.201-203 (routectl then runs in the ToR's namespace, which reaches it);
 //! - one pod per node: `routerd-cni install` puts the CNI plugins and the conflist in the
 //!   node's CNI directories, then podman (CNI backend) runs a busybox container on the
 //!   `routerd` network; the plugins give it an address from the node's block, its veth and
@@ -27,6 +30,7 @@ use std::time::Duration;
 use agent::status::{query_status, PeerType};
 use anyhow::{bail, Context, Result};
 use lab::bird::Bird;
+use lab::etcd::EtcdCluster;
 use lab::podman::Podman;
 use lab::{lan, require, wait_for, Daemon, Netns};
 
@@ -58,8 +62,17 @@ fn binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn routectl(bin: &Path, datastore: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let mut c = Command::new(bin);
+fn routectl(
+    bin: &Path,
+    at: Option<&Netns>,
+    datastore: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String> {
+    let mut c = match at {
+        Some(ns) => ns.command(&[&bin.to_string_lossy()]),
+        None => Command::new(bin),
+    };
     c.arg("--datastore")
         .arg(datastore)
         .args(args)
@@ -89,6 +102,7 @@ fn routectl(bin: &Path, datastore: &str, args: &[&str], stdin: Option<&str>) -> 
 fn main() -> Result<()> {
     let mut count = 3usize;
     let mut keep = false;
+    let mut on_etcd = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -100,7 +114,14 @@ fn main() -> Result<()> {
                     .context("--nodes needs a number")?
             }
             "--keep" => keep = true,
-            other => bail!("unknown argument {other}; usage: lab [--nodes N] [--keep]"),
+            "--datastore" => match args.next().as_deref() {
+                Some("file") => on_etcd = false,
+                Some("etcd") => on_etcd = true,
+                other => bail!("--datastore takes file or etcd, not {other:?}"),
+            },
+            other => bail!(
+                "unknown argument {other}; usage: lab [--nodes N] [--datastore file|etcd] [--keep]"
+            ),
         }
     }
     if !(2..=50).contains(&count) {
@@ -109,11 +130,56 @@ fn main() -> Result<()> {
     require(&[
         "ip", "bird", "birdc", "ping", "podman", "runc", "nsenter", "busybox",
     ]);
+    if on_etcd {
+        require(&["etcd", "etcdctl"]);
+    }
     let routerd = binary("routerd")?;
     let routectl_bin = binary("routectl")?;
     let dir = tempdir()?;
-    let datastore = format!("file:{}", dir.join("datastore").display());
-    let ctl = |args: &[&str], stdin: Option<&str>| routectl(&routectl_bin, &datastore, args, stdin);
+
+    let tor_ns = Netns::new("tor")?;
+    let node_ns: Vec<Netns> = (1..=count)
+        .map(|i| Netns::new(&format!("node{i}")))
+        .collect::<Result<_>>()?;
+    let etcd_ns: Vec<Netns> = if on_etcd {
+        (1..=3)
+            .map(|i| Netns::new(&format!("etcd{i}")))
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let etcd_ips = ["10.0.0.201", "10.0.0.202", "10.0.0.203"];
+    let etcd_cidrs: Vec<[String; 1]> = etcd_ips.iter().map(|ip| [format!("{ip}/24")]).collect();
+    let cidrs: Vec<String> = (1..=count).map(|i| format!("10.0.0.{i}/24")).collect();
+    let tor_addr = ["10.0.0.254/24"];
+    let node_addrs: Vec<[&str; 1]> = cidrs.iter().map(|c| [c.as_str()]).collect();
+    let etcd_addrs: Vec<[&str; 1]> = etcd_cidrs.iter().map(|c| [c[0].as_str()]).collect();
+    let mut members: Vec<(&Netns, &str, &[&str])> = vec![(&tor_ns, "eth0", &tor_addr)];
+    for (ns, a) in node_ns.iter().zip(&node_addrs) {
+        members.push((ns, "eth0", a));
+    }
+    for (ns, a) in etcd_ns.iter().zip(&etcd_addrs) {
+        members.push((ns, "eth0", a));
+    }
+    let _switch = lan("lab", &members)?;
+    let etcd = if on_etcd {
+        let members = etcd_ns
+            .into_iter()
+            .zip(etcd_ips)
+            .map(|(ns, ip)| (ns, ip.to_string()))
+            .collect();
+        Some(EtcdCluster::in_namespaces(members, false)?)
+    } else {
+        None
+    };
+    let datastore = match &etcd {
+        Some(etcd) => format!("etcd:{}", etcd.endpoints()),
+        None => format!("file:{}", dir.join("datastore").display()),
+    };
+    let ctl_ns = etcd.as_ref().map(|_| &tor_ns);
+    let ctl = |args: &[&str], stdin: Option<&str>| {
+        routectl(&routectl_bin, ctl_ns, &datastore, args, stdin)
+    };
 
     println!(
         "lab: {count} routerd nodes and a BIRD ToR in network namespaces; datastore {datastore}"
@@ -128,19 +194,6 @@ fn main() -> Result<()> {
             ),
         )?
     );
-
-    let tor_ns = Netns::new("tor")?;
-    let node_ns: Vec<Netns> = (1..=count)
-        .map(|i| Netns::new(&format!("node{i}")))
-        .collect::<Result<_>>()?;
-    let cidrs: Vec<String> = (1..=count).map(|i| format!("10.0.0.{i}/24")).collect();
-    let tor_addr = ["10.0.0.254/24"];
-    let node_addrs: Vec<[&str; 1]> = cidrs.iter().map(|c| [c.as_str()]).collect();
-    let mut members: Vec<(&Netns, &str, &[&str])> = vec![(&tor_ns, "eth0", &tor_addr)];
-    for (ns, a) in node_ns.iter().zip(&node_addrs) {
-        members.push((ns, "eth0", a));
-    }
-    let _switch = lan("lab", &members)?;
 
     let mut tor_conf = String::from(
         "router id 10.0.0.254;\nprotocol device {}\nprotocol direct { ipv4; }\n\
@@ -326,6 +379,12 @@ fn main() -> Result<()> {
         );
     }
     println!("ToR (BIRD, AS 65000):\n{}", tor.cmd("show route")?);
+    if let Some(etcd) = &etcd {
+        println!(
+            "$ etcdctl endpoint status --cluster -w table\n{}",
+            etcd.etcdctl(0, &["endpoint", "status", "--cluster", "-w", "table"])?
+        );
+    }
 
     if keep {
         println!(
@@ -338,6 +397,7 @@ fn main() -> Result<()> {
     println!("lab: tearing down");
     drop(runtimes);
     drop(nodes);
+    drop(etcd);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
