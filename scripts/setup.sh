@@ -20,7 +20,7 @@ if ((${#missing[@]})); then
 fi
 # The Debian packages enable their services; the tests start their own instances in network
 # namespaces, so the system-wide ones must not hold port 179 or the BIRD control socket.
-for svc in bird frr gobgpd exabgp; do
+for svc in bird frr gobgpd exabgp etcd; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 pkill -x bird >/dev/null 2>&1 || true
