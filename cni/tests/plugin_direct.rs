@@ -5,9 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use datastore::resource::parse_manifests;
@@ -58,25 +57,16 @@ impl Cluster {
     }
 
     fn invoke(&self, command: &str, container: &str, netns: Option<&Path>, stdin: &[u8]) -> Output {
-        let bin_dir = PathBuf::from(PLUGIN).parent().unwrap().to_path_buf();
-        let mut cmd = self.node.command(&[PLUGIN]);
-        cmd.env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", &bin_dir)
-            .env(
-                "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{container}"),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(ns) = netns {
-            cmd.env("CNI_NETNS", ns);
+        lab::CniCall {
+            plugin: Path::new(PLUGIN),
+            command,
+            container,
+            pod: &format!("pod-{container}"),
+            netns,
+            conf: stdin,
         }
-        let mut child = cmd.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        .run(&self.node)
+        .unwrap()
     }
 
     fn add(&self, container: &str, pod: &Netns) -> Value {

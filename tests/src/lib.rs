@@ -8,7 +8,7 @@
 //! [`require`], which fails the test when the prerequisite is missing, so that a missing
 //! package shows up as a red CI run rather than a silently green one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -293,4 +293,51 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One CNI plugin call as a container runtime makes it, run in `node`: `CNI_COMMAND`,
+/// `CNI_CONTAINERID`, `CNI_IFNAME=eth0`, `CNI_PATH` (where the delegated IPAM plugin is),
+/// Kubernetes-style `CNI_ARGS` naming pod `pod` in namespace `default`, `CNI_NETNS` when
+/// given, and `conf` on stdin. Returns the whole output whatever the exit status.
+#[derive(Debug)]
+pub struct CniCall<'a> {
+    pub plugin: &'a Path,
+    pub command: &'a str,
+    pub container: &'a str,
+    pub pod: &'a str,
+    pub netns: Option<&'a Path>,
+    pub conf: &'a [u8],
+}
+
+impl CniCall<'_> {
+    pub fn run(&self, node: &Netns) -> Result<Output> {
+        let cni_path = self
+            .plugin
+            .parent()
+            .context("plugin path has no directory")?;
+        let mut cmd = node.command(&[&self.plugin.to_string_lossy()]);
+        cmd.env("CNI_COMMAND", self.command)
+            .env("CNI_CONTAINERID", self.container)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", cni_path)
+            .env(
+                "CNI_ARGS",
+                format!(
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={}",
+                    self.pod
+                ),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(ns) = self.netns {
+            cmd.env("CNI_NETNS", ns);
+        }
+        let mut child = cmd.spawn().context("starting the CNI plugin")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            stdin.write_all(self.conf)?;
+        }
+        Ok(child.wait_with_output()?)
+    }
 }

@@ -7,7 +7,6 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -275,29 +274,16 @@ impl Cluster {
             "type": "routerd-cni", "datastore": self.datastore, "nodename": self.nodes[i].name,
             "ipam": {"type": "routerd-ipam"}})
         .to_string();
-        let mut cmd = self.nodes[i].ns.command(&[dir.join(bin).to_str().unwrap()]);
-        cmd.env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", &dir)
-            .env(
-                "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={container}"),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(ns) = netns {
-            cmd.env("CNI_NETNS", ns);
+        lab::CniCall {
+            plugin: &dir.join(bin),
+            command,
+            container,
+            pod: container,
+            netns,
+            conf: conf.as_bytes(),
         }
-        let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        .run(&self.nodes[i].ns)
+        .unwrap()
     }
 
     /// A pod on node `i` through the CNI plugin: its namespace and address.
