@@ -78,7 +78,11 @@ pub fn assign(
 ) -> Result<Vec<IpNet>, CniError> {
     let pools = ip_pools(&**ds, &config.datastore)?;
     let labels = node_labels(&**ds, &config.datastore, &config.node)?;
-    let allocator = Allocator::new(DatastoreIpam::new(ds.clone()), AllocatorConfig::default());
+    // The cluster's IPAM settings (`routectl ipam configure`): strict affinity forbids
+    // borrowing from other nodes' blocks.
+    let (settings, _) = datastore::ipam_store::read_ipam_config(&**ds)
+        .map_err(|e| CniError::datastore(&config.datastore, e))?;
+    let allocator = Allocator::new(DatastoreIpam::new(ds.clone()), settings.allocator_config());
     let handle = id.handle(&config.network);
     let v6_selects = pools
         .iter()

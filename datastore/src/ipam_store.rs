@@ -44,6 +44,78 @@ pub const AFFINITY_KIND: &str = "BlockAffinity";
 /// Datastore kind of [`IpamHandle`] records (Calico CRD `IPAMHandle`).
 pub const HANDLE_KIND: &str = "IPAMHandle";
 
+/// Datastore kind of the cluster's IPAM settings (Calico CRD `IPAMConfig`), one record named
+/// [`IPAM_CONFIG_NAME`].
+pub const IPAM_CONFIG_KIND: &str = "IPAMConfig";
+/// The name of the one IPAM settings record (Calico's `default`).
+pub const IPAM_CONFIG_NAME: &str = "default";
+
+/// The cluster's IPAM settings, as Calico's `IPAMConfig` spec (`calicoctl ipam configure`).
+/// Only `strictAffinity` is a setting routerd's allocator has; the record keeps Calico's
+/// shape so that its other fields can be added without a migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpamConfig {
+    /// Never borrow addresses from other nodes' blocks.
+    pub strict_affinity: bool,
+    /// Calico's default `true`: nodes claim blocks as they need them (the only mode here).
+    pub auto_allocate_blocks: bool,
+}
+
+impl Default for IpamConfig {
+    fn default() -> Self {
+        Self {
+            strict_affinity: false,
+            auto_allocate_blocks: true,
+        }
+    }
+}
+
+impl IpamConfig {
+    /// The allocator's configuration under these settings.
+    pub fn allocator_config(&self) -> ipam::AllocatorConfig {
+        ipam::AllocatorConfig {
+            strict_affinity: self.strict_affinity,
+            ..ipam::AllocatorConfig::default()
+        }
+    }
+}
+
+/// The stored settings with their version, or the defaults (version `None`) when none are.
+pub fn read_ipam_config(
+    ds: &dyn Datastore,
+) -> Result<(IpamConfig, Option<crate::Revision>), DatastoreError> {
+    match ds.get(IPAM_CONFIG_KIND, IPAM_CONFIG_NAME) {
+        Ok(record) => {
+            let config =
+                serde_json::from_value(record.value).map_err(|e| DatastoreError::Corrupt {
+                    path: format!("{IPAM_CONFIG_KIND}/{IPAM_CONFIG_NAME}").into(),
+                    reason: e.to_string(),
+                })?;
+            Ok((config, Some(record.version)))
+        }
+        Err(DatastoreError::NotFound { .. }) => Ok((IpamConfig::default(), None)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the settings, compare-and-swap on the version [`read_ipam_config`] gave.
+pub fn write_ipam_config(
+    ds: &dyn Datastore,
+    config: &IpamConfig,
+    version: Option<crate::Revision>,
+) -> Result<crate::Revision, DatastoreError> {
+    let value = serde_json::to_value(config).map_err(|source| DatastoreError::Encode {
+        kind: IPAM_CONFIG_KIND.into(),
+        name: IPAM_CONFIG_NAME.into(),
+        source,
+    })?;
+    match version {
+        Some(v) => ds.update(IPAM_CONFIG_KIND, IPAM_CONFIG_NAME, value, v),
+        None => ds.create(IPAM_CONFIG_KIND, IPAM_CONFIG_NAME, value),
+    }
+}
+
 /// The datastore kind holding records of `kind`.
 pub fn datastore_kind(kind: RecordKind) -> &'static str {
     match kind {

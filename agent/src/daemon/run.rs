@@ -13,7 +13,7 @@ use bgp::speaker::config::{Origination, SpeakerConfig};
 use bgp::speaker::control::{ControlRequest, ControlResponse, PeerStatus};
 use bgp::speaker::{PeerPolicy, SpeakerHandle};
 use fib::{FibCommand, FibHandle, Route, RouteKey};
-use ipam::{Allocator, AllocatorConfig, IpFamily, IpamError, TunnelKind};
+use ipam::{Allocator, IpFamily, IpamError, TunnelKind};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -247,10 +247,22 @@ pub async fn run(
         blocking(move || SecretReader::for_datastore(&address)).await??
     };
 
-    // 2. Blocks.
+    // 2. Blocks. The IPAM settings (strict affinity) are read once, at start: routerd
+    // itself only claims blocks and tunnel addresses; pods' addresses come from the IPAM
+    // plugin, which reads them at every assignment.
+    let ipam_settings = {
+        let ds = ds.clone();
+        blocking(move || datastore::ipam_store::read_ipam_config(&*ds))
+            .await?
+            .map(|(settings, _)| settings)
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read the IPAM settings; using the defaults");
+                datastore::ipam_store::IpamConfig::default()
+            })
+    };
     let allocator = Arc::new(Allocator::new(
         DatastoreIpam::new(ds.clone()),
-        AllocatorConfig::default(),
+        ipam_settings.allocator_config(),
     ));
     let blocks = claim_blocks(&allocator, &view, &config).await?;
 

@@ -15,11 +15,16 @@
 //! Failures print one line naming what failed (`BGPPeer/rack1-tor: spec.asNumber: ...`) and
 //! exit with status 1; nothing a user types or a datastore holds makes it panic.
 
+pub mod edit;
 pub mod ipam;
+pub mod ipam_admin;
 pub mod kinds;
+pub mod manifests;
 pub mod node_status;
+pub mod output;
 pub mod resources;
 pub mod table;
+pub mod version;
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -130,6 +135,16 @@ pub enum Command {
     Replace(FileArgs),
     /// Delete resources by kind and name, or from a file.
     Delete(DeleteArgs),
+    /// Patch a pre-existing resource in place (a merge patch of its manifest).
+    Patch(PatchArgs),
+    /// Add, update or remove a label of a resource.
+    Label(LabelArgs),
+    /// Check manifests without a datastore, naming each bad field.
+    Validate(FileArgs),
+    /// Rewrite manifests as normalised projectcalico.org/v3 YAML or JSON.
+    Convert(ConvertArgs),
+    /// routectl's version, and the version of this node's routerd.
+    Version(VersionArgs),
     /// Commands about this node's routerd.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -201,6 +216,63 @@ pub struct DeleteArgs {
     pub node: Option<String>,
 }
 
+/// `patch`.
+#[derive(Debug, Args)]
+pub struct PatchArgs {
+    /// The kind.
+    pub kind: String,
+    /// The resource's name.
+    pub name: String,
+    /// The change: a partial resource (JSON or YAML), e.g. `{"spec":{"asNumber":"65001"}}`.
+    #[arg(short = 'p', long = "patch")]
+    pub patch: String,
+    /// Patch type: strategic (calicoctl's default, applied as a merge patch), merge (RFC
+    /// 7386) or json (RFC 6902 operations).
+    #[arg(short = 't', long = "type", default_value = "strategic")]
+    pub patch_type: String,
+    /// Namespace of a namespaced resource (WorkloadEndpoint).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
+/// `label`.
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// The kind.
+    pub kind: String,
+    /// The resource's name.
+    pub name: String,
+    /// `key=value`, or `key` with --remove.
+    pub label: String,
+    /// Replace the value of a key that is already present.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Remove the key.
+    #[arg(long)]
+    pub remove: bool,
+    /// Namespace of a namespaced resource (WorkloadEndpoint).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
+/// `convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Output format: yaml or json.
+    #[arg(short = 'o', long = "output", default_value = "yaml")]
+    pub output: String,
+}
+
+/// `version`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Only this routectl's version.
+    #[arg(long)]
+    pub client: bool,
+}
+
 /// `node ...`.
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
@@ -222,6 +294,29 @@ pub enum IpamCommand {
         /// List the addresses nodes borrowed from blocks other nodes own.
         #[arg(long, conflicts_with_all = ["show_blocks", "ip"])]
         show_borrowed: bool,
+        /// Show the IPAM settings (`ipam configure`).
+        #[arg(long, conflicts_with_all = ["show_blocks", "ip", "show_borrowed"])]
+        show_configuration: bool,
+    },
+    /// Split an IP pool into the specified number of smaller IP pools.
+    Split {
+        /// How many pools (a power of 2).
+        number: String,
+        /// CIDR of the IP pool to split.
+        #[arg(long, conflicts_with = "name", required_unless_present = "name")]
+        cidr: Option<String>,
+        /// Name of the IP pool to split.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Configure IPAM.
+    Configure {
+        /// Set StrictAffinity to true/false (never borrow from other nodes' blocks).
+        #[arg(long)]
+        strictaffinity: Option<String>,
+        /// calicoctl's; routerd's allocator has no such limit (refused).
+        #[arg(long, hide = true)]
+        max_blocks_per_host: Option<String>,
     },
     /// Look for leaked, dangling and doubly assigned addresses; exit status 1 if any.
     Check,
@@ -290,18 +385,22 @@ fn parse_kind(word: &str) -> Result<Kind, RoutectlError> {
 
 /// Reads and validates the manifests of `-f` (`-` is stdin). An empty file is an error, as
 /// with calicoctl.
-fn read_manifests(path: &str, stdin: &mut dyn Read) -> Result<Vec<Resource>, RoutectlError> {
+fn read_text(path: &str, stdin: &mut dyn Read) -> Result<String, RoutectlError> {
     let read_err = |source| RoutectlError::ReadFile {
         path: path.to_string(),
         source,
     };
-    let text = if path == "-" {
+    if path == "-" {
         let mut s = String::new();
         stdin.read_to_string(&mut s).map_err(read_err)?;
-        s
+        Ok(s)
     } else {
-        std::fs::read_to_string(path).map_err(read_err)?
-    };
+        std::fs::read_to_string(path).map_err(read_err)
+    }
+}
+
+fn read_manifests(path: &str, stdin: &mut dyn Read) -> Result<Vec<Resource>, RoutectlError> {
+    let text = read_text(path, stdin)?;
     let resources = parse_manifests(&text)?;
     if resources.is_empty() {
         return Err(RoutectlError::Usage(format!(
@@ -380,6 +479,74 @@ fn execute(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
             ))
         }
         Command::Delete(args) => delete(cli, args, io),
+        Command::Patch(args) => {
+            let kind = parse_kind(&args.kind)?;
+            let patch_type = edit::PatchType::parse(&args.patch_type)?;
+            let ds = open_datastore(cli, false)?;
+            let name =
+                resources::ResourceKey::named_in(kind, &args.name, args.namespace.as_deref())?
+                    .record_name();
+            match edit::patch(&*ds, kind, &name, &args.patch, patch_type) {
+                Ok(line) => {
+                    write_out(io, &line, "");
+                    Ok(0)
+                }
+                Err(e) => {
+                    write_out(io, "", &format!("hit error: {e}\n"));
+                    Ok(1)
+                }
+            }
+        }
+        Command::Label(args) => {
+            let kind = parse_kind(&args.kind)?;
+            let change = edit::LabelChange::parse(&args.label, args.overwrite, args.remove)?;
+            let ds = open_datastore(cli, false)?;
+            let name =
+                resources::ResourceKey::named_in(kind, &args.name, args.namespace.as_deref())?
+                    .record_name();
+            match edit::label(&*ds, kind, &args.kind, &name, &change) {
+                Ok(line) => {
+                    write_out(io, &line, "");
+                    Ok(0)
+                }
+                Err(e) => {
+                    write_out(io, "", &format!("{e}\n"));
+                    Ok(1)
+                }
+            }
+        }
+        Command::Validate(args) => {
+            let text = read_text(&args.filename, io.stdin)?;
+            let (out, err, ok) = manifests::validate(&text, &args.filename)?;
+            write_out(io, &out, &err);
+            Ok(i32::from(!ok))
+        }
+        Command::Convert(args) => {
+            let resources = read_manifests(&args.file.filename, io.stdin)?;
+            write_out(io, &manifests::convert(&resources, &args.output)?, "");
+            Ok(0)
+        }
+        Command::Version(args) => {
+            let client = version::client_lines(env!("CARGO_PKG_VERSION"), version::GIT_COMMIT);
+            if args.client {
+                write_out(io, &client, "");
+                return Ok(0);
+            }
+            match status::query_status(&cli.control_socket, STATUS_TIMEOUT) {
+                Ok(s) => {
+                    write_out(io, &(client + &version::cluster_lines(&s)), "");
+                    Ok(0)
+                }
+                Err(e) => {
+                    write_out(
+                        io,
+                        &client,
+                        &format!("unable to retrieve Cluster Version or Type: {e}\n"),
+                    );
+                    Ok(1)
+                }
+            }
+        }
         Command::Node(NodeCommand::Status) => node_status(cli, io),
         Command::Ipam(cmd) => ipam_command(cli, cmd, io),
     }
@@ -422,7 +589,7 @@ fn get(cli: &Cli, args: &GetArgs, io: &mut Streams<'_>) -> Result<i32, RoutectlE
         };
         (result, ds)
     };
-    let needs_default_as = format == OutputFormat::Wide
+    let needs_default_as = matches!(format, OutputFormat::Wide | OutputFormat::CustomColumns(_))
         && result.printed.iter().any(|p| match p {
             Printed::List { kind, .. } => *kind == Kind::Node,
             Printed::Single(r) => r.kind() == Kind::Node,
@@ -432,7 +599,7 @@ fn get(cli: &Cli, args: &GetArgs, io: &mut Streams<'_>) -> Result<i32, RoutectlE
     } else {
         datastore::resource::DEFAULT_AS_NUMBER
     };
-    let out = resources::render(&result.printed, format, default_as);
+    let out = resources::render(&result.printed, &format, default_as)?;
     let err: String = result.errors.iter().map(|e| format!("{e}\n")).collect();
     write_out(io, &out, &err);
     Ok(i32::from(!result.errors.is_empty()))
@@ -545,6 +712,46 @@ fn ipam_command(cli: &Cli, cmd: &IpamCommand, io: &mut Streams<'_>) -> Result<i3
     match cmd {
         IpamCommand::Show { ip: Some(ip), .. } => {
             write_out(io, &ipam::show_ip(allocator.store(), *ip)?, "");
+            Ok(0)
+        }
+        IpamCommand::Show {
+            show_configuration: true,
+            ..
+        } => {
+            write_out(io, &ipam_admin::show_configuration(&*ds)?, "");
+            Ok(0)
+        }
+        IpamCommand::Split { number, cidr, name } => {
+            let pool = match (cidr, name) {
+                (Some(c), _) => ipam_admin::PoolRef::Cidr(c.clone()),
+                (None, Some(n)) => ipam_admin::PoolRef::Name(n.clone()),
+                (None, None) => {
+                    return Err(RoutectlError::Usage(
+                        "no name or CIDR provided. Provide a name or CIDR to denote the IP pool to split"
+                            .into(),
+                    ))
+                }
+            };
+            write_out(io, &ipam_admin::split(&*ds, number, &pool)?, "");
+            Ok(0)
+        }
+        IpamCommand::Configure {
+            strictaffinity,
+            max_blocks_per_host,
+        } => {
+            if max_blocks_per_host.is_some() {
+                return Err(RoutectlError::Usage(
+                    "--max-blocks-per-host is not supported: routerd's allocator has no limit on \
+                     the blocks a node may claim"
+                        .into(),
+                ));
+            }
+            let Some(value) = strictaffinity else {
+                return Err(RoutectlError::Usage(
+                    "at least one configuration option must be specified".into(),
+                ));
+            };
+            write_out(io, &ipam_admin::configure(&*ds, value)?, "");
             Ok(0)
         }
         IpamCommand::Show {

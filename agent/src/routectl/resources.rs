@@ -29,7 +29,7 @@ use super::RoutectlError;
 pub const UPDATE_ATTEMPTS: usize = 5;
 
 /// `-o` of `get`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputFormat {
     /// The default table (`ps`).
     Ps,
@@ -39,18 +39,50 @@ pub enum OutputFormat {
     Yaml,
     /// JSON manifests.
     Json,
+    /// The table with these columns, by heading (`custom-columns=NAME,ASN`).
+    CustomColumns(Vec<String>),
+    /// A Go template run over what `json` prints (`go-template=...`, or the contents of
+    /// `go-template-file=...`).
+    GoTemplate(String),
 }
 
 impl OutputFormat {
-    /// Parses `ps`, `wide`, `yaml`/`yml`, `json`.
+    /// Parses `ps`, `wide`, `yaml`/`yml`, `json`, `custom-columns=A,B`, `go-template=T`,
+    /// `go-template-file=PATH` (the file is read here).
     pub fn parse(text: &str) -> Result<Self, RoutectlError> {
         match text {
-            "ps" => Ok(OutputFormat::Ps),
-            "wide" => Ok(OutputFormat::Wide),
-            "yaml" | "yml" => Ok(OutputFormat::Yaml),
-            "json" => Ok(OutputFormat::Json),
-            other => Err(RoutectlError::Usage(format!(
-                "unrecognized output format '{other}' (expected ps, wide, yaml or json)"
+            "ps" => return Ok(OutputFormat::Ps),
+            "wide" => return Ok(OutputFormat::Wide),
+            "yaml" | "yml" => return Ok(OutputFormat::Yaml),
+            "json" => return Ok(OutputFormat::Json),
+            _ => {}
+        }
+        match text.split_once('=') {
+            Some(("custom-columns", list)) => {
+                let columns: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if columns.is_empty() {
+                    return Err(RoutectlError::Usage(
+                        "custom-columns needs at least one heading (custom-columns=NAME,ASN)"
+                            .into(),
+                    ));
+                }
+                Ok(OutputFormat::CustomColumns(columns))
+            }
+            Some(("go-template", template)) => Ok(OutputFormat::GoTemplate(template.to_string())),
+            Some(("go-template-file", path)) => std::fs::read_to_string(path)
+                .map(OutputFormat::GoTemplate)
+                .map_err(|source| RoutectlError::ReadFile {
+                    path: path.to_string(),
+                    source,
+                }),
+            _ => Err(RoutectlError::Usage(format!(
+                "unrecognized output format '{text}' (expected ps, wide, yaml, json, \
+                 custom-columns=..., go-template=... or go-template-file=...)"
             ))),
         }
     }
@@ -87,6 +119,21 @@ impl ResourceKey {
             namespace: None,
             resource_version: None,
         }
+    }
+
+    /// A resource named on the command line with `-n <namespace>`, which only namespaced
+    /// kinds take (calicoctl: `<Kind> is not namespaced`).
+    pub fn named_in(
+        kind: Kind,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Result<Self, RoutectlError> {
+        if namespace.is_some() && kind != Kind::WorkloadEndpoint {
+            return Err(RoutectlError::Usage(format!("{kind} is not namespaced")));
+        }
+        let mut key = Self::named(kind, name);
+        key.namespace = namespace.map(str::to_string);
+        Ok(key)
     }
 
     /// The key of a manifest.
@@ -440,10 +487,22 @@ fn printed_value(p: &Printed) -> Value {
 }
 
 /// Renders what a get found in the requested format (`default_as` fills the Node ASN column).
-pub fn render(printed: &[Printed], format: OutputFormat, default_as: u32) -> String {
-    match format {
+pub fn render(
+    printed: &[Printed],
+    format: &OutputFormat,
+    default_as: u32,
+) -> Result<String, RoutectlError> {
+    let value = || match printed {
+        [one] => printed_value(one),
+        many => Value::Array(many.iter().map(printed_value).collect()),
+    };
+    Ok(match format {
+        OutputFormat::CustomColumns(columns) => {
+            super::output::custom_columns(printed, columns, default_as)?
+        }
+        OutputFormat::GoTemplate(template) => super::output::go_template(template, &value())?,
         OutputFormat::Ps | OutputFormat::Wide => {
-            let wide = format == OutputFormat::Wide;
+            let wide = *format == OutputFormat::Wide;
             printed
                 .iter()
                 .map(|p| match p {
@@ -456,11 +515,8 @@ pub fn render(printed: &[Printed], format: OutputFormat, default_as: u32) -> Str
         }
         OutputFormat::Yaml | OutputFormat::Json => {
             // One object as itself, several as a sequence (calicoctl's printers).
-            let value = match printed {
-                [one] => printed_value(one),
-                many => Value::Array(many.iter().map(printed_value).collect()),
-            };
-            if format == OutputFormat::Json {
+            let value = value();
+            if *format == OutputFormat::Json {
                 let mut s = serde_json::to_string_pretty(&value).unwrap_or_default();
                 s.push('\n');
                 s
@@ -468,7 +524,7 @@ pub fn render(printed: &[Printed], format: OutputFormat, default_as: u32) -> Str
                 serde_norway::to_string(&value).unwrap_or_default()
             }
         }
-    }
+    })
 }
 
 // ---- writes ---------------------------------------------------------------------------
@@ -850,9 +906,10 @@ spec: {nodeSelector: rack == 'r1', peerIP: 192.0.2.3, asNumber: 64515}
                 revision: 3,
                 items: ps,
             }],
-            OutputFormat::Ps,
+            &OutputFormat::Ps,
             64512,
-        );
+        )
+        .unwrap();
         assert_eq!(
             out,
             "NAME         PEERIP      NODE           ASN     \n\

@@ -744,14 +744,22 @@ fn locate<T: DeserializeOwned>(root: &Value, message: &str, path: &mut Vec<Seg>)
 /// `---`; text starting with `{` or `[` is read as JSON (an object or an array of objects).
 /// Empty documents are skipped; `List`/`<Kind>List` documents are flattened.
 pub fn parse_manifests(text: &str) -> Result<Vec<Resource>, ResourceError> {
+    check_manifests(text)?.into_iter().collect()
+}
+
+/// As [`parse_manifests`], but each resource is read and validated on its own, so that a
+/// caller can name every bad one (`routectl validate`); only a stream that is not YAML or
+/// JSON at all fails as a whole.
+pub fn check_manifests(text: &str) -> Result<Vec<Result<Resource, ResourceError>>, ResourceError> {
     let documents = read_documents(text)?;
     let mut out = Vec::new();
     for (i, doc) in documents.into_iter().enumerate() {
         let document = i + 1;
-        for item in flatten_list(doc, document)? {
-            let resource = Resource::from_value(item, document)?;
-            resource.validate()?;
-            out.push(resource);
+        match flatten_list(doc, document) {
+            Ok(items) => out.extend(items.into_iter().map(|item| {
+                Resource::from_value(item, document).and_then(|r| r.validate().map(|()| r))
+            })),
+            Err(e) => out.push(Err(e)),
         }
     }
     Ok(out)
