@@ -732,3 +732,251 @@ fn node_status_since_within_a_day_is_a_time_of_day() {
     );
     assert_golden("node_status_clock", &format_node_status(&status, now));
 }
+
+#[test]
+fn patch_and_label_edit_stored_resources() {
+    let mut env = Env::new();
+    env.file("nodes.yaml", NODES);
+    env.file("peers.yaml", PEERS);
+    env.run_unrecorded(&["create", "-f", "nodes.yaml"], 0);
+    env.run_unrecorded(&["create", "-f", "peers.yaml"], 0);
+    // Merge patches (calicoctl's default type), an RFC 6902 patch, and the refusals.
+    env.run(
+        &[
+            "patch",
+            "bgppeer",
+            "rack1-tor",
+            "-p",
+            r#"{"spec":{"asNumber":"65001"}}"#,
+        ],
+        0,
+    );
+    env.run(
+        &[
+            "patch",
+            "node",
+            "node-2",
+            "--patch",
+            r#"{"spec":{"bgp":{"asNumber":null}}}"#,
+        ],
+        0,
+    );
+    env.run(
+        &[
+            "patch",
+            "bgppeer",
+            "node1-peer",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/peerIP","value":"192.0.2.22"}]"#,
+        ],
+        0,
+    );
+    env.run(&["get", "bgppeers"], 0);
+    env.run(
+        &[
+            "patch",
+            "bgppeer",
+            "rack1-tor",
+            "-p",
+            r#"{"spec":{"asNumbr":1}}"#,
+        ],
+        1,
+    );
+    env.run(
+        &[
+            "patch",
+            "bgppeer",
+            "rack1-tor",
+            "-p",
+            r#"{"spec":{"peerIP":"x"}}"#,
+        ],
+        1,
+    );
+    env.run(&["patch", "bgppeer", "rack1-tor", "-p", "{not json"], 1);
+    env.run(
+        &[
+            "patch",
+            "bgppeer",
+            "rack1-tor",
+            "-p",
+            r#"{"metadata":{"name":"other"}}"#,
+        ],
+        1,
+    );
+    env.run(&["patch", "bgppeer", "nope", "-p", "{}"], 1);
+    env.run(
+        &[
+            "patch",
+            "bgppeer",
+            "rack1-tor",
+            "--type=strange",
+            "-p",
+            "{}",
+        ],
+        1,
+    );
+    env.run(&["patch", "networkpolicy", "x", "-p", "{}"], 1);
+    // Labels: set, the same again, a new value with and without --overwrite, remove.
+    env.run(&["label", "nodes", "node-1", "zone=a"], 0);
+    env.run(&["label", "nodes", "node-1", "zone=a"], 0);
+    env.run(&["label", "nodes", "node-1", "zone=b"], 1);
+    env.run(&["label", "nodes", "node-1", "zone=b", "--overwrite"], 0);
+    env.run(&["label", "nodes", "node-1", "zone", "--remove"], 0);
+    env.run(&["label", "nodes", "node-1", "zone", "--remove"], 1);
+    env.run(&["label", "nodes", "node-9", "zone=a"], 1);
+    env.run(&["label", "nodes", "node-1", "zone"], 1);
+    env.run(&["label", "nodes", "node-1", "bad key=a"], 1);
+    env.run(&["label", "nodes", "node-1", "rack=r2", "-n", "ns1"], 1);
+    env.run(&["get", "nodes", "node-1", "node-2", "-o", "yaml"], 0);
+    assert_golden("patch_label", &env.transcript);
+}
+
+#[test]
+fn validate_and_convert_need_no_datastore() {
+    let mut env = Env::new();
+    env.file("peers.yaml", PEERS);
+    env.file(
+        "mixed.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: ok}\nspec: {peerIP: 192.0.2.1, asNumber: 64513}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: bad-ip}\nspec: {peerIP: 192.0.2.300, asNumber: 64513}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: bad-pool}\nspec: {cidr: 10.65.0.0/16, blockSize: 40}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: typo}\nspec: {cidr: 10.66.0.0/16, natOutgoin: true}\n",
+    );
+    env.file(
+        "v1.yaml",
+        "apiVersion: routerd.io/v1\nkind: IPPool\nmetadata: {name: pods, resourceVersion: '12'}\nspec: {cidr: 10.65.0.0/16}\n",
+    );
+    env.file("empty.yaml", "");
+    env.run(&["validate", "-f", "peers.yaml"], 0);
+    env.run(&["validate", "-f", "mixed.yaml"], 1);
+    env.run(&["validate", "-f", "empty.yaml"], 1);
+    env.run(&["validate", "-f", "missing.yaml"], 1);
+    env.run(&["convert", "-f", "v1.yaml"], 0);
+    env.run(&["convert", "-f", "v1.yaml", "-o", "json"], 0);
+    env.run(&["convert", "-f", "v1.yaml", "-o", "toml"], 1);
+    env.run(&["convert", "-f", "mixed.yaml"], 1);
+    // Neither touched a datastore.
+    assert!(!env.path().join("ds").exists());
+    assert_golden("validate_convert", &env.transcript);
+}
+
+#[test]
+fn get_with_custom_columns_and_go_templates() {
+    let mut env = Env::new();
+    env.file("nodes.yaml", NODES);
+    env.file("peers.yaml", PEERS);
+    env.file(
+        "peers.tmpl",
+        "{{range .items}}{{.metadata.name}}\t{{.spec.peerIP}}\n{{end}}",
+    );
+    env.run_unrecorded(&["create", "-f", "nodes.yaml"], 0);
+    env.run_unrecorded(&["create", "-f", "peers.yaml"], 0);
+    env.run(&["get", "nodes", "-o", "custom-columns=NAME,ASN,IPV4"], 0);
+    env.run(&["get", "bgppeers", "-o", "custom-columns=PEERIP,NAME"], 0);
+    env.run(&["get", "nodes", "-o", "custom-columns=NAME,PEERIP"], 1);
+    env.run(&["get", "nodes", "-o", "custom-columns="], 1);
+    env.run(
+        &[
+            "get",
+            "nodes",
+            "-o",
+            r#"go-template={{range .items}}{{.metadata.name}} {{if .spec.bgp}}{{.spec.bgp.ipv4Address}}{{else}}-{{end}}{{"\n"}}{{end}}"#,
+        ],
+        0,
+    );
+    env.run(
+        &[
+            "get",
+            "bgppeer",
+            "rack1-tor",
+            "-o",
+            r#"go-template={{.spec.asNumber}}{{"\n"}}"#,
+        ],
+        0,
+    );
+    env.run(&["get", "bgppeers", "-o", "go-template-file=peers.tmpl"], 0);
+    env.run(&["get", "bgppeers", "-o", "go-template={{range .items}"], 1);
+    env.run(
+        &["get", "bgppeers", "-o", "go-template-file=missing.tmpl"],
+        1,
+    );
+    env.run(&["get", "bgppeers", "-o", "jsonpath={.items}"], 1);
+    assert_golden("output_formats", &env.transcript);
+}
+
+#[test]
+fn ipam_split_and_configure() {
+    let mut env = Env::new();
+    env.file("pools.yaml", POOLS);
+    env.run_unrecorded(&["create", "-f", "pools.yaml"], 0);
+    env.run(&["ipam", "split", "4", "--name", "default-ipv4-ippool"], 0);
+    env.run(&["get", "ippools", "-o", "wide"], 0);
+    env.run(&["ipam", "split", "3", "--cidr", "10.65.0.0/18"], 1);
+    env.run(&["ipam", "split", "two", "--cidr", "10.65.0.0/18"], 1);
+    env.run(&["ipam", "split", "2", "--cidr", "10.99.0.0/16"], 1);
+    env.run(&["ipam", "split", "1024", "--cidr", "10.65.0.0/18"], 1);
+    env.run(&["ipam", "show", "--show-configuration"], 0);
+    env.run(&["ipam", "configure", "--strictaffinity=true"], 0);
+    env.run(&["ipam", "show", "--show-configuration"], 0);
+    env.run(&["ipam", "configure", "--strictaffinity=sometimes"], 1);
+    env.run(&["ipam", "configure"], 1);
+    env.run(&["ipam", "configure", "--max-blocks-per-host=4"], 1);
+    // The setting the IPAM plugin reads.
+    let (settings, _) = datastore::ipam_store::read_ipam_config(&*env.open_datastore()).unwrap();
+    assert!(settings.allocator_config().strict_affinity);
+    assert_golden("ipam_split_configure", &env.transcript);
+}
+
+#[test]
+fn version_shows_the_client_and_this_nodes_routerd() {
+    let mut env = Env::new();
+    env.run(&["version", "--client"], 0);
+    let socket = env.path().join("routerd.ctl");
+    let server = serve_status_once(&socket, canned_status());
+    let socket_arg = format!("--control-socket={}", socket.display());
+    env.run(&[&socket_arg, "version"], 0);
+    server.join().unwrap();
+    // No routerd: the client lines, then why the cluster's are missing.
+    env.run(&["version"], 1);
+    let commit = agent::routectl::version::GIT_COMMIT;
+    let transcript = env.transcript.replace(commit, "<commit>");
+    assert_golden("version", &transcript);
+}
+
+#[test]
+fn checksystem_reports_features_and_fails_only_without_what_routerd_needs() {
+    use agent::routectl::checksystem::{evaluate, Facts, Feature};
+    let facts = |kernel: &str, missing: &[&str], forwarding: Option<&str>| Facts {
+        kernel: Some(kernel.into()),
+        features: ["vxlan", "ipip", "tun", "nf_tables", "nft_masq"]
+            .into_iter()
+            .map(|name| Feature {
+                name,
+                present: !missing.contains(&name),
+            })
+            .collect(),
+        ipv4_forwarding: forwarding.map(Into::into),
+        ipv6_forwarding: None,
+    };
+    let mut out = String::new();
+    for (title, f) in [
+        (
+            "this lab's kernel: no ipip, TUN covers it",
+            facts("6.18.44", &["ipip"], Some("0")),
+        ),
+        (
+            "nothing optional",
+            facts(
+                "5.10.0-28-amd64",
+                &["vxlan", "ipip", "tun", "nf_tables", "nft_masq"],
+                Some("1"),
+            ),
+        ),
+        ("too old, no forwarding", facts("4.4.0", &[], None)),
+    ] {
+        let (report, ok) = evaluate(&f);
+        out.push_str(&format!("== {title}: ok={ok}\n{report}\n"));
+    }
+    assert_golden("checksystem", &out);
+}

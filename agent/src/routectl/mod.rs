@@ -15,6 +15,8 @@
 //! Failures print one line naming what failed (`BGPPeer/rack1-tor: spec.asNumber: ...`) and
 //! exit with status 1; nothing a user types or a datastore holds makes it panic.
 
+pub mod checksystem;
+pub mod diags;
 pub mod edit;
 pub mod ipam;
 pub mod ipam_admin;
@@ -278,6 +280,14 @@ pub struct VersionArgs {
 pub enum NodeCommand {
     /// routerd's state and its BGP sessions.
     Status,
+    /// Verify the host is able to run routerd (kernel, encapsulations, NAT, forwarding).
+    Checksystem,
+    /// Gather a diagnostics bundle of this node (routerd's status, the kernel's tables, logs).
+    Diags {
+        /// The directory holding routerd's logs.
+        #[arg(long, default_value = diags::DEFAULT_LOG_DIR)]
+        log_dir: PathBuf,
+    },
 }
 
 /// `ipam ...`.
@@ -548,6 +558,21 @@ fn execute(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
             }
         }
         Command::Node(NodeCommand::Status) => node_status(cli, io),
+        Command::Node(NodeCommand::Checksystem) => {
+            let (report, ok) = checksystem::evaluate(&checksystem::probe());
+            let err = if ok {
+                String::new()
+            } else {
+                format!("{}\n", checksystem::NOT_MET)
+            };
+            write_out(io, &report, &err);
+            Ok(i32::from(!ok))
+        }
+        Command::Node(NodeCommand::Diags { log_dir }) => {
+            let (out, _) = diags::gather(&cli.control_socket, log_dir)?;
+            write_out(io, &out, "");
+            Ok(0)
+        }
         Command::Ipam(cmd) => ipam_command(cli, cmd, io),
     }
 }

@@ -29,7 +29,7 @@ const DAY: u64 = 86_400;
 
 /// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar
 /// (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(super) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
     let doe = z - era * 146_097; // [0, 146096]
