@@ -444,3 +444,60 @@ fn gc_releases_only_attachments_the_runtime_no_longer_has() {
         .unwrap();
     c.del("keep", Some(&keep));
 }
+
+/// `routectl ipam configure --strictaffinity=true` (the `IPAMConfig` record it writes) stops
+/// the IPAM plugin from borrowing another node's addresses, as Calico's strict affinity.
+#[test]
+fn strict_affinity_stops_borrowing_from_another_nodes_block() {
+    // One block in the whole pool.
+    let c = cluster("{cidr: 10.244.0.0/26, blockSize: 26}");
+    for r in parse_manifests(
+        "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: node-2}\nspec: {bgp: {ipv4Address: 10.0.0.2/24}}\n",
+    )
+    .unwrap()
+    {
+        c.ds.create(r.kind().as_str(), &r.record_name(), r.to_value())
+            .unwrap();
+    }
+    let ipam = Path::new(PLUGIN).parent().unwrap().join("routerd-ipam");
+    let pod = Netns::new("cni-strict").unwrap();
+    let add = |node: &str, container: &str| {
+        let conf = json!({"cniVersion": "1.0.0", "name": "routerd", "type": "routerd-cni",
+            "datastore": c.address, "nodename": node, "ipam": {"type": "routerd-ipam"}})
+        .to_string();
+        lab::CniCall {
+            plugin: &ipam,
+            command: "ADD",
+            container,
+            pod: container,
+            netns: Some(&pod.path()),
+            conf: conf.as_bytes(),
+        }
+        .run(&c.node)
+        .unwrap()
+    };
+    // node-2 claims the only block; node-1 then borrows from it (the default).
+    assert!(add("node-2", "on-2").status.success());
+    let borrowed = add("node-1", "borrower");
+    assert!(borrowed.status.success(), "{borrowed:?}");
+    datastore::ipam_store::write_ipam_config(
+        &*c.ds,
+        &datastore::ipam_store::IpamConfig {
+            strict_affinity: true,
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+    let refused = add("node-1", "strict");
+    assert!(!refused.status.success(), "{refused:?}");
+    let error: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(error["msg"], "IPAM failed", "{error}");
+    assert!(
+        error["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no free IPv4 address for node \"node-1\""),
+        "{error}"
+    );
+}
