@@ -6,8 +6,13 @@
 //!   kind aliases ([`kinds`]), `-f file|-`, `--skip-exists` / `--skip-not-exists`, `-o
 //!   ps|wide|yaml|json`, and calicoctl v1's `--scope=global|node --node=<name>` addressing of
 //!   BGP peers by IP.
-//! - `node status` ([`node_status`]): routerd's report from its control socket.
-//! - `ipam show [--show-blocks | --show-borrowed | --ip] | check | release --ip` ([`ipam`]).
+//!   `-o custom-columns=...` and `-o go-template=...` are in [`output`].
+//! - `patch` and `label` ([`edit`]), `validate` and `convert` ([`manifests`]), `version`
+//!   ([`version`]).
+//! - `node status` ([`node_status`]): routerd's report from its control socket;
+//!   `node checksystem` ([`checksystem`]) and `node diags` ([`diags`]).
+//! - `ipam show [--show-blocks | --show-borrowed | --ip | --show-configuration] | check |
+//!   release --ip` ([`ipam`]), `ipam split | configure` ([`ipam_admin`]).
 //!
 //! Every command is a function from its inputs (datastore, parsed manifests, a status, a
 //! clock) to text and an exit status; [`run`] only wires them to the streams, so the formats
