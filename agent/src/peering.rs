@@ -377,6 +377,7 @@ struct PeerRule<'a> {
     keepalive_time: Option<u16>,
     allow_local_as: u8,
     ttl_security: Option<u8>,
+    ebgp_multihop: Option<u8>,
     use_node_ip: bool,
 }
 
@@ -417,6 +418,7 @@ fn peer_rule(peer: &BgpPeer) -> Result<PeerRule<'_>, FieldError> {
         keepalive_time: spec.keepalive_time()?,
         allow_local_as: spec.num_allowed_local_as_numbers()?.unwrap_or(0),
         ttl_security: spec.ttl_security()?,
+        ebgp_multihop: spec.ebgp_multihop()?,
         use_node_ip: spec.source_address.as_deref() != Some("None"),
     })
 }
@@ -452,6 +454,7 @@ fn base_peer(address: IpAddr, remote_as: u32, port: Option<u16>) -> PeerConfig {
         next_hop: SpeakerNextHop::Auto,
         password: None,
         ttl_security: None,
+        ebgp_multihop: None,
         local_address: None,
         allow_local_as: 0,
         hold_time: None,
@@ -543,6 +546,7 @@ impl<'a> Planner<'a, '_> {
             peer.local_address = local.address(family_of(address));
         }
         peer.ttl_security = rule.ttl_security;
+        peer.ebgp_multihop = rule.ebgp_multihop;
         peer.allow_local_as = rule.allow_local_as;
         peer.graceful_restart_time = restart_seconds(rule.max_restart_time);
         peer.keepalive_time = rule.keepalive_time;

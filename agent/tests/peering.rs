@@ -725,6 +725,7 @@ fn per_peer_settings_are_mapped() {
     spec.filters = vec!["export-blocks".into(), "no-default".into()];
     let mut plain = ip_peer("192.168.1.2", 65001);
     plain.source_address = Some("UseNodeIP".into());
+    plain.ebgp_multihop = Some(3);
     let p = plan(
         "node-a",
         &nodes,
@@ -743,6 +744,8 @@ fn per_peer_settings_are_mapped() {
     let plain = p.session(ip("192.168.1.2")).unwrap();
     assert_eq!(plain.peer.local_address, Some(ip("10.0.0.1")));
     assert_eq!(plain.peer.ttl_security, None);
+    assert_eq!(plain.peer.ebgp_multihop, Some(3));
+    assert_eq!(s.peer.ebgp_multihop, None);
     assert_eq!(plain.peer.allow_local_as, 0);
     assert!(plain.filters.is_empty());
 }

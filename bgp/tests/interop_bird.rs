@@ -504,3 +504,74 @@ protocol bgp v6 { local fd00::2 as 65002; neighbor fd00::1 as 65001; hold time 9
     assert!(bird.route("10.1.0.0/24").unwrap().is_some());
     assert_eq!(speaker.peer(ip("10.0.0.2")).unwrap().state, "Established");
 }
+
+/// eBGP is single-hop by default (TTL 1, as BIRD, FRR and Cilium): with BIRD two hops away
+/// (behind a router namespace) and sending with a multihop TTL itself, the session never
+/// comes up, neither from our connection nor from BIRD's (our SYN-ACK dies at the router
+/// too); with `ebgp_multihop = 2` it does.
+#[test]
+fn single_hop_ebgp_needs_multihop_for_a_peer_two_hops_away() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-ttl");
+    let ours = Netns::new("ttla").unwrap();
+    let router = Netns::new("ttlr").unwrap();
+    let theirs = Netns::new("ttlb").unwrap();
+    lab::veth(&ours, "eth0", &router, "eth0").unwrap();
+    lab::veth(&router, "eth1", &theirs, "eth0").unwrap();
+    ours.addr("eth0", "10.0.1.1/24").unwrap();
+    router.addr("eth0", "10.0.1.2/24").unwrap();
+    router.addr("eth1", "10.0.2.2/24").unwrap();
+    theirs.addr("eth0", "10.0.2.1/24").unwrap();
+    router
+        .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    ours.ip(&["route", "add", "default", "via", "10.0.1.2"])
+        .unwrap();
+    theirs
+        .ip(&["route", "add", "default", "via", "10.0.2.2"])
+        .unwrap();
+    // The path works for ordinary traffic.
+    ours.exec(&["ping", "-c1", "-W2", "10.0.2.1"]).unwrap();
+    let bird = Bird::start(
+        &theirs,
+        &dir.join("bird"),
+        r#"
+router id 10.0.2.1;
+protocol device {}
+protocol bgp far { local 10.0.2.1 as 65002; neighbor 10.0.1.1 as 65001; multihop; hold time 9;
+  connect retry time 1; ipv4 { import all; export none; }; }
+"#,
+    )
+    .unwrap();
+    let config = |multihop: &str| {
+        format!(
+            r#"
+router_id = "10.0.1.1"
+local_as = 65001
+hold_time = 9
+connect_retry = 1
+[[originate]]
+prefix = "10.1.0.0/24"
+[[peer]]
+address = "10.0.2.1"
+remote_as = 65002
+{multihop}
+"#
+        )
+    };
+    {
+        let single = Speaker::start(&ours, &dir.join("single"), &config("")).unwrap();
+        // Several connect-retry rounds each way (1 s).
+        std::thread::sleep(Duration::from_secs(5));
+        assert!(!bird.is_established("far"), "{}", single.log_tail());
+        assert_ne!(single.peer(ip("10.0.2.1")).unwrap().state, "Established");
+    }
+    let multi = Speaker::start(&ours, &dir.join("multi"), &config("ebgp_multihop = 2")).unwrap();
+    bird.wait_established("far", T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", multi.log_tail()));
+    multi.wait_established(ip("10.0.2.1"), T).unwrap();
+    wait_for("10.1.0.0/24 at BIRD", T, Duration::from_millis(100), || {
+        bird.route("10.1.0.0/24").ok().flatten()
+    })
+    .unwrap();
+}

@@ -109,6 +109,7 @@ fn peer() -> impl Strategy<Value = Resource> {
                         keepalive_time: None,
                         num_allowed_local_as_numbers: ttl.map(|t| t / 2),
                         ttl_security: ttl,
+                        ebgp_multihop: None,
                         filters,
                     },
                 })

@@ -407,6 +407,31 @@ fn peer_ttl_security() {
 }
 
 #[test]
+fn peer_ebgp_multihop() {
+    for bad in ["0", "256", "-1"] {
+        rejected(
+            &peer(&format!(
+                "peerIP: 10.0.0.1\nasNumber: 65000\nebgpMultihop: {bad}"
+            )),
+            Kind::BgpPeer,
+            "rack1-tor",
+            "spec.ebgpMultihop",
+        );
+    }
+    // GTSM sends with TTL 255: the two cannot be combined.
+    rejected(
+        &peer("peerIP: 10.0.0.1\nasNumber: 65000\nebgpMultihop: 2\nttlSecurity: 1"),
+        Kind::BgpPeer,
+        "rack1-tor",
+        "spec.ebgpMultihop",
+    );
+    assert!(datastore::resource::parse_manifests(&peer(
+        "peerIP: 10.0.0.1\nasNumber: 65000\nebgpMultihop: 2"
+    ))
+    .is_ok());
+}
+
+#[test]
 fn peer_filter_names() {
     rejected(
         &peer("peerIP: 10.0.0.1\nasNumber: 65000\nfilters: [ok, Not_OK]"),

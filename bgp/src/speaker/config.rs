@@ -27,6 +27,7 @@
 //! next_hop = "auto"                        # auto | self | keep
 //! password = "secret"                      # optional, TCP MD5
 //! ttl_security = 1                         # optional, GTSM hops
+//! ebgp_multihop = 2                        # optional, eBGP TTL (default 1: directly connected)
 //! local_address = "10.0.0.1"               # optional
 //! allow_local_as = 0                       # optional
 //! hold_time = 9                            # optional; the speaker-wide value otherwise
@@ -133,6 +134,13 @@ pub struct PeerConfig {
     pub password: Option<String>,
     #[serde(default)]
     pub ttl_security: Option<u8>,
+    /// The TTL of an eBGP session's packets (FRR's `ebgp-multihop`, BIRD's `multihop`):
+    /// absent, 1, so an eBGP peer must be directly connected (RFC 4271 §5.1.3's usual case,
+    /// the default of BIRD, FRR and Cilium); a number lets it be that many hops away.
+    /// Ignored for iBGP (the system's TTL) and refused together with `ttl_security` (GTSM
+    /// sends with TTL 255).
+    #[serde(default)]
+    pub ebgp_multihop: Option<u8>,
     #[serde(default)]
     pub local_address: Option<IpAddr>,
     #[serde(default)]
@@ -270,6 +278,15 @@ impl PeerConfig {
         if self.ttl_security == Some(0) {
             return Err(invalid("ttl_security", "hop count must be 1..=255"));
         }
+        if self.ebgp_multihop == Some(0) {
+            return Err(invalid("ebgp_multihop", "TTL must be 1..=255"));
+        }
+        if self.ebgp_multihop.is_some() && self.ttl_security.is_some() {
+            return Err(invalid(
+                "ebgp_multihop",
+                "cannot be combined with ttl_security (GTSM sends with TTL 255)",
+            ));
+        }
         if self.graceful_restart_time.is_some_and(|t| t > 4095) {
             // The capability carries the Restart Time in 12 bits (RFC 4724 §3).
             return Err(invalid(
@@ -373,6 +390,8 @@ ttl_security = 1
             (&format!("{base}[[peer]]\naddress = \"10.0.0.2\"\nremote_as = 0\n"), "peer[0].remote_as"),
             (&format!("{base}[[peer]]\naddress = \"10.0.0.2\"\nremote_as = 2\n[[peer]]\naddress = \"10.0.0.2\"\nremote_as = 3\n"), "peer[1].address"),
             (&format!("{base}[[peer]]\naddress = \"10.0.0.2\"\nremote_as = 2\nttl_security = 0\n"), "peer[0].ttl_security"),
+            (&format!("{base}[[peer]]\naddress = \"10.0.0.2\"\nremote_as = 2\nebgp_multihop = 0\n"), "peer[0].ebgp_multihop"),
+            (&format!("{base}[[peer]]\naddress = \"10.0.0.2\"\nremote_as = 2\nebgp_multihop = 2\nttl_security = 1\n"), "peer[0].ebgp_multihop"),
         ];
         for (text, field) in cases {
             let err = SpeakerConfig::from_toml(text).unwrap_err().to_string();

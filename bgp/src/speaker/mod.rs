@@ -627,10 +627,16 @@ impl Core {
                     debug!(remote = %remote, "connection from an unconfigured address refused");
                     return;
                 };
+                let sref = socket2::SockRef::from(&stream);
                 if let Some(hops) = peer.config.ttl_security {
-                    let sref = socket2::SockRef::from(&stream);
                     if let Err(e) = socket::set_ttl_security(&sref, addr, hops) {
                         warn!(peer = %addr, error = %e, "GTSM on accepted connection");
+                    }
+                } else if let Some(ttl) = session_ttl(self.config.local_as, &peer.config) {
+                    // Our answers carry the same TTL, so a peer farther away than allowed
+                    // cannot establish the session from its side either.
+                    if let Err(e) = socket::set_ttl(&sref, addr, ttl) {
+                        warn!(peer = %addr, error = %e, "TTL on accepted connection");
                     }
                 }
                 self.next_inbound += 1;
@@ -726,6 +732,7 @@ impl Core {
                     let security = SessionSecurity {
                         md5_key: peer.config.password.clone(),
                         ttl_security: peer.config.ttl_security,
+                        ttl: session_ttl(self.config.local_as, &peer.config),
                     };
                     let local = peer.config.local_address;
                     let timeout = Duration::from_secs(self.config.connect_retry.max(1));
@@ -1129,6 +1136,12 @@ async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>) {
             }
         }
     }
+}
+
+/// The TTL a session without GTSM sends with: eBGP 1 unless `ebgp_multihop` allows more
+/// (single-hop eBGP, as BIRD, FRR and Cilium default to), iBGP the system's.
+fn session_ttl(local_as: u32, peer: &PeerConfig) -> Option<u8> {
+    (peer.remote_as != local_as).then(|| peer.ebgp_multihop.unwrap_or(1))
 }
 
 async fn connect(

@@ -98,8 +98,20 @@ fn setsockopt_bytes(
 pub struct SessionSecurity {
     /// TCP MD5 key (RFC 2385).
     pub md5_key: Option<String>,
-    /// GTSM hop count (RFC 5082); `None` = ordinary TTL handling (1 for eBGP, 64 for iBGP).
+    /// GTSM hop count (RFC 5082); `None` = ordinary TTL handling, see `ttl`.
     pub ttl_security: Option<u8>,
+    /// The TTL to send with when GTSM is off: 1 (or the multihop value) for eBGP, `None`
+    /// (the system's, 64) for iBGP.
+    pub ttl: Option<u8>,
+}
+
+/// Sends the session's packets with this TTL (hop limit), so that an eBGP session with a
+/// peer farther away than allowed never gets past the first router.
+pub fn set_ttl(socket: &Socket, peer: IpAddr, ttl: u8) -> io::Result<()> {
+    match peer {
+        IpAddr::V4(_) => socket.set_ttl_v4(u32::from(ttl)),
+        IpAddr::V6(_) => socket.set_unicast_hops_v6(u32::from(ttl)),
+    }
 }
 
 /// A listening TCP socket for BGP with `SO_REUSEADDR`, ready for per-peer MD5 keys.
@@ -133,6 +145,8 @@ pub fn outgoing(
     }
     if let Some(hops) = security.ttl_security {
         set_ttl_security(&socket, peer.ip(), hops)?;
+    } else if let Some(ttl) = security.ttl {
+        set_ttl(&socket, peer.ip(), ttl)?;
     }
     socket.set_nonblocking(true)?;
     Ok(socket)

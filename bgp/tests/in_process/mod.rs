@@ -56,6 +56,7 @@ pub fn peer_config(address: Ipv4Addr, remote_as: u32, port: Option<u16>) -> Peer
         next_hop: NextHopMode::Auto,
         password: None,
         ttl_security: None,
+        ebgp_multihop: None,
         local_address: None,
         allow_local_as: 0,
         hold_time: None,

@@ -66,6 +66,10 @@ pub struct BgpPeerSpec {
     /// GTSM (RFC 5082): the peer is at most this many hops away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_security: Option<i64>,
+    /// The TTL of an eBGP session (Cilium's `ebgpMultihop`, FRR's `ebgp-multihop`): unset,
+    /// 1, i.e. the peer must be directly connected; up to 255 hops. Not with `ttlSecurity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ebgp_multihop: Option<i64>,
     /// Names of `BGPFilter`s applied to this session, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<String>,
@@ -224,6 +228,23 @@ impl BgpPeerSpec {
             .transpose()
     }
 
+    /// `ebgpMultihop`, if set (1..=255, and not with `ttlSecurity`).
+    pub fn ebgp_multihop(&self) -> Result<Option<u8>, FieldError> {
+        let Some(n) = self.ebgp_multihop else {
+            return Ok(None);
+        };
+        let ttl = u8::try_from(n).ok().filter(|t| *t >= 1).ok_or_else(|| {
+            FieldError::new("spec.ebgpMultihop", format!("{n} is outside 1..=255"))
+        })?;
+        if self.ttl_security.is_some() {
+            return Err(FieldError::new(
+                "spec.ebgpMultihop",
+                "cannot be combined with spec.ttlSecurity (GTSM sends with TTL 255)",
+            ));
+        }
+        Ok(Some(ttl))
+    }
+
     /// Checks every field and the exclusivity rules.
     pub fn validate(&self) -> Result<(), FieldError> {
         if let Some(node) = &self.node {
@@ -277,6 +298,7 @@ impl BgpPeerSpec {
         self.keepalive_time()?;
         self.num_allowed_local_as_numbers()?;
         self.ttl_security()?;
+        self.ebgp_multihop()?;
         for (i, f) in self.filters.iter().enumerate() {
             check_name(f, &format!("spec.filters[{i}]"))?;
         }
