@@ -400,6 +400,20 @@ fn parse_kind(word: &str) -> Result<Kind, RoutectlError> {
 
 /// Reads and validates the manifests of `-f` (`-` is stdin). An empty file is an error, as
 /// with calicoctl.
+/// Prints an edit's success line, or its error after calicoctl's `prefix`; the exit status.
+fn edit_outcome(io: &mut Streams<'_>, done: Result<String, edit::EditError>, prefix: &str) -> i32 {
+    match done {
+        Ok(line) => {
+            write_out(io, &line, "");
+            0
+        }
+        Err(e) => {
+            write_out(io, "", &format!("{prefix}{e}\n"));
+            1
+        }
+    }
+}
+
 fn read_text(path: &str, stdin: &mut dyn Read) -> Result<String, RoutectlError> {
     let read_err = |source| RoutectlError::ReadFile {
         path: path.to_string(),
@@ -501,16 +515,8 @@ fn execute(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
             let name =
                 resources::ResourceKey::named_in(kind, &args.name, args.namespace.as_deref())?
                     .record_name();
-            match edit::patch(&*ds, kind, &name, &args.patch, patch_type) {
-                Ok(line) => {
-                    write_out(io, &line, "");
-                    Ok(0)
-                }
-                Err(e) => {
-                    write_out(io, "", &format!("hit error: {e}\n"));
-                    Ok(1)
-                }
-            }
+            let done = edit::patch(&*ds, kind, &name, &args.patch, patch_type);
+            Ok(edit_outcome(io, done, "hit error: "))
         }
         Command::Label(args) => {
             let kind = parse_kind(&args.kind)?;
@@ -519,16 +525,8 @@ fn execute(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
             let name =
                 resources::ResourceKey::named_in(kind, &args.name, args.namespace.as_deref())?
                     .record_name();
-            match edit::label(&*ds, kind, &args.kind, &name, &change) {
-                Ok(line) => {
-                    write_out(io, &line, "");
-                    Ok(0)
-                }
-                Err(e) => {
-                    write_out(io, "", &format!("{e}\n"));
-                    Ok(1)
-                }
-            }
+            let done = edit::label(&*ds, kind, &args.kind, &name, &change);
+            Ok(edit_outcome(io, done, ""))
         }
         Command::Validate(args) => {
             let text = read_text(&args.filename, io.stdin)?;
