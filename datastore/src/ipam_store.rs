@@ -87,11 +87,20 @@ pub fn read_ipam_config(
 ) -> Result<(IpamConfig, Option<crate::Revision>), DatastoreError> {
     match ds.get(IPAM_CONFIG_KIND, IPAM_CONFIG_NAME) {
         Ok(record) => {
-            let config =
-                serde_json::from_value(record.value).map_err(|e| DatastoreError::Corrupt {
-                    path: format!("{IPAM_CONFIG_KIND}/{IPAM_CONFIG_NAME}").into(),
-                    reason: e.to_string(),
-                })?;
+            let corrupt = |reason: String| DatastoreError::Corrupt {
+                path: format!("{IPAM_CONFIG_KIND}/{IPAM_CONFIG_NAME}").into(),
+                reason,
+            };
+            let config: IpamConfig =
+                serde_json::from_value(record.value).map_err(|e| corrupt(e.to_string()))?;
+            // A setting written by hand that the allocator would silently ignore is refused.
+            if !config.auto_allocate_blocks {
+                return Err(corrupt(
+                    "autoAllocateBlocks: false is not supported: routerd's nodes always \
+                     claim blocks as they need them"
+                        .into(),
+                ));
+            }
             Ok((config, Some(record.version)))
         }
         Err(DatastoreError::NotFound { .. }) => Ok((IpamConfig::default(), None)),

@@ -166,8 +166,7 @@ fn two_clients_compare_and_swap_and_the_loser_sees_the_winners_version() {
         .unwrap();
     // 8 threads x 25 increments of one counter, each a read and a CAS retried on conflict:
     // no increment is lost.
-    let counter = a.create("IPAMHandle", "counter", json!(0)).unwrap();
-    let _ = counter;
+    a.create("IPAMHandle", "counter", json!(0)).unwrap();
     std::thread::scope(|s| {
         for _ in 0..8 {
             s.spawn(|| {

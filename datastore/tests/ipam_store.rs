@@ -383,3 +383,28 @@ fn two_file_datastores_on_one_directory_never_double_claim() {
         .unwrap()
         .is_empty());
 }
+
+/// The IPAM settings round-trip; one the allocator cannot honour is refused, not ignored.
+#[test]
+fn ipam_settings_round_trip_and_unsupported_ones_are_refused() {
+    use datastore::ipam_store::{read_ipam_config, write_ipam_config, IpamConfig};
+    let ds = datastore::MemoryDatastore::new();
+    assert_eq!(
+        read_ipam_config(&ds).unwrap(),
+        (IpamConfig::default(), None)
+    );
+    let strict = IpamConfig {
+        strict_affinity: true,
+        ..Default::default()
+    };
+    let v = write_ipam_config(&ds, &strict, None).unwrap();
+    assert_eq!(read_ipam_config(&ds).unwrap(), (strict, Some(v)));
+    assert!(strict.allocator_config().strict_affinity);
+    let off = IpamConfig {
+        auto_allocate_blocks: false,
+        ..strict
+    };
+    write_ipam_config(&ds, &off, Some(v)).unwrap();
+    let e = read_ipam_config(&ds).unwrap_err().to_string();
+    assert!(e.contains("autoAllocateBlocks"), "{e}");
+}

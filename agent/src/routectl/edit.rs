@@ -34,6 +34,12 @@ pub enum EditError {
     Datastore(#[from] DatastoreError),
 }
 
+impl From<EditError> for RoutectlError {
+    fn from(e: EditError) -> Self {
+        RoutectlError::Usage(e.to_string())
+    }
+}
+
 /// Applies `change` to the stored manifest of `kind`/`record_name` and writes it back.
 /// `change` gets the manifest (without the datastore's metadata) and returns the new one.
 pub(super) fn modify<T>(

@@ -21,7 +21,7 @@ use datastore::ipam_store::{read_ipam_config, write_ipam_config};
 use datastore::resource::{Kind, Resource};
 use datastore::{Datastore, DatastoreError};
 
-use super::edit::{modify, EditError};
+use super::edit::modify;
 use super::resources::list_resources;
 use super::RoutectlError;
 
@@ -94,15 +94,13 @@ pub fn split(ds: &dyn Datastore, count: &str, pool: &PoolRef) -> Result<String, 
         } else {
             &name
         };
-        v["metadata"] = serde_json::json!({
-            "name": format!("split-{base}-{i}"),
-            "labels": v["metadata"].get("labels").cloned().unwrap_or(Value::Null),
-        });
-        if v["metadata"]["labels"].is_null() {
-            if let Some(m) = v["metadata"].as_object_mut() {
-                m.remove("labels");
-            }
+        // A new object: only the name and the old pool's labels carry over.
+        let mut meta = serde_json::Map::new();
+        meta.insert("name".into(), Value::from(format!("split-{base}-{i}")));
+        if let Some(labels) = v["metadata"].get("labels") {
+            meta.insert("labels".into(), labels.clone());
         }
+        v["metadata"] = Value::Object(meta);
         v["spec"]["cidr"] = Value::from(part.to_string());
         if let Some(spec) = v["spec"].as_object_mut() {
             spec.remove("disabled");
@@ -181,12 +179,6 @@ pub fn show_configuration(ds: &dyn Datastore) -> Result<String, RoutectlError> {
             ],
         ],
     ))
-}
-
-impl From<EditError> for RoutectlError {
-    fn from(e: EditError) -> Self {
-        RoutectlError::Usage(e.to_string())
-    }
 }
 
 #[cfg(test)]
