@@ -77,6 +77,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bgp::speaker::config::{NextHopMode as SpeakerNextHop, PeerConfig};
+use bgp::speaker::prefix_limit::PrefixLimit;
 use ipam::Selector;
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -375,6 +376,8 @@ struct PeerRule<'a> {
     next_hop: NextHopMode,
     max_restart_time: Option<Duration>,
     keepalive_time: Option<u16>,
+    hold_time: Option<u16>,
+    max_prefixes: Option<PrefixLimit>,
     allow_local_as: u8,
     ttl_security: Option<u8>,
     ebgp_multihop: Option<u8>,
@@ -416,6 +419,12 @@ fn peer_rule(peer: &BgpPeer) -> Result<PeerRule<'_>, FieldError> {
         next_hop: spec.next_hop_mode()?,
         max_restart_time: spec.max_restart_time()?,
         keepalive_time: spec.keepalive_time()?,
+        hold_time: spec.hold_time()?,
+        max_prefixes: spec.max_prefixes()?.map(|m| PrefixLimit {
+            limit: m.limit,
+            warning_percent: m.warning_percent,
+            restart_after: m.restart_after,
+        }),
         allow_local_as: spec.num_allowed_local_as_numbers()?.unwrap_or(0),
         ttl_security: spec.ttl_security()?,
         ebgp_multihop: spec.ebgp_multihop()?,
@@ -460,6 +469,7 @@ fn base_peer(address: IpAddr, remote_as: u32, port: Option<u16>) -> PeerConfig {
         hold_time: None,
         keepalive_time: None,
         graceful_restart_time: None,
+        max_prefixes: None,
     }
 }
 
@@ -550,6 +560,8 @@ impl<'a> Planner<'a, '_> {
         peer.allow_local_as = rule.allow_local_as;
         peer.graceful_restart_time = restart_seconds(rule.max_restart_time);
         peer.keepalive_time = rule.keepalive_time;
+        peer.hold_time = rule.hold_time;
+        peer.max_prefixes = rule.max_prefixes;
         peer.passive = remote.is_some() && self.passive_towards(address);
         // Calico: a reflector treats an iBGP peer as its client unless the peer is a node of
         // the same cluster (a fellow reflector).

@@ -722,6 +722,12 @@ fn per_peer_settings_are_mapped() {
     spec.num_allowed_local_as_numbers = Some(2);
     spec.max_restart_time = Some("90s".into());
     spec.keepalive_time = Some("10s".into());
+    spec.hold_time = Some("30s".into());
+    spec.max_prefixes = Some(datastore::resource::MaxPrefixesSpec {
+        limit: 500,
+        warning_percent: Some(90),
+        restart_time: Some("1m".into()),
+    });
     spec.filters = vec!["export-blocks".into(), "no-default".into()];
     let mut plain = ip_peer("192.168.1.2", 65001);
     plain.source_address = Some("UseNodeIP".into());
@@ -740,13 +746,20 @@ fn per_peer_settings_are_mapped() {
     assert_eq!(s.peer.graceful_restart_time, Some(90));
     assert_eq!(s.peer.keepalive_time, Some(10));
     assert_eq!(s.filters, ["export-blocks", "no-default"]);
-    assert_eq!(s.peer.hold_time, None);
+    assert_eq!(s.peer.hold_time, Some(30));
+    let limit = s.peer.max_prefixes.unwrap();
+    assert_eq!(
+        (limit.limit, limit.warning_percent, limit.restart_after),
+        (500, 90, Some(60))
+    );
     let plain = p.session(ip("192.168.1.2")).unwrap();
     assert_eq!(plain.peer.local_address, Some(ip("10.0.0.1")));
     assert_eq!(plain.peer.ttl_security, None);
     assert_eq!(plain.peer.ebgp_multihop, Some(3));
     assert_eq!(s.peer.ebgp_multihop, None);
     assert_eq!(plain.peer.allow_local_as, 0);
+    assert_eq!(plain.peer.hold_time, None);
+    assert_eq!(plain.peer.max_prefixes, None);
     assert!(plain.filters.is_empty());
 }
 

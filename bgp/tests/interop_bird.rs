@@ -575,3 +575,158 @@ remote_as = 65002
     })
     .unwrap();
 }
+
+/// The leaking BIRD of the maximum-prefix test (10.0.0.2, AS 65002): exports 10.50.i.0/24
+/// for i < `leaked`. Short error wait times so that it takes our reconnection soon after we
+/// close with Cease/1.
+fn leaking_bird_config(leaked: usize) -> String {
+    let leak: String = (0..leaked)
+        .map(|i| format!("route 10.50.{i}.0/24 blackhole; "))
+        .collect();
+    format!(
+        r#"
+router id 10.0.0.2;
+protocol device {{}}
+protocol static leak {{ ipv4; {leak} }}
+protocol bgp a {{ local 10.0.0.2 as 65002; neighbor 10.0.0.1 as 65001; hold time 9;
+  connect retry time 1; error wait time 1,2; ipv4 {{ import none; export where proto = "leak"; }}; }}
+"#
+    )
+}
+
+fn routes_from(speaker: &Speaker, peer: &str) -> Vec<String> {
+    let peer = ip(peer);
+    let mut v: Vec<String> = speaker
+        .routes()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.peer == Some(peer))
+        .map(|r| r.prefix.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_peer_past_its_maximum_prefixes_gets_cease_1_and_the_others_are_untouched() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-maxpfx");
+    let ours = Netns::new("mpa").unwrap();
+    let leaker = Netns::new("mpb").unwrap();
+    let other = Netns::new("mpc").unwrap();
+    let _switch = lan(
+        "mp",
+        &[
+            (&ours, "eth0", &["10.0.0.1/24"]),
+            (&leaker, "eth0", &["10.0.0.2/24"]),
+            (&other, "eth0", &["10.0.0.3/24"]),
+        ],
+    )
+    .unwrap();
+    let speaker = Speaker::start(
+        &ours,
+        &dir.join("speaker"),
+        r#"
+router_id = "10.0.0.1"
+local_as = 65001
+hold_time = 9
+connect_retry = 1
+[[peer]]
+address = "10.0.0.2"
+remote_as = 65002
+[peer.max_prefixes]
+limit = 5
+restart_after = 2
+[[peer]]
+address = "10.0.0.3"
+remote_as = 65003
+"#,
+    )
+    .unwrap();
+    let bird = Bird::start(&leaker, &dir.join("bird"), &leaking_bird_config(4)).unwrap();
+    let bird_b = Bird::start(
+        &other,
+        &dir.join("bird-b"),
+        r#"
+router id 10.0.0.3;
+protocol device {}
+protocol static good { ipv4; route 10.60.0.0/24 blackhole; route 10.60.1.0/24 blackhole; }
+protocol bgp b { local 10.0.0.3 as 65003; neighbor 10.0.0.1 as 65001; hold time 9;
+  connect retry time 1; ipv4 { import none; export where proto = "good"; }; }
+"#,
+    )
+    .unwrap();
+    bird.wait_established("a", T).unwrap();
+    bird_b.wait_established("b", T).unwrap();
+    let good = vec!["10.60.0.0/24".to_string(), "10.60.1.0/24".to_string()];
+    wait_for("4 + 2 routes", T, Duration::from_millis(100), || {
+        (routes_from(&speaker, "10.0.0.2").len() == 4 && routes_from(&speaker, "10.0.0.3") == good)
+            .then_some(())
+    })
+    .unwrap();
+    // 4 of 5 is past the 75 % threshold: a warning, the session stays.
+    let log = std::fs::read_to_string(&speaker.log).unwrap();
+    assert!(
+        log.contains("prefix count nearing the peer's maximum"),
+        "{}",
+        speaker.log_tail()
+    );
+    assert_eq!(speaker.peer(ip("10.0.0.2")).unwrap().state, "Established");
+
+    // The leak: 8 routes from `a`, past its limit of 5.
+    let b_before = speaker.peer(ip("10.0.0.3")).unwrap();
+    let leak_at = std::time::Instant::now();
+    std::fs::write(dir.join("bird/bird.conf"), leaking_bird_config(8)).unwrap();
+    bird.cmd("configure").unwrap();
+    let closed = wait_for(
+        "Cease/1 towards 10.0.0.2",
+        T,
+        Duration::from_millis(50),
+        || {
+            let p = speaker.peer(ip("10.0.0.2")).ok()?;
+            let cease = p
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("Cease: Maximum Number of Prefixes Reached"));
+            cease.then_some(p)
+        },
+    )
+    .unwrap();
+    assert_ne!(closed.state, "Established", "{closed:?}");
+    // BIRD received the NOTIFICATION: it names it as the reason its session ended.
+    let bird_a = bird.cmd("show protocols all a").unwrap();
+    assert!(
+        bird_a
+            .to_lowercase()
+            .contains("received: maximum number of prefixes reached"),
+        "{bird_a}"
+    );
+    assert!(
+        routes_from(&speaker, "10.0.0.2").is_empty(),
+        "the leaking peer's routes are gone"
+    );
+    // The other session did not move: same routes, established since before the leak.
+    let b_after = speaker.peer(ip("10.0.0.3")).unwrap();
+    assert_eq!(b_after.state, "Established");
+    assert!(
+        b_after.since_secs >= b_before.since_secs + leak_at.elapsed().as_secs(),
+        "{b_before:?} -> {b_after:?}"
+    );
+    assert_eq!(routes_from(&speaker, "10.0.0.3"), good);
+
+    // Leak fixed: after the 2 s hold-down the session comes back with the 3 routes.
+    std::fs::write(dir.join("bird/bird.conf"), leaking_bird_config(3)).unwrap();
+    bird.cmd("configure").unwrap();
+    wait_for(
+        "a back with 3 routes",
+        T,
+        Duration::from_millis(100),
+        || {
+            let up = speaker.peer(ip("10.0.0.2")).ok()?.state == "Established";
+            (up && routes_from(&speaker, "10.0.0.2").len() == 3).then_some(())
+        },
+    )
+    .unwrap();
+    assert_eq!(routes_from(&speaker, "10.0.0.3"), good);
+    assert_eq!(speaker.peer(ip("10.0.0.3")).unwrap().state, "Established");
+}

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use datastore::resource::{
     to_json, to_yaml, ApiVersion, AsNumberText, BgpConfigurationSpec, BgpFilterRule, BgpFilterSpec,
-    BgpPeerSpec, CidrEntry, NamedCommunity, NodeBgpSpec, NodeSpec, Object, ObjectMeta,
-    PasswordSource, PrefixAdvertisement, PrefixLength, Resource, SecretKeyRef,
+    BgpPeerSpec, CidrEntry, MaxPrefixesSpec, NamedCommunity, NodeBgpSpec, NodeSpec, Object,
+    ObjectMeta, PasswordSource, PrefixAdvertisement, PrefixLength, Resource, SecretKeyRef,
 };
 use ipam::IpPoolSpec;
 use proptest::prelude::*;
@@ -86,11 +86,16 @@ fn peer() -> impl Strategy<Value = Resource> {
             proptest::option::of(any::<i64>()),
             proptest::collection::vec(text(), 0..3),
         ),
+        (
+            opt_text(),
+            proptest::option::of((any::<i64>(), proptest::option::of(any::<i64>()), opt_text())),
+        ),
     )
         .prop_map(
             |(
                 (metadata, node, node_selector, peer_ip, peer_selector, as_number),
                 (password, source_address, keep, next_hop_mode, ttl, filters),
+                (hold_time, max_prefixes),
             )| {
                 Resource::BgpPeer(Object {
                     api_version: ApiVersion::RouterdV1,
@@ -110,6 +115,14 @@ fn peer() -> impl Strategy<Value = Resource> {
                         num_allowed_local_as_numbers: ttl.map(|t| t / 2),
                         ttl_security: ttl,
                         ebgp_multihop: None,
+                        hold_time,
+                        max_prefixes: max_prefixes.map(|(limit, warning_percent, restart_time)| {
+                            MaxPrefixesSpec {
+                                limit,
+                                warning_percent,
+                                restart_time,
+                            }
+                        }),
                         filters,
                     },
                 })

@@ -379,6 +379,75 @@ fn peer_keepalive_time() {
 }
 
 #[test]
+fn peer_hold_time() {
+    for bad in ["1s", "2s", "1.5s", "90", "65536s", "-3s"] {
+        rejected(
+            &peer(&format!(
+                "peerIP: 10.0.0.1\nasNumber: 65000\nholdTime: \"{bad}\""
+            )),
+            Kind::BgpPeer,
+            "rack1-tor",
+            "spec.holdTime",
+        );
+    }
+    for good in ["0s", "3s", "9s", "4m"] {
+        let text = peer(&format!(
+            "peerIP: 10.0.0.1\nasNumber: 65000\nholdTime: \"{good}\""
+        ));
+        parse_manifests(&text).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+}
+
+#[test]
+fn peer_max_prefixes() {
+    for (bad, field) in [
+        ("limit: 0", "spec.maxPrefixes.limit"),
+        ("limit: -5", "spec.maxPrefixes.limit"),
+        ("limit: 4294967296", "spec.maxPrefixes.limit"),
+        (
+            "limit: 10\n  warningPercent: 0",
+            "spec.maxPrefixes.warningPercent",
+        ),
+        (
+            "limit: 10\n  warningPercent: 101",
+            "spec.maxPrefixes.warningPercent",
+        ),
+        (
+            "limit: 10\n  restartTime: 0s",
+            "spec.maxPrefixes.restartTime",
+        ),
+        (
+            "limit: 10\n  restartTime: 1.5s",
+            "spec.maxPrefixes.restartTime",
+        ),
+        (
+            "limit: 10\n  restartTime: soon",
+            "spec.maxPrefixes.restartTime",
+        ),
+    ] {
+        rejected(
+            &peer(&format!(
+                "peerIP: 10.0.0.1\nasNumber: 65000\nmaxPrefixes:\n  {bad}"
+            )),
+            Kind::BgpPeer,
+            "rack1-tor",
+            field,
+        );
+    }
+    let text =
+        peer("peerIP: 10.0.0.1\nasNumber: 65000\nmaxPrefixes:\n  limit: 1000\n  restartTime: 5m");
+    let resources = parse_manifests(&text).unwrap();
+    let datastore::resource::Resource::BgpPeer(p) = &resources[0] else {
+        panic!("{resources:?}")
+    };
+    let m = p.spec.max_prefixes().unwrap().unwrap();
+    assert_eq!(
+        (m.limit, m.warning_percent, m.restart_after),
+        (1000, 75, Some(300))
+    );
+}
+
+#[test]
 fn peer_num_allowed_local_as_numbers() {
     for bad in ["-1", "256"] {
         rejected(

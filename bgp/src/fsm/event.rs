@@ -118,11 +118,35 @@ pub enum StopReason {
     AdministrativeReset,
     /// Cease/6: a configuration change that needs a new session (e.g. families changed).
     ConfigurationChange,
+    /// Cease/1: the peer sent more prefixes of a family than its limit allows.
+    MaximumPrefixes {
+        /// The family whose limit was crossed, as (AFI, SAFI).
+        afi: u16,
+        safi: u8,
+        /// The configured limit.
+        limit: u32,
+    },
 }
 
 impl StopReason {
+    /// The NOTIFICATION's data: for Cease/1 the AFI, SAFI and upper bound that were crossed
+    /// (RFC 4486 §4 "MAY"; BIRD and FRR print them), otherwise none.
+    pub fn cease_data(self) -> Vec<u8> {
+        match self {
+            StopReason::MaximumPrefixes { afi, safi, limit } => {
+                let mut data = Vec::with_capacity(7);
+                data.extend_from_slice(&afi.to_be_bytes());
+                data.push(safi);
+                data.extend_from_slice(&limit.to_be_bytes());
+                data
+            }
+            _ => Vec::new(),
+        }
+    }
+
     pub fn cease_subcode(self) -> u8 {
         match self {
+            StopReason::MaximumPrefixes { .. } => cease::MAX_PREFIXES,
             StopReason::AdministrativeShutdown => cease::ADMINISTRATIVE_SHUTDOWN,
             StopReason::PeerDeconfigured => cease::PEER_DECONFIGURED,
             StopReason::AdministrativeReset => cease::ADMINISTRATIVE_RESET,

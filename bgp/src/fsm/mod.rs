@@ -593,7 +593,11 @@ impl Session {
     }
 
     fn stop(&mut self, now: Instant, reason: StopReason, out: &mut Vec<Output>) {
-        let n = Notification::new(ErrorCode::Cease, reason.cease_subcode(), Vec::new());
+        let n = Notification::new(
+            ErrorCode::Cease,
+            reason.cease_subcode(),
+            reason.cease_data(),
+        );
         let ids: Vec<(ConnectionId, State)> = self.connections();
         for (id, state) in ids {
             if state >= State::OpenSent {

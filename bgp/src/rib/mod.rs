@@ -238,10 +238,41 @@ struct PeerState {
     up: bool,
     /// The export class (see [`ExportClassKey`]) while up; part of the export cache key.
     class: u32,
-    accepted: u64,
+    /// Paths of the peer in the Loc-RIB candidates, per family ([`family_slot`]).
+    accepted: [u64; 2],
     advertised: u64,
     /// Prefixes the peer announced that import rules or policy rejected (for `received`).
     filtered: HashSet<IpNet, FoldHashBuilder>,
+    /// `filtered` counted per family, so that [`Rib::received`] costs nothing.
+    filtered_count: [u64; 2],
+}
+
+/// The index of a prefix's family in the per-family counters.
+fn family_slot(prefix: &IpNet) -> usize {
+    match prefix {
+        IpNet::V4(_) => 0,
+        IpNet::V6(_) => 1,
+    }
+}
+
+impl PeerState {
+    fn unfilter(&mut self, prefix: &IpNet) {
+        if !self.filtered.is_empty() && self.filtered.remove(prefix) {
+            self.filtered_count[family_slot(prefix)] -= 1;
+        }
+    }
+
+    fn filter(&mut self, prefix: IpNet) {
+        let slot = family_slot(&prefix);
+        if self.filtered.insert(prefix) {
+            self.filtered_count[slot] += 1;
+        }
+    }
+
+    fn clear_filtered(&mut self) {
+        self.filtered = HashSet::default();
+        self.filtered_count = [0; 2];
+    }
 }
 
 impl PeerState {
@@ -808,9 +839,10 @@ impl Rib {
             session: None,
             up: false,
             class: 0,
-            accepted: 0,
+            accepted: [0; 2],
             advertised: 0,
             filtered: HashSet::default(),
+            filtered_count: [0; 2],
         }));
         id
     }
@@ -973,7 +1005,8 @@ impl Rib {
         };
         if delta != 0 {
             if let Some(Some(p)) = self.peers.get_mut(source.index()) {
-                p.accepted = p.accepted.saturating_add_signed(delta);
+                let slot = family_slot(&prefix);
+                p.accepted[slot] = p.accepted[slot].saturating_add_signed(delta);
             }
         }
     }
@@ -1041,9 +1074,7 @@ impl Rib {
 
     fn withdraw_from_peer(&mut self, peer: PeerId, prefix: IpNet, out: &mut OutputBuilder) {
         if let Some(Some(state)) = self.peers.get_mut(peer.index()) {
-            if !state.filtered.is_empty() {
-                state.filtered.remove(&prefix);
-            }
+            state.unfilter(&prefix);
         }
         self.change(prefix, Change::Remove(peer), out);
     }
@@ -1126,9 +1157,7 @@ impl Rib {
             match accepted {
                 Some(a) => {
                     if let Ok(state) = self.peer_mut(peer) {
-                        if !state.filtered.is_empty() {
-                            state.filtered.remove(&prefix);
-                        }
+                        state.unfilter(&prefix);
                     }
                     self.change(
                         prefix,
@@ -1148,7 +1177,7 @@ impl Rib {
                 }
                 None => {
                     if let Ok(state) = self.peer_mut(peer) {
-                        state.filtered.insert(prefix);
+                        state.filter(prefix);
                     }
                     self.change(prefix, Change::Remove(peer), out);
                 }
@@ -1165,7 +1194,7 @@ impl Rib {
         }
         state.up = false;
         state.advertised = 0;
-        state.filtered = HashSet::default();
+        state.clear_filtered();
         let mut out = OutputBuilder::default();
         let affected: Vec<IpNet> = self
             .v4
@@ -1189,7 +1218,7 @@ impl Rib {
         debug!(%peer, paths = removed, "peer down: its paths removed");
         if let Ok(state) = self.peer_mut(peer) {
             state.session = None;
-            state.accepted = 0;
+            state.accepted = [0; 2];
         }
         self.cache.clear();
         self.table.sweep();
@@ -1212,7 +1241,7 @@ impl Rib {
         }
         state.up = false;
         state.advertised = 0;
-        state.filtered = HashSet::default();
+        state.clear_filtered();
         let mark = |set: &mut PathSet| {
             for p in set.as_mut_slice() {
                 if p.peer == peer {
@@ -1448,11 +1477,23 @@ impl Rib {
     /// Route counts of a peer.
     pub fn stats(&self, peer: PeerId) -> Result<PeerStats, RibError> {
         let p = self.peer(peer)?;
+        let accepted = p.accepted.iter().sum();
         Ok(PeerStats {
-            received: p.accepted + p.filtered.len() as u64,
-            accepted: p.accepted,
+            received: accepted + p.filtered.len() as u64,
+            accepted,
             advertised: p.advertised,
         })
+    }
+
+    /// Prefixes of `family` the peer currently announces to us, accepted or filtered: what a
+    /// maximum-prefix limit counts (BIRD's `receive limit`, FRR's `maximum-prefix`).
+    pub fn received(&self, peer: PeerId, family: Family) -> Result<u64, RibError> {
+        let p = self.peer(peer)?;
+        let slot = match family {
+            Family::Ipv4Unicast => 0,
+            Family::Ipv6Unicast => 1,
+        };
+        Ok(p.accepted[slot] + p.filtered_count[slot])
     }
 
     /// The best path for `prefix`.

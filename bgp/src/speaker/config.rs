@@ -33,6 +33,11 @@
 //! hold_time = 9                            # optional; the speaker-wide value otherwise
 //! keepalive_time = 3                       # optional; a third of the negotiated hold time otherwise (and at most that)
 //! graceful_restart_time = 120              # optional; Restart Time we advertise, 0 = off
+//!
+//! [peer.max_prefixes]                      # optional; Cease/1 above the limit (RFC 4486)
+//! limit = 1000                             # per family
+//! warning_percent = 75                     # optional; log a warning from this share on
+//! restart_after = 60                       # optional seconds; absent: down until reconfigured
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,6 +47,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::packet::{Community, LargeCommunity};
+
+use super::prefix_limit::PrefixLimit;
 
 /// Errors reading a speaker configuration; each names the field at fault.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +165,9 @@ pub struct PeerConfig {
     /// not advertised and a shutdown sends Cease, so the peer withdraws our routes at once.
     #[serde(default)]
     pub graceful_restart_time: Option<u16>,
+    /// The most prefixes of one family the peer may announce (see [`super::prefix_limit`]).
+    #[serde(default)]
+    pub max_prefixes: Option<PrefixLimit>,
 }
 
 /// The Restart Time advertised when a peer's configuration has none: 120 s, as BIRD.
@@ -293,6 +303,11 @@ impl PeerConfig {
                 "graceful_restart_time",
                 "must be at most 4095 seconds (12 bits, RFC 4724 §3)",
             ));
+        }
+        if let Some(limit) = &self.max_prefixes {
+            limit
+                .validate()
+                .map_err(|(field, reason)| invalid(field, reason))?;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod control;
+pub mod prefix_limit;
 pub mod socket;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ use crate::packet::{
 use crate::rib::{self, BestPathChange, PeerId, PeerSession, Rib, RibConfig, RibOutputs};
 use config::{NextHopMode, Origination, PeerConfig, SpeakerConfig};
 use control::{ControlRequest, ControlResponse, PeerStatus, RouteView};
+use prefix_limit::{PrefixLimitState, PrefixVerdict};
 use socket::SessionSecurity;
 
 /// Why the speaker could not start or stopped.
@@ -301,6 +303,8 @@ struct Peer {
     /// While the peer restarts or re-sends its routes: when its stale paths are dropped
     /// (RFC 4724 §4.2: the restart timer, then our stale-routes timer).
     stale_until: Option<Instant>,
+    /// The peer's standing against `config.max_prefixes`.
+    prefix_limit: PrefixLimitState,
 }
 
 /// How long a restarted peer has, once Established again, to re-send its routes and
@@ -332,9 +336,13 @@ impl Core {
                 .peers
                 .values()
                 .flat_map(|p| {
-                    [p.session.next_deadline().map(|(at, _)| at), p.stale_until]
-                        .into_iter()
-                        .flatten()
+                    [
+                        p.session.next_deadline().map(|(at, _)| at),
+                        p.stale_until,
+                        p.prefix_limit.restart_at(),
+                    ]
+                    .into_iter()
+                    .flatten()
                 })
                 .min();
             let sleep = async {
@@ -423,6 +431,56 @@ impl Core {
             match self.rib.flush_stale(id) {
                 Ok(out) => self.dispatch(out),
                 Err(e) => warn!(peer = %addr, error = %e, "flushing stale routes"),
+            }
+        }
+        let released: Vec<IpAddr> = self
+            .peers
+            .iter_mut()
+            .filter(|(_, p)| p.prefix_limit.restart_at().is_some_and(|at| at <= now))
+            .map(|(a, p)| {
+                p.prefix_limit.release();
+                *a
+            })
+            .collect();
+        for addr in released {
+            info!(peer = %addr, "maximum-prefix hold-down over: starting the session again");
+            self.feed(addr, Input::ManualStart);
+        }
+    }
+
+    /// After an UPDATE from `addr` reached the RIB: warn at the threshold of its prefix
+    /// limit, or close the session with Cease/1 above the limit (see [`prefix_limit`]).
+    fn check_prefix_limit(&mut self, addr: IpAddr) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let Some(limit) = peer.config.max_prefixes else {
+            return;
+        };
+        for family in [Family::Ipv4Unicast, Family::Ipv6Unicast] {
+            let received = self.rib.received(peer.id, family).unwrap_or(0);
+            match peer.prefix_limit.check(&limit, family, received) {
+                PrefixVerdict::Within => {}
+                PrefixVerdict::Warn { family, received } => {
+                    warn!(peer = %addr, family = family_name(family), received,
+                        limit = limit.limit, "prefix count nearing the peer's maximum");
+                }
+                PrefixVerdict::Exceeded { family, received } => {
+                    warn!(peer = %addr, family = family_name(family), received,
+                        limit = limit.limit, restart_after = ?limit.restart_after,
+                        "peer exceeded its maximum prefixes: closing with Cease/1");
+                    peer.prefix_limit.closed(&limit, Instant::now());
+                    let (afi, safi) = family.afi_safi();
+                    self.feed(
+                        addr,
+                        Input::ManualStop(StopReason::MaximumPrefixes {
+                            afi: afi.code(),
+                            safi: safi.code(),
+                            limit: limit.limit,
+                        }),
+                    );
+                    return;
+                }
             }
         }
     }
@@ -514,6 +572,7 @@ impl Core {
                 last_error: None,
                 peer_restart: None,
                 stale_until: None,
+                prefix_limit: PrefixLimitState::default(),
             },
         );
         self.feed(addr, Input::AutomaticStart);
@@ -812,6 +871,7 @@ impl Core {
                 }
                 Output::SessionDown(reason) => {
                     peer.established = None;
+                    peer.prefix_limit.session_down();
                     let text = reason.describe();
                     warn!(peer = %addr, reason = %text, "session down");
                     peer.last_error = Some(text);
@@ -860,6 +920,7 @@ impl Core {
                         Ok(out) => self.dispatch(out),
                         Err(e) => warn!(peer = %addr, error = %e, "RIB refused update"),
                     }
+                    self.check_prefix_limit(addr);
                 }
                 Output::RouteRefresh(rr) => {
                     let id = peer.id;

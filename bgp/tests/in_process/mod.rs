@@ -62,6 +62,7 @@ pub fn peer_config(address: Ipv4Addr, remote_as: u32, port: Option<u16>) -> Peer
         hold_time: None,
         keepalive_time: None,
         graceful_restart_time: None,
+        max_prefixes: None,
     }
 }
 

@@ -60,6 +60,14 @@ pub struct BgpPeerSpec {
     /// unset: a third of the negotiated hold time (RFC 4271 §10). Never more than that third.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_time: Option<String>,
+    /// The hold time offered on this session, e.g. `9s`: 0 (no keepalives) or 3s..=65535s
+    /// (RFC 4271 §4.2); unset, BGPConfiguration's (90 s by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<String>,
+    /// The most prefixes of one family this peer may announce (RFC 4486 §4, Cease/1): FRR's
+    /// `maximum-prefix`, BIRD's `receive limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prefixes: Option<MaxPrefixesSpec>,
     /// How many times our own AS may appear in a received AS_PATH (0 = RFC 4271 loop check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_allowed_local_as_numbers: Option<i64>,
@@ -73,6 +81,30 @@ pub struct BgpPeerSpec {
     /// Names of `BGPFilter`s applied to this session, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<String>,
+}
+
+/// `maxPrefixes` of a `BGPPeer`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaxPrefixesSpec {
+    /// Prefixes of one family the peer may announce; one more closes the session.
+    pub limit: i64,
+    /// Warn when the count reaches this share of the limit, 1..=100 (default 75, FRR's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning_percent: Option<i64>,
+    /// How long the session stays down after closing, e.g. `5m`; unset: until the BGPPeer
+    /// changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_time: Option<String>,
+}
+
+/// `maxPrefixes` parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPrefixes {
+    pub limit: u32,
+    pub warning_percent: u8,
+    /// Whole seconds, at least 1.
+    pub restart_after: Option<u64>,
 }
 
 /// Where the session goes, from `peerIP`.
@@ -201,6 +233,75 @@ impl BgpPeerSpec {
         }
     }
 
+    /// `holdTime` in whole seconds, if set: 0 or 3..=65535 (RFC 4271 §4.2).
+    pub fn hold_time(&self) -> Result<Option<u16>, FieldError> {
+        let Some(text) = self.hold_time.as_deref() else {
+            return Ok(None);
+        };
+        let field = "spec.holdTime";
+        let d = parse_duration(text, field)?;
+        if d.subsec_nanos() != 0 {
+            return Err(FieldError::new(
+                field,
+                format!("{text:?} is not a whole number of seconds"),
+            ));
+        }
+        match u16::try_from(d.as_secs()) {
+            Ok(s) if s == 0 || s >= 3 => Ok(Some(s)),
+            _ => Err(FieldError::new(
+                field,
+                format!("{text:?} is neither 0 nor within 3s..=65535s (RFC 4271 §4.2)"),
+            )),
+        }
+    }
+
+    /// `maxPrefixes`, if set.
+    pub fn max_prefixes(&self) -> Result<Option<MaxPrefixes>, FieldError> {
+        let Some(spec) = &self.max_prefixes else {
+            return Ok(None);
+        };
+        let limit = u32::try_from(spec.limit)
+            .ok()
+            .filter(|l| *l > 0)
+            .ok_or_else(|| {
+                FieldError::new(
+                    "spec.maxPrefixes.limit",
+                    format!("{} is outside 1..=4294967295", spec.limit),
+                )
+            })?;
+        let warning_percent = match spec.warning_percent {
+            None => 75,
+            Some(p) => u8::try_from(p)
+                .ok()
+                .filter(|p| (1..=100).contains(p))
+                .ok_or_else(|| {
+                    FieldError::new(
+                        "spec.maxPrefixes.warningPercent",
+                        format!("{p} is outside 1..=100"),
+                    )
+                })?,
+        };
+        let restart_after = match spec.restart_time.as_deref() {
+            None => None,
+            Some(text) => {
+                let field = "spec.maxPrefixes.restartTime";
+                let d = parse_duration(text, field)?;
+                if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
+                    return Err(FieldError::new(
+                        field,
+                        format!("{text:?} is not a whole number of seconds, at least 1s"),
+                    ));
+                }
+                Some(d.as_secs())
+            }
+        };
+        Ok(Some(MaxPrefixes {
+            limit,
+            warning_percent,
+            restart_after,
+        }))
+    }
+
     /// `numAllowedLocalASNumbers`, if set.
     pub fn num_allowed_local_as_numbers(&self) -> Result<Option<u8>, FieldError> {
         self.num_allowed_local_as_numbers
@@ -299,6 +400,8 @@ impl BgpPeerSpec {
         self.num_allowed_local_as_numbers()?;
         self.ttl_security()?;
         self.ebgp_multihop()?;
+        self.hold_time()?;
+        self.max_prefixes()?;
         for (i, f) in self.filters.iter().enumerate() {
             check_name(f, &format!("spec.filters[{i}]"))?;
         }

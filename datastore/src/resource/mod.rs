@@ -48,7 +48,8 @@ pub use bgp_filter::{
     ACTIONS, MATCH_OPERATORS,
 };
 pub use bgp_peer::{
-    parse_peer_address, BgpPeerSpec, NextHopMode, PeerAddress, NEXT_HOP_MODES, SOURCE_ADDRESS_MODES,
+    parse_peer_address, BgpPeerSpec, MaxPrefixes, MaxPrefixesSpec, NextHopMode, PeerAddress,
+    NEXT_HOP_MODES, SOURCE_ADDRESS_MODES,
 };
 pub use field::{
     is_dns_subdomain, parse_community, parse_duration, AsNumberText, CommunityValue, FieldError,
