@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bfd::{Diagnostic, SessionConfig, State};
 use lab::bird::Bird;
-use lab::{veth, wait_for, Netns};
+use lab::wait_for;
 use support::{ip, scratch, NsDriver};
 
 const BIRD_CONF: &str = r#"
@@ -45,20 +45,7 @@ fn both_up(bird: &Bird) -> bool {
 fn bfd_with_bird() {
     lab::require(&["ip", "bird", "birdc"]);
     support::init_logging();
-    let ours = Netns::new("bfda").unwrap();
-    let theirs = Netns::new("bfdb").unwrap();
-    veth(&ours, "eth0", &theirs, "eth0").unwrap();
-    for (ns, v4, v6) in [
-        (&ours, "10.0.0.1/24", "fd00::1/64"),
-        (&theirs, "10.0.0.2/24", "fd00::2/64"),
-    ] {
-        ns.ip(&["addr", "add", v4, "dev", "eth0"]).unwrap();
-        ns.ip(&["addr", "add", v6, "dev", "eth0", "nodad"]).unwrap();
-    }
-    // Linux drops the IPv6 addresses of a link set down; BIRD's must survive the cut below.
-    theirs
-        .exec(&["sysctl", "-qw", "net.ipv6.conf.eth0.keep_addr_on_down=1"])
-        .unwrap();
+    let (ours, theirs) = support::pair("bfdbird");
     let dir = scratch("bfd-bird");
     let bird = Bird::start(&theirs, &dir, BIRD_CONF).unwrap();
     let driver = NsDriver::start(&ours, bfd::CONTROL_PORT).unwrap();

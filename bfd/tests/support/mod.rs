@@ -138,3 +138,23 @@ impl Drop for NsDriver {
 pub fn ip(s: &str) -> IpAddr {
     s.parse().expect("address literal")
 }
+
+/// Two fresh namespaces joined by a veth `eth0`: ours at 10.0.0.1/24 and fd00::1/64, the
+/// peer's at 10.0.0.2/24 and fd00::2/64. The peer's IPv6 addresses survive its link being
+/// set down (Linux drops them otherwise), so a cut and a heal need no re-addressing.
+pub fn pair(tag: &str) -> (Netns, Netns) {
+    let ours = Netns::new(&format!("{tag}a")).unwrap();
+    let theirs = Netns::new(&format!("{tag}b")).unwrap();
+    lab::veth(&ours, "eth0", &theirs, "eth0").unwrap();
+    for (ns, v4, v6) in [
+        (&ours, "10.0.0.1/24", "fd00::1/64"),
+        (&theirs, "10.0.0.2/24", "fd00::2/64"),
+    ] {
+        ns.ip(&["addr", "add", v4, "dev", "eth0"]).unwrap();
+        ns.ip(&["addr", "add", v6, "dev", "eth0", "nodad"]).unwrap();
+    }
+    theirs
+        .exec(&["sysctl", "-qw", "net.ipv6.conf.eth0.keep_addr_on_down=1"])
+        .unwrap();
+    (ours, theirs)
+}
