@@ -158,3 +158,15 @@ pub fn pair(tag: &str) -> (Netns, Netns) {
         .unwrap();
     (ours, theirs)
 }
+
+/// Runs `f` on a thread that entered `ns` first, and returns its result.
+pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
