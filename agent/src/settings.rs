@@ -34,6 +34,7 @@
 //! log-level = "info"
 //! log-format = "text"                # or "json"
 //! route-protocol = 80
+//! shutdown-drain-time = "10s"         # or 10; 0: no graceful-shutdown drain
 //! ```
 //!
 //! Every refused value is reported on one line naming where it came from: `--node-ip: ...`,
@@ -72,6 +73,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::Parser;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -177,6 +179,11 @@ pub struct Flags {
     /// [default: 80] [env: ROUTERD_ROUTE_PROTOCOL]
     #[arg(long, value_name = "ID")]
     pub route_protocol: Option<String>,
+    /// On SIGTERM, how long peers that will lose our routes (no graceful restart) see them
+    /// with the GRACEFUL_SHUTDOWN community (RFC 8326) before the sessions close, e.g.
+    /// `10s`; 0 closes at once. [default: 0] [env: ROUTERD_SHUTDOWN_DRAIN_TIME]
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_drain_time: Option<String>,
 }
 
 /// The environment variable of a flag: `node-ip` -> `ROUTERD_NODE_IP`.
@@ -204,6 +211,8 @@ pub struct FileSettings {
     pub log_level: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
     pub route_protocol: Option<Spanned<FileNumber>>,
+    /// A number of seconds or a duration string (`"10s"`).
+    pub shutdown_drain_time: Option<Spanned<FileNumber>>,
     /// The file's path, for messages.
     #[serde(skip)]
     path: PathBuf,
@@ -549,6 +558,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// rtnetlink protocol id of routerd's routes ([`parse_route_protocol`] says which ids).
     pub route_protocol: u8,
+    /// The graceful-shutdown drain on SIGTERM (`shutdown-drain-time`); zero: none.
+    pub shutdown_drain_time: Duration,
     /// The settings file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -689,6 +700,14 @@ impl Settings {
             Some(found) => check(found, parse_route_protocol)?,
             None => DEFAULT_ROUTE_PROTOCOL,
         };
+        let shutdown_drain_time = match pick(
+            "shutdown-drain-time",
+            &flags.shutdown_drain_time,
+            n(&f.shutdown_drain_time),
+        ) {
+            Some(found) => check(found, parse_drain_time)?,
+            None => Duration::ZERO,
+        };
         // Last, so that a refused value is reported before a hostname problem.
         let node_name = match node_name {
             Some(name) => name,
@@ -706,6 +725,7 @@ impl Settings {
             log_level_from_datastore,
             log_format,
             route_protocol,
+            shutdown_drain_time,
             config_file: file.map(|f| f.path.clone()),
         })
     }
@@ -943,6 +963,24 @@ const FOREIGN_PROTOCOLS: &[(u8, &str)] = &[
 /// (BIRD 12, zebra/FRR 11 and 186-192, DHCP clients 16, keepalived 18, ...); taking theirs
 /// would delete their routes. Every other id (5-255; the kernel passes values above
 /// RTPROT_STATIC through uninterpreted) is accepted.
+/// The drain time: whole seconds, bare (`10`) or as a duration (`10s`, `1m`); at most an
+/// hour, since the pod's termination grace period must cover it.
+pub fn parse_drain_time(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let d = match t.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            datastore::resource::parse_duration(t, "shutdown-drain-time").map_err(|e| e.message)?
+        }
+    };
+    if d.subsec_nanos() != 0 || d > Duration::from_secs(3600) {
+        return Err(format!(
+            "`{t}` is not a whole number of seconds between 0 and 1h"
+        ));
+    }
+    Ok(d)
+}
+
 pub fn parse_route_protocol(text: &str) -> Result<u8, String> {
     let t = text.trim();
     let id: u8 = t

@@ -106,6 +106,7 @@ fn defaults_apply_when_nothing_is_set() {
     assert_eq!(s.log_format, LogFormat::Text);
     assert_eq!(s.route_protocol, DEFAULT_ROUTE_PROTOCOL);
     assert_eq!(s.route_protocol, 80);
+    assert_eq!(s.shutdown_drain_time, std::time::Duration::ZERO);
     assert_eq!(s.config_file, None);
 }
 
@@ -127,6 +128,7 @@ const SETTINGS: &[(&str, [&str; 3])] = &[
     ),
     ("log-level", ["debug", "warn", "trace"]),
     ("route-protocol", ["81", "82", "83"]),
+    ("shutdown-drain-time", ["5s", "10", "2m"]),
 ];
 
 /// The value of `flag` in resolved settings, as text.
@@ -141,6 +143,12 @@ fn value_of(s: &Settings, flag: &str) -> String {
         "health-listen" => s.health_listen.unwrap().to_string(),
         "log-level" => s.log_level.as_str().to_string(),
         "route-protocol" => s.route_protocol.to_string(),
+        "shutdown-drain-time" => match s.shutdown_drain_time.as_secs() {
+            5 => "5s".into(),
+            10 => "10".into(),
+            120 => "2m".into(),
+            other => other.to_string(),
+        },
         other => panic!("unknown setting {other}"),
     }
 }
@@ -308,6 +316,9 @@ fn invalid_values_are_refused_naming_their_origin() {
         ("route-protocol", "12", "`bird`"),
         ("route-protocol", "186", "`bgp`"),
         ("route-protocol", "256", "not a protocol id"),
+        ("shutdown-drain-time", "2h", "between 0 and 1h"),
+        ("shutdown-drain-time", "1500ms", "whole number of seconds"),
+        ("shutdown-drain-time", "soon", "not a duration"),
         ("control-socket", &"/x".repeat(60), "at most 107"),
     ];
     let dir = tempfile::tempdir().unwrap();

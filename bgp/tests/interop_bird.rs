@@ -730,3 +730,94 @@ protocol bgp b { local 10.0.0.3 as 65003; neighbor 10.0.0.1 as 65001; hold time 
     assert_eq!(routes_from(&speaker, "10.0.0.3"), good);
     assert_eq!(speaker.peer(ip("10.0.0.3")).unwrap().state, "Established");
 }
+
+#[test]
+fn sigterm_without_graceful_restart_drains_with_graceful_shutdown_before_closing() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-gshut");
+    let (ours, theirs) = pair("gs", 2);
+    // No graceful restart towards this peer (Restart Time 0): on SIGTERM it would lose our
+    // routes at once, so they are drained first.
+    let mut speaker = Speaker::start(
+        &ours,
+        &dir.join("speaker"),
+        r#"
+router_id = "10.0.0.1"
+local_as = 65001
+hold_time = 9
+connect_retry = 1
+shutdown_drain_time = 3
+[[originate]]
+prefix = "10.1.0.0/24"
+communities = ["65001:100"]
+[[peer]]
+address = "10.0.0.2"
+remote_as = 65002
+graceful_restart_time = 0
+"#,
+    )
+    .unwrap();
+    let bird = Bird::start(
+        &theirs,
+        &dir.join("bird"),
+        r#"
+router id 10.0.0.2;
+protocol device {}
+protocol bgp v4 { local 10.0.0.2 as 65002; neighbor 10.0.0.1 as 65001; hold time 9;
+  connect retry time 1; ipv4 { import all; export none; }; }
+"#,
+    )
+    .unwrap();
+    bird.wait_established("v4", T).unwrap();
+    let r = wait_for("10.1.0.0/24 in BIRD", T, Duration::from_millis(100), || {
+        bird.route("10.1.0.0/24").ok().flatten()
+    })
+    .unwrap();
+    assert_eq!(r.attr("BGP.community"), Some("(65001,100)"), "{r:?}");
+
+    let term_at = std::time::Instant::now();
+    speaker.terminate().unwrap();
+    // While the session is still up, the route carries GRACEFUL_SHUTDOWN (65535,0).
+    let drained = wait_for(
+        "GRACEFUL_SHUTDOWN on 10.1.0.0/24 in BIRD",
+        Duration::from_secs(2),
+        Duration::from_millis(50),
+        || {
+            let r = bird.route("10.1.0.0/24").ok().flatten()?;
+            r.attr("BGP.community")
+                .is_some_and(|c| c.contains("(65535,0)"))
+                .then_some(r)
+        },
+    )
+    .unwrap();
+    assert!(
+        drained
+            .attr("BGP.community")
+            .is_some_and(|c| c.contains("(65001,100)")),
+        "the route's own communities stay: {drained:?}"
+    );
+    assert!(
+        bird.is_established("v4"),
+        "drained before the session closes"
+    );
+    // Then, after the drain time, Cease and the route is gone.
+    wait_for("BIRD session down", T, Duration::from_millis(100), || {
+        (!bird.is_established("v4")).then_some(())
+    })
+    .unwrap();
+    let closed_after = term_at.elapsed();
+    assert!(
+        closed_after >= Duration::from_secs(3),
+        "closed after {closed_after:?}, before the 3 s drain"
+    );
+    let v4 = bird.cmd("show protocols all v4").unwrap();
+    assert!(
+        v4.to_lowercase().contains("administrative shutdown"),
+        "{v4}"
+    );
+    assert!(bird.route("10.1.0.0/24").unwrap().is_none());
+    wait_for("speaker exit", T, Duration::from_millis(100), || {
+        (!speaker.is_running()).then_some(())
+    })
+    .unwrap();
+}

@@ -102,6 +102,24 @@ fn import_policy_local_pref_applies_to_ebgp_routes() {
 }
 
 #[test]
+fn a_path_marked_graceful_shutdown_loses_to_any_other() {
+    // RFC 8326: the sender of `a` is draining it; the longer AS path of `b` wins, over
+    // eBGP (LOCAL_PREF would be the default) and over iBGP despite a higher LOCAL_PREF.
+    let mut a = attrs(&[65001], "10.1.0.2");
+    a.communities = vec![bgp::packet::Community::GRACEFUL_SHUTDOWN];
+    let b = attrs(&[65002, 1, 2, 3], "10.1.0.3");
+    assert_eq!(winner(two_ebgp, &a, &b), 1);
+    let mut a = attrs(&[64600], "10.1.0.2");
+    a.local_pref = Some(500);
+    a.communities = vec![bgp::packet::Community::GRACEFUL_SHUTDOWN];
+    let b = attrs(&[64600, 1, 2], "10.1.0.3");
+    assert_eq!(winner(two_ibgp("1.1.1.1", "1.1.1.2"), &a, &b), 1);
+    // Without the community, `a` wins both.
+    a.communities.clear();
+    assert_eq!(winner(two_ibgp("1.1.1.1", "1.1.1.2"), &a, &b), 0);
+}
+
+#[test]
 fn shortest_as_path_wins() {
     let a = attrs(&[65001, 7, 8], "10.1.0.2");
     let b = attrs(&[65002, 9], "10.1.0.3");

@@ -48,6 +48,7 @@ fn config() -> Result<(DaemonConfig, tracing::Level, bool, LogFormat)> {
             health_listen: settings.health_listen,
             route_protocol: settings.route_protocol,
             fib_settle: fib_settle()?,
+            shutdown_drain: settings.shutdown_drain_time,
             log_severity: None,
         },
         settings.log_level.as_tracing(),

@@ -48,6 +48,9 @@ pub struct DaemonConfig {
     /// The longest the first full FIB reconcile (which removes stale routes of ours) waits
     /// for the sessions to come up after start-up.
     pub fib_settle: Duration,
+    /// On shutdown, how long peers that lose our routes see them with GRACEFUL_SHUTDOWN
+    /// before the sessions close (`bgp::speaker::config::SpeakerConfig::shutdown_drain_time`).
+    pub shutdown_drain: Duration,
     /// Set when no setting fixed the log level: the BGPConfiguration's `logSeverityScreen`
     /// (`node.<name>`, else `default`, else Info) then sets it, live, as it sets BIRD's
     /// logging in calico-node.
@@ -281,6 +284,7 @@ pub async fn run(
         // Calico's BIRD config merges up to 16 equal paths into one kernel route.
         max_paths: 16,
         control_socket: None,
+        shutdown_drain_time: config.shutdown_drain.as_secs(),
         originate: originations(&blocks, &view, &config.node_name),
         peers: Vec::new(),
     };
@@ -511,9 +515,13 @@ pub async fn run(
     if let Ok(mut s) = snapshot.lock() {
         s.state = DaemonState::Stopping;
     }
-    // Sessions close without a NOTIFICATION (RFC 4724 §4.1), so the peers keep our routes
-    // for the Restart Time, as the kernel keeps forwarding with ours.
-    info!("shutting down for a graceful restart: closing BGP sessions, keeping kernel routes");
+    // Sessions with graceful restart close without a NOTIFICATION (RFC 4724 §4.1), so the
+    // peers keep our routes for the Restart Time, as the kernel keeps forwarding with ours;
+    // the others see GRACEFUL_SHUTDOWN for the drain time first (RFC 8326), then Cease.
+    info!(
+        drain_secs = config.shutdown_drain.as_secs(),
+        "shutting down: closing BGP sessions, keeping kernel routes"
+    );
     speaker.shutdown_for_restart().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), speaker_task).await;
     control_task.abort();

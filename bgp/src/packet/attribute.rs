@@ -166,6 +166,8 @@ impl Community {
     pub const NO_EXPORT: Community = Community(0xFFFF_FF01);
     pub const NO_ADVERTISE: Community = Community(0xFFFF_FF02);
     pub const NO_EXPORT_SUBCONFED: Community = Community(0xFFFF_FF03);
+    /// GRACEFUL_SHUTDOWN (RFC 8326 §3): the path is about to go; prefer any other.
+    pub const GRACEFUL_SHUTDOWN: Community = Community(0xFFFF_0000);
 
     pub fn new(asn: u16, value: u16) -> Community {
         Community((u32::from(asn) << 16) | u32::from(value))

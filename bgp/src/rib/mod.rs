@@ -1130,6 +1130,15 @@ impl Rib {
                     // RFC 4271 §5.1.5: LOCAL_PREF from an external peer is ignored.
                     attrs.local_pref = Some(self.config.default_local_pref);
                 }
+                if attrs
+                    .communities
+                    .contains(&crate::packet::Community::GRACEFUL_SHUTDOWN)
+                {
+                    // RFC 8326 §4.1: the sender is draining the path before it goes; every
+                    // other path wins (LOCAL_PREF 0, the lowest, as BIRD's and FRR's
+                    // graceful-shutdown filters set it).
+                    attrs.local_pref = Some(0);
+                }
                 Some(
                     self.table
                         .intern(RouteAttrs::new(attrs, family, nh, link_local)),

@@ -10,6 +10,7 @@
 //! cluster_id = "10.0.0.1"                  # optional; route reflector cluster id
 //! max_paths = 8                            # optional; ECMP paths per prefix
 //! control_socket = "/run/speaker.ctl"      # optional; JSON status/route queries
+//! shutdown_drain_time = 0                  # seconds; >0: GRACEFUL_SHUTDOWN (RFC 8326) first
 //!
 //! [[originate]]
 //! prefix = "10.244.1.0/24"
@@ -102,6 +103,10 @@ pub struct SpeakerConfig {
     pub max_paths: usize,
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
+    /// Seconds between re-advertising our routes with GRACEFUL_SHUTDOWN and closing, when a
+    /// shutdown will make a peer lose them (see `speaker::shutdown`); 0: close at once.
+    #[serde(default)]
+    pub shutdown_drain_time: u64,
     #[serde(default)]
     pub originate: Vec<Origination>,
     #[serde(default, rename = "peer")]
@@ -318,6 +323,7 @@ pub fn parse_community(s: &str) -> Result<Community, String> {
     match s {
         "no-export" => return Ok(Community::NO_EXPORT),
         "no-advertise" => return Ok(Community::NO_ADVERTISE),
+        "graceful-shutdown" => return Ok(Community::GRACEFUL_SHUTDOWN),
         _ => {}
     }
     let (a, v) = s

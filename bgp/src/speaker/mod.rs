@@ -18,6 +18,7 @@
 pub mod config;
 pub mod control;
 pub mod prefix_limit;
+mod shutdown;
 pub mod socket;
 
 use std::collections::HashMap;
@@ -228,6 +229,7 @@ pub async fn start(
         best_paths,
         listener_fds,
         accept_tasks,
+        draining: None,
         config: config.clone(),
     };
     for (i, o) in config.originate.iter().enumerate() {
@@ -323,6 +325,8 @@ struct Core {
     listener_fds: Vec<(SocketAddr, OwnedFd)>,
     /// The accept loops: stopped with the core, so the ports are free again at once.
     accept_tasks: Vec<tokio::task::AbortHandle>,
+    /// A shutdown waiting out its drain time ([`shutdown`]).
+    draining: Option<shutdown::Drain>,
 }
 
 impl Core {
@@ -344,6 +348,7 @@ impl Core {
                     .into_iter()
                     .flatten()
                 })
+                .chain(self.draining.as_ref().map(|d| d.until))
                 .min();
             let sleep = async {
                 match deadline {
@@ -355,9 +360,9 @@ impl Core {
                 Some(event) = events.recv() => self.on_event(event),
                 cmd = commands.recv() => match cmd {
                     Some(Command::Shutdown { done, graceful }) => {
-                        self.shutdown(graceful).await;
-                        let _ = done.send(());
-                        return;
+                        if !self.begin_drain(graceful, done).await {
+                            return;
+                        }
                     }
                     Some(cmd) => self.on_command(cmd),
                     None => {
@@ -367,37 +372,10 @@ impl Core {
                 },
                 () = sleep => self.on_timers(),
             }
-        }
-    }
-
-    async fn shutdown(&mut self, graceful: bool) {
-        let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
-        for a in addrs {
-            let restart = graceful
-                && self
-                    .peers
-                    .get(&a)
-                    .is_some_and(|p| p.config.restart_time().is_some());
-            if restart {
-                // No NOTIFICATION: a NOTIFICATION ends the peer's graceful restart
-                // procedure (RFC 4724 §4.2), a bare TCP close starts it.
-                if let Some(peer) = self.peers.get_mut(&a) {
-                    for (_, c) in peer.connections.drain() {
-                        let _ = c.writer.send(Outgoing::Close);
-                        c.reader.abort();
-                    }
-                }
-                info!(peer = %a, "closing for a graceful restart");
-            } else {
-                self.feed(a, Input::ManualStop(StopReason::AdministrativeShutdown));
+            if self.drain_over(Instant::now()).await {
+                return;
             }
         }
-        for task in &self.accept_tasks {
-            task.abort();
-        }
-        self.listener_fds.clear();
-        // Give the writers a moment to flush their NOTIFICATIONs.
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     fn on_timers(&mut self) {

@@ -40,6 +40,7 @@ pub fn speaker_config(id: Ipv4Addr, asn: u32, port: u16, originate: &[&str]) -> 
         cluster_id: None,
         max_paths: 1,
         control_socket: None,
+        shutdown_drain_time: 0,
         originate: originate.iter().map(|p| origination(p)).collect(),
         peers: vec![],
     }

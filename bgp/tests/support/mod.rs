@@ -95,6 +95,21 @@ impl Speaker {
         Ok(s)
     }
 
+    /// Sends SIGTERM, as a pod's termination does.
+    pub fn terminate(&self) -> Result<()> {
+        let pid = self.daemon.pid().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(())
+    }
+
+    /// Whether the speaker process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.daemon.is_running()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
