@@ -39,7 +39,7 @@
 //!
 //! - BIRD 2.0.12 (`tests/interop_bird.rs`) and FRR 8.4's bfdd (`tests/interop_frr.rs`, bfdd
 //!   alone, without zebra, as the `frr` user), IPv4 and IPv6, 300 ms x 3: both sides Up;
-//!   a link cut on the peer's side is detected in 0.8-0.9 s (under the 3 x 300 ms
+//!   a link cut on the peer's side is detected in 0.65-0.9 s over repeated runs (under the 3 x 300 ms
 //!   detection time, since the last packet came before the cut); both Up again when the
 //!   link returns; removing a session sends AdminDown, which the peer reports as such.
 //! - `tests/driver_ttl.rs`: hand-made packets with TTL 64 are dropped, with TTL 255 taken;
