@@ -7,7 +7,7 @@ set -euo pipefail
 
 pkgs=(bird2 frr gobgpd exabgp iproute2 iputils-ping tcpdump ethtool procps psmisc
       podman runc containernetworking-plugins busybox-static nftables
-      etcd-server etcd-client protobuf-compiler openssl)
+      etcd-server etcd-client protobuf-compiler openssl python3 python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,4 +26,15 @@ done
 pkill -x bird >/dev/null 2>&1 || true
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# kubernetes-validate (PyPI) for scripts/validate-manifests.sh: the Kubernetes OpenAPI schemas
+# the manifests are checked against offline, pinned, in a venv under target/ (Debian's python3
+# refuses pip installs into the system).
+venv="$(dirname "$0")/../target/validate-venv"
+kv_version=1.37.0
+if [[ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != *"$kv_version"* ]]; then
+  echo "setup: installing kubernetes-validate $kv_version into target/validate-venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$kv_version"
+fi
 echo "setup: prerequisites present (bird $(bird --version 2>&1 | awk '{print $3}'), gobgpd $(gobgpd --version | awk '{print $3}'), frr $(/usr/lib/frr/bgpd --version 2>/dev/null | head -1 | awk '{print $3}'))"

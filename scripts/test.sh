@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
+scripts/validate-manifests.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --release -- --test-threads=2
 # The BGP decoder's fuzz target: replay the seed corpus, then fuzz for a bounded time.
