@@ -11,6 +11,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
+use bgp::speaker::control::{FamilyPrefixes, RouteView};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// Where routerd listens for control requests unless told otherwise.
@@ -22,6 +24,14 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/routerd/routerd.ctl";
 pub enum StatusRequest {
     /// The daemon's state and every BGP session ([`NodeStatus`]).
     Status,
+    /// The speaker's paths: all of them, or those of one destination (`birdc show route
+    /// <prefix>`, or with `longest_match` `birdc show route for <address>`).
+    Routes {
+        #[serde(default)]
+        prefix: Option<IpNet>,
+        #[serde(default)]
+        longest_match: bool,
+    },
 }
 
 /// The answer to a [`StatusRequest`].
@@ -29,6 +39,7 @@ pub enum StatusRequest {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum StatusResponse {
     Status(NodeStatus),
+    Routes { routes: Vec<RouteView> },
     Error { message: String },
 }
 
@@ -159,6 +170,9 @@ pub struct SessionStatus {
     pub prefixes_received: u64,
     pub prefixes_accepted: u64,
     pub prefixes_advertised: u64,
+    /// The same counts per family in use (empty while the session is down).
+    #[serde(default)]
+    pub family_prefixes: Vec<FamilyPrefixes>,
     /// The last NOTIFICATION or connection error, as an operator reads it.
     pub last_error: Option<String>,
 }
@@ -218,8 +232,12 @@ pub enum StatusError {
     Daemon(String),
 }
 
-/// Asks routerd for its status (blocking; for `routectl` and tests).
-pub fn query_status(socket: &Path, timeout: Duration) -> Result<NodeStatus, StatusError> {
+/// Sends one request to routerd and reads its answer (blocking; for `routectl` and tests).
+pub fn query(
+    socket: &Path,
+    request: &StatusRequest,
+    timeout: Duration,
+) -> Result<StatusResponse, StatusError> {
     use std::io::{BufRead, Write};
     let path = socket.display().to_string();
     let io = |source| StatusError::Io {
@@ -233,7 +251,7 @@ pub fn query_status(socket: &Path, timeout: Duration) -> Result<NodeStatus, Stat
         })?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    let mut line = serde_json::to_vec(&StatusRequest::Status).map_err(|e| StatusError::Decode {
+    let mut line = serde_json::to_vec(request).map_err(|e| StatusError::Decode {
         path: path.clone(),
         reason: e.to_string(),
     })?;
@@ -244,12 +262,44 @@ pub fn query_status(socket: &Path, timeout: Duration) -> Result<NodeStatus, Stat
         .read_line(&mut answer)
         .map_err(io)?;
     match serde_json::from_str(&answer) {
-        Ok(StatusResponse::Status(status)) => Ok(status),
         Ok(StatusResponse::Error { message }) => Err(StatusError::Daemon(message)),
+        Ok(response) => Ok(response),
         Err(e) => Err(StatusError::Decode {
             path,
             reason: e.to_string(),
         }),
+    }
+}
+
+fn unexpected(socket: &Path, response: &StatusResponse) -> StatusError {
+    StatusError::Decode {
+        path: socket.display().to_string(),
+        reason: format!("unexpected answer {response:?}"),
+    }
+}
+
+/// Asks routerd for its status (blocking; for `routectl` and tests).
+pub fn query_status(socket: &Path, timeout: Duration) -> Result<NodeStatus, StatusError> {
+    match query(socket, &StatusRequest::Status, timeout)? {
+        StatusResponse::Status(status) => Ok(status),
+        other => Err(unexpected(socket, &other)),
+    }
+}
+
+/// Asks routerd for its paths ([`StatusRequest::Routes`]).
+pub fn query_routes(
+    socket: &Path,
+    prefix: Option<IpNet>,
+    longest_match: bool,
+    timeout: Duration,
+) -> Result<Vec<RouteView>, StatusError> {
+    let request = StatusRequest::Routes {
+        prefix,
+        longest_match,
+    };
+    match query(socket, &request, timeout)? {
+        StatusResponse::Routes { routes } => Ok(routes),
+        other => Err(unexpected(socket, &other)),
     }
 }
 
@@ -287,6 +337,7 @@ mod tests {
             prefixes_received: 0,
             prefixes_accepted: 0,
             prefixes_advertised: 0,
+            family_prefixes: Vec::new(),
             last_error: Some("Socket: Connection refused".into()),
         };
         assert_eq!(s.info(), "Active Socket: Connection refused");

@@ -63,6 +63,7 @@ fn session(ip: &str, peer_type: PeerType, state: &str, counts: [u64; 3]) -> Sess
         prefixes_received: counts[0],
         prefixes_accepted: counts[1],
         prefixes_advertised: counts[2],
+        family_prefixes: Vec::new(),
         last_error: None,
     }
 }

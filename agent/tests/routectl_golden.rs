@@ -21,6 +21,7 @@ use agent::routectl::node_status::format_node_status;
 use agent::status::{
     DaemonState, DatastoreStatus, FibStatus, NodeStatus, PeerType, SessionStatus, StatusResponse,
 };
+use bgp::speaker::control::FamilyPrefixes;
 use datastore::ipam_store::{DatastoreIpam, HANDLE_KIND};
 use datastore::{Datastore, FileDatastore};
 use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily, IpPool, IpPoolSpec};
@@ -613,6 +614,7 @@ fn canned_status() -> NodeStatus {
             prefixes_received: if state == "Established" { 12 } else { 0 },
             prefixes_accepted: if state == "Established" { 11 } else { 0 },
             prefixes_advertised: if state == "Established" { 3 } else { 0 },
+            family_prefixes: Vec::new(),
             last_error: error.map(Into::into),
         }
     };
@@ -677,6 +679,15 @@ fn canned_status() -> NodeStatus {
 
 /// Serves one status request on a Unix socket, as routerd's control socket does.
 fn serve_status_once(path: &Path, status: NodeStatus) -> std::thread::JoinHandle<()> {
+    serve_once(path, r#"{"cmd":"status"}"#, StatusResponse::Status(status))
+}
+
+/// Serves one request on a Unix socket: checks it is `request`, answers `response`.
+fn serve_once(
+    path: &Path,
+    request: &'static str,
+    response: StatusResponse,
+) -> std::thread::JoinHandle<()> {
     let listener = UnixListener::bind(path).unwrap();
     listener.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
@@ -694,8 +705,8 @@ fn serve_status_once(path: &Path, status: NodeStatus) -> std::thread::JoinHandle
         stream.set_nonblocking(false).unwrap();
         let mut line = String::new();
         BufReader::new(&stream).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), r#"{"cmd":"status"}"#);
-        let mut answer = serde_json::to_vec(&StatusResponse::Status(status)).unwrap();
+        assert_eq!(line.trim(), request);
+        let mut answer = serde_json::to_vec(&response).unwrap();
         answer.push(b'\n');
         (&stream).write_all(&answer).unwrap();
     })
@@ -715,6 +726,74 @@ fn node_status_from_routerd_control_socket() {
     assert_golden("node_status", &env.transcript);
 }
 
+/// Two paths to a prefix (the best one, and one that lost on the router ID), our own block,
+/// and an ECMP pair, as the speaker reports them.
+fn canned_routes() -> Vec<bgp::speaker::control::RouteView> {
+    let path =
+        |prefix: &str, peer: Option<&str>, decision: &str| bgp::speaker::control::RouteView {
+            prefix: prefix.parse().unwrap(),
+            peer: peer.map(|p| p.parse().unwrap()),
+            best: decision == "best",
+            next_hop: peer.map(|p| p.parse().unwrap()),
+            as_path: if peer.is_some() {
+                vec![65002, 65010]
+            } else {
+                vec![]
+            },
+            origin: "IGP".into(),
+            med: peer.map(|_| 10),
+            local_pref: Some(100),
+            communities: peer.map_or(vec![], |_| vec!["65002:300".into()]),
+            large_communities: vec![],
+            originator_id: None,
+            cluster_list: vec![],
+            decision: decision.into(),
+        };
+    let mut reflected = path("10.70.0.0/24", Some("10.0.0.13"), "beaten: lower router ID");
+    reflected.originator_id = Some("10.0.0.40".into());
+    reflected.cluster_list = vec!["1.0.0.1".into()];
+    vec![
+        path("10.65.0.0/26", None, "best"),
+        path("10.70.0.0/24", Some("10.0.0.12"), "best"),
+        reflected,
+        path("10.80.0.0/24", Some("10.0.0.12"), "best"),
+        path("10.80.0.0/24", Some("10.0.0.14"), "multipath"),
+    ]
+}
+
+#[test]
+fn node_routes_from_routerd_control_socket() {
+    let mut env = Env::new();
+    let socket = env.path().join("routerd.ctl");
+    let socket_arg = format!("--control-socket={}", socket.display());
+    let routes = |r: Vec<bgp::speaker::control::RouteView>| StatusResponse::Routes { routes: r };
+    let server = serve_once(
+        &socket,
+        r#"{"cmd":"routes","prefix":null,"longest_match":false}"#,
+        routes(canned_routes()),
+    );
+    env.run(&[&socket_arg, "node", "routes"], 0);
+    server.join().unwrap();
+    std::fs::remove_file(&socket).unwrap();
+    let server = serve_once(
+        &socket,
+        r#"{"cmd":"routes","prefix":"10.70.0.9/32","longest_match":true}"#,
+        routes(canned_routes()[1..3].to_vec()),
+    );
+    env.run(&[&socket_arg, "node", "routes", "10.70.0.9"], 0);
+    server.join().unwrap();
+    std::fs::remove_file(&socket).unwrap();
+    let server = serve_once(
+        &socket,
+        r#"{"cmd":"routes","prefix":"10.99.0.0/24","longest_match":false}"#,
+        routes(vec![]),
+    );
+    env.run(&[&socket_arg, "node", "routes", "10.99.0.0/24"], 0);
+    server.join().unwrap();
+    env.run(&[&socket_arg, "node", "routes", "10.99.0.1/24"], 1);
+    assert_golden("node_routes", &env.transcript);
+}
+
 #[test]
 fn node_status_since_within_a_day_is_a_time_of_day() {
     let mut status = canned_status();
@@ -724,6 +803,17 @@ fn node_status_since_within_a_day_is_a_time_of_day() {
     status.sessions[1].since_unix = now - 23 * 3600;
     status.sessions[3].since_unix = now - 86_400;
     status.cluster_id = Some(Ipv4Addr::new(224, 0, 0, 1));
+    // An MP-BGP session carrying both families: one row per family.
+    status.sessions[0].family_prefixes = ["ipv4-unicast", "ipv6-unicast"]
+        .iter()
+        .zip([(10, 9, 2), (2, 2, 1)])
+        .map(|(f, (received, accepted, advertised))| FamilyPrefixes {
+            family: f.to_string(),
+            received,
+            accepted,
+            advertised,
+        })
+        .collect();
     // A partitioned node says since when and why.
     status.datastore.reachable = false;
     status.datastore.since_unix = now - 90;

@@ -352,6 +352,31 @@ fn three_routerd_mesh_then_a_tor_peer_applied_with_routectl() {
     ] {
         assert!(st.contains(needle), "node status lacks {needle}: {st}");
     }
+    // The route query, as `birdc show route for`: node 0 holds node 1's block as a path
+    // from node 1 (the mesh), best, and its own block as local.
+    let (owner, other_block) = &blocks[1];
+    let net: ipnet::Ipv4Net = other_block.parse().unwrap();
+    let address = std::net::Ipv4Addr::from(u32::from(net.network()) + 9).to_string();
+    let paths = routectl_ok(
+        &datastore,
+        &["--control-socket", &socket, "node", "routes", &address],
+        None,
+    );
+    assert!(
+        paths.starts_with(&format!("{other_block}\n"))
+            && paths.contains(&format!("from {owner} [best]")),
+        "node routes {address}: {paths}"
+    );
+    let (_, own_block) = &blocks[0];
+    let own = routectl_ok(
+        &datastore,
+        &["--control-socket", &socket, "node", "routes", own_block],
+        None,
+    );
+    assert!(
+        own.contains("local [best]"),
+        "node routes {own_block}: {own}"
+    );
 
     // A BGPConfiguration applied live: prefixAdvertisements tag every block the nodes
     // originate (re-advertised with the new communities, no session reset).

@@ -1,4 +1,5 @@
-//! routerd's control socket: answers [`StatusRequest`]s (for `routectl node status`).
+//! routerd's control socket: answers [`StatusRequest`]s (`routectl node status`, and
+//! `routectl node routes`, which the speaker answers).
 //!
 //! The socket is created at start-up (its directory too); a stale socket file left by a
 //! daemon that died is replaced, but a live one (another routerd answering on it) is an
@@ -13,6 +14,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
+
+use bgp::speaker::control::{ControlRequest, ControlResponse};
+use bgp::speaker::SpeakerHandle;
 
 use crate::status::{NodeStatus, StatusRequest, StatusResponse};
 
@@ -59,13 +63,14 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Serves connections until the task is dropped.
-pub async fn serve(listener: UnixListener, status: StatusSource) {
+pub async fn serve(listener: UnixListener, status: StatusSource, speaker: SpeakerHandle) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let status = status.clone();
+                let speaker = speaker.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream, status).await {
+                    if let Err(e) = answer(stream, status, speaker).await {
                         debug!(error = %e, "control connection ended with an error");
                     }
                 });
@@ -78,7 +83,11 @@ pub async fn serve(listener: UnixListener, status: StatusSource) {
     }
 }
 
-async fn answer(stream: UnixStream, status: StatusSource) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    status: StatusSource,
+    speaker: SpeakerHandle,
+) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut reader = BufReader::new(r.take(MAX_REQUEST));
     let mut line = String::new();
@@ -91,6 +100,10 @@ async fn answer(stream: UnixStream, status: StatusSource) -> std::io::Result<()>
                 Ok(s) => StatusResponse::Status(s),
                 Err(message) => StatusResponse::Error { message },
             },
+            Ok(StatusRequest::Routes {
+                prefix,
+                longest_match,
+            }) => routes(&speaker, prefix, longest_match).await,
             Err(e) => StatusResponse::Error {
                 message: format!("bad request: {e}"),
             },
@@ -100,4 +113,28 @@ async fn answer(stream: UnixStream, status: StatusSource) -> std::io::Result<()>
     out.push(b'\n');
     w.write_all(&out).await?;
     w.shutdown().await
+}
+
+/// The speaker's paths, all or for one destination.
+async fn routes(
+    speaker: &SpeakerHandle,
+    prefix: Option<ipnet::IpNet>,
+    longest_match: bool,
+) -> StatusResponse {
+    let request = match prefix {
+        None => ControlRequest::Routes,
+        Some(prefix) => ControlRequest::RouteLookup {
+            prefix,
+            longest_match,
+        },
+    };
+    match speaker.control(request).await {
+        Ok(ControlResponse::Routes { routes }) => StatusResponse::Routes { routes },
+        Ok(other) => StatusResponse::Error {
+            message: format!("unexpected answer from the speaker: {other:?}"),
+        },
+        Err(e) => StatusResponse::Error {
+            message: e.to_string(),
+        },
+    }
 }

@@ -345,6 +345,7 @@ pub async fn run(
             config.node_name.clone(),
             started,
         ),
+        speaker.clone(),
     ));
     info!(node = %config.node_name, as_number = plan.local.as_number,
           router_id = %plan.local.router_id, blocks = ?blocks, sessions = sessions.len(),
@@ -1162,6 +1163,7 @@ fn session_status(session: &DesiredSession, p: &PeerStatus) -> Option<SessionSta
         prefixes_received: p.prefixes_received,
         prefixes_accepted: p.prefixes_accepted,
         prefixes_advertised: p.prefixes_advertised,
+        family_prefixes: p.family_prefixes.clone(),
         last_error: p.last_error.clone(),
     })
 }

@@ -30,6 +30,7 @@ pub mod manifests;
 pub mod node_status;
 pub mod output;
 pub mod resources;
+pub mod routes;
 pub mod table;
 pub mod version;
 
@@ -285,6 +286,15 @@ pub struct VersionArgs {
 pub enum NodeCommand {
     /// routerd's state and its BGP sessions.
     Status,
+    /// The BGP paths routerd holds, with the best one and why (as `birdc show route all`):
+    /// a PREFIX for exactly that prefix, an ADDRESS for the longest prefix containing it.
+    Routes {
+        /// `10.65.0.0/26`, or `10.65.0.7`; all paths when left out.
+        target: Option<String>,
+        /// `json` for the control socket's answer as it is.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
     /// Verify the host is able to run routerd (kernel, encapsulations, NAT, forwarding).
     Checksystem,
     /// Gather a diagnostics bundle of this node (routerd's status, the kernel's tables, logs).
@@ -561,6 +571,9 @@ fn execute(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
             }
         }
         Command::Node(NodeCommand::Status) => node_status(cli, io),
+        Command::Node(NodeCommand::Routes { target, output }) => {
+            node_routes(cli, target.as_deref(), output.as_deref(), io)
+        }
         Command::Node(NodeCommand::Checksystem) => {
             let (report, ok) = checksystem::evaluate(&checksystem::probe());
             let err = if ok {
@@ -721,6 +734,48 @@ fn node_status(cli: &Cli, io: &mut Streams<'_>) -> Result<i32, RoutectlError> {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             write_out(io, &node_status::format_node_status(&status, now), "");
+            Ok(0)
+        }
+        Err(e @ StatusError::Connect { .. }) => {
+            write_out(io, "", &format!("{}\n{e}\n", node_status::NOT_RUNNING));
+            Ok(1)
+        }
+        Err(e) => Err(RoutectlError::Status(Box::new(e))),
+    }
+}
+
+fn node_routes(
+    cli: &Cli,
+    target: Option<&str>,
+    output: Option<&str>,
+    io: &mut Streams<'_>,
+) -> Result<i32, RoutectlError> {
+    let query = match routes::parse_query(target) {
+        Ok(q) => q,
+        Err(message) => {
+            write_out(io, "", &format!("{message}\n"));
+            return Ok(1);
+        }
+    };
+    if output.is_some_and(|o| o != "json") {
+        write_out(io, "", "--output: only `json` (or nothing for text)\n");
+        return Ok(1);
+    }
+    match status::query_routes(
+        &cli.control_socket,
+        query.prefix,
+        query.longest_match,
+        STATUS_TIMEOUT,
+    ) {
+        Ok(paths) => {
+            let text = if output.is_some() {
+                let mut json = serde_json::to_string_pretty(&paths).unwrap_or_default();
+                json.push('\n');
+                json
+            } else {
+                routes::format_routes(&paths, &query)
+            };
+            write_out(io, &text, "");
             Ok(0)
         }
         Err(e @ StatusError::Connect { .. }) => {

@@ -80,7 +80,7 @@ fn family_tables(
     status: &NodeStatus,
     title: &str,
     headings: &[&str],
-    row: impl Fn(&SessionStatus) -> Vec<String>,
+    rows_of: impl Fn(&SessionStatus) -> Vec<Vec<String>>,
 ) {
     for (v6, family) in [(false, "IPv4"), (true, "IPv6")] {
         out.push_str(&format!("\n{family} {title}\n"));
@@ -88,7 +88,7 @@ fn family_tables(
             .sessions
             .iter()
             .filter(|s| is_family(s, v6))
-            .map(&row)
+            .flat_map(&rows_of)
             .collect();
         if rows.is_empty() {
             out.push_str(&format!("No {family} peers found.\n"));
@@ -96,6 +96,49 @@ fn family_tables(
             out.push_str(&boxed_table(headings, &rows));
         }
     }
+}
+
+/// A session's rows of the sessions table: one per family in use, as BIRD prints a
+/// "Routes:" line per channel (the address, name and error on the first only); a session
+/// that is down has one row with its totals (zero) and `-` as family.
+fn session_rows(s: &SessionStatus) -> Vec<Vec<String>> {
+    let counts: Vec<(String, u64, u64, u64)> = if s.family_prefixes.is_empty() {
+        vec![(
+            "-".into(),
+            s.prefixes_received,
+            s.prefixes_accepted,
+            s.prefixes_advertised,
+        )]
+    } else {
+        s.family_prefixes
+            .iter()
+            .map(|f| (f.family.clone(), f.received, f.accepted, f.advertised))
+            .collect()
+    };
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (family, received, accepted, advertised))| {
+            let first = i == 0;
+            vec![
+                if first {
+                    s.address.to_string()
+                } else {
+                    String::new()
+                },
+                if first { s.name.clone() } else { String::new() },
+                family,
+                received.to_string(),
+                accepted.to_string(),
+                advertised.to_string(),
+                if first {
+                    s.last_error.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect()
 }
 
 /// The whole report for `status`, with times relative to `now_unix`.
@@ -162,13 +205,13 @@ pub fn format_node_status(status: &NodeStatus, now_unix: u64) -> String {
         "BGP status",
         &["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"],
         |s| {
-            vec![
+            vec![vec![
                 s.address.to_string(),
                 s.peer_type.as_str().to_string(),
                 s.bird_state().to_string(),
                 format_since(s.since_unix, now_unix),
                 s.info(),
-            ]
+            ]]
         },
     );
 
@@ -179,21 +222,13 @@ pub fn format_node_status(status: &NodeStatus, now_unix: u64) -> String {
         &[
             "PEER ADDRESS",
             "NAME",
+            "FAMILY",
             "RECEIVED",
             "ACCEPTED",
             "ADVERTISED",
             "LAST ERROR",
         ],
-        |s| {
-            vec![
-                s.address.to_string(),
-                s.name.clone(),
-                s.prefixes_received.to_string(),
-                s.prefixes_accepted.to_string(),
-                s.prefixes_advertised.to_string(),
-                s.last_error.clone().unwrap_or_default(),
-            ]
-        },
+        session_rows,
     );
     // calicoctl ends its report with an empty line.
     out.push('\n');

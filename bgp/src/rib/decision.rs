@@ -81,6 +81,27 @@ pub enum DecisionStep {
     Equal,
 }
 
+impl DecisionStep {
+    /// What the winning path had, in the words `birdc` and FRR's `show bgp ... bestpath`
+    /// reasons use.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DecisionStep::Resolvable => "its next hop resolves",
+            DecisionStep::Local => "locally originated",
+            DecisionStep::LocalPref => "higher LOCAL_PREF",
+            DecisionStep::AsPathLength => "shorter AS_PATH",
+            DecisionStep::Origin => "lower ORIGIN",
+            DecisionStep::Med => "lower MED",
+            DecisionStep::EbgpOverIbgp => "eBGP over iBGP",
+            DecisionStep::IgpCost => "lower IGP cost to the next hop",
+            DecisionStep::RouterId => "lower router ID",
+            DecisionStep::ClusterListLength => "shorter CLUSTER_LIST",
+            DecisionStep::PeerAddress => "lower peer address",
+            DecisionStep::Equal => "equal (kept first)",
+        }
+    }
+}
+
 /// Knobs of the decision process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecisionOptions {

@@ -109,6 +109,17 @@ use crate::packet::{Family, Origin, PathAttributes, Update};
 
 pub use attrs::{AttrTable, RouteAttrs};
 pub use decision::{compare, multipath_equal, Candidate, DecisionOptions, DecisionStep, RibPath};
+
+/// Where one path of a prefix stands in the decision ([`Rib::explain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathStanding {
+    /// The best path.
+    Best,
+    /// Not the best, but installed beside it (ECMP, `max_paths`).
+    Multipath,
+    /// The best path won at this step.
+    Beaten(DecisionStep),
+}
 pub use error::RibError;
 pub use export::{export_attrs, reflection_allowed, ExportContext, PathSource};
 pub use peer::{NextHopMode, PeerConfig, PeerId, PeerSession, PeerStats};
@@ -240,7 +251,8 @@ struct PeerState {
     class: u32,
     /// Paths of the peer in the Loc-RIB candidates, per family ([`family_slot`]).
     accepted: [u64; 2],
-    advertised: u64,
+    /// Prefixes we advertise to the peer, per family ([`family_slot`]).
+    advertised: [u64; 2],
     /// Prefixes the peer announced that import rules or policy rejected (for `received`).
     filtered: HashSet<IpNet, FoldHashBuilder>,
     /// `filtered` counted per family, so that [`Rib::received`] costs nothing.
@@ -724,11 +736,11 @@ impl Outputs<'_, '_> {
                 (Some(_), Some(b)) => self.out.announce(dst, family, b.get(), prefix),
                 (None, Some(b)) => {
                     self.out.announce(dst, family, b.get(), prefix);
-                    self.out.count(dst, 1);
+                    self.out.count(dst, family, 1);
                 }
                 (Some(_), None) => {
                     self.out.withdraw(dst, family, prefix);
-                    self.out.count(dst, -1);
+                    self.out.count(dst, family, -1);
                 }
             }
         }
@@ -840,7 +852,7 @@ impl Rib {
             up: false,
             class: 0,
             accepted: [0; 2],
-            advertised: 0,
+            advertised: [0; 2],
             filtered: HashSet::default(),
             filtered_count: [0; 2],
         }));
@@ -896,7 +908,7 @@ impl Rib {
         let families = session.families.clone();
         state.session = Some(session);
         state.up = true;
-        state.advertised = 0;
+        state.advertised = [0; 2];
         let mut out = OutputBuilder::default();
         out.out.withdraws = flushed.withdraws;
         out.out.updates = flushed.updates;
@@ -961,7 +973,7 @@ impl Rib {
                 g,
             ) {
                 out.announce(peer, family, a.get(), prefix);
-                out.count(peer, 1);
+                out.count(peer, family, 1);
             }
         };
         match family {
@@ -971,9 +983,11 @@ impl Rib {
     }
 
     fn apply_advertised(&mut self, out: &OutputBuilder) {
-        for (i, delta) in out.advertised.iter().enumerate() {
+        for (i, deltas) in out.advertised.iter().enumerate() {
             if let Some(Some(p)) = self.peers.get_mut(i) {
-                p.advertised = p.advertised.saturating_add_signed(*delta);
+                for (count, delta) in p.advertised.iter_mut().zip(deltas) {
+                    *count = count.saturating_add_signed(*delta);
+                }
             }
         }
     }
@@ -1202,7 +1216,7 @@ impl Rib {
             return Err(RibError::PeerNotEstablished(peer));
         }
         state.up = false;
-        state.advertised = 0;
+        state.advertised = [0; 2];
         state.clear_filtered();
         let mut out = OutputBuilder::default();
         let affected: Vec<IpNet> = self
@@ -1249,7 +1263,7 @@ impl Rib {
             return Err(RibError::PeerNotEstablished(peer));
         }
         state.up = false;
-        state.advertised = 0;
+        state.advertised = [0; 2];
         state.clear_filtered();
         let mark = |set: &mut PathSet| {
             for p in set.as_mut_slice() {
@@ -1453,11 +1467,11 @@ impl Rib {
                 (Some(_), Some(b)) => out.announce(peer, family, b.get(), prefix),
                 (None, Some(b)) => {
                     out.announce(peer, family, b.get(), prefix);
-                    out.count(peer, 1);
+                    out.count(peer, family, 1);
                 }
                 (Some(_), None) => {
                     out.withdraw(peer, family, prefix);
-                    out.count(peer, -1);
+                    out.count(peer, family, -1);
                 }
             }
         };
@@ -1490,19 +1504,26 @@ impl Rib {
         Ok(PeerStats {
             received: accepted + p.filtered.len() as u64,
             accepted,
-            advertised: p.advertised,
+            advertised: p.advertised.iter().sum(),
+        })
+    }
+
+    /// A peer's route counts for one family (as BIRD's per-channel "Routes: N imported,
+    /// M filtered, K exported").
+    pub fn family_stats(&self, peer: PeerId, family: Family) -> Result<PeerStats, RibError> {
+        let p = self.peer(peer)?;
+        let slot = family as usize;
+        Ok(PeerStats {
+            received: p.accepted[slot] + p.filtered_count[slot],
+            accepted: p.accepted[slot],
+            advertised: p.advertised[slot],
         })
     }
 
     /// Prefixes of `family` the peer currently announces to us, accepted or filtered: what a
     /// maximum-prefix limit counts (BIRD's `receive limit`, FRR's `maximum-prefix`).
     pub fn received(&self, peer: PeerId, family: Family) -> Result<u64, RibError> {
-        let p = self.peer(peer)?;
-        let slot = match family {
-            Family::Ipv4Unicast => 0,
-            Family::Ipv6Unicast => 1,
-        };
-        Ok(p.accepted[slot] + p.filtered_count[slot])
+        Ok(self.family_stats(peer, family)?.received)
     }
 
     /// The best path for `prefix`.
@@ -1513,6 +1534,43 @@ impl Rib {
     /// All candidate paths for `prefix`, best first.
     pub fn paths(&self, prefix: &IpNet) -> &[RibPath] {
         self.set(prefix).map_or(&[], |s| s.as_slice())
+    }
+
+    /// How each path of `prefix` (in [`Rib::paths`] order, best first) stands against the
+    /// best: [`PathStanding::Best`], [`PathStanding::Multipath`] when it shares the FIB entry
+    /// (ECMP), else the step of the decision process (RFC 4271 §9.1.2.2) at which the best
+    /// path beat it, as `birdc show route all` and FRR's `show bgp` explain the choice.
+    pub fn explain(&self, prefix: &IpNet) -> Vec<PathStanding> {
+        let paths = self.paths(prefix);
+        let env = Env {
+            config: &self.config,
+            peers: &self.peers,
+            igp_cost: self.igp_cost.as_deref(),
+        };
+        let opts = self.config.decision();
+        let Some(best) = paths.first().and_then(|p| env.candidate(p)) else {
+            return paths.iter().map(|_| PathStanding::Best).collect();
+        };
+        // The same rule as the FIB entry's (see `fib_route`): equal paths up to max_paths,
+        // one per next hop.
+        let mut hops = vec![paths[0].attrs.next_hop];
+        std::iter::once(PathStanding::Best)
+            .chain(paths[1..].iter().map(|p| match env.candidate(p) {
+                None => PathStanding::Beaten(DecisionStep::Equal),
+                Some(c) => {
+                    let ecmp = !best.attrs.next_hop.is_unspecified()
+                        && hops.len() < self.config.max_paths
+                        && !hops.contains(&p.attrs.next_hop)
+                        && decision::multipath_equal(&best, &c, &opts);
+                    if ecmp {
+                        hops.push(p.attrs.next_hop);
+                        PathStanding::Multipath
+                    } else {
+                        PathStanding::Beaten(compare(&best, &c, &opts).1)
+                    }
+                }
+            }))
+            .collect()
     }
 
     /// What the FIB should hold for `prefix` under the current IGP costs (for

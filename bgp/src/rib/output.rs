@@ -206,18 +206,19 @@ pub(crate) struct OutputBuilder {
     withdraws: HashMap<(PeerId, Family), usize, FoldHashBuilder>,
     /// Per destination `PeerId`: the last group appended to (front cache of `updates`).
     last_update: Vec<Option<(GroupKey, usize)>>,
-    /// Change of each peer's `advertised` count (indexed by `PeerId`), applied at the end of
-    /// the call because peers are borrowed immutably while outputs are produced.
-    pub(crate) advertised: Vec<i64>,
+    /// Change of each peer's `advertised` count per family (indexed by `PeerId`, then
+    /// IPv4, IPv6), applied at the end of the call because peers are borrowed immutably
+    /// while outputs are produced.
+    pub(crate) advertised: Vec<[i64; 2]>,
 }
 
 impl OutputBuilder {
-    pub(crate) fn count(&mut self, peer: PeerId, delta: i64) {
+    pub(crate) fn count(&mut self, peer: PeerId, family: Family, delta: i64) {
         let i = peer.index();
         if self.advertised.len() <= i {
-            self.advertised.resize(i + 1, 0);
+            self.advertised.resize(i + 1, [0; 2]);
         }
-        self.advertised[i] += delta;
+        self.advertised[i][family as usize] += delta;
     }
 
     pub(crate) fn announce(

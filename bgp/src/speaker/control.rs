@@ -18,6 +18,14 @@ pub enum ControlRequest {
     Peers,
     /// The Loc-RIB: every path we hold, best ones marked.
     Routes,
+    /// The paths to one destination, as `birdc show route <prefix>` (`longest_match`
+    /// false: exactly that prefix) or `birdc show route for <address>` (true: the longest
+    /// prefix we hold that contains it).
+    RouteLookup {
+        prefix: IpNet,
+        #[serde(default)]
+        longest_match: bool,
+    },
     /// Originate (or re-originate with new attributes) a local prefix.
     Originate(Origination),
     /// Stop originating a local prefix.
@@ -58,7 +66,23 @@ pub struct PeerStatus {
     pub prefixes_received: u64,
     pub prefixes_accepted: u64,
     pub prefixes_advertised: u64,
+    /// The same counts per family in use.
+    #[serde(default)]
+    pub family_prefixes: Vec<FamilyPrefixes>,
     pub last_error: Option<String>,
+}
+
+/// One family's route counts on a session (BIRD's per-channel "Routes:" line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyPrefixes {
+    /// e.g. `ipv4-unicast`.
+    pub family: String,
+    /// What the peer announces, accepted or filtered.
+    pub received: u64,
+    /// Of those, what passed the import rules and filters.
+    pub accepted: u64,
+    /// What we advertise to it.
+    pub advertised: u64,
 }
 
 /// One path of the Loc-RIB, with its attributes written as operators read them.
@@ -77,6 +101,10 @@ pub struct RouteView {
     pub large_communities: Vec<String>,
     pub originator_id: Option<String>,
     pub cluster_list: Vec<String>,
+    /// Where the path stands in the decision: `best`, `multipath` (installed with the best,
+    /// ECMP), or `beaten: <the step of RFC 4271 §9.1.2.2 at which the best won>`.
+    #[serde(default)]
+    pub decision: String,
 }
 
 /// Sends one request to a speaker's control socket and reads the answer.

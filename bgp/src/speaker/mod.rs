@@ -24,7 +24,6 @@ pub mod socket;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -44,7 +43,7 @@ use crate::packet::{
 };
 use crate::rib::{self, BestPathChange, PeerId, PeerSession, Rib, RibConfig, RibOutputs};
 use config::{NextHopMode, Origination, PeerConfig, SpeakerConfig};
-use control::{ControlRequest, ControlResponse, PeerStatus, RouteView};
+use control::{ControlRequest, ControlResponse, FamilyPrefixes, PeerStatus, RouteView};
 use prefix_limit::{PrefixLimitState, PrefixVerdict};
 use socket::SessionSecurity;
 
@@ -1007,6 +1006,12 @@ impl Core {
             ControlRequest::Routes => ControlResponse::Routes {
                 routes: self.routes(),
             },
+            ControlRequest::RouteLookup {
+                prefix,
+                longest_match,
+            } => ControlResponse::Routes {
+                routes: self.lookup(prefix, longest_match),
+            },
             ControlRequest::Originate(o) => match self.originate(&o) {
                 Ok(out) => {
                     self.dispatch(out);
@@ -1065,6 +1070,22 @@ impl Core {
                     prefixes_received: stats.received,
                     prefixes_accepted: stats.accepted,
                     prefixes_advertised: stats.advertised,
+                    family_prefixes: neg
+                        .map(|n| {
+                            n.families
+                                .iter()
+                                .map(|f| {
+                                    let s = self.rib.family_stats(p.id, *f).unwrap_or_default();
+                                    FamilyPrefixes {
+                                        family: family_name(*f).to_string(),
+                                        received: s.received,
+                                        accepted: s.accepted,
+                                        advertised: s.advertised,
+                                    }
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     last_error: p
                         .last_error
                         .clone()
@@ -1078,30 +1099,53 @@ impl Core {
 
     fn routes(&self) -> Vec<RouteView> {
         let mut out = Vec::new();
-        for (prefix, paths) in self.rib.iter() {
-            let best = self.rib.best(&prefix);
-            for path in paths {
-                let is_best =
-                    best.is_some_and(|b| b.peer == path.peer && Arc::ptr_eq(&b.attrs, &path.attrs));
-                out.push(route_view(
-                    prefix,
-                    path,
-                    is_best,
-                    self.by_id.get(&path.peer).copied(),
-                ));
-            }
+        for (prefix, _) in self.rib.iter() {
+            out.extend(self.prefix_routes(prefix));
         }
         out.sort_by(|a, b| a.prefix.cmp(&b.prefix).then(b.best.cmp(&a.best)));
         out
+    }
+
+    /// The paths of `prefix`, best first, each with where it stands in the decision.
+    fn prefix_routes(&self, prefix: ipnet::IpNet) -> Vec<RouteView> {
+        let paths = self.rib.paths(&prefix);
+        let standing = self.rib.explain(&prefix);
+        paths
+            .iter()
+            .zip(standing)
+            .map(|(path, standing)| {
+                route_view(prefix, path, standing, self.by_id.get(&path.peer).copied())
+            })
+            .collect()
+    }
+
+    /// `birdc show route <prefix>` (exact) or `show route for <address>` (longest match:
+    /// the most specific prefix we hold that contains `prefix`).
+    fn lookup(&self, prefix: ipnet::IpNet, longest_match: bool) -> Vec<RouteView> {
+        let prefix = prefix.trunc();
+        if !longest_match {
+            return self.prefix_routes(prefix);
+        }
+        (0..=prefix.prefix_len())
+            .rev()
+            .filter_map(|len| {
+                ipnet::IpNet::new(prefix.addr(), len)
+                    .ok()
+                    .map(|n| n.trunc())
+            })
+            .map(|candidate| self.prefix_routes(candidate))
+            .find(|routes| !routes.is_empty())
+            .unwrap_or_default()
     }
 }
 
 fn route_view(
     prefix: ipnet::IpNet,
     path: &rib::RibPath,
-    best: bool,
+    standing: rib::PathStanding,
     peer: Option<IpAddr>,
 ) -> RouteView {
+    let best = standing == rib::PathStanding::Best;
     let a = &path.attrs.attrs;
     let nh = path.attrs.next_hop;
     RouteView {
@@ -1135,6 +1179,11 @@ fn route_view(
             .collect(),
         originator_id: a.originator_id.map(|i| i.to_string()),
         cluster_list: a.cluster_list.iter().map(|i| i.to_string()).collect(),
+        decision: match standing {
+            rib::PathStanding::Best => "best".to_string(),
+            rib::PathStanding::Multipath => "multipath".to_string(),
+            rib::PathStanding::Beaten(step) => format!("beaten: {}", step.describe()),
+        },
     }
 }
 
