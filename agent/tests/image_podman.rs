@@ -20,27 +20,12 @@ use std::time::{Duration, Instant};
 use agent::status::query_status;
 use lab::bird::Bird;
 use lab::{lan, require, wait_for, Netns};
-use support::{plugin_dir, POLL, ROUTECTL, T};
+use support::{daemonset_capabilities, plugin_dir, repo_root, POLL, ROUTECTL, T};
 
 const IMAGE: &str = "localhost/routerd:image-test";
 const BASE: &str = "localhost/routerd-base:local";
-/// The capabilities examples/kubernetes/routerd.yaml gives routerd's container (all others
-/// dropped): NET_ADMIN (routes, links, nftables), NET_RAW (raw sockets), NET_BIND_SERVICE
-/// (port 179), and SYS_ADMIN because routerd `setns(2)`s a thread into its own network
-/// namespace to open its tunnel netlink socket (agent/src/daemon/run.rs, `rtnetlink_handle`
-/// of /proc/self/ns/net), which needs it; without it routerd exits with `tunnels: setns into
-/// network namespace: Operation not permitted`.
-const CAPABILITIES: &str = "NET_ADMIN,NET_RAW,NET_BIND_SERVICE,SYS_ADMIN";
 /// Every podman call is bounded: a hung build or run fails the test instead of hanging CI.
 const PODMAN_TIMEOUT: &str = "300";
-
-/// The repository root (Containerfile, scripts/).
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// Podman with its own state under a temporary directory; removes its containers, then the
 /// state, when dropped.
@@ -234,8 +219,12 @@ fn routerd_from_the_image_peers_with_a_bird_tor_and_announces_its_block() {
     )
     .unwrap();
 
-    // 5. routerd from the image: host network (the node's namespace), the capabilities the
-    // DaemonSet grants, settings from the environment as the DaemonSet sets them.
+    // 5. routerd from the image: host network (the node's namespace), exactly the
+    // capabilities examples/kubernetes/routerd.yaml gives its container (all others dropped;
+    // SYS_ADMIN among them: routerd setns(2)s a thread into its own network namespace to open
+    // its tunnel netlink socket, and exits with "setns into network namespace: Operation not
+    // permitted" without it), settings from the environment as the DaemonSet sets them.
+    let capabilities = daemonset_capabilities().join(",");
     let mount = format!("{}:/state", state.display());
     podman.run(
         Some(&node),
@@ -249,7 +238,7 @@ fn routerd_from_the_image_peers_with_a_bird_tor_and_announces_its_block() {
             "--cap-drop",
             "ALL",
             "--cap-add",
-            CAPABILITIES,
+            &capabilities,
             "-v",
             &mount,
             "-e",

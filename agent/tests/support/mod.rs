@@ -326,3 +326,57 @@ pub fn plugin_dir() -> PathBuf {
     }
     dir
 }
+
+/// The repository's root (Containerfile, scripts/, examples/).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The documents of a multi-document YAML file as JSON values; empty documents (a file's
+/// leading comment block) are skipped.
+pub fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| {
+            serde_json::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The one DaemonSet of examples/kubernetes/routerd.yaml.
+pub fn routerd_daemonset() -> serde_json::Value {
+    let path = repo_root().join("examples/kubernetes/routerd.yaml");
+    let mut sets: Vec<serde_json::Value> = yaml_documents(&path)
+        .into_iter()
+        .filter(|d| d["kind"] == "DaemonSet")
+        .collect();
+    assert_eq!(sets.len(), 1, "{} has one DaemonSet", path.display());
+    sets.remove(0)
+}
+
+/// The capabilities the DaemonSet adds to its `routerd` container (it drops all others).
+pub fn daemonset_capabilities() -> Vec<String> {
+    let ds = routerd_daemonset();
+    let containers = ds["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("the DaemonSet has containers");
+    let routerd = containers
+        .iter()
+        .find(|c| c["name"] == "routerd")
+        .expect("the DaemonSet has a container named routerd");
+    let caps = &routerd["securityContext"]["capabilities"];
+    assert_eq!(caps["drop"], serde_json::json!(["ALL"]), "{caps}");
+    caps["add"]
+        .as_array()
+        .expect("capabilities.add")
+        .iter()
+        .map(|c| c.as_str().expect("a capability name").to_string())
+        .collect()
+}
