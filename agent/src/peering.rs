@@ -470,6 +470,7 @@ fn base_peer(address: IpAddr, remote_as: u32, port: Option<u16>) -> PeerConfig {
         keepalive_time: None,
         graceful_restart_time: None,
         max_prefixes: None,
+        bfd: None,
     }
 }
 

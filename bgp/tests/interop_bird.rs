@@ -821,3 +821,138 @@ protocol bgp v4 { local 10.0.0.2 as 65002; neighbor 10.0.0.1 as 65001; hold time
     })
     .unwrap();
 }
+
+#[test]
+fn bfd_takes_the_session_down_within_a_second_and_brings_it_back() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-bfd");
+    let ours = Netns::new("bfa").unwrap();
+    let with_bfd = Netns::new("bfb").unwrap();
+    let without = Netns::new("bfc").unwrap();
+    let _switch = lan(
+        "bf",
+        &[
+            (&ours, "eth0", &["10.0.0.1/24"]),
+            (&with_bfd, "eth0", &["10.0.0.2/24"]),
+            (&without, "eth0", &["10.0.0.3/24"]),
+        ],
+    )
+    .unwrap();
+    let speaker = Speaker::start(
+        &ours,
+        &dir.join("speaker"),
+        r#"
+router_id = "10.0.0.1"
+local_as = 65001
+hold_time = 90
+connect_retry = 1
+[[originate]]
+prefix = "10.1.0.0/24"
+[[peer]]
+address = "10.0.0.2"
+remote_as = 65002
+local_address = "10.0.0.1"
+[peer.bfd]
+min_rx_ms = 300
+min_tx_ms = 300
+multiplier = 3
+[[peer]]
+address = "10.0.0.3"
+remote_as = 65003
+"#,
+    )
+    .unwrap();
+    let bird_config = |id: u8, bfd: bool| {
+        format!(
+            r#"
+router id 10.0.0.{id};
+protocol device {{}}
+{}
+protocol static own {{ ipv4; route 10.{id}.0.0/24 blackhole; }}
+protocol bgp v4 {{ local 10.0.0.{id} as 6500{id}; neighbor 10.0.0.1 as 65001; hold time 90;
+  connect retry time 1; {} ipv4 {{ import all; export where proto = "own"; }}; }}
+"#,
+            if bfd {
+                r#"protocol bfd { interface "*" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; }; }"#
+            } else {
+                ""
+            },
+            if bfd { "bfd on;" } else { "" }
+        )
+    };
+    let bird_b = Bird::start(&with_bfd, &dir.join("bird-b"), &bird_config(2, true)).unwrap();
+    let bird_c = Bird::start(&without, &dir.join("bird-c"), &bird_config(3, false)).unwrap();
+    bird_b.wait_established("v4", T).unwrap();
+    bird_c.wait_established("v4", T).unwrap();
+    speaker.wait_established(ip("10.0.0.2"), T).unwrap();
+    speaker.wait_established(ip("10.0.0.3"), T).unwrap();
+    let has = |prefix: &str| {
+        let want: ipnet::IpNet = prefix.parse().unwrap();
+        speaker
+            .routes()
+            .unwrap()
+            .iter()
+            .any(|r| r.prefix == want && r.peer.is_some())
+    };
+    wait_for("both peers' routes", T, Duration::from_millis(100), || {
+        (has("10.2.0.0/24") && has("10.3.0.0/24")).then_some(())
+    })
+    .unwrap();
+    let b = speaker.peer(ip("10.0.0.2")).unwrap();
+    let bfd = b.bfd.clone().unwrap();
+    assert_eq!(bfd.state, "Up", "{b:?}");
+    assert_eq!(bfd.detection_time_ms, 900, "{b:?}");
+    assert!(speaker.peer(ip("10.0.0.3")).unwrap().bfd.is_none());
+    let bird_bfd = bird_b.cmd("show bfd sessions").unwrap();
+    assert!(
+        bird_bfd.contains("10.0.0.1") && bird_bfd.contains("Up"),
+        "{bird_bfd}"
+    );
+    let c_since = speaker.peer(ip("10.0.0.3")).unwrap().since_secs;
+
+    // The link of the BFD peer dies: BGP is down (its hold time is 90 s) and its routes are
+    // gone in under a second.
+    let cut = std::time::Instant::now();
+    with_bfd.ip(&["link", "set", "eth0", "down"]).unwrap();
+    let down = wait_for(
+        "BGP down with BFD",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || {
+            let p = speaker.peer(ip("10.0.0.2")).ok()?;
+            (p.state != "Established" && !has("10.2.0.0/24")).then_some(p)
+        },
+    )
+    .unwrap();
+    let took = cut.elapsed();
+    eprintln!("BFD: BGP session down and routes gone {took:?} after the link cut");
+    assert!(took < Duration::from_secs(1), "down after {took:?}");
+    assert_eq!(down.bfd.as_ref().unwrap().state, "Down", "{down:?}");
+    assert!(
+        down.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("BFD Down")),
+        "{down:?}"
+    );
+    // The other session never moved.
+    let c = speaker.peer(ip("10.0.0.3")).unwrap();
+    assert_eq!(c.state, "Established");
+    assert!(c.since_secs >= c_since, "{c:?}");
+    assert!(has("10.3.0.0/24"));
+    // Still down a while later: BGP waits for BFD.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(speaker.peer(ip("10.0.0.2")).unwrap().state, "Established");
+
+    // The link returns: BFD, then BGP and the routes come back.
+    with_bfd.ip(&["link", "set", "eth0", "up"]).unwrap();
+    speaker.wait_established(ip("10.0.0.2"), T).unwrap();
+    wait_for("routes back", T, Duration::from_millis(100), || {
+        has("10.2.0.0/24").then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        speaker.peer(ip("10.0.0.2")).unwrap().bfd.unwrap().state,
+        "Up"
+    );
+    assert_eq!(speaker.peer(ip("10.0.0.3")).unwrap().state, "Established");
+}

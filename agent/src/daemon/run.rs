@@ -285,6 +285,7 @@ pub async fn run(
         max_paths: 16,
         control_socket: None,
         shutdown_drain_time: config.shutdown_drain.as_secs(),
+        bfd_port: bgp::speaker::config::DEFAULT_BFD_PORT,
         originate: originations(&blocks, &view, &config.node_name),
         peers: Vec::new(),
     };

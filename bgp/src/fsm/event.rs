@@ -118,6 +118,8 @@ pub enum StopReason {
     AdministrativeReset,
     /// Cease/6: a configuration change that needs a new session (e.g. families changed).
     ConfigurationChange,
+    /// Cease/10: the session's BFD session went down (RFC 9384).
+    BfdDown,
     /// Cease/1: the peer sent more prefixes of a family than its limit allows.
     MaximumPrefixes {
         /// The family whose limit was crossed, as (AFI, SAFI).
@@ -147,6 +149,7 @@ impl StopReason {
     pub fn cease_subcode(self) -> u8 {
         match self {
             StopReason::MaximumPrefixes { .. } => cease::MAX_PREFIXES,
+            StopReason::BfdDown => cease::BFD_DOWN,
             StopReason::AdministrativeShutdown => cease::ADMINISTRATIVE_SHUTDOWN,
             StopReason::PeerDeconfigured => cease::PEER_DECONFIGURED,
             StopReason::AdministrativeReset => cease::ADMINISTRATIVE_RESET,

@@ -65,6 +65,8 @@ pub mod cease {
     pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
     pub const OUT_OF_RESOURCES: u8 = 8;
     pub const HARD_RESET: u8 = 9;
+    /// RFC 9384: the session's BFD session went down.
+    pub const BFD_DOWN: u8 = 10;
 }
 
 /// A message that could not be accepted. It carries exactly the NOTIFICATION the RFCs
@@ -145,6 +147,7 @@ impl Notification {
             (6, 7) => "Connection Collision Resolution",
             (6, 8) => "Out of Resources",
             (6, 9) => "Hard Reset",
+            (6, 10) => "BFD Down",
             _ => "",
         };
         if sub.is_empty() {

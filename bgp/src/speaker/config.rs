@@ -11,6 +11,7 @@
 //! max_paths = 8                            # optional; ECMP paths per prefix
 //! control_socket = "/run/speaker.ctl"      # optional; JSON status/route queries
 //! shutdown_drain_time = 0                  # seconds; >0: GRACEFUL_SHUTDOWN (RFC 8326) first
+//! bfd_port = 3784                          # optional; UDP port of single-hop BFD (RFC 5881)
 //!
 //! [[originate]]
 //! prefix = "10.244.1.0/24"
@@ -39,6 +40,11 @@
 //! limit = 1000                             # per family
 //! warning_percent = 75                     # optional; log a warning from this share on
 //! restart_after = 60                       # optional seconds; absent: down until reconfigured
+//!
+//! [peer.bfd]                               # optional; BFD (RFC 5880/5881), needs local_address
+//! min_rx_ms = 300                          # optional, 300 ms x 3 by default
+//! min_tx_ms = 300
+//! multiplier = 3
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -49,6 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::packet::{Community, LargeCommunity};
 
+use super::bfd_link::BfdConfig;
 use super::prefix_limit::PrefixLimit;
 
 /// Errors reading a speaker configuration; each names the field at fault.
@@ -107,6 +114,9 @@ pub struct SpeakerConfig {
     /// shutdown will make a peer lose them (see `speaker::shutdown`); 0: close at once.
     #[serde(default)]
     pub shutdown_drain_time: u64,
+    /// The UDP port BFD listens on and sends to (RFC 5881 §4: 3784; another only for tests).
+    #[serde(default = "default_bfd_port")]
+    pub bfd_port: u16,
     #[serde(default)]
     pub originate: Vec<Origination>,
     #[serde(default, rename = "peer")]
@@ -173,6 +183,10 @@ pub struct PeerConfig {
     /// The most prefixes of one family the peer may announce (see [`super::prefix_limit`]).
     #[serde(default)]
     pub max_prefixes: Option<PrefixLimit>,
+    /// BFD on this session (see [`super::bfd_link`]): BGP waits for BFD Up and goes down
+    /// with it.
+    #[serde(default)]
+    pub bfd: Option<BfdConfig>,
 }
 
 /// The Restart Time advertised when a peer's configuration has none: 120 s, as BIRD.
@@ -189,6 +203,12 @@ fn default_hold_time() -> u16 {
 }
 fn default_connect_retry() -> u64 {
     5
+}
+/// The single-hop BFD port (RFC 5881 §4).
+pub const DEFAULT_BFD_PORT: u16 = bfd::CONTROL_PORT;
+
+fn default_bfd_port() -> u16 {
+    DEFAULT_BFD_PORT
 }
 fn default_max_paths() -> usize {
     8
@@ -308,6 +328,16 @@ impl PeerConfig {
                 "graceful_restart_time",
                 "must be at most 4095 seconds (12 bits, RFC 4724 §3)",
             ));
+        }
+        if let Some(b) = &self.bfd {
+            b.session_config()
+                .map_err(|reason| invalid("bfd", reason))?;
+            if self.local_address.is_none() {
+                return Err(invalid(
+                    "bfd",
+                    "needs local_address: single-hop BFD sends from the address on the peer's link (RFC 5881 §4)",
+                ));
+            }
         }
         if let Some(limit) = &self.max_prefixes {
             limit

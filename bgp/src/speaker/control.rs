@@ -70,6 +70,27 @@ pub struct PeerStatus {
     #[serde(default)]
     pub family_prefixes: Vec<FamilyPrefixes>,
     pub last_error: Option<String>,
+    /// The session's BFD, when configured.
+    #[serde(default)]
+    pub bfd: Option<BfdView>,
+}
+
+/// A BFD session as `birdc show bfd sessions` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BfdView {
+    /// RFC 5880 state: AdminDown, Down, Init, Up.
+    pub state: String,
+    /// The state the peer reports.
+    pub remote_state: String,
+    /// Why our session last changed state (RFC 5880 §4.1 Diag), e.g. `Control Detection
+    /// Time Expired`.
+    pub diag: String,
+    /// The agreed transmit interval, milliseconds.
+    pub tx_interval_ms: Option<u64>,
+    /// The detection time in use, milliseconds (0 until the peer is heard).
+    pub detection_time_ms: u64,
+    /// Why there is no session (e.g. the local address cannot be bound).
+    pub error: Option<String>,
 }
 
 /// One family's route counts on a session (BIRD's per-channel "Routes:" line).

@@ -15,6 +15,7 @@
 //! Timers are not separate tasks: the core sleeps until the earliest
 //! [`Session::next_deadline`] and then lets each session fire what is due.
 
+pub mod bfd_link;
 pub mod config;
 pub mod control;
 pub mod prefix_limit;
@@ -43,7 +44,7 @@ use crate::packet::{
 };
 use crate::rib::{self, BestPathChange, PeerId, PeerSession, Rib, RibConfig, RibOutputs};
 use config::{NextHopMode, Origination, PeerConfig, SpeakerConfig};
-use control::{ControlRequest, ControlResponse, FamilyPrefixes, PeerStatus, RouteView};
+use control::{BfdView, ControlRequest, ControlResponse, FamilyPrefixes, PeerStatus, RouteView};
 use prefix_limit::{PrefixLimitState, PrefixVerdict};
 use socket::SessionSecurity;
 
@@ -219,6 +220,7 @@ pub async fn start(
     let mut rib_config = RibConfig::new(config.local_as, config.router_id);
     rib_config.cluster_id = config.cluster_id;
     rib_config.max_paths = config.max_paths;
+    let bfd_events = events_tx.clone();
     let mut core = Core {
         rib: Rib::new(rib_config),
         peers: HashMap::new(),
@@ -229,6 +231,7 @@ pub async fn start(
         listener_fds,
         accept_tasks,
         draining: None,
+        bfd: bfd_link::BfdLink::start(config.bfd_port, bfd_events),
         config: config.clone(),
     };
     for (i, o) in config.originate.iter().enumerate() {
@@ -275,6 +278,11 @@ enum Event {
         peer: IpAddr,
         conn: ConnectionId,
     },
+    /// A peer's BFD session changed (or could not be set up).
+    Bfd {
+        peer: IpAddr,
+        status: Result<bfd::SessionStatus, String>,
+    },
 }
 
 enum Outgoing {
@@ -306,6 +314,15 @@ struct Peer {
     stale_until: Option<Instant>,
     /// The peer's standing against `config.max_prefixes`.
     prefix_limit: PrefixLimitState,
+    /// With `config.bfd`: the BFD session's last status, or why there is none.
+    bfd: Option<Result<bfd::SessionStatus, String>>,
+}
+
+impl Peer {
+    /// BFD is configured and not Up: the BGP session must wait (see [`bfd_link`]).
+    fn waits_for_bfd(&self) -> bool {
+        self.config.bfd.is_some() && !matches!(&self.bfd, Some(Ok(s)) if s.state == bfd::State::Up)
+    }
 }
 
 /// How long a restarted peer has, once Established again, to re-send its routes and
@@ -326,6 +343,7 @@ struct Core {
     accept_tasks: Vec<tokio::task::AbortHandle>,
     /// A shutdown waiting out its drain time ([`shutdown`]).
     draining: Option<shutdown::Drain>,
+    bfd: bfd_link::BfdLink,
 }
 
 impl Core {
@@ -420,8 +438,48 @@ impl Core {
             })
             .collect();
         for addr in released {
+            if self.peers.get(&addr).is_some_and(Peer::waits_for_bfd) {
+                info!(peer = %addr, "maximum-prefix hold-down over; BGP starts when BFD is Up");
+                continue;
+            }
             info!(peer = %addr, "maximum-prefix hold-down over: starting the session again");
             self.feed(addr, Input::ManualStart);
+        }
+    }
+
+    /// A peer's BFD session changed: Up starts BGP, a failure takes it down with Cease/10
+    /// (RFC 9384); a peer's AdminDown is no failure (RFC 5882 §3.2). See [`bfd_link`].
+    fn on_bfd(&mut self, addr: IpAddr, status: Result<bfd::SessionStatus, String>) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if peer.config.bfd.is_none() {
+            return;
+        }
+        let was_waiting = peer.waits_for_bfd();
+        let signalled_down = matches!(&status, Ok(s) if s.remote_state == bfd::State::AdminDown);
+        if let Err(e) = &status {
+            peer.last_error = Some(e.clone());
+        }
+        peer.bfd = Some(status);
+        let waiting = peer.waits_for_bfd();
+        match (was_waiting, waiting) {
+            (true, false) => {
+                if peer.prefix_limit.is_held_down() {
+                    info!(peer = %addr, "BFD up; BGP held down by its prefix limit");
+                    return;
+                }
+                info!(peer = %addr, "BFD up: starting BGP");
+                self.feed(addr, Input::ManualStart);
+            }
+            (false, true) if signalled_down => {
+                info!(peer = %addr, "peer's BFD went AdminDown: not a failure, BGP left as it is");
+            }
+            (false, true) => {
+                warn!(peer = %addr, "BFD down: closing the BGP session (Cease/10)");
+                self.feed(addr, Input::ManualStop(StopReason::BfdDown));
+            }
+            _ => {}
         }
     }
 
@@ -489,7 +547,11 @@ impl Core {
             if existing.config == p {
                 return Ok(());
             }
+            let drop_bfd = existing.config.bfd.is_some() && p.bfd.is_none();
             self.drop_peer(p.address, StopReason::ConfigurationChange);
+            if drop_bfd {
+                self.bfd.remove(p.address);
+            }
         }
         let mut sc = SessionConfig::new(
             self.config.local_as,
@@ -521,6 +583,14 @@ impl Core {
                 }
             }
         }
+        let bfd_session = match &p.bfd {
+            Some(b) => Some(b.session_config().map_err(|reason| SpeakerError::Peer {
+                peer: p.address,
+                reason: format!("bfd: {reason}"),
+            })?),
+            None => None,
+        };
+        let local_for_bfd = p.local_address;
         let mut rc = rib::PeerConfig::new(p.address, p.remote_as, self.config.local_as);
         rc.route_reflector_client = p.route_reflector_client;
         rc.allow_local_as = p.allow_local_as;
@@ -550,9 +620,17 @@ impl Core {
                 peer_restart: None,
                 stale_until: None,
                 prefix_limit: PrefixLimitState::default(),
+                bfd: None,
             },
         );
-        self.feed(addr, Input::AutomaticStart);
+        match (bfd_session, local_for_bfd) {
+            (Some(config), Some(local)) => {
+                // BGP starts when BFD is Up (Core::on_bfd).
+                info!(peer = %addr, "waiting for BFD Up before starting BGP");
+                self.bfd.add(addr, local, config);
+            }
+            _ => self.feed(addr, Input::AutomaticStart),
+        }
         Ok(())
     }
 
@@ -636,7 +714,14 @@ impl Core {
                 reason: "no such peer".into(),
             });
         }
+        let had_bfd = self
+            .peers
+            .get(&addr)
+            .is_some_and(|p| p.config.bfd.is_some());
         self.drop_peer(addr, StopReason::PeerDeconfigured);
+        if had_bfd {
+            self.bfd.remove(addr);
+        }
         Ok(())
     }
 
@@ -714,6 +799,7 @@ impl Core {
                 warn!(peer = %peer, error = %error, "malformed message header");
                 self.feed(peer, Input::DecodeError(conn, error));
             }
+            Event::Bfd { peer, status } => self.on_bfd(peer, status),
             Event::Closed { peer, conn } => {
                 let known = self
                     .peers
@@ -1090,6 +1176,7 @@ impl Core {
                         .last_error
                         .clone()
                         .or_else(|| st.last_error.as_ref().map(|e| e.describe())),
+                    bfd: p.config.bfd.map(|_| bfd_view(p.bfd.as_ref())),
                 }
             })
             .collect();
@@ -1183,6 +1270,30 @@ fn route_view(
             rib::PathStanding::Best => "best".to_string(),
             rib::PathStanding::Multipath => "multipath".to_string(),
             rib::PathStanding::Beaten(step) => format!("beaten: {}", step.describe()),
+        },
+    }
+}
+
+fn bfd_view(status: Option<&Result<bfd::SessionStatus, String>>) -> BfdView {
+    match status {
+        Some(Ok(s)) => BfdView {
+            state: s.state.to_string(),
+            remote_state: s.remote_state.to_string(),
+            diag: s.diag.to_string(),
+            tx_interval_ms: s.tx_interval.map(|d| d.as_millis() as u64),
+            detection_time_ms: s.detection_time.as_millis() as u64,
+            error: None,
+        },
+        other => BfdView {
+            state: bfd::State::Down.to_string(),
+            remote_state: bfd::State::Down.to_string(),
+            diag: bfd::Diagnostic::NoDiagnostic.to_string(),
+            tx_interval_ms: None,
+            detection_time_ms: 0,
+            error: match other {
+                Some(Err(e)) => Some(e.clone()),
+                _ => None,
+            },
         },
     }
 }

@@ -41,6 +41,7 @@ pub fn speaker_config(id: Ipv4Addr, asn: u32, port: u16, originate: &[&str]) -> 
         max_paths: 1,
         control_socket: None,
         shutdown_drain_time: 0,
+        bfd_port: bgp::speaker::config::DEFAULT_BFD_PORT,
         originate: originate.iter().map(|p| origination(p)).collect(),
         peers: vec![],
     }
@@ -64,6 +65,7 @@ pub fn peer_config(address: Ipv4Addr, remote_as: u32, port: Option<u16>) -> Peer
         keepalive_time: None,
         graceful_restart_time: None,
         max_prefixes: None,
+        bfd: None,
     }
 }
 
