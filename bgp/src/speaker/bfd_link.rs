@@ -152,7 +152,7 @@ async fn run(port: u16, mut ops: mpsc::UnboundedReceiver<BfdOp>, events: mpsc::S
                         let events = events.clone();
                         let watcher = tokio::spawn(async move {
                             loop {
-                                let status = rx.borrow_and_update().clone();
+                                let status = *rx.borrow_and_update();
                                 let event = Event::Bfd {
                                     peer,
                                     status: Ok(status),
