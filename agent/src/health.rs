@@ -396,6 +396,24 @@ impl HealthState {
                 );
             }
         }
+        // Only sessions with BFD configured have the series (as BIRD's `show bfd sessions`).
+        header(
+            &mut out,
+            "routerd_bfd_session_up",
+            "Whether the BGP session's BFD session is Up (sessions with BFD only).",
+            "gauge",
+        );
+        for s in sessions.iter().filter(|s| s.bfd.is_some()) {
+            let up = s.bfd.as_ref().is_some_and(|b| b.state == "Up");
+            let _ = writeln!(
+                out,
+                "routerd_bfd_session_up{{peer=\"{}\",name=\"{}\",type=\"{}\"}} {}",
+                escape_label(&s.address.to_string()),
+                escape_label(&s.name),
+                escape_label(s.peer_type.as_str()),
+                u8::from(up)
+            );
+        }
         out
     }
 }

@@ -76,6 +76,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use bgp::speaker::bfd_link::BfdConfig;
 use bgp::speaker::config::{NextHopMode as SpeakerNextHop, PeerConfig};
 use bgp::speaker::prefix_limit::PrefixLimit;
 use ipam::Selector;
@@ -83,8 +84,8 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::status::PeerType;
 use datastore::resource::{
-    BgpConfiguration, BgpConfigurationScope, BgpPeer, BgpPeerSpec, FieldError, NextHopMode, Node,
-    PasswordSource, PeerAddress, DEFAULT_AS_NUMBER, DEFAULT_LISTEN_PORT,
+    BfdTimers, BgpConfiguration, BgpConfigurationScope, BgpPeer, BgpPeerSpec, FieldError,
+    NextHopMode, Node, PasswordSource, PeerAddress, DEFAULT_AS_NUMBER, DEFAULT_LISTEN_PORT,
 };
 
 /// Everything the computation reads: the local node's name and the datastore's resources.
@@ -227,6 +228,14 @@ impl NodeInfo<'_> {
         match family {
             Family::V4 => self.ipv4.map(|n| IpAddr::V4(n.addr())),
             Family::V6 => self.ipv6.map(|n| IpAddr::V6(n.addr())),
+        }
+    }
+
+    /// Whether `address` is on this node's own subnet (one hop away).
+    fn directly_connected(&self, address: IpAddr) -> bool {
+        match address {
+            IpAddr::V4(a) => self.ipv4.is_some_and(|n| n.contains(&a)),
+            IpAddr::V6(a) => self.ipv6.is_some_and(|n| n.contains(&a)),
         }
     }
 
@@ -378,6 +387,7 @@ struct PeerRule<'a> {
     keepalive_time: Option<u16>,
     hold_time: Option<u16>,
     max_prefixes: Option<PrefixLimit>,
+    bfd: Option<BfdTimers>,
     allow_local_as: u8,
     ttl_security: Option<u8>,
     ebgp_multihop: Option<u8>,
@@ -425,6 +435,7 @@ fn peer_rule(peer: &BgpPeer) -> Result<PeerRule<'_>, FieldError> {
             warning_percent: m.warning_percent,
             restart_after: m.restart_after,
         }),
+        bfd: spec.bfd()?,
         allow_local_as: spec.num_allowed_local_as_numbers()?.unwrap_or(0),
         ttl_security: spec.ttl_security()?,
         ebgp_multihop: spec.ebgp_multihop()?,
@@ -563,6 +574,17 @@ impl<'a> Planner<'a, '_> {
         peer.keepalive_time = rule.keepalive_time;
         peer.hold_time = rule.hold_time;
         peer.max_prefixes = rule.max_prefixes;
+        // BFDIfDirectlyConnected: single-hop BFD (RFC 5881) only towards a peer on the
+        // node's own subnet, sent from the node's address.
+        if let (Some(t), Some(_)) = (rule.bfd, peer.local_address) {
+            if local.directly_connected(address) {
+                peer.bfd = Some(BfdConfig {
+                    min_rx_ms: t.min_rx_ms,
+                    min_tx_ms: t.min_tx_ms,
+                    multiplier: t.multiplier,
+                });
+            }
+        }
         peer.passive = remote.is_some() && self.passive_towards(address);
         // Calico: a reflector treats an iBGP peer as its client unless the peer is a node of
         // the same cluster (a fellow reflector).

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
-use bgp::speaker::control::{FamilyPrefixes, RouteView};
+use bgp::speaker::control::{BfdView, FamilyPrefixes, RouteView};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -175,6 +175,9 @@ pub struct SessionStatus {
     pub family_prefixes: Vec<FamilyPrefixes>,
     /// The last NOTIFICATION or connection error, as an operator reads it.
     pub last_error: Option<String>,
+    /// The session's BFD, when the BGPPeer asks for it (`failureDetectionMode`).
+    #[serde(default)]
+    pub bfd: Option<BfdView>,
 }
 
 impl SessionStatus {
@@ -339,6 +342,7 @@ mod tests {
             prefixes_advertised: 0,
             family_prefixes: Vec::new(),
             last_error: Some("Socket: Connection refused".into()),
+            bfd: None,
         };
         assert_eq!(s.info(), "Active Socket: Connection refused");
         assert_eq!(s.bird_state(), "start");

@@ -65,6 +65,7 @@ fn session(ip: &str, peer_type: PeerType, state: &str, counts: [u64; 3]) -> Sess
         prefixes_advertised: counts[2],
         family_prefixes: Vec::new(),
         last_error: None,
+        bfd: None,
     }
 }
 
@@ -146,9 +147,18 @@ async fn metrics_report_the_known_state_exactly() {
     state.record_reconcile(Duration::from_millis(20));
     state.record_reconcile(Duration::from_millis(2));
     state.record_reconcile(Duration::from_secs(40));
+    let mut tor = session("192.168.1.1", PeerType::Global, "Active", [0, 0, 0]);
+    tor.bfd = Some(bgp::speaker::control::BfdView {
+        state: "Down".into(),
+        remote_state: "Down".into(),
+        diag: "Control Detection Time Expired".into(),
+        tx_interval_ms: Some(1000),
+        detection_time_ms: 0,
+        error: None,
+    });
     state.set_sessions(vec![
         session("10.0.0.2", PeerType::NodeMesh, "Established", [5, 4, 3]),
-        session("192.168.1.1", PeerType::Global, "Active", [0, 0, 0]),
+        tor,
     ]);
     let server = start(&state).await;
     let (status, head, body) = raw(
@@ -191,9 +201,16 @@ async fn metrics_report_the_known_state_exactly() {
         r#"routerd_bgp_prefixes_accepted{peer="10.0.0.2",name="Mesh_10_0_0_2",type="node-to-node mesh"} 4"#,
         r#"routerd_bgp_prefixes_advertised{peer="10.0.0.2",name="Mesh_10_0_0_2",type="node-to-node mesh"} 3"#,
         r#"routerd_bgp_prefixes_received{peer="192.168.1.1",name="Global_192_168_1_1",type="global"} 0"#,
+        "# TYPE routerd_bfd_session_up gauge",
+        r#"routerd_bfd_session_up{peer="192.168.1.1",name="Global_192_168_1_1",type="global"} 0"#,
     ] {
         assert!(lines.contains(&expected), "missing {expected:?} in\n{body}");
     }
+    // Only sessions with BFD have the BFD series.
+    assert!(
+        !body.contains(r#"routerd_bfd_session_up{peer="10.0.0.2""#),
+        "{body}"
+    );
     // Every sample line is `name{labels} value` with a numeric value, and every metric
     // name has exactly one HELP and one TYPE line, before its samples.
     let mut typed = std::collections::HashSet::new();

@@ -1156,3 +1156,43 @@ fn duplicate_and_invalid_resources_are_reported_not_fatal() {
         .iter()
         .any(|t| t.starts_with("BGPConfiguration/bogus-name: metadata.name")));
 }
+
+#[test]
+fn bfd_if_directly_connected_applies_to_peers_on_the_nodes_subnet_only() {
+    let nodes = vec![node4("node-a", "10.0.0.1")];
+    let bfd = |addr: &str| {
+        let mut spec = ip_peer(addr, 65001);
+        spec.failure_detection_mode = Some("BFDIfDirectlyConnected".into());
+        spec
+    };
+    let mut tuned = bfd("10.0.0.253");
+    tuned.bfd = Some(datastore::resource::BfdSpec {
+        minimum_recv_interval: Some("100ms".into()),
+        minimum_send_interval: Some("200ms".into()),
+        multiplier: Some(5),
+    });
+    let p = plan(
+        "node-a",
+        &nodes,
+        &[],
+        &[
+            peer("tor", bfd("10.0.0.254")),
+            peer("tuned", tuned),
+            peer("far", bfd("192.168.7.1")),
+            peer("plain", ip_peer("10.0.0.252", 65001)),
+        ],
+    );
+    let tor = p.session(ip("10.0.0.254")).unwrap().peer.bfd.unwrap();
+    assert_eq!(
+        (tor.min_rx_ms, tor.min_tx_ms, tor.multiplier),
+        (300, 300, 3)
+    );
+    let tuned = p.session(ip("10.0.0.253")).unwrap().peer.bfd.unwrap();
+    assert_eq!(
+        (tuned.min_rx_ms, tuned.min_tx_ms, tuned.multiplier),
+        (100, 200, 5)
+    );
+    // Not on 10.0.0.0/24: single-hop BFD cannot reach it, the session runs without.
+    assert_eq!(p.session(ip("192.168.7.1")).unwrap().peer.bfd, None);
+    assert_eq!(p.session(ip("10.0.0.252")).unwrap().peer.bfd, None);
+}

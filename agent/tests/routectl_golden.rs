@@ -616,6 +616,7 @@ fn canned_status() -> NodeStatus {
             prefixes_advertised: if state == "Established" { 3 } else { 0 },
             family_prefixes: Vec::new(),
             last_error: error.map(Into::into),
+            bfd: None,
         }
     };
     NodeStatus {
@@ -803,6 +804,17 @@ fn node_status_since_within_a_day_is_a_time_of_day() {
     status.sessions[1].since_unix = now - 23 * 3600;
     status.sessions[3].since_unix = now - 86_400;
     status.cluster_id = Some(Ipv4Addr::new(224, 0, 0, 1));
+    // BFD on two sessions: one Up, one down after missing the peer's packets.
+    let bfd = |state: &str, diag: &str| bgp::speaker::control::BfdView {
+        state: state.into(),
+        remote_state: "Up".into(),
+        diag: diag.into(),
+        tx_interval_ms: Some(300),
+        detection_time_ms: 900,
+        error: None,
+    };
+    status.sessions[0].bfd = Some(bfd("Up", "No Diagnostic"));
+    status.sessions[1].bfd = Some(bfd("Down", "Control Detection Time Expired"));
     // An MP-BGP session carrying both families: one row per family.
     status.sessions[0].family_prefixes = ["ipv4-unicast", "ipv6-unicast"]
         .iter()

@@ -116,6 +116,8 @@ fn peer() -> impl Strategy<Value = Resource> {
                         ttl_security: ttl,
                         ebgp_multihop: None,
                         hold_time,
+                        failure_detection_mode: None,
+                        bfd: None,
                         max_prefixes: max_prefixes.map(|(limit, warning_percent, restart_time)| {
                             MaxPrefixesSpec {
                                 limit,

@@ -448,6 +448,55 @@ fn peer_max_prefixes() {
 }
 
 #[test]
+fn peer_bfd() {
+    let base = "peerIP: 10.0.0.1\nasNumber: 65000\n";
+    for (bad, field) in [
+        ("failureDetectionMode: BFD", "spec.failureDetectionMode"),
+        (
+            "failureDetectionMode: BFDIfDirectlyConnected\nsourceAddress: None",
+            "spec.failureDetectionMode",
+        ),
+        ("bfd:\n  multiplier: 3", "spec.bfd"),
+        (
+            "failureDetectionMode: BFDIfDirectlyConnected\nbfd:\n  multiplier: 0",
+            "spec.bfd.multiplier",
+        ),
+        (
+            "failureDetectionMode: BFDIfDirectlyConnected\nbfd:\n  minimumRecvInterval: 5ms",
+            "spec.bfd.minimumRecvInterval",
+        ),
+        (
+            "failureDetectionMode: BFDIfDirectlyConnected\nbfd:\n  minimumSendInterval: 2m",
+            "spec.bfd.minimumSendInterval",
+        ),
+        (
+            "failureDetectionMode: BFDIfDirectlyConnected\nbfd:\n  minimumSendInterval: 300",
+            "spec.bfd.minimumSendInterval",
+        ),
+        (
+            "failureDetectionMode: BFDIfDirectlyConnected\nbfd:\n  echo: true",
+            "spec.bfd.echo",
+        ),
+    ] {
+        rejected(
+            &peer(&format!("{base}{bad}")),
+            Kind::BgpPeer,
+            "rack1-tor",
+            field,
+        );
+    }
+    let ok = peer(&format!(
+        "{base}failureDetectionMode: BFDIfDirectlyConnected\nbfd:\n  minimumRecvInterval: 100ms\n  multiplier: 5"
+    ));
+    let resources = parse_manifests(&ok).unwrap();
+    let datastore::resource::Resource::BgpPeer(p) = &resources[0] else {
+        panic!("{resources:?}")
+    };
+    let t = p.spec.bfd().unwrap().unwrap();
+    assert_eq!((t.min_rx_ms, t.min_tx_ms, t.multiplier), (100, 300, 5));
+}
+
+#[test]
 fn peer_num_allowed_local_as_numbers() {
     for bad in ["-1", "256"] {
         rejected(

@@ -1165,6 +1165,7 @@ fn session_status(session: &DesiredSession, p: &PeerStatus) -> Option<SessionSta
         prefixes_accepted: p.prefixes_accepted,
         prefixes_advertised: p.prefixes_advertised,
         family_prefixes: p.family_prefixes.clone(),
+        bfd: p.bfd.clone(),
         last_error: p.last_error.clone(),
     })
 }

@@ -98,6 +98,20 @@ fn family_tables(
     }
 }
 
+/// The BFD column: `-` without BFD, the state, and why it last went down when not Up
+/// (RFC 5880's diagnostic, as `birdc show bfd sessions` lists it).
+fn bfd_cell(s: &SessionStatus) -> String {
+    match &s.bfd {
+        None => "-".into(),
+        Some(b) if b.state == "Up" => "Up".into(),
+        Some(b) => match (&b.error, b.diag.as_str()) {
+            (Some(e), _) => format!("{} ({e})", b.state),
+            (None, "No Diagnostic") => b.state.clone(),
+            (None, diag) => format!("{} ({diag})", b.state),
+        },
+    }
+}
+
 /// A session's rows of the sessions table: one per family in use, as BIRD prints a
 /// "Routes:" line per channel (the address, name and error on the first only); a session
 /// that is down has one row with its totals (zero) and `-` as family.
@@ -131,6 +145,7 @@ fn session_rows(s: &SessionStatus) -> Vec<Vec<String>> {
                 received.to_string(),
                 accepted.to_string(),
                 advertised.to_string(),
+                if first { bfd_cell(s) } else { String::new() },
                 if first {
                     s.last_error.clone().unwrap_or_default()
                 } else {
@@ -226,6 +241,7 @@ pub fn format_node_status(status: &NodeStatus, now_unix: u64) -> String {
             "RECEIVED",
             "ACCEPTED",
             "ADVERTISED",
+            "BFD",
             "LAST ERROR",
         ],
         session_rows,

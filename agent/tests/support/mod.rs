@@ -45,6 +45,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub etcd: Option<EtcdCluster>,
     _switch: Netns,
+    /// Ports added to the switch by [`Cluster::attach`].
+    attached: std::sync::atomic::AtomicUsize,
     pub datastore: String,
     pub dir: tempfile::TempDir,
 }
@@ -119,6 +121,7 @@ impl Cluster {
             nodes,
             etcd,
             _switch: switch,
+            attached: std::sync::atomic::AtomicUsize::new(0),
         };
         let manifest = cluster.dir.path().join("pool.yaml");
         std::fs::write(
@@ -307,6 +310,21 @@ impl Cluster {
                 "exec 3<>/dev/tcp/127.0.0.1/9099; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3",
             ])
             .unwrap_or_default()
+    }
+
+    /// Joins `ns` to the nodes' segment as `ifname` with `address` (e.g. a ToR router).
+    pub fn attach(&self, ns: &Netns, ifname: &str, address: &str) {
+        let port = format!(
+            "x{}",
+            self.attached
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        lab::veth(&self._switch, &port, ns, ifname).unwrap();
+        self._switch
+            .ip(&["link", "set", &port, "master", "br0"])
+            .unwrap();
+        ns.ip(&["addr", "add", address, "dev", ifname]).unwrap();
+        ns.ip(&["link", "set", "lo", "up"]).unwrap();
     }
 
     pub fn path(&self) -> &Path {

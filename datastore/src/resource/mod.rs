@@ -48,8 +48,8 @@ pub use bgp_filter::{
     ACTIONS, MATCH_OPERATORS,
 };
 pub use bgp_peer::{
-    parse_peer_address, BgpPeerSpec, MaxPrefixes, MaxPrefixesSpec, NextHopMode, PeerAddress,
-    NEXT_HOP_MODES, SOURCE_ADDRESS_MODES,
+    parse_peer_address, BfdSpec, BfdTimers, BgpPeerSpec, MaxPrefixes, MaxPrefixesSpec, NextHopMode,
+    PeerAddress, NEXT_HOP_MODES, SOURCE_ADDRESS_MODES,
 };
 pub use field::{
     is_dns_subdomain, parse_community, parse_duration, AsNumberText, CommunityValue, FieldError,
@@ -226,6 +226,9 @@ impl WorkloadEndpoint {
 }
 
 /// Any resource.
+// A BGPPeer is the largest variant by a few hundred bytes; resources are parsed and held a
+// few hundred at a time, so boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
     /// `Node`.
