@@ -289,7 +289,7 @@ proptest! {
         let mut b = fsm_harness::config(65002, 65001, [10, 0, 0, b_id]);
         b.passive = b_passive;
         if gr {
-            let g = bgp::fsm::GracefulRestartConfig { restart_time: 120, forwarding_preserved: false };
+            let g = bgp::fsm::GracefulRestartConfig { restart_time: 120, forwarding_preserved: false, restarting: false };
             a.graceful_restart = Some(g);
             b.graceful_restart = Some(g);
         }

@@ -400,6 +400,7 @@ fn local_open_advertises_the_configured_capabilities() {
     c.graceful_restart = Some(bgp::fsm::GracefulRestartConfig {
         restart_time: 120,
         forwarding_preserved: false,
+        restarting: false,
     });
     let s = Session::new(c, Instant::now()).unwrap();
     let open = s.local_open();
@@ -1073,6 +1074,7 @@ fn rebooted_graceful_restart_peer_replaces_its_old_session_at_once() {
     let gr = bgp::fsm::GracefulRestartConfig {
         restart_time: 120,
         forwarding_preserved: true,
+        restarting: false,
     };
     let mut a = a_config();
     a.graceful_restart = Some(gr);

@@ -271,6 +271,17 @@ pub async fn run(
 
     // 3. Sessions and the speaker.
     let plan = compute_peering(&view, &config.node_name)?;
+    // Routes of ours already in the kernel: an earlier routerd ran here and its forwarding
+    // state survived (a restart, or a crash). The peers are told (the Restart State bit,
+    // RFC 4724 §3) and the routes stay until the sessions are back with all their routes.
+    let mut table = fib::NetlinkFib::open(fib::FibConfig {
+        protocol: config.route_protocol,
+        ..fib::FibConfig::default()
+    })?;
+    let kept_routes = fib::RouteTable::installed(&mut table).map_or(0, |r| r.len());
+    if kept_routes > 0 {
+        info!(routes = kept_routes, "restarting with forwarding state kept: the kernel routes stay until the sessions re-send theirs");
+    }
     let speaker_config = SpeakerConfig {
         router_id: plan.local.router_id,
         local_as: plan.local.as_number,
@@ -286,6 +297,7 @@ pub async fn run(
         control_socket: None,
         shutdown_drain_time: config.shutdown_drain.as_secs(),
         bfd_port: bgp::speaker::config::DEFAULT_BFD_PORT,
+        restarting: kept_routes > 0,
         originate: originations(&blocks, &view, &config.node_name),
         peers: Vec::new(),
     };
@@ -301,10 +313,6 @@ pub async fn run(
 
     // 4. Forwarding, the FIB and the overlay.
     enable_forwarding(config.node_ipv6.is_some());
-    let table = fib::NetlinkFib::open(fib::FibConfig {
-        protocol: config.route_protocol,
-        ..fib::FibConfig::default()
-    })?;
     let (fib, _fib_thread) = fib::spawn_owner(Box::new(table))?;
     // Our own namespace: the daemon runs in the node's network namespace.
     let handle = encap::netns::rtnetlink_handle(std::path::Path::new("/proc/self/ns/net"))?;
@@ -450,7 +458,13 @@ pub async fn run(
                 let peers = peer_statuses(&speaker).await;
                 update_session_health(&health, &sessions, &peers);
                 if !settled {
-                    let all_up = peers.iter().all(|p| p.state == "Established");
+                    // RFC 4724 §4.1: the stale routes go once every peer has re-sent its
+                    // routes (End-of-RIB for each family of the session), not at the first
+                    // OPEN: until then a kernel route may still be waiting for its UPDATE.
+                    let all_up = peers.iter().all(|p| {
+                        p.state == "Established"
+                            && p.families.iter().all(|f| p.end_of_rib.contains(f))
+                    });
                     if all_up || started.elapsed() >= config.fib_settle {
                         settled = true;
                         routes_dirty = true;
@@ -458,7 +472,7 @@ pub async fn run(
                             s.state = DaemonState::Running;
                         }
                         health.set_started(true);
-                        info!(sessions = peers.len(), all_up, "sessions settled; reconciling the FIB fully");
+                        info!(sessions = peers.len(), all_up, "sessions settled (End-of-RIB from every peer, or the settle time); reconciling the FIB fully");
                     }
                 }
                 let due = nat_failed_at.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(5));

@@ -95,6 +95,10 @@ pub struct GracefulRestartConfig {
     pub restart_time: u16,
     /// Whether we claim to have preserved forwarding state for our families (F bit).
     pub forwarding_preserved: bool,
+    /// The Restart State bit (R, RFC 4724 §3): we have restarted and come back with our
+    /// forwarding state, so the peer must not wait for our End-of-RIB before sending its
+    /// routes, and keeps our stale routes until our End-of-RIB.
+    pub restarting: bool,
 }
 
 /// Exponential back-off of the idle hold time (RFC 4271 §8.1.1 DampPeerOscillations): a peer

@@ -87,7 +87,7 @@ pub fn local_open(config: &SessionConfig) -> Open {
     }
     if let Some(gr) = &config.graceful_restart {
         caps.push(Capability::GracefulRestart {
-            restarting: false,
+            restarting: gr.restarting,
             notification: false,
             restart_time: gr.restart_time,
             families: config

@@ -12,6 +12,7 @@
 //! control_socket = "/run/speaker.ctl"      # optional; JSON status/route queries
 //! shutdown_drain_time = 0                  # seconds; >0: GRACEFUL_SHUTDOWN (RFC 8326) first
 //! bfd_port = 3784                          # optional; UDP port of single-hop BFD (RFC 5881)
+//! restarting = false                       # optional; true: R bit for the first Restart Time
 //!
 //! [[originate]]
 //! prefix = "10.244.1.0/24"
@@ -117,6 +118,12 @@ pub struct SpeakerConfig {
     /// The UDP port BFD listens on and sends to (RFC 5881 §4: 3784; another only for tests).
     #[serde(default = "default_bfd_port")]
     pub bfd_port: u16,
+    /// This speaker has just restarted with its forwarding state kept (the kernel still has
+    /// its routes): sessions opened within a peer's Restart Time of the start set the
+    /// Restart State bit (RFC 4724 §3), so the peer keeps our stale routes until our
+    /// End-of-RIB instead of ending its graceful-restart procedure at our OPEN.
+    #[serde(default)]
+    pub restarting: bool,
     #[serde(default)]
     pub originate: Vec<Origination>,
     #[serde(default, rename = "peer")]

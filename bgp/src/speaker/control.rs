@@ -73,6 +73,10 @@ pub struct PeerStatus {
     /// The session's BFD, when configured.
     #[serde(default)]
     pub bfd: Option<BfdView>,
+    /// Families whose End-of-RIB the peer has sent on this session: its initial routes of
+    /// those are all in (RFC 4724 §2).
+    #[serde(default)]
+    pub end_of_rib: Vec<String>,
 }
 
 /// A BFD session as `birdc show bfd sessions` shows it.

@@ -231,6 +231,7 @@ pub async fn start(
         listener_fds,
         accept_tasks,
         draining: None,
+        started: Instant::now(),
         bfd: bfd_link::BfdLink::start(config.bfd_port, bfd_events),
         config: config.clone(),
     };
@@ -316,6 +317,8 @@ struct Peer {
     prefix_limit: PrefixLimitState,
     /// With `config.bfd`: the BFD session's last status, or why there is none.
     bfd: Option<Result<bfd::SessionStatus, String>>,
+    /// Families whose End-of-RIB the peer sent on the current session (RFC 4724 §2).
+    end_of_rib: Vec<Family>,
 }
 
 impl Peer {
@@ -343,6 +346,8 @@ struct Core {
     accept_tasks: Vec<tokio::task::AbortHandle>,
     /// A shutdown waiting out its drain time ([`shutdown`]).
     draining: Option<shutdown::Drain>,
+    /// When the speaker started (the restart window of `config.restarting`).
+    started: Instant,
     bfd: bfd_link::BfdLink,
 }
 
@@ -565,9 +570,12 @@ impl Core {
         sc.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
         // Forwarding is preserved across our restart: the agent leaves its kernel routes in
         // place on shutdown and re-programs them only after the sessions are back.
+        let restarting = self.config.restarting
+            && self.started.elapsed() < Duration::from_secs(p.restart_time().unwrap_or(0).into());
         sc.graceful_restart = p.restart_time().map(|restart_time| GracefulRestartConfig {
             restart_time,
             forwarding_preserved: true,
+            restarting,
         });
         let session = Session::new(sc, Instant::now()).map_err(|e| SpeakerError::Peer {
             peer: p.address,
@@ -621,6 +629,7 @@ impl Core {
                 stale_until: None,
                 prefix_limit: PrefixLimitState::default(),
                 bfd: None,
+                end_of_rib: Vec::new(),
             },
         );
         match (bfd_session, local_for_bfd) {
@@ -887,6 +896,7 @@ impl Core {
                     let local = peer.connections.get(&neg.connection).and_then(|c| c.local);
                     peer.established = Some((neg.connection, neg.decode));
                     peer.last_error = None;
+                    peer.end_of_rib.clear();
                     info!(peer = %addr, peer_as = neg.peer_as, router_id = %neg.peer_id,
                         hold_time = neg.hold_time, families = ?neg.families, "session established");
                     let session = PeerSession {
@@ -977,6 +987,12 @@ impl Core {
                         // RFC 7606 §3 (j): an error handled by treat-as-withdraw is logged.
                         warn!(peer = %addr, prefixes = update.announced().count(),
                             "malformed attribute: UPDATE treated as withdraw (RFC 7606)");
+                    }
+                    if let Some(family) = update.is_end_of_rib() {
+                        if !peer.end_of_rib.contains(&family) {
+                            debug!(peer = %addr, family = family_name(family), "End-of-RIB received");
+                            peer.end_of_rib.push(family);
+                        }
                     }
                     let id = peer.id;
                     match self.rib.update(id, &update) {
@@ -1177,6 +1193,11 @@ impl Core {
                         .clone()
                         .or_else(|| st.last_error.as_ref().map(|e| e.describe())),
                     bfd: p.config.bfd.map(|_| bfd_view(p.bfd.as_ref())),
+                    end_of_rib: p
+                        .end_of_rib
+                        .iter()
+                        .map(|f| family_name(*f).to_string())
+                        .collect(),
                 }
             })
             .collect();

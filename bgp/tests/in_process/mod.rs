@@ -42,6 +42,7 @@ pub fn speaker_config(id: Ipv4Addr, asn: u32, port: u16, originate: &[&str]) -> 
         control_socket: None,
         shutdown_drain_time: 0,
         bfd_port: bgp::speaker::config::DEFAULT_BFD_PORT,
+        restarting: false,
         originate: originate.iter().map(|p| origination(p)).collect(),
         peers: vec![],
     }
