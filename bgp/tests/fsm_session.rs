@@ -416,6 +416,34 @@ fn local_open_advertises_the_configured_capabilities() {
 }
 
 #[test]
+fn a_restarted_speaker_sets_the_restart_state_bit() {
+    // RFC 4724 §3: R set by a speaker that restarted with its forwarding state; encoded as
+    // the top bit of Restart Flags, read back by the peer's decoder.
+    for restarting in [false, true] {
+        let mut c = a_config();
+        c.graceful_restart = Some(bgp::fsm::GracefulRestartConfig {
+            restart_time: 120,
+            forwarding_preserved: true,
+            restarting,
+        });
+        let session = Session::new(c, Instant::now()).unwrap();
+        let open = session.local_open();
+        let bytes = bgp::packet::Message::Open(open.clone())
+            .to_bytes(&bgp::packet::DecodeContext::default());
+        let Ok(bgp::packet::Message::Open(back)) =
+            bgp::packet::Message::decode(&bytes, &bgp::packet::DecodeContext::default())
+        else {
+            panic!("OPEN does not decode")
+        };
+        let r = back.capabilities.iter().find_map(|c| match c {
+            bgp::packet::Capability::GracefulRestart { restarting, .. } => Some(*restarting),
+            _ => None,
+        });
+        assert_eq!(r, Some(restarting));
+    }
+}
+
+#[test]
 fn invalid_configuration_is_refused() {
     let mut c = a_config();
     c.hold_time = 2;
