@@ -10,11 +10,13 @@ const FOUR: DecodeContext = DecodeContext {
     four_octet_as: true,
     add_path_ipv4: false,
     add_path_ipv6: false,
+    extended_messages: false,
 };
 const TWO: DecodeContext = DecodeContext {
     four_octet_as: false,
     add_path_ipv4: false,
     add_path_ipv6: false,
+    extended_messages: false,
 };
 
 fn message(kind: u8, body: &[u8]) -> Vec<u8> {
@@ -116,6 +118,63 @@ fn bad_message_length() {
         notification(&message(5, &[0, 1, 0, 1, 0]), &FOUR),
         (1, 2, vec![0, 24])
     );
+}
+
+#[test]
+fn extended_messages_lift_the_4096_limit_except_for_open_and_keepalive() {
+    // RFC 8654: a 5000-octet UPDATE is a header error unless both sides advertised the
+    // capability; an OPEN stays at most 4096 even then.
+    let communities: Vec<u8> = (0..1200u32)
+        .flat_map(|i| (65001 << 16 | i).to_be_bytes())
+        .collect();
+    let mut attr = vec![0xd0, 8];
+    attr.extend_from_slice(&(communities.len() as u16).to_be_bytes());
+    attr.extend_from_slice(&communities);
+    let big = update(&[], &with(&attr), &NLRI);
+    assert!(big.len() > 4096);
+    let len = (big.len() as u16).to_be_bytes().to_vec();
+    let extended = DecodeContext {
+        extended_messages: true,
+        ..FOUR
+    };
+    assert_eq!(
+        Message::decode(&big, &FOUR).unwrap_err().notification.data,
+        len
+    );
+    assert_eq!(
+        frame_len_within(&big, MAX_EXTENDED_MESSAGE_LEN),
+        Ok(Some(big.len()))
+    );
+    let u = decoded_update(&big, &extended);
+    assert_eq!(u.attributes.communities.len(), 1200);
+    let open = message(1, &vec![0; 4200]);
+    let err = Message::decode(&open, &extended).unwrap_err().notification;
+    assert_eq!((err.code, err.subcode), (1, 2));
+    // Our UPDATEs use the room: the same route packs into one message only when extended.
+    let attrs = PathAttributes {
+        origin: Some(Origin::Igp),
+        as_path: Some(AsPath::default()),
+        communities: (0..1200u32).map(Community).collect(),
+        ..PathAttributes::default()
+    };
+    let prefixes = ["10.1.2.0/24".parse().unwrap()];
+    let nh = NextHop {
+        address: Ipv4Addr::new(10, 0, 0, 1).into(),
+        link_local: None,
+    };
+    let mut out = Vec::new();
+    assert!(encode_updates(&attrs, Family::Ipv4Unicast, nh, &prefixes, &FOUR, &mut out).is_err());
+    encode_updates(
+        &attrs,
+        Family::Ipv4Unicast,
+        nh,
+        &prefixes,
+        &extended,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].len() > 4096);
 }
 
 #[test]

@@ -11,11 +11,13 @@ const FOUR: DecodeContext = DecodeContext {
     four_octet_as: true,
     add_path_ipv4: false,
     add_path_ipv6: false,
+    extended_messages: false,
 };
 const TWO: DecodeContext = DecodeContext {
     four_octet_as: false,
     add_path_ipv4: false,
     add_path_ipv6: false,
+    extended_messages: false,
 };
 
 /// Prefixes a body with the 19-octet header.
@@ -864,6 +866,7 @@ fn add_path_identifiers_are_skipped() {
         four_octet_as: true,
         add_path_ipv4: true,
         add_path_ipv6: true,
+        extended_messages: false,
     };
     let mut attrs = vec![0x40, 1, 1, 0, 0x40, 2, 0, 0x40, 3, 4, 10, 0, 0, 1];
     attrs.extend_from_slice(&[

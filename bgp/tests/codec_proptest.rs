@@ -39,6 +39,7 @@ fn capability() -> impl Strategy<Value = Capability> {
     prop_oneof![
         (afi(), safi()).prop_map(|(afi, safi)| Capability::MultiProtocol { afi, safi }),
         Just(Capability::RouteRefresh),
+        Just(Capability::ExtendedMessage),
         Just(Capability::EnhancedRouteRefresh),
         any::<u32>().prop_map(Capability::FourOctetAs),
         (
@@ -72,7 +73,7 @@ fn capability() -> impl Strategy<Value = Capability> {
         (any::<u8>(), prop::collection::vec(any::<u8>(), 0..20))
             .prop_filter("known code", |(c, _)| !matches!(
                 c,
-                1 | 2 | 64 | 65 | 69 | 70 | 73
+                1 | 2 | 6 | 64 | 65 | 69 | 70 | 73
             ))
             .prop_map(|(code, value)| Capability::Unknown { code, value }),
     ]
@@ -342,7 +343,7 @@ proptest! {
         m.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
         m.push(kind);
         m.extend_from_slice(&body);
-        let ctx = DecodeContext { four_octet_as: four, add_path_ipv4: add_path, add_path_ipv6: add_path };
+        let ctx = DecodeContext { four_octet_as: four, add_path_ipv4: add_path, add_path_ipv6: add_path, extended_messages: false };
         if let Ok(Some(_)) = frame_len(&m) {
             // Whatever is accepted re-encodes into something accepted again (path
             // identifiers are not re-sent, so the second decode is without ADD-PATH).
@@ -375,6 +376,7 @@ fn reencodes(msg: &Message, ctx: &DecodeContext) -> Result<(), TestCaseError> {
     let plain = DecodeContext {
         add_path_ipv4: false,
         add_path_ipv6: false,
+        extended_messages: false,
         ..*ctx
     };
     let bytes = msg.to_bytes(&plain);

@@ -956,3 +956,75 @@ protocol bgp v4 {{ local 10.0.0.{id} as 6500{id}; neighbor 10.0.0.1 as 65001; ho
     );
     assert_eq!(speaker.peer(ip("10.0.0.3")).unwrap().state, "Established");
 }
+
+#[test]
+fn extended_messages_carry_updates_past_4096_octets_both_ways_with_bird() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-extmsg");
+    let (ours, theirs) = pair("em", 2);
+    // 1100 communities: 4400 octets of attribute, more than a 4096-octet UPDATE holds.
+    let ours_communities: Vec<String> = (0..1100).map(|i| format!("\"65001:{i}\"")).collect();
+    let speaker = Speaker::start(
+        &ours,
+        &dir.join("speaker"),
+        &format!(
+            r#"
+router_id = "10.0.0.1"
+local_as = 65001
+hold_time = 9
+connect_retry = 1
+[[originate]]
+prefix = "10.1.0.0/24"
+communities = [{}]
+[[peer]]
+address = "10.0.0.2"
+remote_as = 65002
+"#,
+            ours_communities.join(", ")
+        ),
+    )
+    .unwrap();
+    let adds: String = (0..1100)
+        .map(|i| format!("bgp_community.add((65002,{i})); "))
+        .collect();
+    let bird = Bird::start(
+        &theirs,
+        &dir.join("bird"),
+        &format!(
+            r#"
+router id 10.0.0.2;
+protocol device {{}}
+protocol static s4 {{ ipv4; route 10.2.0.0/24 blackhole; }}
+filter big {{ if proto = "s4" then {{ {adds} accept; }} reject; }}
+protocol bgp v4 {{ local 10.0.0.2 as 65002; neighbor 10.0.0.1 as 65001; hold time 9;
+  connect retry time 1; enable extended messages on; ipv4 {{ import all; export filter big; }}; }}
+"#
+        ),
+    )
+    .unwrap();
+    bird.wait_established("v4", T).unwrap();
+    speaker.wait_established(ip("10.0.0.2"), T).unwrap();
+    let p = speaker.peer(ip("10.0.0.2")).unwrap();
+    assert!(
+        p.capabilities.iter().any(|c| c == "extended-message"),
+        "{p:?}"
+    );
+    // BIRD's 4400-octet-attribute route reaches us intact...
+    let theirs = speaker
+        .wait_route("10.2.0.0/24", T, Some(&|r| r.peer.is_some()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(theirs.communities.len(), 1100);
+    assert!(theirs.communities.iter().any(|c| c == "65002:1099"));
+    // ...and ours reaches BIRD.
+    let r = wait_for("10.1.0.0/24 in BIRD", T, Duration::from_millis(100), || {
+        bird.route("10.1.0.0/24").ok().flatten()
+    })
+    .unwrap();
+    assert!(r.attr("BGP.community").is_some(), "{r:?}");
+    // birdc wraps a long attribute over several lines: count in the whole output.
+    let full = bird.cmd("show route 10.1.0.0/24 all").unwrap();
+    assert_eq!(full.matches("(65001,").count(), 1100, "{full:.300}");
+    assert!(full.contains("(65001,1099)"));
+    assert_eq!(speaker.peer(ip("10.0.0.2")).unwrap().state, "Established");
+}

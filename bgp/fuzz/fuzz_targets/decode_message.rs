@@ -16,11 +16,13 @@ fuzz_target!(|data: &[u8]| {
         four_octet_as: selector & 1 != 0,
         add_path_ipv4: selector & 2 != 0,
         add_path_ipv6: selector & 4 != 0,
+        extended_messages: false,
     };
     // Re-encoding never writes path identifiers (we never negotiate ADD-PATH send).
     let plain = DecodeContext {
         add_path_ipv4: false,
         add_path_ipv6: false,
+        extended_messages: false,
         ..ctx
     };
     while let Ok(Some(len)) = frame_len(stream) {

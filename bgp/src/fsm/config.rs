@@ -30,6 +30,9 @@ pub struct SessionConfig {
     pub families: Vec<Family>,
     /// Advertise the Route Refresh capability (RFC 2918).
     pub route_refresh: bool,
+    /// Advertise the Extended Message capability (RFC 8654): with the peer's too, UPDATEs
+    /// (and NOTIFICATION, ROUTE-REFRESH) may be up to 65535 octets.
+    pub extended_messages: bool,
     /// Advertise the Graceful Restart capability (RFC 4724) with these parameters.
     pub graceful_restart: Option<GracefulRestartConfig>,
     /// ADD-PATH modes to advertise per family (RFC 7911).
@@ -55,6 +58,7 @@ impl SessionConfig {
             passive: false,
             families: vec![Family::Ipv4Unicast],
             route_refresh: true,
+            extended_messages: true,
             graceful_restart: None,
             add_path: Vec::new(),
             extra_capabilities: Vec::new(),

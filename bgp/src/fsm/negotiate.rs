@@ -85,6 +85,9 @@ pub fn local_open(config: &SessionConfig) -> Open {
     if config.route_refresh {
         caps.push(Capability::RouteRefresh);
     }
+    if config.extended_messages {
+        caps.push(Capability::ExtendedMessage);
+    }
     if let Some(gr) = &config.graceful_restart {
         caps.push(Capability::GracefulRestart {
             restarting: gr.restarting,
@@ -258,6 +261,8 @@ pub fn negotiate(
         four_octet_as,
         add_path_ipv4: receives(Family::Ipv4Unicast),
         add_path_ipv6: receives(Family::Ipv6Unicast),
+        // RFC 8654 §3: only when both sides advertised it.
+        extended_messages: config.extended_messages && peer.has_capability(6),
     };
 
     let graceful_restart = peer.capabilities.iter().find_map(|c| match c {

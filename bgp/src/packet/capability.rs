@@ -94,7 +94,8 @@ pub struct GracefulRestartFamily {
 
 /// A capability from the Capabilities optional parameter of OPEN (RFC 5492 §4).
 ///
-/// Codes (IANA "Capability Codes"): 1 multiprotocol, 2 route refresh, 64 graceful restart,
+/// Codes (IANA "Capability Codes"): 1 multiprotocol, 2 route refresh, 6 extended message,
+/// 64 graceful restart,
 /// 65 4-octet AS, 69 ADD-PATH, 70 enhanced route refresh, 73 FQDN.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Capability {
@@ -102,6 +103,9 @@ pub enum Capability {
     MultiProtocol { afi: Afi, safi: Safi },
     /// Route Refresh (RFC 2918 §3), code 2.
     RouteRefresh,
+    /// Extended Message (RFC 8654 §3), code 6: messages other than OPEN and KEEPALIVE may be
+    /// up to 65535 octets once both sides advertise it.
+    ExtendedMessage,
     /// Graceful Restart (RFC 4724 §3), code 64.
     GracefulRestart {
         /// The Restart State (R) bit.
@@ -130,6 +134,7 @@ impl Capability {
         match self {
             Capability::MultiProtocol { .. } => 1,
             Capability::RouteRefresh => 2,
+            Capability::ExtendedMessage => 6,
             Capability::GracefulRestart { .. } => 64,
             Capability::FourOctetAs(_) => 65,
             Capability::AddPath(_) => 69,

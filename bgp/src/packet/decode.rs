@@ -74,6 +74,13 @@ fn bad_length(len: u16, why: &str) -> DecodeError {
 /// is reported by [`Message::decode`], because RFC 7313 §5 gives a different error for the
 /// enhanced subtypes.
 pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+    frame_len_within(buf, MAX_MESSAGE_LEN)
+}
+
+/// [`frame_len`] for a session whose messages may be up to `max` octets: 4096, or 65535
+/// with the Extended Message capability on both sides (RFC 8654 §4), except that OPEN and
+/// KEEPALIVE never exceed 4096 (§4: "MUST NOT").
+pub fn frame_len_within(buf: &[u8], max: usize) -> Result<Option<usize>, DecodeError> {
     let Ok((_, (marker, len, kind))) = (take::<_, _, ()>(16usize), be_u16, be_u8).parse(buf) else {
         return Ok(None);
     };
@@ -86,8 +93,15 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
         ));
     }
     let length = usize::from(len);
-    if !(HEADER_LEN..=MAX_MESSAGE_LEN).contains(&length) {
-        return Err(bad_length(len, "outside 19..=4096"));
+    if length < HEADER_LEN || length > max.max(MAX_MESSAGE_LEN) {
+        return Err(bad_length(
+            len,
+            if length < HEADER_LEN {
+                "shorter than the 19-octet header"
+            } else {
+                "outside 19..=4096 (no Extended Message capability, RFC 8654)"
+            },
+        ));
     }
     let Some(message_type) = MessageType::from_code(kind) else {
         return Err(DecodeError::new(
@@ -99,6 +113,12 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
     };
     if length < min_len(message_type) {
         return Err(bad_length(len, "shorter than the minimum for its type"));
+    }
+    if length > MAX_MESSAGE_LEN && message_type == MessageType::Open {
+        return Err(bad_length(
+            len,
+            "an OPEN is at most 4096 octets (RFC 8654 §4)",
+        ));
     }
     if message_type == MessageType::Keepalive && length != HEADER_LEN {
         return Err(bad_length(len, "KEEPALIVE is exactly 19 octets"));
@@ -113,7 +133,7 @@ impl Message {
     /// attribute errors that RFC 7606 lets the session survive come back as `Ok` with
     /// [`super::Update::treat_as_withdraw`] set, or with the bad attribute discarded.
     pub fn decode(msg: &[u8], ctx: &DecodeContext) -> Result<Message, DecodeError> {
-        let Some(length) = frame_len(msg)? else {
+        let Some(length) = frame_len_within(msg, ctx.max_message_len())? else {
             return Err(bad_length(
                 u16::try_from(msg.len()).unwrap_or(u16::MAX),
                 "shorter than the header",
@@ -335,6 +355,8 @@ fn decode_capability(code: u8, value: &[u8]) -> Result<Capability, DecodeError> 
         }
         // RFC 2918 §3: length 0; anything after is ignored, as BIRD does.
         2 => Capability::RouteRefresh,
+        // RFC 8654 §3: length 0; likewise.
+        6 => Capability::ExtendedMessage,
         64 => {
             let parsed: PResult<'_, u16> = be_u16(value);
             let Ok((mut rest, flags_time)) = parsed else {

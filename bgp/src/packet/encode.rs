@@ -120,7 +120,9 @@ fn encode_capability(cap: &Capability, out: &mut BytesMut) {
             out.put_u8(0);
             out.put_u8(safi.code());
         }
-        Capability::RouteRefresh | Capability::EnhancedRouteRefresh => {}
+        Capability::RouteRefresh
+        | Capability::ExtendedMessage
+        | Capability::EnhancedRouteRefresh => {}
         Capability::GracefulRestart {
             restarting,
             notification,

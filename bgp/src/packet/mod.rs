@@ -36,13 +36,15 @@ pub use capability::{AddPathMode, Afi, Capability, GracefulRestartFamily, Safi};
 pub use error::{DecodeError, ErrorCode};
 pub use message::{Message, MessageType, Notification, Open, RouteRefresh, Update};
 
-pub use decode::frame_len;
+pub use decode::{frame_len, frame_len_within};
 pub use update_pack::{encode_updates, encode_withdrawals, EncodeError, NextHop};
 
 /// Length of the fixed message header: 16-octet marker, 2-octet length, 1-octet type (RFC 4271 §4.1).
 pub const HEADER_LEN: usize = 19;
 /// Largest message a speaker may send without the Extended Message capability (RFC 4271 §4.1).
 pub const MAX_MESSAGE_LEN: usize = 4096;
+/// Largest message with the Extended Message capability on both sides (RFC 8654 §4).
+pub const MAX_EXTENDED_MESSAGE_LEN: usize = 65535;
 /// AS_TRANS, the 2-octet stand-in for a 4-octet AS number (RFC 6793 §9).
 pub const AS_TRANS: u16 = 23456;
 
@@ -56,6 +58,20 @@ pub struct DecodeContext {
     pub add_path_ipv4: bool,
     /// We may receive ADD-PATH path identifiers for IPv6 unicast (RFC 7911 §3).
     pub add_path_ipv6: bool,
+    /// Both sides advertised Extended Message (RFC 8654): UPDATE, NOTIFICATION and
+    /// ROUTE-REFRESH may be up to 65535 octets.
+    pub extended_messages: bool,
+}
+
+impl DecodeContext {
+    /// The longest message this session may carry (OPEN and KEEPALIVE excepted).
+    pub fn max_message_len(&self) -> usize {
+        if self.extended_messages {
+            MAX_EXTENDED_MESSAGE_LEN
+        } else {
+            MAX_MESSAGE_LEN
+        }
+    }
 }
 
 /// An address family the speaker carries routes for (AFI/SAFI pairs we implement).

@@ -23,7 +23,7 @@ use super::encode::{
     start_header,
 };
 use super::message::MessageType;
-use super::{nlri, DecodeContext, Family, HEADER_LEN, MAX_MESSAGE_LEN};
+use super::{nlri, DecodeContext, Family, HEADER_LEN};
 
 /// The next hop announced with a batch of prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,7 +48,7 @@ impl From<IpAddr> for NextHop {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     /// The attributes alone leave no room for a single prefix in a 4096-octet message.
-    #[error("path attributes take {0} octets: no room for NLRI in a 4096-octet UPDATE")]
+    #[error("path attributes take {0} octets: no room for NLRI in an UPDATE (4096 octets, 65535 with Extended Message)")]
     AttributesTooLarge(usize),
 }
 
@@ -95,13 +95,15 @@ pub fn encode_updates(
         MP_ATTR_HEADER + mp_reach_fixed_len(&next_hop.address, link_local.is_some())
     };
     let overhead = UPDATE_FIXED + head.len() + tail.len() + mp_fixed;
-    if overhead + MAX_PREFIX_LEN > MAX_MESSAGE_LEN {
+    // 4096 octets, or 65535 with Extended Message (RFC 8654 §4).
+    let max = ctx.max_message_len();
+    if overhead + MAX_PREFIX_LEN > max {
         return Err(EncodeError::AttributesTooLarge(head.len() + tail.len()));
     }
-    let room = MAX_MESSAGE_LEN - overhead;
+    let room = max - overhead;
     let (afi, safi) = family.afi_safi();
 
-    let mut buf = BytesMut::with_capacity(MAX_MESSAGE_LEN.min(prefixes.len() * 5 + overhead));
+    let mut buf = BytesMut::with_capacity(max.min(prefixes.len() * 5 + overhead));
     let mut iter = prefixes
         .iter()
         .filter(|p| Family::of(p) == family)
@@ -144,14 +146,15 @@ pub fn encode_updates(
 pub fn encode_withdrawals(
     family: Family,
     prefixes: &[IpNet],
-    _ctx: &DecodeContext,
+    ctx: &DecodeContext,
     out: &mut Vec<Bytes>,
 ) {
     let classic = family == Family::Ipv4Unicast;
     let overhead = UPDATE_FIXED + if classic { 0 } else { MP_ATTR_HEADER + 3 };
-    let room = MAX_MESSAGE_LEN - overhead;
+    let max = ctx.max_message_len();
+    let room = max - overhead;
     let (afi, safi) = family.afi_safi();
-    let mut buf = BytesMut::with_capacity(MAX_MESSAGE_LEN.min(prefixes.len() * 5 + overhead));
+    let mut buf = BytesMut::with_capacity(max.min(prefixes.len() * 5 + overhead));
     let mut iter = prefixes
         .iter()
         .filter(|p| Family::of(p) == family)

@@ -296,6 +296,9 @@ struct Connection {
     writer: mpsc::UnboundedSender<Outgoing>,
     local: Option<SocketAddr>,
     reader: tokio::task::AbortHandle,
+    /// The longest message the reader may frame: set once the peer's OPEN is handled
+    /// (65535 with Extended Message on both sides, RFC 8654; else 4096).
+    max_len: tokio::sync::watch::Sender<usize>,
 }
 
 struct Peer {
@@ -801,7 +804,18 @@ impl Core {
                             Input::DecodeError(conn, e)
                         }
                     };
+                    let is_open = matches!(input, Input::Message(_, Message::Open(_)));
                     self.feed(peer, input);
+                    if is_open {
+                        // The reader waits for this before framing what follows the OPEN.
+                        if let Some(c) = self.peers.get(&peer).and_then(|p| {
+                            p.connections
+                                .get(&conn)
+                                .map(|c| (c, p.session.decode_context(conn)))
+                        }) {
+                            let _ = c.0.max_len.send(c.1.max_message_len());
+                        }
+                    }
                 }
             }
             Event::BadHeader { peer, conn, error } => {
@@ -829,7 +843,9 @@ impl Core {
         let (r, w) = stream.into_split();
         let (wtx, wrx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(w, wrx));
-        let reader = tokio::spawn(read_loop(r, addr, conn, self.events_tx.clone())).abort_handle();
+        let (max_len, max_len_rx) = tokio::sync::watch::channel(packet::MAX_MESSAGE_LEN);
+        let reader = tokio::spawn(read_loop(r, addr, conn, self.events_tx.clone(), max_len_rx))
+            .abort_handle();
         if let Some(p) = self.peers.get_mut(&addr) {
             p.connections.insert(
                 conn,
@@ -837,6 +853,7 @@ impl Core {
                     writer: wtx,
                     local,
                     reader,
+                    max_len,
                 },
             );
         }
@@ -1332,6 +1349,7 @@ fn capability_name(c: &packet::Capability) -> String {
     match c {
         C::MultiProtocol { afi, safi } => format!("multiprotocol({}/{})", afi.code(), safi.code()),
         C::RouteRefresh => "route-refresh".into(),
+        C::ExtendedMessage => "extended-message".into(),
         C::GracefulRestart { restart_time, .. } => format!("graceful-restart({restart_time}s)"),
         C::FourOctetAs(asn) => format!("4-octet-as({asn})"),
         C::AddPath(_) => "add-path".into(),
@@ -1396,17 +1414,33 @@ async fn read_loop(
     peer: IpAddr,
     conn: ConnectionId,
     events: mpsc::Sender<Event>,
+    mut max_len: tokio::sync::watch::Receiver<usize>,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // After an OPEN, framing waits for the core to say how long the messages that follow
+    // may be (Extended Message is negotiated by that OPEN, RFC 8654 §3).
+    let mut after_open = false;
     loop {
-        match r.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        if !after_open {
+            match r.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
         }
+        after_open = false;
         let mut frames = Vec::new();
+        let limit = *max_len.borrow_and_update();
         loop {
-            match packet::frame_len(&buf) {
-                Ok(Some(n)) if buf.len() >= n => frames.push(buf.split_to(n).freeze()),
+            match packet::frame_len_within(&buf, limit) {
+                Ok(Some(n)) if buf.len() >= n => {
+                    let frame = buf.split_to(n).freeze();
+                    let open = frame.get(HEADER_TYPE) == Some(&OPEN_TYPE);
+                    frames.push(frame);
+                    if open {
+                        after_open = true;
+                        break;
+                    }
+                }
                 Ok(_) => break,
                 Err(error) => {
                     if !frames.is_empty() {
@@ -1425,12 +1459,23 @@ async fn read_loop(
         {
             return;
         }
+        if after_open {
+            // The core answers once it has handled the OPEN (or the connection goes away,
+            // and with it this task).
+            if max_len.changed().await.is_err() {
+                return;
+            }
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
     }
     let _ = events.send(Event::Closed { peer, conn }).await;
 }
+
+/// Offset of the type octet in the message header, and the type of OPEN (RFC 4271 §4.1).
+const HEADER_TYPE: usize = 18;
+const OPEN_TYPE: u8 = 1;
 
 async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let mut out = BytesMut::with_capacity(64 * 1024);
