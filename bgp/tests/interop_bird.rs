@@ -1028,3 +1028,53 @@ protocol bgp v4 {{ local 10.0.0.2 as 65002; neighbor 10.0.0.1 as 65001; hold tim
     assert!(full.contains("(65001,1099)"));
     assert_eq!(speaker.peer(ip("10.0.0.2")).unwrap().state, "Established");
 }
+
+#[test]
+fn enhanced_route_refresh_with_bird_keeps_what_we_resend() {
+    // BIRD's `reload in` asks us for our routes; with Enhanced Route Refresh (RFC 7313) on
+    // both sides we frame the answer with BoRR and EoRR, and BIRD drops at EoRR whatever we
+    // did not re-send: our routes must all still be there afterwards.
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-err");
+    let (ours, theirs) = pair("er", 2);
+    let speaker =
+        Speaker::start(&ours, &dir.join("speaker"), &ebgp_speaker_config(2, 65002)).unwrap();
+    let bird = Bird::start(
+        &theirs,
+        &dir.join("bird"),
+        r#"
+router id 10.0.0.2;
+protocol device {}
+protocol bgp v4 { local 10.0.0.2 as 65002; neighbor 10.0.0.1 as 65001; hold time 9;
+  connect retry time 1; enable route refresh on; ipv4 { import all; export none; }; }
+"#,
+    )
+    .unwrap();
+    bird.wait_established("v4", T).unwrap();
+    speaker.wait_established(ip("10.0.0.2"), T).unwrap();
+    let p = speaker.peer(ip("10.0.0.2")).unwrap();
+    assert!(
+        p.capabilities.iter().any(|c| c == "enhanced-route-refresh"),
+        "{p:?}"
+    );
+    wait_for("10.1.0.0/24 in BIRD", T, Duration::from_millis(100), || {
+        bird.route("10.1.0.0/24").ok().flatten()
+    })
+    .unwrap();
+    for _ in 0..3 {
+        bird.cmd("reload in v4").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            bird.route("10.1.0.0/24").unwrap().is_some(),
+            "{:?}",
+            bird.routes()
+        );
+    }
+    let log = std::fs::read_to_string(&speaker.log).unwrap();
+    assert!(
+        log.contains("route refresh answered") && log.contains("enhanced=true"),
+        "{}",
+        speaker.log_tail()
+    );
+    assert!(bird.is_established("v4"));
+}

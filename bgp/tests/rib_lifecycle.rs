@@ -289,6 +289,52 @@ fn graceful_restart_keeps_stale_paths_until_end_of_rib() {
 }
 
 #[test]
+fn enhanced_route_refresh_drops_what_the_peer_did_not_resend() {
+    // RFC 7313 §4: between BoRR and EoRR the peer re-sends its table; what it left out is
+    // gone at EoRR, while its other family and the other peers are untouched.
+    let mut rib = rib();
+    let a = peer(&mut rib, "10.1.0.2", 65001);
+    let c = peer(&mut rib, "10.1.0.4", 65003);
+    rib.update(
+        a,
+        &announce(
+            attrs(&[65001], "10.1.0.2"),
+            &["10.10.0.0/24", "10.10.1.0/24"],
+        ),
+    )
+    .unwrap();
+    rib.update(
+        a,
+        &announce_v6(attrs(&[65001], "10.1.0.2"), "fd00:1::2", &["fd00:10::/64"]),
+    )
+    .unwrap();
+    rib.begin_refresh(a, Family::Ipv4Unicast).unwrap();
+    // Stale paths still forward and stay advertised.
+    assert!(rib.best(&net("10.10.1.0/24")).unwrap().stale);
+    assert!(matches!(
+        rib.fib_route(&net("10.10.1.0/24")),
+        FibRoute::Via(_)
+    ));
+    assert!(
+        !rib.best(&net("fd00:10::/64")).unwrap().stale,
+        "IPv6 untouched"
+    );
+    let out = rib
+        .update(a, &announce(attrs(&[65001], "10.1.0.2"), &["10.10.0.0/24"]))
+        .unwrap();
+    assert!(
+        out.is_empty(),
+        "an identical re-announcement changes nothing"
+    );
+    let out = rib.end_refresh(a, Family::Ipv4Unicast).unwrap();
+    assert_eq!(withdrawn(&out, c), vec![net("10.10.1.0/24")]);
+    assert_eq!(out.best_changes.len(), 1);
+    assert!(rib.best(&net("10.10.0.0/24")).is_some_and(|p| !p.stale));
+    assert!(rib.best(&net("fd00:10::/64")).is_some());
+    assert_eq!(rib.stats(a).unwrap().accepted, 2);
+}
+
+#[test]
 fn stale_paths_go_when_the_restart_timer_expires_or_the_peer_is_removed() {
     let mut rib = rib();
     let a = peer(&mut rib, "10.1.0.2", 65001);

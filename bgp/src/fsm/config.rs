@@ -30,6 +30,10 @@ pub struct SessionConfig {
     pub families: Vec<Family>,
     /// Advertise the Route Refresh capability (RFC 2918).
     pub route_refresh: bool,
+    /// Advertise Enhanced Route Refresh (RFC 7313): with the peer's too, a refresh is framed
+    /// by Beginning- and End-of-Route-Refresh markers, so the receiver can drop what the
+    /// sender no longer has.
+    pub enhanced_route_refresh: bool,
     /// Advertise the Extended Message capability (RFC 8654): with the peer's too, UPDATEs
     /// (and NOTIFICATION, ROUTE-REFRESH) may be up to 65535 octets.
     pub extended_messages: bool,
@@ -58,6 +62,7 @@ impl SessionConfig {
             passive: false,
             families: vec![Family::Ipv4Unicast],
             route_refresh: true,
+            enhanced_route_refresh: true,
             extended_messages: true,
             graceful_restart: None,
             add_path: Vec::new(),

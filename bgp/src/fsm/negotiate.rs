@@ -84,6 +84,9 @@ pub fn local_open(config: &SessionConfig) -> Open {
         .collect();
     if config.route_refresh {
         caps.push(Capability::RouteRefresh);
+        if config.enhanced_route_refresh {
+            caps.push(Capability::EnhancedRouteRefresh);
+        }
     }
     if config.extended_messages {
         caps.push(Capability::ExtendedMessage);
@@ -213,11 +216,14 @@ pub fn negotiate(
 
     let four_octet_as = peer.four_octet_as().is_some();
     let route_refresh = peer.has_capability(2);
+    // RFC 7313 §3.1: in use when both sides advertised it (ours may also come as an extra
+    // capability, as the conformance harness sends it).
     let enhanced_route_refresh = peer.has_capability(70)
-        && config
-            .extra_capabilities
-            .iter()
-            .any(|c| matches!(c, Capability::EnhancedRouteRefresh));
+        && ((config.route_refresh && config.enhanced_route_refresh)
+            || config
+                .extra_capabilities
+                .iter()
+                .any(|c| matches!(c, Capability::EnhancedRouteRefresh)));
 
     let peer_add_path: Vec<(Family, AddPathMode)> = peer
         .capabilities

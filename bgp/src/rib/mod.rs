@@ -1293,6 +1293,36 @@ impl Rib {
         Ok(out.out)
     }
 
+    /// The peer began an enhanced route refresh of `family` (BoRR, RFC 7313 §4): its paths
+    /// of the family become stale, still used, until re-announced; [`Rib::end_refresh`]
+    /// drops those that were not.
+    pub fn begin_refresh(&mut self, peer: PeerId, family: Family) -> Result<(), RibError> {
+        if !self.peer(peer)?.up {
+            return Err(RibError::PeerNotEstablished(peer));
+        }
+        let mark = |set: &mut PathSet| {
+            for p in set.as_mut_slice() {
+                if p.peer == peer {
+                    p.stale = true;
+                }
+            }
+        };
+        match family {
+            Family::Ipv4Unicast => self.v4.iter_mut().for_each(|(_, s)| mark(s)),
+            Family::Ipv6Unicast => self.v6.iter_mut().for_each(|(_, s)| mark(s)),
+        }
+        Ok(())
+    }
+
+    /// The peer ended the refresh of `family` (EoRR, RFC 7313 §4): what it did not
+    /// re-announce is gone.
+    pub fn end_refresh(&mut self, peer: PeerId, family: Family) -> Result<RibOutputs, RibError> {
+        if !self.peer(peer)?.up {
+            return Err(RibError::PeerNotEstablished(peer));
+        }
+        Ok(self.remove_stale(peer, Some(family)))
+    }
+
     /// Drops the peer's stale paths (all families): its restart or stale-routes timer expired
     /// without End-of-RIB (RFC 4724 §4.2).
     pub fn flush_stale(&mut self, peer: PeerId) -> Result<RibOutputs, RibError> {

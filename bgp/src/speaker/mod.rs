@@ -1018,15 +1018,7 @@ impl Core {
                     }
                     self.check_prefix_limit(addr);
                 }
-                Output::RouteRefresh(rr) => {
-                    let id = peer.id;
-                    if let Some(family) = Family::from_afi_safi(rr.afi, rr.safi) {
-                        match self.rib.refresh(id, family) {
-                            Ok(out) => self.dispatch(out),
-                            Err(e) => warn!(peer = %addr, error = %e, "route refresh"),
-                        }
-                    }
-                }
+                Output::RouteRefresh(rr) => self.on_route_refresh(addr, rr),
             }
         }
         if let Some(peer) = self.peers.get(&addr) {
@@ -1034,6 +1026,78 @@ impl Core {
             if after != before {
                 info!(peer = %addr, from = before.as_str(), to = after.as_str(), "session state");
             }
+        }
+    }
+
+    /// A ROUTE-REFRESH from the peer: a request is answered with our routes of the family,
+    /// framed by BoRR and EoRR when Enhanced Route Refresh is in use (RFC 7313 §4); the
+    /// peer's own BoRR / EoRR mark its paths stale and drop those not re-sent.
+    fn on_route_refresh(&mut self, addr: IpAddr, rr: RouteRefresh) {
+        let Some(peer) = self.peers.get(&addr) else {
+            return;
+        };
+        let Some(family) = Family::from_afi_safi(rr.afi, rr.safi) else {
+            return;
+        };
+        let id = peer.id;
+        let enhanced = peer
+            .session
+            .negotiated()
+            .is_some_and(|n| n.enhanced_route_refresh);
+        match rr.subtype {
+            0 => {
+                let out = match self.rib.refresh(id, family) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        warn!(peer = %addr, error = %e, "route refresh");
+                        return;
+                    }
+                };
+                if enhanced {
+                    self.send_refresh_marker(addr, &rr, 1);
+                }
+                self.dispatch(out);
+                if enhanced {
+                    self.send_refresh_marker(addr, &rr, 2);
+                }
+                info!(peer = %addr, family = family_name(family), enhanced, "route refresh answered");
+            }
+            1 if enhanced => {
+                debug!(peer = %addr, family = family_name(family), "peer began a route refresh (BoRR)");
+                if let Err(e) = self.rib.begin_refresh(id, family) {
+                    warn!(peer = %addr, error = %e, "BoRR");
+                }
+            }
+            2 if enhanced => match self.rib.end_refresh(id, family) {
+                Ok(out) => {
+                    debug!(peer = %addr, family = family_name(family), "peer ended a route refresh (EoRR)");
+                    self.dispatch(out);
+                }
+                Err(e) => warn!(peer = %addr, error = %e, "EoRR"),
+            },
+            // RFC 7313 §5: other subtypes (and markers without the capability) are ignored.
+            other => debug!(peer = %addr, subtype = other, "ROUTE-REFRESH subtype ignored"),
+        }
+    }
+
+    /// Sends a Beginning- (1) or End- (2) of-Route-Refresh marker (RFC 7313 §3.2).
+    fn send_refresh_marker(&mut self, addr: IpAddr, rr: &RouteRefresh, subtype: u8) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let Some((conn, ctx)) = peer.established else {
+            return;
+        };
+        let marker = Message::RouteRefresh(RouteRefresh {
+            afi: rr.afi,
+            safi: rr.safi,
+            subtype,
+        });
+        if let Some(c) = peer.connections.get(&conn) {
+            peer.session.record_sent(1);
+            let _ = c
+                .writer
+                .send(Outgoing::Messages(vec![marker.to_bytes(&ctx)]));
         }
     }
 
