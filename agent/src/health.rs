@@ -678,3 +678,97 @@ fn route(request_line: &str, state: &HealthState) -> Answer {
         _ => Answer::text(404, "not found (try /readiness, /liveness, /metrics)\n"),
     }
 }
+
+/// `routerd health --ready|--live [--health-listen ADDR]`: asks the running daemon's health
+/// server (`ADDR`, else `ROUTERD_HEALTH_LISTEN`, else [`DEFAULT_HEALTH_LISTEN`]) and returns
+/// the exit status: 0 when it answers 200, 1 otherwise (the reason on stderr), 2 for a usage
+/// error. Blocking and bounded by [`PROBE_TIMEOUT`]: a kubelet exec probe.
+///
+/// [`DEFAULT_HEALTH_LISTEN`]: crate::settings::DEFAULT_HEALTH_LISTEN
+pub fn probe_command(args: &[String]) -> i32 {
+    const USAGE: &str = "usage: routerd health --ready|--live [--health-listen <ip>:<port>]";
+    let mut path = None;
+    let mut listen = std::env::var("ROUTERD_HEALTH_LISTEN")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--ready" => path = Some("/readiness"),
+            "--live" => path = Some("/liveness"),
+            "--health-listen" => listen = it.next().cloned(),
+            other => match other.strip_prefix("--health-listen=") {
+                Some(v) => listen = Some(v.to_string()),
+                None => {
+                    eprintln!("routerd health: unknown argument {other:?}\n{USAGE}");
+                    return 2;
+                }
+            },
+        }
+    }
+    let Some(path) = path else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let address = match listen.as_deref().map(crate::settings::parse_health_listen) {
+        None => crate::settings::DEFAULT_HEALTH_LISTEN,
+        Some(Ok(Some(a))) => a,
+        Some(Ok(None)) => {
+            eprintln!("routerd health: the health server is off (health-listen none)");
+            return 1;
+        }
+        Some(Err(e)) => {
+            eprintln!("routerd health: --health-listen: {e}");
+            return 2;
+        }
+    };
+    // The daemon listens on every address: ask it on loopback.
+    let address = if address.ip().is_unspecified() {
+        let lo: std::net::IpAddr = if address.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(lo, address.port())
+    } else {
+        address
+    };
+    match probe(address, path) {
+        Ok((200, _)) => 0,
+        Ok((status, body)) => {
+            eprintln!("routerd health: {path}: {status} {}", body.trim_end());
+            1
+        }
+        Err(e) => {
+            eprintln!("routerd health: cannot reach routerd at {address}: {e}");
+            1
+        }
+    }
+}
+
+/// How long `routerd health` waits for the daemon.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One `GET path` to the health server at `address`: the status code and the body.
+pub fn probe(address: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&address, PROBE_TIMEOUT)?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: routerd\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text:.80}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    Ok((status, body))
+}

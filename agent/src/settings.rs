@@ -31,6 +31,7 @@
 //! datastore = "file:/var/lib/routerd"
 //! control-socket = "/var/run/routerd/routerd.ctl"
 //! health-listen = "127.0.0.1:9099"    # or "none"
+//! metrics-listen = "0.0.0.0:9091"     # or "none"
 //! log-level = "info"
 //! log-format = "text"                # or "json"
 //! route-protocol = 80
@@ -95,6 +96,10 @@ pub const DATASTORE_TYPE: &str = "DATASTORE_TYPE";
 /// loopback only (a kubelet probe runs in the host's namespace, where routerd runs too).
 pub const DEFAULT_HEALTH_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9099);
+
+/// Where Prometheus scrapes routerd unless told otherwise: every address, felix's port.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9091);
 
 /// The rtnetlink protocol id routerd marks its kernel routes with unless told otherwise.
 pub const DEFAULT_ROUTE_PROTOCOL: u8 = 80;
@@ -168,6 +173,10 @@ pub struct Flags {
     /// [default: 127.0.0.1:9099] [env: ROUTERD_HEALTH_LISTEN]
     #[arg(long, value_name = "ADDRESS")]
     pub health_listen: Option<String>,
+    /// `<ip>:<port>` of Prometheus /metrics for scrapers off the node (felix's port), or
+    /// `none`. [default: 0.0.0.0:9091] [env: ROUTERD_METRICS_LISTEN]
+    #[arg(long, value_name = "ADDRESS")]
+    pub metrics_listen: Option<String>,
     /// error, warn, info, debug or trace. [default: info] [env: ROUTERD_LOG_LEVEL]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -208,6 +217,7 @@ pub struct FileSettings {
     pub datastore: Option<Spanned<String>>,
     pub control_socket: Option<Spanned<String>>,
     pub health_listen: Option<Spanned<String>>,
+    pub metrics_listen: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
     pub route_protocol: Option<Spanned<FileNumber>>,
@@ -551,6 +561,8 @@ pub struct Settings {
     pub control_socket: PathBuf,
     /// `None`: no health/metrics server.
     pub health_listen: Option<SocketAddr>,
+    /// `None`: no metrics server of its own (the health server still has /metrics).
+    pub metrics_listen: Option<SocketAddr>,
     pub log_level: LogLevel,
     /// No flag, variable or file line set the log level: the datastore's BGPConfiguration
     /// `logSeverityScreen` governs it (as calico-node's), from the default Info.
@@ -680,6 +692,14 @@ impl Settings {
             Some(found) => check(found, parse_health_listen)?,
             None => Some(DEFAULT_HEALTH_LISTEN),
         };
+        let metrics_listen = match pick(
+            "metrics-listen",
+            &flags.metrics_listen,
+            s(&f.metrics_listen),
+        ) {
+            Some(found) => check(found, parse_health_listen)?,
+            None => Some(DEFAULT_METRICS_LISTEN),
+        };
         let (log_level, log_level_from_datastore) =
             match pick("log-level", &flags.log_level, s(&f.log_level)) {
                 Some(found) => (check(found, |t| t.parse())?, false),
@@ -721,6 +741,7 @@ impl Settings {
             datastore,
             control_socket,
             health_listen,
+            metrics_listen,
             log_level,
             log_level_from_datastore,
             log_format,

@@ -137,6 +137,43 @@ async fn liveness_goes_stale_without_heartbeats() {
 }
 
 #[tokio::test]
+async fn the_exec_probe_answers_as_the_http_endpoints() {
+    // `routerd health --ready|--live`, as the DaemonSet's exec probes run it.
+    let state = HealthState::new();
+    let server = start(&state).await;
+    let addr = server.local_addr().to_string();
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        agent::health::probe_command(&args)
+    };
+    let (live, ready) = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || {
+            (
+                run(&["--live", "--health-listen", &addr]),
+                run(&["--ready", &format!("--health-listen={addr}")]),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!((live, ready), (0, 1), "live, not ready before start-up");
+    state.set_started(true);
+    state.set_fib_in_sync(true);
+    let ready = tokio::task::spawn_blocking(move || run(&["--ready", "--health-listen", &addr]))
+        .await
+        .unwrap();
+    assert_eq!(ready, 0);
+    assert_eq!(run(&["--bogus"]), 2);
+    assert_eq!(run(&[]), 2);
+    // Nobody listening: not healthy, and quickly.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    assert_eq!(run(&["--live", "--health-listen", &gone]), 1);
+}
+
+#[tokio::test]
 async fn metrics_report_the_known_state_exactly() {
     let state = HealthState::new();
     state.set_started(true);

@@ -220,10 +220,8 @@ fn routerd_from_the_image_peers_with_a_bird_tor_and_announces_its_block() {
     .unwrap();
 
     // 5. routerd from the image: host network (the node's namespace), exactly the
-    // capabilities examples/kubernetes/routerd.yaml gives its container (all others dropped;
-    // SYS_ADMIN among them: routerd setns(2)s a thread into its own network namespace to open
-    // its tunnel netlink socket, and exits with "setns into network namespace: Operation not
-    // permitted" without it), settings from the environment as the DaemonSet sets them.
+    // capabilities examples/kubernetes/routerd.yaml gives its container (all others
+    // dropped), settings from the environment as the DaemonSet sets them.
     let capabilities = daemonset_capabilities().join(",");
     let mount = format!("{}:/state", state.display());
     podman.run(
@@ -249,8 +247,6 @@ fn routerd_from_the_image_peers_with_a_bird_tor_and_announces_its_block() {
             "ROUTERD_DATASTORE=file:/state/ds",
             "-e",
             "ROUTERD_CONTROL_SOCKET=/state/routerd.ctl",
-            "-e",
-            "ROUTERD_HEALTH_LISTEN=0.0.0.0:9099",
             "-e",
             "ROUTERD_FIB_SETTLE=2",
             IMAGE,
@@ -329,17 +325,35 @@ fn routerd_from_the_image_peers_with_a_bird_tor_and_announces_its_block() {
             .then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
-    // The health server on the address the DaemonSet's probes use, in the node's namespace.
-    let live = node
+    // The DaemonSet's exec probes, run in the container as the kubelet runs them.
+    // In the node's namespace: with host networking the container has no network namespace
+    // of its own, and an exec joins its caller's (the kubelet's, the host's).
+    podman.run(
+        Some(&node),
+        &["exec", "routerd", "routerd", "health", "--live"],
+    );
+    wait_for("routerd health --ready", T, POLL, || {
+        podman
+            .command(
+                Some(&node),
+                &["exec", "routerd", "routerd", "health", "--ready"],
+            )
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    // Metrics on the node's address, felix's port, for a scraper off the node.
+    let metrics = node
         .exec(&[
             "bash",
             "-c",
-            "exec 3<>/dev/tcp/10.0.0.1/9099; printf 'GET /liveness HTTP/1.0\\r\\n\\r\\n' >&3; timeout 5 cat <&3",
+            "exec 3<>/dev/tcp/10.0.0.1/9091; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; timeout 5 cat <&3",
         ])
         .unwrap_or_default();
     assert!(
-        live.starts_with("HTTP/1.1 200") || live.starts_with("HTTP/1.0 200"),
-        "{live}"
+        metrics.starts_with("HTTP/1.1 200") && metrics.contains("routerd_bgp_session_established"),
+        "{metrics}"
     );
 
     // A graceful stop: SIGTERM to routerd, the container's PID 1.

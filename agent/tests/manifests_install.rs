@@ -203,17 +203,21 @@ fn the_daemonset_runs_routerd_as_the_issue_asks() {
         "spec.nodeName"
     );
     assert_eq!(env["DATASTORE_TYPE"]["value"], "kubernetes");
-    // The probes reach the health server: it listens off loopback, on the probed port.
-    let listen = env["ROUTERD_HEALTH_LISTEN"]["value"].as_str().unwrap();
-    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
-    assert!(!listen.starts_with("127."), "{listen}");
-    for (probe, path) in [
-        ("livenessProbe", "/liveness"),
-        ("readinessProbe", "/readiness"),
-    ] {
-        assert_eq!(routerd[probe]["httpGet"]["path"], path, "{probe}");
-        assert_eq!(routerd[probe]["httpGet"]["port"], port, "{probe}");
+    // Exec probes ask the health server on loopback, where it stays (its default).
+    assert!(!env.contains_key("ROUTERD_HEALTH_LISTEN"));
+    for (probe, flag) in [("livenessProbe", "--live"), ("readinessProbe", "--ready")] {
+        assert_eq!(
+            routerd[probe]["exec"]["command"],
+            serde_json::json!(["routerd", "health", flag]),
+            "{probe}"
+        );
     }
+    // Metrics are scraped on felix's port.
+    assert!(routerd["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["containerPort"] == 9091));
     assert!(routerd["resources"]["requests"]["cpu"].is_string());
     assert!(routerd["resources"]["requests"]["memory"].is_string());
 }

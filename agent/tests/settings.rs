@@ -101,6 +101,10 @@ fn defaults_apply_when_nothing_is_set() {
         s.health_listen,
         Some("127.0.0.1:9099".parse::<SocketAddr>().unwrap())
     );
+    assert_eq!(
+        s.metrics_listen,
+        Some("0.0.0.0:9091".parse::<SocketAddr>().unwrap())
+    );
     assert_eq!(s.log_level, LogLevel::Info);
     assert!(s.log_level_from_datastore, "no layer set the log level");
     assert_eq!(s.log_format, LogFormat::Text);
@@ -126,6 +130,10 @@ const SETTINGS: &[(&str, [&str; 3])] = &[
         "health-listen",
         ["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"],
     ),
+    (
+        "metrics-listen",
+        ["0.0.0.0:9191", "127.0.0.1:9192", "[::]:9193"],
+    ),
     ("log-level", ["debug", "warn", "trace"]),
     ("route-protocol", ["81", "82", "83"]),
     ("shutdown-drain-time", ["5s", "10", "2m"]),
@@ -141,6 +149,7 @@ fn value_of(s: &Settings, flag: &str) -> String {
         "datastore" => s.datastore.clone(),
         "control-socket" => s.control_socket.display().to_string(),
         "health-listen" => s.health_listen.unwrap().to_string(),
+        "metrics-listen" => s.metrics_listen.unwrap().to_string(),
         "log-level" => s.log_level.as_str().to_string(),
         "route-protocol" => s.route_protocol.to_string(),
         "shutdown-drain-time" => match s.shutdown_drain_time.as_secs() {
@@ -309,6 +318,7 @@ fn invalid_values_are_refused_naming_their_origin() {
         ("datastore", "/var/lib/routerd", "not a datastore address"),
         ("health-listen", "9099", "not <ip>:<port>"),
         ("health-listen", "localhost:9099", "not <ip>:<port>"),
+        ("metrics-listen", "9091", "not <ip>:<port>"),
         ("log-level", "verbose", "not a log level"),
         ("log-format", "yaml", "not a log format"),
         ("route-protocol", "4", "kernel's own"),

@@ -50,6 +50,16 @@ pub fn rtnetlink_handle(netns: &Path) -> Result<rtnetlink::Handle, EncapError> {
     Ok(handle)
 }
 
+/// Opens an rtnetlink connection in the calling thread's own network namespace (no
+/// `setns`, so no CAP_SYS_ADMIN: what a daemon running in the node's namespace uses), spawns
+/// its driver on the current tokio runtime and returns the handle.
+pub fn rtnetlink_handle_here() -> Result<rtnetlink::Handle, EncapError> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(EncapError::io("open rtnetlink socket"))?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

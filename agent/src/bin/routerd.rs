@@ -46,6 +46,7 @@ fn config() -> Result<(DaemonConfig, tracing::Level, bool, LogFormat)> {
             datastore: settings.datastore.clone(),
             control_socket: settings.control_socket.clone(),
             health_listen: settings.health_listen,
+            metrics_listen: settings.metrics_listen,
             route_protocol: settings.route_protocol,
             fib_settle: fib_settle()?,
             shutdown_drain: settings.shutdown_drain_time,
@@ -105,6 +106,12 @@ async fn shutdown_signal() {
 }
 
 fn main() {
+    // `routerd health --ready|--live`: the DaemonSet's exec probe (calico-node's
+    // `-felix-ready` / `-felix-live`), asking the running daemon's health server.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("health") {
+        std::process::exit(agent::health::probe_command(&args[2..]));
+    }
     let (mut config, level, from_datastore, format) = match config() {
         Ok(c) => c,
         Err(e) => {

@@ -43,6 +43,8 @@ pub struct DaemonConfig {
     pub control_socket: PathBuf,
     /// `None`: no health/metrics server.
     pub health_listen: Option<SocketAddr>,
+    /// `None`: no metrics server of its own.
+    pub metrics_listen: Option<SocketAddr>,
     /// Route protocol id of our kernel routes.
     pub route_protocol: u8,
     /// The longest the first full FIB reconcile (which removes stale routes of ours) waits
@@ -206,6 +208,16 @@ pub async fn run(
         ),
         None => None,
     };
+    // Metrics on a port of their own, reachable off the node, while health stays on
+    // loopback for the exec probes (`routerd health`). The same read-only endpoints.
+    let _metrics_server = match config.metrics_listen {
+        Some(listen) if Some(listen) != config.health_listen => Some(
+            crate::health::serve(listen, health.clone())
+                .await
+                .map_err(|e| DaemonError::Health(format!("metrics: {e}")))?,
+        ),
+        _ => None,
+    };
 
     // 1. Datastore and node registration.
     let address = config.datastore.clone();
@@ -314,8 +326,9 @@ pub async fn run(
     // 4. Forwarding, the FIB and the overlay.
     enable_forwarding(config.node_ipv6.is_some());
     let (fib, _fib_thread) = fib::spawn_owner(Box::new(table))?;
-    // Our own namespace: the daemon runs in the node's network namespace.
-    let handle = encap::netns::rtnetlink_handle(std::path::Path::new("/proc/self/ns/net"))?;
+    // Our own namespace: the daemon runs in the node's network namespace (opened without
+    // setns, so the container needs no CAP_SYS_ADMIN).
+    let handle = encap::netns::rtnetlink_handle_here()?;
     let parent = underlay_interface(IpAddr::V4(config.node_ipv4.addr()))
         .unwrap_or_else(|| "eth0".to_string());
     let mut overlay_config = encap::OverlayConfig {
