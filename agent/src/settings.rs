@@ -46,7 +46,9 @@
 //! [`NodeAddressSource`] takes Calico's `IP` / `IP_AUTODETECTION_METHOD` forms in one setting:
 //! an explicit `10.0.0.5/24` (or a bare `10.0.0.5`, whose prefix length is then looked up on
 //! the interface carrying it), `first-found` (also spelled `autodetect`, Calico's `IP` value),
-//! `interface=<regex>[,<regex>...]` and `can-reach=<ip>`. [`autodetect`] resolves it against
+//! `interface=<regex>[,<regex>...]`, `skip-interface=<regex>[,...]` (first-found, skipping
+//! those too), `cidr=<cidr>[,...]` (the first address within one) and `can-reach=<ip>`;
+//! Calico's `kubernetes-internal-ip` is refused with a message until routerd reads Nodes. [`autodetect`] resolves it against
 //! the interfaces of the *calling thread's* network namespace and keeps the prefix length,
 //! which CrossSubnet encapsulation needs to tell whether a peer is on the same subnet.
 //!
@@ -152,7 +154,8 @@ pub struct Flags {
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
     /// IPv4 address: CIDR, address, `first-found`/`autodetect`, `interface=<regex>`,
-    /// `can-reach=<ip>`. [default: first-found] [env: ROUTERD_NODE_IP]
+    /// `can-reach=<ip>`, `cidr=<cidr>[,...]`, `skip-interface=<regex>[,...]`.
+    /// [default: first-found] [env: ROUTERD_NODE_IP]
     #[arg(long, value_name = "SOURCE")]
     pub node_ip: Option<String>,
     /// IPv6 address, as --node-ip, or `none`. [default: none] [env: ROUTERD_NODE_IPV6]
@@ -362,6 +365,12 @@ pub enum NodeAddressSource {
     Interface(Vec<Regex>),
     /// The source address the kernel picks to reach this destination.
     CanReach(IpAddr),
+    /// The first address of the family, on an up interface in index order, that lies within
+    /// one of these networks (Calico's `cidr=`).
+    Within(Vec<IpNet>),
+    /// As [`NodeAddressSource::FirstFound`], also skipping interfaces whose whole name
+    /// matches one of the regexes (Calico's `skip-interface=`).
+    SkipInterface(Vec<Regex>),
 }
 
 impl PartialEq for NodeAddressSource {
@@ -381,6 +390,14 @@ impl fmt::Display for NodeAddressSource {
                 write!(f, "interface={}", names.join(","))
             }
             NodeAddressSource::CanReach(ip) => write!(f, "can-reach={ip}"),
+            NodeAddressSource::Within(nets) => {
+                let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                write!(f, "cidr={}", nets.join(","))
+            }
+            NodeAddressSource::SkipInterface(res) => {
+                let names: Vec<&str> = res.iter().map(|r| user_regex(r.as_str())).collect();
+                write!(f, "skip-interface={}", names.join(","))
+            }
         }
     }
 }
@@ -402,20 +419,34 @@ impl FromStr for NodeAddressSource {
             return Ok(NodeAddressSource::FirstFound);
         }
         if let Some(list) = text.strip_prefix("interface=") {
-            let mut regexes = Vec::new();
-            for re in list.split(',') {
-                if re.is_empty() {
-                    return Err(format!("`{text}`: empty interface regex"));
-                }
-                // Anchored on the whole name: Calico matches anywhere in it, so its
-                // `interface=eth.*` also picks `veth1234`; here it picks only `eth*`.
-                let anchored = format!("^(?:{re})$");
-                regexes.push(
-                    Regex::new(&anchored)
-                        .map_err(|e| format!("`{re}` is not a valid regex: {}", one_line(&e)))?,
-                );
-            }
-            return Ok(NodeAddressSource::Interface(regexes));
+            return Ok(NodeAddressSource::Interface(interface_regexes(text, list)?));
+        }
+        if let Some(list) = text.strip_prefix("skip-interface=") {
+            return Ok(NodeAddressSource::SkipInterface(interface_regexes(
+                text, list,
+            )?));
+        }
+        if let Some(list) = text.strip_prefix("cidr=") {
+            let nets = list
+                .split(',')
+                .map(|c| {
+                    c.trim()
+                        .parse::<IpNet>()
+                        .map(|n| n.trunc())
+                        .map_err(|_| format!("`{text}`: `{c}` is not a CIDR"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(NodeAddressSource::Within(nets));
+        }
+        if text == "kubernetes-internal-ip" {
+            // Refused rather than ignored: it needs the Kubernetes Node's status.addresses,
+            // which routerd does not read yet.
+            return Err(
+                "kubernetes-internal-ip is not supported yet (routerd does not read the \
+                 Kubernetes Node's addresses); use can-reach=<the ToR's address>, cidr=<node \
+                 network> or interface=<regex>"
+                    .into(),
+            );
         }
         if let Some(dest) = text.strip_prefix("can-reach=") {
             let ip = dest.parse::<IpAddr>().map_err(|_| {
@@ -436,9 +467,27 @@ impl FromStr for NodeAddressSource {
         }
         Err(format!(
             "`{text}` is neither an address (10.0.0.5/24) nor first-found, \
-             interface=<regex> or can-reach=<ip>"
+             interface=<regex>, skip-interface=<regex>, cidr=<cidr> or can-reach=<ip>"
         ))
     }
+}
+
+/// `eth.*,ens[0-9]+` as regexes anchored on the whole interface name.
+fn interface_regexes(text: &str, list: &str) -> Result<Vec<Regex>, String> {
+    let mut regexes = Vec::new();
+    for re in list.split(',') {
+        if re.is_empty() {
+            return Err(format!("`{text}`: empty interface regex"));
+        }
+        // Anchored on the whole name: Calico matches anywhere in it, so its
+        // `interface=eth.*` also picks `veth1234`; here it picks only `eth*`.
+        let anchored = format!("^(?:{re})$");
+        regexes.push(
+            Regex::new(&anchored)
+                .map_err(|e| format!("`{re}` is not a valid regex: {}", one_line(&e)))?,
+        );
+    }
+    Ok(regexes)
 }
 
 /// The regex crate's syntax errors span several lines (pattern, caret, message); keep the
@@ -1101,11 +1150,14 @@ pub fn autodetect(source: &NodeAddressSource, family: Family) -> Result<IpNet, S
                 tracing::warn!(address = %ip, "no interface carries the node address; using a host prefix");
                 IpNet::from(*ip)
             })),
-        NodeAddressSource::FirstFound => {
-            let excluded: Vec<Regex> = EXCLUDED_INTERFACES
+        NodeAddressSource::FirstFound | NodeAddressSource::SkipInterface(_) => {
+            let mut excluded: Vec<Regex> = EXCLUDED_INTERFACES
                 .iter()
                 .filter_map(|re| Regex::new(re).ok())
                 .collect();
+            if let NodeAddressSource::SkipInterface(skip) = source {
+                excluded.extend(skip.iter().cloned());
+            }
             candidates
                 .filter(|a| !excluded.iter().any(|re| re.is_match(&a.interface)))
                 .map(|a| a.address)
@@ -1135,6 +1187,18 @@ pub fn autodetect(source: &NodeAddressSource, family: Family) -> Result<IpNet, S
                      with addresses: {})",
                     family.name(),
                     names.join(", ")
+                )
+            }),
+        NodeAddressSource::Within(nets) => candidates
+            .filter(|a| nets.iter().any(|n| n.contains(&a.address.addr())))
+            .map(|a| a.address)
+            .next()
+            .ok_or_else(|| {
+                let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                format!(
+                    "no up interface has a usable {} address within {}",
+                    family.name(),
+                    nets.join(", ")
                 )
             }),
         NodeAddressSource::CanReach(dest) => {

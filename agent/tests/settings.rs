@@ -284,6 +284,11 @@ fn address_sources_parse_as_calico_writes_them() {
         ("autodetect", "first-found"),
         ("interface=eth0", "interface=eth0"),
         ("can-reach=10.0.0.1", "can-reach=10.0.0.1"),
+        (
+            "cidr=10.0.0.0/8,192.168.0.5/16",
+            "cidr=10.0.0.0/8,192.168.0.0/16",
+        ),
+        ("skip-interface=eth1,ens.*", "skip-interface=eth1,ens.*"),
         ("10.0.0.5/24", "10.0.0.5/24"),
         ("10.0.0.5", "10.0.0.5"),
     ];
@@ -308,6 +313,9 @@ fn invalid_values_are_refused_naming_their_origin() {
         ("node-ip", "interface=eth(", "not a valid regex"),
         ("node-ip", "interface=", "empty interface regex"),
         ("node-ip", "can-reach=example.com", "needs an IP address"),
+        ("node-ip", "cidr=10.0.0.0/33", "is not a CIDR"),
+        ("node-ip", "skip-interface=", "empty interface regex"),
+        ("node-ip", "kubernetes-internal-ip", "not supported yet"),
         ("node-ipv6", "10.0.0.1/24", "not an IPv6 address"),
         ("as", "0", "reserved"),
         ("as", "23456", "AS_TRANS"),
@@ -511,6 +519,30 @@ fn interface_regex_matches_whole_names_in_index_order() {
     let e = v4("interface=th0").unwrap_err();
     assert!(e.contains("no up interface whose name matches"), "{e}");
     assert!(e.contains("eth0"), "{e}");
+}
+
+#[test]
+fn cidr_and_skip_interface_choose_as_calico_does() {
+    lab::require(&["ip"]);
+    let peer = Netns::new("setp").unwrap();
+    let ns = node_namespace(&peer);
+    let v4 = |s: &str| detect(&ns, s, Family::V4);
+    // cidr=: the first address (index order) within one of the networks.
+    assert_eq!(v4("cidr=10.0.0.0/16").unwrap().to_string(), "10.0.0.5/24");
+    assert_eq!(
+        v4("cidr=10.0.0.0/8").unwrap().to_string(),
+        "10.99.0.1/24",
+        "veth-a comes first by index and cidr= does not exclude interfaces"
+    );
+    let e = v4("cidr=172.31.0.0/16").unwrap_err();
+    assert!(e.contains("within 172.31.0.0/16"), "{e}");
+    // skip-interface=: first-found without eth1 (first-found's own exclusions still apply).
+    assert_eq!(
+        v4("skip-interface=eth1").unwrap().to_string(),
+        "10.0.0.5/24"
+    );
+    let e = v4("skip-interface=eth.*").unwrap_err();
+    assert!(e.contains("no up interface"), "{e}");
 }
 
 #[test]
