@@ -111,6 +111,15 @@ fn the_install_init_container_installs_the_plugins_and_the_conflist() {
         Some(NODE),
         "{env:?}"
     );
+    // What the kubelet gives every container of a pod: the API server's address and the
+    // service account's token and CA (mounted at /var/run/secrets/...; here in the root).
+    let sa = root.path().join("serviceaccount");
+    std::fs::create_dir_all(&sa).unwrap();
+    std::fs::write(sa.join("token"), "eyJ-test-token\n").unwrap();
+    std::fs::write(sa.join("ca.crt"), "-----BEGIN CERTIFICATE-----\ntest\n").unwrap();
+    env.insert("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into());
+    env.insert("KUBERNETES_SERVICE_PORT".into(), "443".into());
+    env.insert("SERVICE_ACCOUNT_DIR".into(), sa.display().to_string());
 
     // The image's binary: the one this workspace built (routerd-cni copies itself and
     // routerd-ipam from its own directory, as from /usr/local/bin in the image).
@@ -135,7 +144,28 @@ fn the_install_init_container_installs_the_plugins_and_the_conflist() {
         names
     };
     assert_eq!(listing(&bin_dir), ["routerd-cni", "routerd-ipam"]);
-    assert_eq!(listing(&conf_dir), ["10-routerd.conflist"]);
+    assert_eq!(
+        listing(&conf_dir),
+        ["10-routerd.conflist", "routerd-kubeconfig"]
+    );
+    // The plugins' kubeconfig, where the conflist's datastore names it on the host, from the
+    // service account: the API server, its CA, the token; readable by root only.
+    let kubeconfig = conf_dir.join("routerd-kubeconfig");
+    assert_eq!(
+        std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let kc: Value = serde_json::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
+    assert_eq!(
+        kc["clusters"][0]["cluster"]["server"],
+        "https://10.96.0.1:443"
+    );
+    assert_eq!(kc["users"][0]["user"]["token"], "eyJ-test-token");
+    assert_eq!(
+        kc["clusters"][0]["cluster"]["certificate-authority-data"],
+        "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCnRlc3QK"
+    );
+    assert_eq!(kc["current-context"], "routerd-cni");
     for b in ["routerd-cni", "routerd-ipam"] {
         let installed = bin_dir.join(b);
         let mode = std::fs::metadata(&installed).unwrap().permissions().mode();

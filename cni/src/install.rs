@@ -4,6 +4,14 @@
 //!
 //! Binaries are copied to a temporary name and renamed, so a runtime calling the plugin
 //! during an upgrade never runs a half-written file. The conflist is written the same way.
+//!
+//! With the Kubernetes datastore the plugins run on the host, outside any pod, so they have
+//! no service account of their own: when the datastore is `kubernetes:<kubeconfig>` and the
+//! install step runs in a pod, it writes that kubeconfig into the CNI config directory from
+//! its own service account (API server from `KUBERNETES_SERVICE_HOST`/`_PORT`, the account's
+//! CA and token), as Calico's install-cni writes `calico-kubeconfig`. The token is the one
+//! mounted when the step ran: the kubelet rotates the pod's copy, not the host's, so the
+//! DaemonSet's next start (an upgrade, a reboot) refreshes it.
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +51,48 @@ pub struct InstallOptions {
     /// The CNI spec version the conflist declares.
     #[arg(long, default_value = "1.0.0")]
     pub cni_version: String,
+    /// The pod's service account (token, ca.crt) for the plugins' kubeconfig.
+    #[arg(
+        long,
+        env = "SERVICE_ACCOUNT_DIR",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount"
+    )]
+    pub service_account_dir: PathBuf,
+    /// The API server's in-cluster address, as the kubelet sets it in every pod.
+    #[arg(long, env = "KUBERNETES_SERVICE_HOST")]
+    pub kubernetes_service_host: Option<String>,
+    #[arg(long, env = "KUBERNETES_SERVICE_PORT", default_value = "443")]
+    pub kubernetes_service_port: u16,
+}
+
+/// The kubeconfig the plugins use to reach the API server with the service account in `sa`
+/// (its `token` and `ca.crt`), at `https://host:port`.
+pub fn kubeconfig(host: &str, port: u16, sa: &Path) -> Result<String, String> {
+    use base64::Engine as _;
+    let read = |name: &str| {
+        let path = sa.join(name);
+        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let token = String::from_utf8(read("token")?)
+        .map_err(|_| "the service account token is not text".to_string())?;
+    let ca = base64::engine::general_purpose::STANDARD.encode(read("ca.crt")?);
+    let server = if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    };
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kubernetes", "cluster": {
+            "server": server, "certificate-authority-data": ca}}],
+        "users": [{"name": "routerd-cni", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "routerd-cni", "context": {
+            "cluster": "kubernetes", "user": "routerd-cni"}}],
+        "current-context": "routerd-cni",
+    });
+    // JSON is YAML: any kubeconfig reader takes it.
+    serde_json::to_string_pretty(&config).map_err(|e| e.to_string())
 }
 
 /// The conflist for these options.
@@ -95,5 +145,31 @@ pub fn install(o: &InstallOptions) -> Result<Vec<PathBuf>, String> {
     let to = o.conf_dir.join(CONFLIST_NAME);
     write_atomically(&to, text.as_bytes(), 0o600).map_err(|e| format!("{}: {e}", to.display()))?;
     written.push(to);
+    if let Some(path) = o
+        .datastore
+        .strip_prefix("kubernetes:")
+        .filter(|p| !p.is_empty())
+    {
+        if o.service_account_dir.join("token").exists() {
+            let host = o.kubernetes_service_host.as_deref().ok_or(
+                "KUBERNETES_SERVICE_HOST is not set: cannot write the plugins' kubeconfig",
+            )?;
+            let name = Path::new(path)
+                .file_name()
+                .ok_or_else(|| format!("ROUTERD_DATASTORE: {path:?} names no file"))?;
+            let text = kubeconfig(host, o.kubernetes_service_port, &o.service_account_dir)?;
+            // The path is the host's; the file goes into the CNI config directory as
+            // mounted here.
+            let to = o.conf_dir.join(name);
+            write_atomically(&to, text.as_bytes(), 0o600)
+                .map_err(|e| format!("{}: {e}", to.display()))?;
+            written.push(to);
+        } else {
+            eprintln!(
+                "routerd-cni install: no service account at {}: not writing {path} (provide it on the node)",
+                o.service_account_dir.display()
+            );
+        }
+    }
     Ok(written)
 }
