@@ -2,7 +2,7 @@
 //! driver.
 //!
 //! A peer with `bfd` configured gets one single-hop BFD session (RFC 5881) from its
-//! `local_address`. The rules the core applies ([`super::Core::on_bfd`]):
+//! `local_address`. The rules the core applies (`Core::on_bfd` in the speaker):
 //!
 //! - BGP starts only once BFD is Up, and a BFD session that goes Down takes the BGP session
 //!   down at once with Cease/10 "BFD Down" (RFC 9384, as BIRD sends it), its routes leaving
