@@ -94,6 +94,30 @@ pub struct BgpPeerSpec {
     pub filters: Vec<String>,
 }
 
+/// A duration field in whole seconds that fit 16 bits and satisfy `ok` (`range` says
+/// which, for the message).
+fn whole_seconds(
+    text: Option<&str>,
+    field: &str,
+    ok: fn(u16) -> bool,
+    range: &str,
+) -> Result<Option<u16>, FieldError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let d = parse_duration(text, field)?;
+    if d.subsec_nanos() != 0 {
+        return Err(FieldError::new(
+            field,
+            format!("{text:?} is not a whole number of seconds"),
+        ));
+    }
+    match u16::try_from(d.as_secs()) {
+        Ok(s) if ok(s) => Ok(Some(s)),
+        _ => Err(FieldError::new(field, format!("{text:?} is {range}"))),
+    }
+}
+
 /// `bfd` of a `BGPPeer`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -247,46 +271,22 @@ impl BgpPeerSpec {
     /// time, RFC 4271 §4.2), since a keepalive interval of 0 would disable keepalives, which
     /// only a hold time of 0 may do.
     pub fn keepalive_time(&self) -> Result<Option<u16>, FieldError> {
-        let Some(text) = self.keepalive_time.as_deref() else {
-            return Ok(None);
-        };
-        let field = "spec.keepaliveTime";
-        let d = parse_duration(text, field)?;
-        if d.subsec_nanos() != 0 {
-            return Err(FieldError::new(
-                field,
-                format!("{text:?} is not a whole number of seconds"),
-            ));
-        }
-        match u16::try_from(d.as_secs()) {
-            Ok(s) if (1..=21845).contains(&s) => Ok(Some(s)),
-            _ => Err(FieldError::new(
-                field,
-                format!("{text:?} is outside 1s..=21845s"),
-            )),
-        }
+        whole_seconds(
+            self.keepalive_time.as_deref(),
+            "spec.keepaliveTime",
+            |s| (1..=21845).contains(&s),
+            "outside 1s..=21845s",
+        )
     }
 
     /// `holdTime` in whole seconds, if set: 0 or 3..=65535 (RFC 4271 §4.2).
     pub fn hold_time(&self) -> Result<Option<u16>, FieldError> {
-        let Some(text) = self.hold_time.as_deref() else {
-            return Ok(None);
-        };
-        let field = "spec.holdTime";
-        let d = parse_duration(text, field)?;
-        if d.subsec_nanos() != 0 {
-            return Err(FieldError::new(
-                field,
-                format!("{text:?} is not a whole number of seconds"),
-            ));
-        }
-        match u16::try_from(d.as_secs()) {
-            Ok(s) if s == 0 || s >= 3 => Ok(Some(s)),
-            _ => Err(FieldError::new(
-                field,
-                format!("{text:?} is neither 0 nor within 3s..=65535s (RFC 4271 §4.2)"),
-            )),
-        }
+        whole_seconds(
+            self.hold_time.as_deref(),
+            "spec.holdTime",
+            |s| s == 0 || s >= 3,
+            "neither 0 nor within 3s..=65535s (RFC 4271 §4.2)",
+        )
     }
 
     /// `maxPrefixes`, if set.
