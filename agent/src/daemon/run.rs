@@ -399,16 +399,7 @@ pub async fn run(
                     warn!("the BGP speaker stopped");
                     break;
                 };
-                for change in batch {
-                    match change.route {
-                        FibRoute::Via(hops) => {
-                            best.insert(change.prefix, hops.iter().map(|h| h.next_hop).collect());
-                        }
-                        FibRoute::Unreachable | FibRoute::Local => {
-                            best.remove(&change.prefix);
-                        }
-                    }
-                }
+                apply_best_changes(&mut best, batch);
                 routes_dirty = true;
             }
             signal = feed.recv() => {
@@ -479,6 +470,12 @@ pub async fn run(
                             && p.families.iter().all(|f| p.end_of_rib.contains(f))
                     });
                     if all_up || started.elapsed() >= config.fib_settle {
+                        // The speaker sent the best paths of those routes before it saw the
+                        // End-of-RIBs just read; some may still be queued here, and the full
+                        // apply below must not take their kernel routes for stale.
+                        while let Ok(batch) = best_rx.try_recv() {
+                            apply_best_changes(&mut best, batch);
+                        }
                         settled = true;
                         routes_dirty = true;
                         if let Ok(mut s) = snapshot.lock() {
@@ -1030,6 +1027,20 @@ fn connected_networks() -> Vec<IpNet> {
         out.extend(net);
     }
     out
+}
+
+/// Folds a batch of the speaker's best-path changes into the next hops per prefix.
+fn apply_best_changes(best: &mut super::routes::BestPaths, batch: Vec<bgp::rib::BestPathChange>) {
+    for change in batch {
+        match change.route {
+            FibRoute::Via(hops) => {
+                best.insert(change.prefix, hops.iter().map(|h| h.next_hop).collect());
+            }
+            FibRoute::Unreachable | FibRoute::Local => {
+                best.remove(&change.prefix);
+            }
+        }
+    }
 }
 
 /// What routerd last sent the FIB, so that only differences are sent.
