@@ -77,7 +77,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bgp::speaker::bfd_link::BfdConfig;
-use bgp::speaker::config::{NextHopMode as SpeakerNextHop, PeerConfig};
+use bgp::speaker::config::{AddPaths, NextHopMode as SpeakerNextHop, PeerConfig};
 use bgp::speaker::prefix_limit::PrefixLimit;
 use ipam::Selector;
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -482,7 +482,19 @@ fn base_peer(address: IpAddr, remote_as: u32, port: Option<u16>) -> PeerConfig {
         graceful_restart_time: None,
         max_prefixes: None,
         bfd: None,
+        // Offer to receive several paths per prefix (RFC 7911) from every peer: used only
+        // where the peer is configured to send them (BIRD `add paths tx`, FRR
+        // `addpath-tx-all-paths`). Sessions between our own nodes also send (see
+        // `between_nodes`).
+        add_paths: Some(AddPaths::Rx),
     }
+}
+
+/// ADD-PATH both ways on a session between two of our nodes: a reflector passes every
+/// path of a prefix to its clients (and fellow reflectors), so that a node behind
+/// reflectors installs every ECMP path, not only the reflector's best (RFC 7911 §1).
+fn between_nodes(peer: &mut PeerConfig) {
+    peer.add_paths = Some(AddPaths::On);
 }
 
 /// A configured restart time as the capability's Restart Time: whole seconds, at most the
@@ -512,6 +524,7 @@ impl<'a> Planner<'a, '_> {
             return;
         };
         let mut peer = base_peer(address, remote.as_number, Some(remote.listen_port));
+        between_nodes(&mut peer);
         peer.passive = self.passive_towards(address);
         peer.local_address = Some(ours);
         peer.route_reflector_client = peer_type == PeerType::RouteReflector
@@ -586,6 +599,9 @@ impl<'a> Planner<'a, '_> {
             }
         }
         peer.passive = remote.is_some() && self.passive_towards(address);
+        if remote.is_some() {
+            between_nodes(&mut peer);
+        }
         // Calico: a reflector treats an iBGP peer as its client unless the peer is a node of
         // the same cluster (a fellow reflector).
         peer.route_reflector_client = local.cluster_id.is_some()

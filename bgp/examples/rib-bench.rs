@@ -72,6 +72,7 @@ fn main() {
         local_ipv6: None,
         families: vec![Family::Ipv4Unicast],
         shared_subnets: Vec::new(),
+        add_path_send: Vec::new(),
     };
     rib.peer_up(
         upstream,

@@ -10,12 +10,16 @@ const FOUR: DecodeContext = DecodeContext {
     four_octet_as: true,
     add_path_ipv4: false,
     add_path_ipv6: false,
+    add_path_send_ipv4: false,
+    add_path_send_ipv6: false,
     extended_messages: false,
 };
 const TWO: DecodeContext = DecodeContext {
     four_octet_as: false,
     add_path_ipv4: false,
     add_path_ipv6: false,
+    add_path_send_ipv4: false,
+    add_path_send_ipv6: false,
     extended_messages: false,
 };
 

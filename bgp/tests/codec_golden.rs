@@ -11,12 +11,16 @@ const FOUR: DecodeContext = DecodeContext {
     four_octet_as: true,
     add_path_ipv4: false,
     add_path_ipv6: false,
+    add_path_send_ipv4: false,
+    add_path_send_ipv6: false,
     extended_messages: false,
 };
 const TWO: DecodeContext = DecodeContext {
     four_octet_as: false,
     add_path_ipv4: false,
     add_path_ipv6: false,
+    add_path_send_ipv4: false,
+    add_path_send_ipv6: false,
     extended_messages: false,
 };
 
@@ -319,6 +323,7 @@ fn update_ipv4_all_attributes() {
         mp_reach: None,
         mp_unreach: None,
         treat_as_withdraw: false,
+        path_ids: PathIds::default(),
     };
     both_ways(&bytes, &Message::Update(expected), &FOUR);
 }
@@ -858,14 +863,16 @@ fn oversized_fields_are_capped_on_encode() {
     assert!(Message::decode(&bytes, &FOUR).is_ok());
 }
 
-/// With ADD-PATH receive negotiated (RFC 7911 §3) every prefix carries a 4-octet path
-/// identifier; the decoder reads past it (our RIBs keep one path per prefix per peer).
+/// With ADD-PATH negotiated (RFC 7911 §3) every prefix carries a 4-octet path identifier:
+/// the decoder reads them beside the prefixes, and the encoder writes them back.
 #[test]
-fn add_path_identifiers_are_skipped() {
+fn add_path_identifiers_are_read_and_written() {
     let ctx = DecodeContext {
         four_octet_as: true,
         add_path_ipv4: true,
         add_path_ipv6: true,
+        add_path_send_ipv4: true,
+        add_path_send_ipv6: true,
         extended_messages: false,
     };
     let mut attrs = vec![0x40, 1, 1, 0, 0x40, 2, 0, 0x40, 3, 4, 10, 0, 0, 1];
@@ -889,10 +896,15 @@ fn add_path_identifiers_are_skipped() {
         ]
     );
     assert_eq!(
-        u.mp_unreach.unwrap().withdrawn,
+        u.mp_unreach.as_ref().unwrap().withdrawn,
         vec![net("2001:db8:2::/48")]
     );
+    assert_eq!(u.path_ids.withdrawn, vec![1]);
+    assert_eq!(u.path_ids.nlri, vec![2, 3]);
+    assert_eq!(u.path_ids.mp_unreach, vec![9]);
     assert!(!u.treat_as_withdraw);
+    // Encoding with ADD-PATH send gives the same bytes back.
+    assert_eq!(Message::Update(u.clone()).to_bytes(&ctx), bytes);
     // Without ADD-PATH the same bytes are not valid prefixes.
     assert_eq!(
         Message::decode(&bytes, &FOUR)

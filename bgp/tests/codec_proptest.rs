@@ -251,6 +251,7 @@ fn update() -> impl Strategy<Value = Update> {
                 mp_reach,
                 mp_unreach,
                 treat_as_withdraw: false,
+                path_ids: PathIds::default(),
             },
         )
 }
@@ -343,10 +344,17 @@ proptest! {
         m.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
         m.push(kind);
         m.extend_from_slice(&body);
-        let ctx = DecodeContext { four_octet_as: four, add_path_ipv4: add_path, add_path_ipv6: add_path, extended_messages: false };
+        let ctx = DecodeContext {
+            four_octet_as: four,
+            add_path_ipv4: add_path,
+            add_path_ipv6: add_path,
+            add_path_send_ipv4: false,
+            add_path_send_ipv6: false,
+            extended_messages: false,
+        };
         if let Ok(Some(_)) = frame_len(&m) {
-            // Whatever is accepted re-encodes into something accepted again (path
-            // identifiers are not re-sent, so the second decode is without ADD-PATH).
+            // Whatever is accepted re-encodes into something accepted again (with the
+            // path identifiers it was read with).
             if let Ok(msg) = Message::decode(&m, &ctx) {
                 reencodes(&msg, &ctx)?;
             }
@@ -374,8 +382,8 @@ proptest! {
 
 fn reencodes(msg: &Message, ctx: &DecodeContext) -> Result<(), TestCaseError> {
     let plain = DecodeContext {
-        add_path_ipv4: false,
-        add_path_ipv6: false,
+        add_path_send_ipv4: ctx.add_path_ipv4,
+        add_path_send_ipv6: ctx.add_path_ipv6,
         extended_messages: false,
         ..*ctx
     };

@@ -425,6 +425,7 @@ fn alike_peers_share_exports_but_session_addresses_are_respected() {
         local_ipv6: None,
         families: vec![Family::Ipv4Unicast],
         shared_subnets: Vec::new(),
+        add_path_send: Vec::new(),
     };
     // Same configuration, different local addresses: different next hop self.
     let e1 = add(&mut rib, "10.4.0.1", 65010, |_| {});
@@ -464,6 +465,7 @@ fn ebgp_export_keeps_a_third_party_next_hop_on_a_shared_subnet() {
         local_ipv6: None,
         families: vec![Family::Ipv4Unicast],
         shared_subnets: vec![net(subnet)],
+        add_path_send: Vec::new(),
     };
     let tor = add(&mut rib, "10.4.0.1", 65000, |_| {});
     rib.peer_up(tor, session("10.4.0.11", "10.4.0.0/24"))

@@ -183,6 +183,7 @@ fn end_of_rib_and_unnegotiated_families_are_ignored() {
             local_ipv6: None,
             families: vec![Family::Ipv4Unicast],
             shared_subnets: Vec::new(),
+            add_path_send: Vec::new(),
         },
     )
     .unwrap();

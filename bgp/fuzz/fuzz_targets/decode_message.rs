@@ -16,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
         four_octet_as: selector & 1 != 0,
         add_path_ipv4: selector & 2 != 0,
         add_path_ipv6: selector & 4 != 0,
+        add_path_send_ipv4: false,
+        add_path_send_ipv6: false,
         extended_messages: false,
     };
     // Re-encoding never writes path identifiers (we never negotiate ADD-PATH send).

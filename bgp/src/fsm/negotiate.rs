@@ -263,10 +263,13 @@ pub fn negotiate(
         })
         .collect();
     let receives = |family: Family| add_path.iter().any(|a| a.family == family && a.receive);
+    let sends = |family: Family| add_path.iter().any(|a| a.family == family && a.send);
     let decode = DecodeContext {
         four_octet_as,
         add_path_ipv4: receives(Family::Ipv4Unicast),
         add_path_ipv6: receives(Family::Ipv6Unicast),
+        add_path_send_ipv4: sends(Family::Ipv4Unicast),
+        add_path_send_ipv6: sends(Family::Ipv6Unicast),
         // RFC 8654 §3: only when both sides advertised it.
         extended_messages: config.extended_messages && peer.has_capability(6),
     };

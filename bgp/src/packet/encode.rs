@@ -14,7 +14,7 @@ use std::ops::RangeInclusive;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::attribute::{code, flag, AsPath, AsSegment, MpReach, MpUnreach, PathAttributes};
-use super::capability::Capability;
+use super::capability::{Afi, Capability};
 use super::message::{Message, MessageType, Notification, Open, RouteRefresh, Update};
 use super::{nlri, DecodeContext, AS_TRANS, HEADER_LEN, MAX_MESSAGE_LEN};
 
@@ -165,9 +165,12 @@ fn encode_capability(cap: &Capability, out: &mut BytesMut) {
 }
 
 fn encode_update_body(upd: &Update, ctx: &DecodeContext, out: &mut BytesMut) {
+    let ids = &upd.path_ids;
+    let v4_ids = ctx.add_path_send_ipv4;
     let wd_at = out.len();
     out.put_u16(0);
-    for p in &upd.withdrawn {
+    for (i, p) in upd.withdrawn.iter().enumerate() {
+        put_path_id(v4_ids, &ids.withdrawn, i, out);
         nlri::encode_v4(p, out);
     }
     patch_u16(out, wd_at);
@@ -175,15 +178,33 @@ fn encode_update_body(upd: &Update, ctx: &DecodeContext, out: &mut BytesMut) {
     out.put_u16(0);
     encode_attributes(&upd.attributes, ctx, 0..=code::MP_REACH_NLRI - 1, out);
     if let Some(reach) = &upd.mp_reach {
-        encode_mp_reach(reach, out);
+        let send = mp_sends_ids(reach.afi, ctx);
+        encode_mp_reach(reach, send.then_some(&ids.mp_reach[..]), out);
     }
     if let Some(unreach) = &upd.mp_unreach {
-        encode_mp_unreach(unreach, out);
+        let send = mp_sends_ids(unreach.afi, ctx);
+        encode_mp_unreach(unreach, send.then_some(&ids.mp_unreach[..]), out);
     }
     encode_attributes(&upd.attributes, ctx, code::MP_UNREACH_NLRI + 1..=255, out);
     patch_u16(out, attr_at);
-    for p in &upd.nlri {
+    for (i, p) in upd.nlri.iter().enumerate() {
+        put_path_id(v4_ids, &ids.nlri, i, out);
         nlri::encode_v4(p, out);
+    }
+}
+
+/// Whether the prefixes of an MP attribute of `afi` carry path identifiers (RFC 7911 §3).
+fn mp_sends_ids(afi: Afi, ctx: &DecodeContext) -> bool {
+    match afi {
+        Afi::Ipv4 => ctx.add_path_send_ipv4,
+        _ => ctx.add_path_send_ipv6,
+    }
+}
+
+/// The path identifier of the `i`th prefix of a list, when the family sends them.
+fn put_path_id(send: bool, ids: &[u32], i: usize, out: &mut BytesMut) {
+    if send {
+        out.put_u32(super::message::path_id_at(ids, i));
     }
 }
 
@@ -457,12 +478,17 @@ pub(crate) fn put_mp_reach_fixed(
     out.put_u8(0);
 }
 
-fn encode_mp_reach(reach: &MpReach, out: &mut BytesMut) {
+fn encode_mp_reach(reach: &MpReach, ids: Option<&[u32]>, out: &mut BytesMut) {
     let ll = reach
         .link_local_next_hop
         .filter(|_| reach.next_hop.is_ipv6());
+    let id_len = if ids.is_some() { 4 } else { 0 };
     let len = mp_reach_fixed_len(&reach.next_hop, ll.is_some())
-        + reach.nlri.iter().map(nlri::encoded_len).sum::<usize>();
+        + reach
+            .nlri
+            .iter()
+            .map(|p| nlri::encoded_len(p) + id_len)
+            .sum::<usize>();
     attr_header(out, OPT_NON_TRANS, code::MP_REACH_NLRI, len);
     put_mp_reach_fixed(
         reach.afi.code(),
@@ -471,21 +497,24 @@ fn encode_mp_reach(reach: &MpReach, out: &mut BytesMut) {
         ll.as_ref(),
         out,
     );
-    for p in &reach.nlri {
+    for (i, p) in reach.nlri.iter().enumerate() {
+        put_path_id(ids.is_some(), ids.unwrap_or(&[]), i, out);
         nlri::encode(p, out);
     }
 }
 
-fn encode_mp_unreach(unreach: &MpUnreach, out: &mut BytesMut) {
+fn encode_mp_unreach(unreach: &MpUnreach, ids: Option<&[u32]>, out: &mut BytesMut) {
+    let id_len = if ids.is_some() { 4 } else { 0 };
     let len = 3 + unreach
         .withdrawn
         .iter()
-        .map(nlri::encoded_len)
+        .map(|p| nlri::encoded_len(p) + id_len)
         .sum::<usize>();
     attr_header(out, OPT_NON_TRANS, code::MP_UNREACH_NLRI, len);
     out.put_u16(unreach.afi.code());
     out.put_u8(unreach.safi.code());
-    for p in &unreach.withdrawn {
+    for (i, p) in unreach.withdrawn.iter().enumerate() {
+        put_path_id(ids.is_some(), ids.unwrap_or(&[]), i, out);
         nlri::encode(p, out);
     }
 }

@@ -168,6 +168,41 @@ pub struct Update {
     /// Set by the decoder when an attribute error was recovered from by "treat-as-withdraw"
     /// (RFC 7606 §2): every prefix this UPDATE announces must be handled as withdrawn.
     pub treat_as_withdraw: bool,
+    /// ADD-PATH path identifiers (RFC 7911 §3), when the session carries them.
+    pub path_ids: PathIds,
+}
+
+/// The ADD-PATH path identifiers of an UPDATE's prefixes (RFC 7911 §3), one list per prefix
+/// list, index for index. A list is empty when its prefixes carry no identifiers (ADD-PATH
+/// not negotiated for the family in that direction); a missing identifier reads as 0.
+///
+/// Kept beside the prefix lists rather than in them so that the common case, a session
+/// without ADD-PATH, pays nothing and the prefix lists stay plain `IpNet`s.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct PathIds {
+    /// For [`Update::withdrawn`].
+    pub withdrawn: Vec<u32>,
+    /// For [`Update::nlri`].
+    pub nlri: Vec<u32>,
+    /// For the NLRI of [`Update::mp_reach`].
+    pub mp_reach: Vec<u32>,
+    /// For the withdrawn routes of [`Update::mp_unreach`].
+    pub mp_unreach: Vec<u32>,
+}
+
+impl PathIds {
+    /// No identifiers at all.
+    pub fn is_empty(&self) -> bool {
+        self.withdrawn.is_empty()
+            && self.nlri.is_empty()
+            && self.mp_reach.is_empty()
+            && self.mp_unreach.is_empty()
+    }
+}
+
+/// The identifier of the `i`th prefix of a list (0 when the list carries none).
+pub(crate) fn path_id_at(ids: &[u32], i: usize) -> u32 {
+    ids.get(i).copied().unwrap_or(0)
 }
 
 impl Update {
@@ -211,6 +246,24 @@ impl Update {
             .iter()
             .map(|p| IpNet::V4(*p))
             .chain(self.mp_reach.iter().flat_map(|m| m.nlri.iter().copied()))
+    }
+
+    /// All prefixes this UPDATE withdraws, of every family, with their path identifiers
+    /// (0 without ADD-PATH).
+    pub fn withdrawn_paths(&self) -> impl Iterator<Item = (IpNet, u32)> + '_ {
+        let ids = &self.path_ids;
+        let v4 = self
+            .withdrawn
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (IpNet::V4(*p), path_id_at(&ids.withdrawn, i)));
+        let mp = self.mp_unreach.iter().flat_map(|m| {
+            m.withdrawn
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (*p, path_id_at(&ids.mp_unreach, i)))
+        });
+        v4.chain(mp)
     }
 
     /// All prefixes this UPDATE withdraws, of every family.

@@ -34,10 +34,13 @@ pub use attribute::{
 };
 pub use capability::{AddPathMode, Afi, Capability, GracefulRestartFamily, Safi};
 pub use error::{DecodeError, ErrorCode};
-pub use message::{Message, MessageType, Notification, Open, RouteRefresh, Update};
+pub use message::{Message, MessageType, Notification, Open, PathIds, RouteRefresh, Update};
 
 pub use decode::{frame_len, frame_len_within};
-pub use update_pack::{encode_updates, encode_withdrawals, EncodeError, NextHop};
+pub use update_pack::{
+    encode_updates, encode_updates_with_ids, encode_withdrawals, encode_withdrawals_with_ids,
+    EncodeError, NextHop,
+};
 
 /// Length of the fixed message header: 16-octet marker, 2-octet length, 1-octet type (RFC 4271 §4.1).
 pub const HEADER_LEN: usize = 19;
@@ -58,12 +61,33 @@ pub struct DecodeContext {
     pub add_path_ipv4: bool,
     /// We may receive ADD-PATH path identifiers for IPv6 unicast (RFC 7911 §3).
     pub add_path_ipv6: bool,
+    /// We send ADD-PATH path identifiers for IPv4 unicast (we advertised Send and the peer
+    /// Receive, RFC 7911 §4): every prefix we write is preceded by one.
+    pub add_path_send_ipv4: bool,
+    /// We send ADD-PATH path identifiers for IPv6 unicast.
+    pub add_path_send_ipv6: bool,
     /// Both sides advertised Extended Message (RFC 8654): UPDATE, NOTIFICATION and
     /// ROUTE-REFRESH may be up to 65535 octets.
     pub extended_messages: bool,
 }
 
 impl DecodeContext {
+    /// Whether prefixes of `family` we receive carry path identifiers.
+    pub fn add_path_receive(&self, family: Family) -> bool {
+        match family {
+            Family::Ipv4Unicast => self.add_path_ipv4,
+            Family::Ipv6Unicast => self.add_path_ipv6,
+        }
+    }
+
+    /// Whether prefixes of `family` we send carry path identifiers.
+    pub fn add_path_send(&self, family: Family) -> bool {
+        match family {
+            Family::Ipv4Unicast => self.add_path_send_ipv4,
+            Family::Ipv6Unicast => self.add_path_send_ipv6,
+        }
+    }
+
     /// The longest message this session may carry (OPEN and KEEPALIVE excepted).
     pub fn max_message_len(&self) -> usize {
         if self.extended_messages {

@@ -6,10 +6,9 @@
 //! does, rather than rejected: RFC 4271 §4.3 says only that trailing bits are "irrelevant",
 //! so a speaker that leaves garbage there still sends a well-formed prefix.
 //!
-//! With ADD-PATH (RFC 7911 §3) each prefix is preceded by a 4-octet Path Identifier. The
-//! decoder skips it: our RIBs keep one path per prefix per peer, and [`super::Update`] has no
-//! place for identifiers. The encoder never writes one because we never advertise ADD-PATH
-//! Send.
+//! With ADD-PATH (RFC 7911 §3) each prefix is preceded by a 4-octet Path Identifier; the
+//! decoder collects them into a list beside the prefixes ([`super::PathIds`]) and the
+//! encoders write them from one.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -33,15 +32,18 @@ pub(crate) fn prefix_octets(bits: u8) -> usize {
     usize::from(bits).div_ceil(8)
 }
 
-/// Reads every prefix in `buf` as IPv4, appending to `out`.
+/// Reads every prefix in `buf` as IPv4, appending to `out`; with `ids` (ADD-PATH), each
+/// prefix's path identifier is appended there.
 pub(crate) fn decode_v4(
     mut buf: &[u8],
-    add_path: bool,
+    mut ids: Option<&mut Vec<u32>>,
     out: &mut Vec<Ipv4Net>,
 ) -> Result<(), PrefixError> {
     while !buf.is_empty() {
-        if add_path {
-            buf = buf.get(4..).ok_or(PrefixError::Truncated)?;
+        if let Some(ids) = ids.as_deref_mut() {
+            let (id, rest) = buf.split_first_chunk::<4>().ok_or(PrefixError::Truncated)?;
+            ids.push(u32::from_be_bytes(*id));
+            buf = rest;
         }
         let (&bits, rest) = buf.split_first().ok_or(PrefixError::Truncated)?;
         if bits > 32 {
@@ -61,15 +63,17 @@ pub(crate) fn decode_v4(
     Ok(())
 }
 
-/// Reads every prefix in `buf` as IPv6, appending to `out`.
+/// Reads every prefix in `buf` as IPv6, appending to `out` (and identifiers to `ids`).
 pub(crate) fn decode_v6(
     mut buf: &[u8],
-    add_path: bool,
+    mut ids: Option<&mut Vec<u32>>,
     out: &mut Vec<Ipv6Net>,
 ) -> Result<(), PrefixError> {
     while !buf.is_empty() {
-        if add_path {
-            buf = buf.get(4..).ok_or(PrefixError::Truncated)?;
+        if let Some(ids) = ids.as_deref_mut() {
+            let (id, rest) = buf.split_first_chunk::<4>().ok_or(PrefixError::Truncated)?;
+            ids.push(u32::from_be_bytes(*id));
+            buf = rest;
         }
         let (&bits, rest) = buf.split_first().ok_or(PrefixError::Truncated)?;
         if bits > 128 {
@@ -132,14 +136,14 @@ mod tests {
         let mut out = Vec::new();
         // 10.1.2.3/24 with a stray host octet is not possible (3 octets), but /23 with the
         // low bit of the third octet set is.
-        decode_v4(&[23, 10, 1, 3], false, &mut out).unwrap();
+        decode_v4(&[23, 10, 1, 3], None, &mut out).unwrap();
         assert_eq!(out, vec!["10.1.2.0/23".parse::<Ipv4Net>().unwrap()]);
     }
 
     #[test]
     fn default_route_and_host_routes() {
         let mut out = Vec::new();
-        decode_v4(&[0, 32, 192, 0, 2, 1], false, &mut out).unwrap();
+        decode_v4(&[0, 32, 192, 0, 2, 1], None, &mut out).unwrap();
         assert_eq!(
             out,
             vec![
@@ -148,7 +152,7 @@ mod tests {
             ]
         );
         let mut v6 = Vec::new();
-        decode_v6(&[128; 17], false, &mut v6).unwrap();
+        decode_v6(&[128; 17], None, &mut v6).unwrap();
         assert_eq!(v6[0].prefix_len(), 128);
     }
 
@@ -156,28 +160,40 @@ mod tests {
     fn errors() {
         let mut out = Vec::new();
         assert_eq!(
-            decode_v4(&[33, 1, 2, 3, 4, 5], false, &mut out),
+            decode_v4(&[33, 1, 2, 3, 4, 5], None, &mut out),
             Err(PrefixError::TooLong(33))
         );
         assert_eq!(
-            decode_v4(&[24, 10, 1], false, &mut out),
+            decode_v4(&[24, 10, 1], None, &mut out),
             Err(PrefixError::Truncated)
         );
         assert_eq!(
-            decode_v4(&[0, 0, 0], true, &mut out),
+            decode_v4(&[0, 0, 0], Some(&mut Vec::new()), &mut out),
             Err(PrefixError::Truncated)
         );
         let mut v6 = Vec::new();
         assert_eq!(
-            decode_v6(&[129], false, &mut v6),
+            decode_v6(&[129], None, &mut v6),
             Err(PrefixError::TooLong(129))
         );
     }
 
     #[test]
-    fn add_path_identifier_is_skipped() {
+    fn add_path_identifiers_are_read_beside_the_prefixes() {
         let mut out = Vec::new();
-        decode_v4(&[0, 0, 0, 7, 8, 10], true, &mut out).unwrap();
-        assert_eq!(out, vec!["10.0.0.0/8".parse::<Ipv4Net>().unwrap()]);
+        let mut ids = Vec::new();
+        decode_v4(
+            &[0, 0, 0, 7, 8, 10, 0, 0, 1, 0, 8, 10],
+            Some(&mut ids),
+            &mut out,
+        )
+        .unwrap();
+        let ten: Ipv4Net = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(out, vec![ten, ten]);
+        assert_eq!(ids, vec![7, 256]);
+        let mut v6 = Vec::new();
+        let mut ids = Vec::new();
+        decode_v6(&[0, 0, 0, 9, 0], Some(&mut ids), &mut v6).unwrap();
+        assert_eq!((v6.len(), ids), (1, vec![9]));
     }
 }

@@ -84,9 +84,15 @@ pub(crate) fn decode_update(body: &[u8], ctx: &DecodeContext) -> Result<Update, 
     };
 
     let mut upd = Update::default();
-    nlri::decode_v4(withdrawn_field, ctx.add_path_ipv4, &mut upd.withdrawn)
-        .map_err(|e| invalid_network_field("Withdrawn Routes", e))?;
-    nlri::decode_v4(nlri_field, ctx.add_path_ipv4, &mut upd.nlri)
+    let add_path = ctx.add_path_ipv4;
+    let ids = &mut upd.path_ids;
+    nlri::decode_v4(
+        withdrawn_field,
+        add_path.then_some(&mut ids.withdrawn),
+        &mut upd.withdrawn,
+    )
+    .map_err(|e| invalid_network_field("Withdrawn Routes", e))?;
+    nlri::decode_v4(nlri_field, add_path.then_some(&mut ids.nlri), &mut upd.nlri)
         .map_err(|e| invalid_network_field("NLRI", e))?;
 
     let mut state = AttributeParse::new(ctx);
@@ -338,11 +344,11 @@ impl<'c> AttributeParse<'c> {
                 );
             }
             code::MP_REACH_NLRI => {
-                upd.mp_reach = decode_mp_reach(value, self.ctx)
+                upd.mp_reach = decode_mp_reach(value, self.ctx, &mut upd.path_ids.mp_reach)
                     .map_err(|why| malformed(&format!("MP_REACH_NLRI: {why}")))?;
             }
             code::MP_UNREACH_NLRI => {
-                upd.mp_unreach = decode_mp_unreach(value, self.ctx)
+                upd.mp_unreach = decode_mp_unreach(value, self.ctx, &mut upd.path_ids.mp_unreach)
                     .map_err(|why| malformed(&format!("MP_UNREACH_NLRI: {why}")))?;
             }
             _ => return self.unknown(flags, type_code, value, raw, upd),
@@ -549,7 +555,11 @@ fn merge_as4_path(path: &AsPath, as4: AsPath) -> AsPath {
 }
 
 /// MP_REACH_NLRI (RFC 4760 §3). `Ok(None)` for a family we do not carry.
-fn decode_mp_reach(value: &[u8], ctx: &DecodeContext) -> Result<Option<MpReach>, &'static str> {
+fn decode_mp_reach(
+    value: &[u8],
+    ctx: &DecodeContext,
+    ids: &mut Vec<u32>,
+) -> Result<Option<MpReach>, &'static str> {
     let header: PResult<'_, (u16, u8, &[u8], u8)> =
         (be_u16, be_u8, nom::multi::length_data(be_u8), be_u8).parse(value);
     let Ok((nlri_field, (afi, safi, nh, _reserved))) = header else {
@@ -575,7 +585,7 @@ fn decode_mp_reach(value: &[u8], ctx: &DecodeContext) -> Result<Option<MpReach>,
         ),
         _ => return Err("next hop length does not fit the family"),
     };
-    let nlri = decode_mp_prefixes(afi, nlri_field, ctx)?;
+    let nlri = decode_mp_prefixes(afi, nlri_field, ctx, ids)?;
     Ok(Some(MpReach {
         afi,
         safi,
@@ -586,7 +596,11 @@ fn decode_mp_reach(value: &[u8], ctx: &DecodeContext) -> Result<Option<MpReach>,
 }
 
 /// MP_UNREACH_NLRI (RFC 4760 §4). `Ok(None)` for a family we do not carry.
-fn decode_mp_unreach(value: &[u8], ctx: &DecodeContext) -> Result<Option<MpUnreach>, &'static str> {
+fn decode_mp_unreach(
+    value: &[u8],
+    ctx: &DecodeContext,
+    ids: &mut Vec<u32>,
+) -> Result<Option<MpUnreach>, &'static str> {
     let header: PResult<'_, (u16, u8)> = (be_u16, be_u8).parse(value);
     let Ok((field, (afi, safi))) = header else {
         return Err("truncated header");
@@ -600,7 +614,7 @@ fn decode_mp_unreach(value: &[u8], ctx: &DecodeContext) -> Result<Option<MpUnrea
         );
         return Ok(None);
     }
-    let withdrawn = decode_mp_prefixes(afi, field, ctx)?;
+    let withdrawn = decode_mp_prefixes(afi, field, ctx, ids)?;
     Ok(Some(MpUnreach {
         afi,
         safi,
@@ -608,20 +622,26 @@ fn decode_mp_unreach(value: &[u8], ctx: &DecodeContext) -> Result<Option<MpUnrea
     }))
 }
 
+/// The prefixes of an MP attribute; their path identifiers (ADD-PATH) replace `ids`.
 fn decode_mp_prefixes(
     afi: Afi,
     field: &[u8],
     ctx: &DecodeContext,
+    ids: &mut Vec<u32>,
 ) -> Result<Vec<IpNet>, &'static str> {
+    // A repeated MP attribute is an error caught elsewhere; never mix two lists' ids.
+    ids.clear();
     match afi {
         Afi::Ipv4 => {
             let mut v4 = Vec::new();
-            nlri::decode_v4(field, ctx.add_path_ipv4, &mut v4).map_err(|_| "bad IPv4 prefix")?;
+            nlri::decode_v4(field, ctx.add_path_ipv4.then_some(ids), &mut v4)
+                .map_err(|_| "bad IPv4 prefix")?;
             Ok(v4.into_iter().map(IpNet::V4).collect())
         }
         _ => {
             let mut v6 = Vec::new();
-            nlri::decode_v6(field, ctx.add_path_ipv6, &mut v6).map_err(|_| "bad IPv6 prefix")?;
+            nlri::decode_v6(field, ctx.add_path_ipv6.then_some(ids), &mut v6)
+                .map_err(|_| "bad IPv6 prefix")?;
             Ok(v6.into_iter().map(IpNet::V6).collect())
         }
     }

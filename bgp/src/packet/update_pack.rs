@@ -56,6 +56,8 @@ pub enum EncodeError {
 const UPDATE_FIXED: usize = HEADER_LEN + 2 + 2;
 /// Largest prefix encoding (an IPv6 /128): the room we must leave for one more prefix.
 const MAX_PREFIX_LEN: usize = 17;
+/// An ADD-PATH path identifier before a prefix (RFC 7911 §3).
+const PATH_ID_LEN: usize = 4;
 /// MP_REACH/MP_UNREACH attribute header, always with the extended length (RFC 4271 §4.3
 /// allows it for any length; a full message needs it anyway).
 const MP_ATTR_HEADER: usize = 4;
@@ -72,6 +74,22 @@ pub fn encode_updates(
     ctx: &DecodeContext,
     out: &mut Vec<Bytes>,
 ) -> Result<(), EncodeError> {
+    encode_updates_with_ids(attrs, family, next_hop, prefixes, &[], ctx, out)
+}
+
+/// [`encode_updates`] with ADD-PATH path identifiers (RFC 7911 §3): when `ctx` sends them
+/// for `family`, each prefix is preceded by its identifier from `path_ids` (index for index
+/// with `prefixes`; 0 where missing). Without ADD-PATH send, `path_ids` is not used.
+pub fn encode_updates_with_ids(
+    attrs: &PathAttributes,
+    family: Family,
+    next_hop: NextHop,
+    prefixes: &[IpNet],
+    path_ids: &[u32],
+    ctx: &DecodeContext,
+    out: &mut Vec<Bytes>,
+) -> Result<(), EncodeError> {
+    let ids = ctx.add_path_send(family).then_some(path_ids);
     let mut attrs_nh = attrs.clone();
     let classic = match (family, next_hop.address) {
         (Family::Ipv4Unicast, IpAddr::V4(nh)) => {
@@ -97,17 +115,15 @@ pub fn encode_updates(
     let overhead = UPDATE_FIXED + head.len() + tail.len() + mp_fixed;
     // 4096 octets, or 65535 with Extended Message (RFC 8654 §4).
     let max = ctx.max_message_len();
-    if overhead + MAX_PREFIX_LEN > max {
+    let id_len = if ids.is_some() { PATH_ID_LEN } else { 0 };
+    if overhead + MAX_PREFIX_LEN + id_len > max {
         return Err(EncodeError::AttributesTooLarge(head.len() + tail.len()));
     }
     let room = max - overhead;
     let (afi, safi) = family.afi_safi();
 
     let mut buf = BytesMut::with_capacity(max.min(prefixes.len() * 5 + overhead));
-    let mut iter = prefixes
-        .iter()
-        .filter(|p| Family::of(p) == family)
-        .peekable();
+    let mut iter = tagged(prefixes, ids, family);
     while iter.peek().is_some() {
         let start = start_header(&mut buf, MessageType::Update);
         buf.put_u16(0); // no withdrawn routes
@@ -149,16 +165,25 @@ pub fn encode_withdrawals(
     ctx: &DecodeContext,
     out: &mut Vec<Bytes>,
 ) {
+    encode_withdrawals_with_ids(family, prefixes, &[], ctx, out);
+}
+
+/// [`encode_withdrawals`] with ADD-PATH path identifiers, as [`encode_updates_with_ids`].
+pub fn encode_withdrawals_with_ids(
+    family: Family,
+    prefixes: &[IpNet],
+    path_ids: &[u32],
+    ctx: &DecodeContext,
+    out: &mut Vec<Bytes>,
+) {
+    let ids = ctx.add_path_send(family).then_some(path_ids);
     let classic = family == Family::Ipv4Unicast;
     let overhead = UPDATE_FIXED + if classic { 0 } else { MP_ATTR_HEADER + 3 };
     let max = ctx.max_message_len();
     let room = max - overhead;
     let (afi, safi) = family.afi_safi();
     let mut buf = BytesMut::with_capacity(max.min(prefixes.len() * 5 + overhead));
-    let mut iter = prefixes
-        .iter()
-        .filter(|p| Family::of(p) == family)
-        .peekable();
+    let mut iter = tagged(prefixes, ids, family);
     while iter.peek().is_some() {
         let start = start_header(&mut buf, MessageType::Update);
         if classic {
@@ -186,15 +211,40 @@ pub fn encode_withdrawals(
     }
 }
 
+/// A prefix to write, with its path identifier when the family sends them.
+type Tagged<'a> = (&'a IpNet, Option<u32>);
+
+/// The prefixes of `family`, each with its identifier from `ids` (if sending them).
+fn tagged<'a>(
+    prefixes: &'a [IpNet],
+    ids: Option<&'a [u32]>,
+    family: Family,
+) -> std::iter::Peekable<impl Iterator<Item = Tagged<'a>>> {
+    prefixes
+        .iter()
+        .enumerate()
+        .filter(move |(_, p)| Family::of(p) == family)
+        .map(move |(i, p)| (p, ids.map(|ids| ids.get(i).copied().unwrap_or(0))))
+        .peekable()
+}
+
+/// Octets one tagged prefix takes.
+fn tagged_len((p, id): &Tagged<'_>) -> usize {
+    nlri::encoded_len(p) + if id.is_some() { PATH_ID_LEN } else { 0 }
+}
+
 /// Writes prefixes from `iter` while they fit in `room` octets.
 fn put_prefixes<'a>(
-    iter: &mut std::iter::Peekable<impl Iterator<Item = &'a IpNet>>,
+    iter: &mut std::iter::Peekable<impl Iterator<Item = Tagged<'a>>>,
     room: usize,
     buf: &mut BytesMut,
 ) {
     let mut used = 0;
-    while let Some(p) = iter.next_if(|p| used + nlri::encoded_len(p) <= room) {
-        used += nlri::encoded_len(p);
-        nlri::encode(p, buf);
+    while let Some(t) = iter.next_if(|t| used + tagged_len(t) <= room) {
+        used += tagged_len(&t);
+        if let Some(id) = t.1 {
+            buf.put_u32(id);
+        }
+        nlri::encode(t.0, buf);
     }
 }

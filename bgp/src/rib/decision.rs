@@ -39,6 +39,10 @@ use super::peer::PeerId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RibPath {
     pub peer: PeerId,
+    /// The ADD-PATH path identifier the peer sent it with (RFC 7911 §3), 0 from a peer
+    /// that sends none: with `peer` the path's identity, so that one peer can hold several
+    /// paths for a prefix (a route reflector passing on every ECMP path).
+    pub path_id: u32,
     pub attrs: Arc<RouteAttrs>,
     /// Retained from a peer that is restarting (RFC 4724 §4.2) and not yet re-announced:
     /// still used for forwarding, removed at its End-of-RIB unless refreshed.
@@ -54,10 +58,15 @@ pub struct RibPath {
 }
 
 impl RibPath {
+    /// The same path (peer and path identifier), whatever its attributes now.
+    pub fn same_source(&self, other: &RibPath) -> bool {
+        self.peer == other.peer && self.path_id == other.path_id
+    }
+
     /// Same source, the same interned attributes (a pointer comparison) and the same
     /// resolvability: everything its export depends on.
     pub fn same_as(&self, other: &RibPath) -> bool {
-        self.peer == other.peer
+        self.same_source(other)
             && Arc::ptr_eq(&self.attrs, &other.attrs)
             && self.unresolved == other.unresolved
     }
@@ -251,8 +260,9 @@ pub fn multipath_equal(
 /// The paths of one prefix, best first. One path (the overwhelmingly common case) is stored
 /// inline so that a full table costs no allocation per prefix.
 ///
-/// `Many` is boxed so that the enum stays two words (checked by a test): the Loc-RIB holds a
-/// million of these, and the rare multi-path prefix can afford the extra indirection.
+/// `Many` is boxed so that the enum stays as small as one path (three words, checked by a
+/// test): the Loc-RIB holds a million of these, and the rare multi-path prefix can afford
+/// the extra indirection.
 #[derive(Debug, Clone)]
 #[allow(clippy::box_collection)]
 pub(crate) enum PathSet {
@@ -294,10 +304,14 @@ impl PathSet {
         self.as_slice().iter().any(|p| p.peer == peer)
     }
 
-    /// Adds `path`, replacing the one from the same peer (an implicit withdraw, RFC 4271
-    /// §3.1).
+    /// Adds `path`, replacing the one from the same peer with the same path identifier (an
+    /// implicit withdraw, RFC 4271 §3.1, RFC 7911 §5).
     pub(crate) fn upsert(&mut self, path: RibPath) -> Upsert {
-        if let Some(slot) = self.as_mut_slice().iter_mut().find(|p| p.peer == path.peer) {
+        if let Some(slot) = self
+            .as_mut_slice()
+            .iter_mut()
+            .find(|p| p.same_source(&path))
+        {
             if Arc::ptr_eq(&slot.attrs, &path.attrs) {
                 // A re-announcement refreshes a stale path (RFC 4724 §4.2). Resolvability
                 // is left as stored: it changes only through re-evaluation, which reports
@@ -318,20 +332,18 @@ impl PathSet {
         Upsert::Inserted
     }
 
-    /// Removes the path of `peer` from a set that has more than one path (the caller drops
-    /// the whole entry when the last one goes), keeping `Many` at two or more paths.
-    pub(crate) fn remove_from_many(&mut self, peer: PeerId) -> Option<RibPath> {
+    /// Removes the paths `remove` selects from a set that keeps at least one path (the
+    /// caller drops the whole entry when every path goes), keeping `Many` at two or more.
+    pub(crate) fn remove_some(&mut self, remove: impl Fn(&RibPath) -> bool) {
         let PathSet::Many(v) = self else {
-            return None;
+            return;
         };
-        let i = v.iter().position(|p| p.peer == peer)?;
-        let removed = v.swap_remove(i);
+        v.retain(|p| !remove(p));
         if v.len() == 1 {
             if let Some(last) = v.pop() {
                 *self = PathSet::One(last);
             }
         }
-        Some(removed)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -371,7 +383,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn path_set_is_two_words() {
-        assert_eq!(std::mem::size_of::<PathSet>(), 16);
+    fn path_set_is_three_words() {
+        // Peer, ADD-PATH identifier, flags and the attribute pointer: 24 octets inline.
+        assert_eq!(std::mem::size_of::<PathSet>(), 24);
     }
 }

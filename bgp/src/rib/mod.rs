@@ -304,6 +304,15 @@ impl PeerState {
                 .as_ref()
                 .is_some_and(|s| s.families.contains(&family))
     }
+
+    /// The peer is sent every path of `family`'s prefixes with ADD-PATH identifiers.
+    fn sends_paths(&self, family: Family) -> bool {
+        self.carries(family)
+            && self
+                .session
+                .as_ref()
+                .is_some_and(|s| s.add_path_send.contains(&family))
+    }
 }
 
 /// Everything about a destination peer that [`export_attrs`] depends on. Peers with equal
@@ -369,13 +378,46 @@ impl ExportCache {
     }
 }
 
-/// A change to one prefix's candidate paths.
+/// A change to one prefix's candidate paths. A removal takes every path it selects in one
+/// step, so that each prefix is changed (and its outputs produced) once per call.
 enum Change {
     Upsert(RibPath),
-    Remove(PeerId),
-    /// Remove the peer's path only if it is stale (End-of-RIB after a graceful restart).
-    RemoveStale(PeerId),
+    Remove(Removal),
 }
+
+/// Which of a prefix's paths a [`Change::Remove`] takes.
+#[derive(Debug, Clone, Copy)]
+enum Removal {
+    /// The peer's path with this ADD-PATH identifier (0 without ADD-PATH).
+    Path(PeerId, u32),
+    /// Every path of the peer.
+    AllOf(PeerId),
+    /// The peer's stale paths (End-of-RIB after a graceful restart, RFC 4724 §4.2).
+    StaleOf(PeerId),
+}
+
+impl Removal {
+    fn peer(self) -> PeerId {
+        match self {
+            Removal::Path(p, _) | Removal::AllOf(p) | Removal::StaleOf(p) => p,
+        }
+    }
+
+    fn selects(self, path: &RibPath) -> bool {
+        match self {
+            Removal::Path(p, id) => path.peer == p && path.path_id == id,
+            Removal::AllOf(p) => path.peer == p,
+            Removal::StaleOf(p) => path.peer == p && path.stale,
+        }
+    }
+}
+
+/// Our ADD-PATH identifiers for paths learned with one (see [`Env::tx_id`]).
+type TxIds = HashMap<(PeerId, u32), u32, FoldHashBuilder>;
+
+/// The first identifier [`TxIds`] hands out: above every `PeerId`, which are the
+/// identifiers of paths learned without one.
+const FIRST_TX_ID: u32 = 1 << 31;
 
 /// The RIB. See the module docs.
 pub struct Rib {
@@ -388,6 +430,12 @@ pub struct Rib {
     cache: ExportCache,
     classes: ExportClasses,
     igp_cost: Option<Box<IgpCostFn>>,
+    /// Identifiers we send (ADD-PATH) for paths that arrived with one.
+    tx_ids: TxIds,
+    next_tx_id: u32,
+    /// Per family ([`family_slot`]): some up peer is sent ADD-PATH identifiers, so changes
+    /// must keep the prefix's old paths to compare against.
+    add_path_senders: [bool; 2],
 }
 
 impl fmt::Debug for Rib {
@@ -402,11 +450,23 @@ impl fmt::Debug for Rib {
     }
 }
 
+/// The RIB split for one pass over its tables: the read-only settings and peers, and
+/// the tables that the pass changes.
+struct Split<'a> {
+    env: Env<'a>,
+    table: &'a mut AttrTable,
+    v4: &'a mut PrefixTable<Ipv4Net>,
+    v6: &'a mut PrefixTable<Ipv6Net>,
+    cache: &'a mut ExportCache,
+}
+
 /// Borrowed, read-only view used while one prefix's path set is mutably borrowed.
 struct Env<'a> {
     config: &'a RibConfig,
     peers: &'a [Option<PeerState>],
     igp_cost: Option<&'a IgpCostFn>,
+    tx_ids: &'a TxIds,
+    add_path_senders: [bool; 2],
 }
 
 impl CandidateView for Env<'_> {
@@ -442,6 +502,26 @@ impl CandidateView for Env<'_> {
 }
 
 impl Env<'_> {
+    /// The ADD-PATH identifier under which `path` is sent (RFC 7911 §3): unique among a
+    /// prefix's paths and stable while the path exists, so that a later announcement
+    /// replaces it and a withdrawal names it. A path learned without an identifier (the
+    /// common case: one per peer) is sent under its peer's number, local routes under 0;
+    /// one learned with an identifier under a number handed out for (peer, identifier).
+    fn tx_id(&self, path: &RibPath) -> u32 {
+        if path.path_id == 0 {
+            return path.peer.0;
+        }
+        self.tx_ids
+            .get(&(path.peer, path.path_id))
+            .copied()
+            .unwrap_or(path.peer.0)
+    }
+
+    /// Whether some up peer is sent every path of `family` (ADD-PATH).
+    fn add_path(&self, family: Family) -> bool {
+        self.add_path_senders[family as usize]
+    }
+
     /// Whether the cost function fails to resolve `path`'s next hop (local paths always
     /// resolve).
     fn unresolved(&self, path: &RibPath) -> bool {
@@ -568,7 +648,7 @@ impl Env<'_> {
 }
 
 /// Applies `change` to `key`'s path set and emits FIB and peer outputs.
-/// Returns +1/-1/0: how the number of paths from the changing peer moved.
+/// Returns how the number of paths from the changing peer moved.
 fn apply<K>(
     map: &mut HashMap<K, PathSet, FoldHashBuilder>,
     key: K,
@@ -583,13 +663,15 @@ where
 {
     let opts = env.config.decision();
     let prefix: IpNet = key.into();
+    // Peers sent every path (ADD-PATH) get the difference between the old and the new
+    // set, so the old one is kept, only when there are such peers.
+    let keep_old = env.add_path(Family::of(&prefix));
     let mut outputs = Outputs {
         env,
         table,
         cache,
         out,
     };
-    let only_stale = matches!(change, Change::RemoveStale(_));
     let change = match change {
         Change::Upsert(mut path) => {
             path.unresolved = env.unresolved(&path);
@@ -600,45 +682,49 @@ where
     match (map.entry(key), change) {
         (Entry::Vacant(v), Change::Upsert(path)) => {
             let set = v.insert(PathSet::One(path));
-            outputs.emit(prefix, None, FibRoute::Unreachable, Some(set));
+            let old_paths = keep_old.then(Vec::new);
+            outputs.emit(prefix, None, FibRoute::Unreachable, Some(set), old_paths);
             1
         }
-        (Entry::Vacant(_), Change::Remove(_) | Change::RemoveStale(_)) => 0,
+        (Entry::Vacant(_), Change::Remove(_)) => 0,
         (Entry::Occupied(o), Change::Upsert(path)) => {
             let set = o.into_mut();
             let old_best = set.best().clone();
             let old_fib = reported_fib(set);
+            let old_paths = keep_old.then(|| set.as_slice().to_vec());
             let delta = match set.upsert(path) {
                 Upsert::Unchanged => return 0,
                 Upsert::Replaced => 0,
                 Upsert::Inserted => 1,
             };
             select_best(set.as_mut_slice(), env, &opts);
-            outputs.emit(prefix, Some(old_best), old_fib, Some(set));
+            outputs.emit(prefix, Some(old_best), old_fib, Some(set), old_paths);
             delta
         }
-        (Entry::Occupied(o), Change::Remove(peer) | Change::RemoveStale(peer)) => {
-            let present = o
+        (Entry::Occupied(o), Change::Remove(removal)) => {
+            let removed = o
                 .get()
                 .as_slice()
                 .iter()
-                .any(|p| p.peer == peer && (p.stale || !only_stale));
-            if !present {
+                .filter(|p| removal.selects(p))
+                .count();
+            if removed == 0 {
                 return 0;
             }
             let old_fib = reported_fib(o.get());
-            if o.get().len() == 1 {
-                if let PathSet::One(old_best) = o.remove() {
-                    outputs.emit(prefix, Some(old_best), old_fib, None);
-                }
+            let old_paths = keep_old.then(|| o.get().as_slice().to_vec());
+            if removed == o.get().len() {
+                let old_best = o.get().best().clone();
+                o.remove();
+                outputs.emit(prefix, Some(old_best), old_fib, None, old_paths);
             } else {
                 let set = o.into_mut();
                 let old_best = set.best().clone();
-                set.remove_from_many(peer);
+                set.remove_some(|p| removal.selects(p));
                 select_best(set.as_mut_slice(), env, &opts);
-                outputs.emit(prefix, Some(old_best), old_fib, Some(set));
+                outputs.emit(prefix, Some(old_best), old_fib, Some(set), old_paths);
             }
-            -1
+            -(removed as i64)
         }
     }
 }
@@ -661,6 +747,8 @@ fn reported_fib(set: &PathSet) -> FibRoute {
         return FibRoute::Unreachable;
     }
     hops.sort();
+    // Two paths of one peer (ADD-PATH) with the same next hop are one forwarding path.
+    hops.dedup();
     FibRoute::Via(hops)
 }
 
@@ -674,14 +762,17 @@ struct Outputs<'e, 'a> {
 
 impl Outputs<'_, '_> {
     /// Reports a FIB change if the ECMP set moved, and sends every up peer the difference
-    /// between what it had for `prefix` (the export of the old best path) and what it
-    /// should have now (the export of the new one).
+    /// between what it had for `prefix` and what it should have now: the export of the old
+    /// and of the new best path, or, for a peer sent every path (ADD-PATH), the exports of
+    /// `old_paths` (the whole set before the change; given whenever such a peer exists)
+    /// and of the set now.
     fn emit(
         &mut self,
         prefix: IpNet,
         old: Option<RibPath>,
         old_fib: FibRoute,
         mut set: Option<&mut PathSet>,
+        old_paths: Option<Vec<RibPath>>,
     ) {
         let env = self.env;
         let new_fib = env.fib_route(set.as_deref());
@@ -690,7 +781,9 @@ impl Outputs<'_, '_> {
                 p.in_fib = match &new_fib {
                     FibRoute::Unreachable => false,
                     FibRoute::Local => p.peer.is_local(),
-                    FibRoute::Via(hops) => hops.iter().any(|h| h.peer == p.peer),
+                    FibRoute::Via(hops) => hops
+                        .iter()
+                        .any(|h| h.peer == p.peer && h.next_hop == p.attrs.next_hop),
                 };
             }
         }
@@ -702,12 +795,12 @@ impl Outputs<'_, '_> {
             });
         }
         let new = set.map(|s| s.best());
-        let unchanged = match (&old, new) {
+        let best_unchanged = match (&old, new) {
             (Some(a), Some(b)) => a.same_as(b),
             (None, None) => true,
             _ => false,
         };
-        if unchanged {
+        if best_unchanged && old_paths.is_none() {
             return;
         }
         let family = Family::of(&prefix);
@@ -717,6 +810,16 @@ impl Outputs<'_, '_> {
                 continue;
             }
             let dst = PeerId(i as u32);
+            if let Some(old_paths) = old_paths.as_deref() {
+                if dst_state.sends_paths(family) {
+                    let now = set.map_or(&[][..], |s| s.as_slice());
+                    self.emit_paths(prefix, family, dst, dst_state, old_paths, now);
+                    continue;
+                }
+            }
+            if best_unchanged {
+                continue;
+            }
             let g = dst_state.class;
             let cfg = &dst_state.config;
             let before = old.as_ref().and_then(|p| {
@@ -745,6 +848,65 @@ impl Outputs<'_, '_> {
             }
         }
     }
+
+    /// Sends `dst`, a peer that gets every path (RFC 7911), the difference between the
+    /// exports of `old` and `now`, path by path under each path's identifier.
+    fn emit_paths(
+        &mut self,
+        prefix: IpNet,
+        family: Family,
+        dst: PeerId,
+        dst_state: &PeerState,
+        old: &[RibPath],
+        now: &[RibPath],
+    ) {
+        let env = self.env;
+        let (g, cfg) = (dst_state.class, &dst_state.config);
+        for n in now {
+            let before = old.iter().find(|o| o.same_source(n));
+            if before.is_some_and(|o| o.same_as(n)) {
+                continue;
+            }
+            let before = before.and_then(|o| {
+                env.export_for(
+                    self.table, self.cache, &prefix, family, o, dst, dst_state, cfg, g,
+                )
+                .map(|e| e.ptr())
+            });
+            let after = env.export_for(
+                self.table, self.cache, &prefix, family, n, dst, dst_state, cfg, g,
+            );
+            let id = Some(env.tx_id(n));
+            match (before, after) {
+                (None, None) => {}
+                (Some(a), Some(b)) if a == b.ptr() => {}
+                (Some(_), Some(b)) => self.out.announce_path(dst, family, b.get(), prefix, id),
+                (None, Some(b)) => {
+                    self.out.announce_path(dst, family, b.get(), prefix, id);
+                    self.out.count(dst, family, 1);
+                }
+                (Some(_), None) => {
+                    self.out.withdraw_path(dst, family, prefix, id);
+                    self.out.count(dst, family, -1);
+                }
+            }
+        }
+        for o in old {
+            if now.iter().any(|n| n.same_source(o)) {
+                continue;
+            }
+            let sent = env
+                .export_for(
+                    self.table, self.cache, &prefix, family, o, dst, dst_state, cfg, g,
+                )
+                .is_some();
+            if sent {
+                self.out
+                    .withdraw_path(dst, family, prefix, Some(env.tx_id(o)));
+                self.out.count(dst, family, -1);
+            }
+        }
+    }
 }
 
 /// An export result: usually borrowed from the export cache (no reference-count traffic in
@@ -768,6 +930,53 @@ impl Exported<'_> {
 }
 
 impl Rib {
+    /// Borrows the RIB as [`Split`] (one place for the split borrow every pass needs).
+    fn split(&mut self) -> Split<'_> {
+        let Rib {
+            config,
+            peers,
+            table,
+            v4,
+            v6,
+            cache,
+            igp_cost,
+            tx_ids,
+            add_path_senders,
+            ..
+        } = self;
+        Split {
+            env: Env {
+                config,
+                peers,
+                igp_cost: igp_cost.as_deref(),
+                tx_ids,
+                add_path_senders: *add_path_senders,
+            },
+            table,
+            v4,
+            v6,
+            cache,
+        }
+    }
+
+    fn env(&self) -> Env<'_> {
+        Env {
+            config: &self.config,
+            peers: &self.peers,
+            igp_cost: self.igp_cost.as_deref(),
+            tx_ids: &self.tx_ids,
+            add_path_senders: self.add_path_senders,
+        }
+    }
+
+    /// Recomputes [`Rib::add_path_senders`] after a peer went up or down.
+    fn count_add_path_senders(&mut self) {
+        for family in [Family::Ipv4Unicast, Family::Ipv6Unicast] {
+            self.add_path_senders[family as usize] =
+                self.peers.iter().flatten().any(|p| p.sends_paths(family));
+        }
+    }
+
     pub fn new(config: RibConfig) -> Rib {
         Rib {
             config,
@@ -778,6 +987,9 @@ impl Rib {
             cache: ExportCache::default(),
             classes: ExportClasses::default(),
             igp_cost: None,
+            tx_ids: TxIds::default(),
+            next_tx_id: FIRST_TX_ID,
+            add_path_senders: [false; 2],
         }
     }
 
@@ -792,22 +1004,14 @@ impl Rib {
     /// changed resolvability, and emits what changed — for when IGP costs or reachability
     /// moved (the cost function answers differently now).
     pub fn reevaluate(&mut self) -> RibOutputs {
-        let Rib {
-            config,
-            peers,
+        let Split {
+            env,
             table,
             v4,
             v6,
             cache,
-            igp_cost,
-            ..
-        } = self;
-        let env = Env {
-            config,
-            peers,
-            igp_cost: igp_cost.as_deref(),
-        };
-        let opts = config.decision();
+        } = self.split();
+        let opts = env.config.decision();
         let mut out = OutputBuilder::default();
         let mut outputs = Outputs {
             env: &env,
@@ -825,13 +1029,15 @@ impl Rib {
             }
             let old_best = set.best().clone();
             let old_fib = reported_fib(set);
+            let old_paths = (resolution_moved && env.add_path(Family::of(&prefix)))
+                .then(|| set.as_slice().to_vec());
             if resolution_moved {
                 for p in set.as_mut_slice() {
                     p.unresolved = env.unresolved(p);
                 }
             }
             select_best(set.as_mut_slice(), &env, &opts);
-            outputs.emit(prefix, Some(old_best), old_fib, Some(set));
+            outputs.emit(prefix, Some(old_best), old_fib, Some(set), old_paths);
         };
         v4.iter_mut().for_each(|(k, s)| redo(IpNet::V4(*k), s));
         v6.iter_mut().for_each(|(k, s)| redo(IpNet::V6(*k), s));
@@ -909,6 +1115,7 @@ impl Rib {
         state.session = Some(session);
         state.up = true;
         state.advertised = [0; 2];
+        self.count_add_path_senders();
         let mut out = OutputBuilder::default();
         out.out.withdraws = flushed.withdraws;
         out.out.updates = flushed.updates;
@@ -937,21 +1144,13 @@ impl Rib {
     }
 
     fn dump(&mut self, peer: PeerId, family: Family, out: &mut OutputBuilder) {
-        let Rib {
-            config,
-            peers,
+        let Split {
+            env,
             table,
             v4,
             v6,
             cache,
-            igp_cost,
-            ..
-        } = self;
-        let env = Env {
-            config,
-            peers,
-            igp_cost: igp_cost.as_deref(),
-        };
+        } = self.split();
         let Some(Some(dst_state)) = env.peers.get(peer.index()) else {
             return;
         };
@@ -960,20 +1159,22 @@ impl Rib {
         }
         let cfg = &dst_state.config;
         let g = dst_state.class;
+        // A peer we send path identifiers gets every path, else the best one (RFC 7911 §1).
+        let all_paths = dst_state.sends_paths(family);
         let mut each = |prefix: IpNet, set: &PathSet| {
-            if let Some(a) = env.export_for(
-                table,
-                cache,
-                &prefix,
-                family,
-                set.best(),
-                peer,
-                dst_state,
-                cfg,
-                g,
-            ) {
-                out.announce(peer, family, a.get(), prefix);
-                out.count(peer, family, 1);
+            let paths = if all_paths {
+                set.as_slice()
+            } else {
+                std::slice::from_ref(set.best())
+            };
+            for path in paths {
+                if let Some(a) =
+                    env.export_for(table, cache, &prefix, family, path, peer, dst_state, cfg, g)
+                {
+                    let id = all_paths.then(|| env.tx_id(path));
+                    out.announce_path(peer, family, a.get(), prefix, id);
+                    out.count(peer, family, 1);
+                }
             }
         };
         match family {
@@ -995,24 +1196,27 @@ impl Rib {
     /// Applies one change and keeps the per-peer counters right.
     fn change(&mut self, prefix: IpNet, change: Change, out: &mut OutputBuilder) {
         let source = match &change {
-            Change::Upsert(p) => p.peer,
-            Change::Remove(p) | Change::RemoveStale(p) => *p,
+            Change::Upsert(p) => {
+                if p.path_id != 0 {
+                    // Hand out our identifier for a path learned with one (see `Env::tx_id`).
+                    let next = &mut self.next_tx_id;
+                    self.tx_ids.entry((p.peer, p.path_id)).or_insert_with(|| {
+                        let id = *next;
+                        *next = next.wrapping_add(1).max(FIRST_TX_ID);
+                        id
+                    });
+                }
+                p.peer
+            }
+            Change::Remove(r) => r.peer(),
         };
-        let Rib {
-            config,
-            peers,
+        let Split {
+            env,
             table,
             v4,
             v6,
             cache,
-            igp_cost,
-            ..
-        } = self;
-        let env = Env {
-            config,
-            peers,
-            igp_cost: igp_cost.as_deref(),
-        };
+        } = self.split();
         let delta = match prefix {
             IpNet::V4(k) => apply(v4.shard_mut(&k), k, change, &env, table, cache, out),
             IpNet::V6(k) => apply(v6.shard_mut(&k), k, change, &env, table, cache, out),
@@ -1036,11 +1240,17 @@ impl Rib {
             // whatever it did not refresh is gone.
             return Ok(self.remove_stale(peer, Some(family)));
         }
-        let mut out = OutputBuilder::default();
+        // With path identifiers one UPDATE can change a prefix more than once (withdraw
+        // one of its paths, announce another): see `OutputBuilder::ordered`.
+        let mut out = if update.path_ids.is_empty() {
+            OutputBuilder::default()
+        } else {
+            OutputBuilder::ordered()
+        };
         // Prefixes are keyed in canonical form (host bits cleared): a peer that sends
         // 10.0.0.1/24 means 10.0.0.0/24.
-        for prefix in update.withdrawn_all().map(|p| p.trunc()) {
-            self.withdraw_from_peer(peer, prefix, &mut out);
+        for (prefix, id) in update.withdrawn_paths() {
+            self.withdraw_from_peer(Removal::Path(peer, id), prefix.trunc(), &mut out);
         }
         if !update.nlri.is_empty() {
             let next_hop = update.attributes.next_hop.map(IpAddr::V4);
@@ -1054,11 +1264,13 @@ impl Rib {
                 }
                 _ => HashSet::new(),
             };
+            let ids = &update.path_ids.nlri;
             let prefixes = update
                 .nlri
                 .iter()
-                .map(|p| IpNet::V4(*p))
-                .filter(|p| in_mp.is_empty() || !in_mp.contains(&p.trunc()));
+                .enumerate()
+                .map(|(i, p)| (IpNet::V4(*p), ids.get(i).copied().unwrap_or(0)))
+                .filter(|(p, _)| in_mp.is_empty() || !in_mp.contains(&p.trunc()));
             self.announce_group(
                 peer,
                 update,
@@ -1077,20 +1289,24 @@ impl Rib {
                 family,
                 Some(mp.next_hop),
                 mp.link_local_next_hop,
-                mp.nlri.iter().copied(),
+                mp.nlri
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (*p, update.path_ids.mp_reach.get(i).copied().unwrap_or(0))),
                 &mut out,
             );
         }
+        out.finish();
         self.apply_advertised(&out);
         self.maybe_sweep();
         Ok(out.out)
     }
 
-    fn withdraw_from_peer(&mut self, peer: PeerId, prefix: IpNet, out: &mut OutputBuilder) {
-        if let Some(Some(state)) = self.peers.get_mut(peer.index()) {
+    fn withdraw_from_peer(&mut self, removal: Removal, prefix: IpNet, out: &mut OutputBuilder) {
+        if let Some(Some(state)) = self.peers.get_mut(removal.peer().index()) {
             state.unfilter(&prefix);
         }
-        self.change(prefix, Change::Remove(peer), out);
+        self.change(prefix, Change::Remove(removal), out);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1101,7 +1317,7 @@ impl Rib {
         family: Option<Family>,
         next_hop: Option<IpAddr>,
         link_local: Option<Ipv6Addr>,
-        prefixes: impl Iterator<Item = IpNet>,
+        prefixes: impl Iterator<Item = (IpNet, u32)>,
         out: &mut OutputBuilder,
     ) {
         let Some(family) = family else {
@@ -1163,7 +1379,7 @@ impl Rib {
         if let Some(reason) = reject {
             debug!(%peer, %reason, "excluding received paths");
         }
-        for prefix in prefixes.map(|p| p.trunc()) {
+        for (prefix, path_id) in prefixes.map(|(p, id)| (p.trunc(), id)) {
             if Family::of(&prefix) != family {
                 continue;
             }
@@ -1186,6 +1402,7 @@ impl Rib {
                         prefix,
                         Change::Upsert(RibPath {
                             peer,
+                            path_id,
                             attrs: a,
                             stale: false,
                             unresolved: false,
@@ -1196,13 +1413,13 @@ impl Rib {
                 }
                 // RFC 7606 §2: treat-as-withdraw is a withdrawal, not a received route.
                 None if reject == Some(ImportReject::TreatAsWithdraw) => {
-                    self.withdraw_from_peer(peer, prefix, out);
+                    self.withdraw_from_peer(Removal::Path(peer, path_id), prefix, out);
                 }
                 None => {
                     if let Ok(state) = self.peer_mut(peer) {
                         state.filter(prefix);
                     }
-                    self.change(prefix, Change::Remove(peer), out);
+                    self.change(prefix, Change::Remove(Removal::Path(peer, path_id)), out);
                 }
             }
         }
@@ -1234,15 +1451,17 @@ impl Rib {
         let removed = affected.len();
         // Most removed paths change the FIB: size that output once instead of by doubling.
         out.out.best_changes.reserve_exact(removed);
+        self.count_add_path_senders();
         for prefix in affected {
-            self.withdraw_from_peer(peer, prefix, &mut out);
+            self.withdraw_from_peer(Removal::AllOf(peer), prefix, &mut out);
         }
         self.apply_advertised(&out);
-        debug!(%peer, paths = removed, "peer down: its paths removed");
+        debug!(%peer, prefixes = removed, "peer down: its paths removed");
         if let Ok(state) = self.peer_mut(peer) {
             state.session = None;
             state.accepted = [0; 2];
         }
+        self.tx_ids.retain(|(p, _), _| *p != peer);
         self.cache.clear();
         self.table.sweep();
         Ok(out.out)
@@ -1286,8 +1505,9 @@ impl Rib {
             })
             .map(|(p, _)| p)
             .collect();
+        self.count_add_path_senders();
         for prefix in gone {
-            self.withdraw_from_peer(peer, prefix, &mut out);
+            self.withdraw_from_peer(Removal::AllOf(peer), prefix, &mut out);
         }
         self.apply_advertised(&out);
         Ok(out.out)
@@ -1341,7 +1561,7 @@ impl Rib {
             .collect();
         let mut out = OutputBuilder::default();
         for prefix in stale {
-            self.change(prefix, Change::RemoveStale(peer), &mut out);
+            self.change(prefix, Change::Remove(Removal::StaleOf(peer)), &mut out);
         }
         self.apply_advertised(&out);
         self.maybe_sweep();
@@ -1363,6 +1583,7 @@ impl Rib {
         if let Some(slot) = self.peers.get_mut(peer.index()) {
             *slot = None;
         }
+        self.tx_ids.retain(|(p, _), _| *p != peer);
         Ok(out)
     }
 
@@ -1387,6 +1608,7 @@ impl Rib {
             prefix,
             Change::Upsert(RibPath {
                 peer: PeerId::LOCAL,
+                path_id: 0,
                 attrs,
                 stale: false,
                 unresolved: false,
@@ -1403,7 +1625,11 @@ impl Rib {
     pub fn withdraw_local(&mut self, prefix: IpNet) -> RibOutputs {
         let prefix = prefix.trunc();
         let mut out = OutputBuilder::default();
-        self.change(prefix, Change::Remove(PeerId::LOCAL), &mut out);
+        self.change(
+            prefix,
+            Change::Remove(Removal::AllOf(PeerId::LOCAL)),
+            &mut out,
+        );
         self.apply_advertised(&out);
         out.out
     }
@@ -1443,21 +1669,13 @@ impl Rib {
             return Ok(out.out);
         };
         state.class = new_class;
-        let Rib {
-            config,
-            peers,
+        let Split {
+            env,
             table,
             v4,
             v6,
             cache,
-            igp_cost,
-            ..
-        } = self;
-        let env = Env {
-            config,
-            peers,
-            igp_cost: igp_cost.as_deref(),
-        };
+        } = self.split();
         let Some(Some(dst_state)) = env.peers.get(peer.index()) else {
             return Ok(out.out);
         };
@@ -1466,42 +1684,50 @@ impl Rib {
             if !dst_state.carries(family) {
                 return;
             }
-            let best = set.best();
-            let before = env
-                .export_for(
+            let all_paths = dst_state.sends_paths(family);
+            let paths = if all_paths {
+                set.as_slice()
+            } else {
+                std::slice::from_ref(set.best())
+            };
+            for path in paths {
+                let before = env
+                    .export_for(
+                        table,
+                        cache,
+                        &prefix,
+                        family,
+                        path,
+                        peer,
+                        dst_state,
+                        &old_config,
+                        old_class,
+                    )
+                    .map(|e| e.ptr());
+                let after = env.export_for(
                     table,
                     cache,
                     &prefix,
                     family,
-                    best,
+                    path,
                     peer,
                     dst_state,
-                    &old_config,
-                    old_class,
-                )
-                .map(|e| e.ptr());
-            let after = env.export_for(
-                table,
-                cache,
-                &prefix,
-                family,
-                best,
-                peer,
-                dst_state,
-                &dst_state.config,
-                dst_state.class,
-            );
-            match (before, after) {
-                (None, None) => {}
-                (Some(a), Some(b)) if a == b.ptr() => {}
-                (Some(_), Some(b)) => out.announce(peer, family, b.get(), prefix),
-                (None, Some(b)) => {
-                    out.announce(peer, family, b.get(), prefix);
-                    out.count(peer, family, 1);
-                }
-                (Some(_), None) => {
-                    out.withdraw(peer, family, prefix);
-                    out.count(peer, family, -1);
+                    &dst_state.config,
+                    dst_state.class,
+                );
+                let id = all_paths.then(|| env.tx_id(path));
+                match (before, after) {
+                    (None, None) => {}
+                    (Some(a), Some(b)) if a == b.ptr() => {}
+                    (Some(_), Some(b)) => out.announce_path(peer, family, b.get(), prefix, id),
+                    (None, Some(b)) => {
+                        out.announce_path(peer, family, b.get(), prefix, id);
+                        out.count(peer, family, 1);
+                    }
+                    (Some(_), None) => {
+                        out.withdraw_path(peer, family, prefix, id);
+                        out.count(peer, family, -1);
+                    }
                 }
             }
         };
@@ -1572,11 +1798,7 @@ impl Rib {
     /// path beat it, as `birdc show route all` and FRR's `show bgp` explain the choice.
     pub fn explain(&self, prefix: &IpNet) -> Vec<PathStanding> {
         let paths = self.paths(prefix);
-        let env = Env {
-            config: &self.config,
-            peers: &self.peers,
-            igp_cost: self.igp_cost.as_deref(),
-        };
+        let env = self.env();
         let opts = self.config.decision();
         let Some(best) = paths.first().and_then(|p| env.candidate(p)) else {
             return paths.iter().map(|_| PathStanding::Best).collect();
@@ -1607,11 +1829,7 @@ impl Rib {
     /// resynchronising a FIB). Equals what the outputs last reported unless the cost
     /// function answers differently since the last [`Rib::reevaluate`].
     pub fn fib_route(&self, prefix: &IpNet) -> FibRoute {
-        let env = Env {
-            config: &self.config,
-            peers: &self.peers,
-            igp_cost: self.igp_cost.as_deref(),
-        };
+        let env = self.env();
         env.fib_route(self.set(prefix))
     }
 
@@ -1624,8 +1842,11 @@ impl Rib {
 
     /// A peer's Adj-RIB-In after import policy: the paths it sent that were accepted.
     pub fn adj_rib_in(&self, peer: PeerId) -> impl Iterator<Item = (IpNet, &RibPath)> {
-        self.iter().filter_map(move |(prefix, paths)| {
-            paths.iter().find(|p| p.peer == peer).map(|p| (prefix, p))
+        self.iter().flat_map(move |(prefix, paths)| {
+            paths
+                .iter()
+                .filter(move |p| p.peer == peer)
+                .map(move |p| (prefix, p))
         })
     }
 

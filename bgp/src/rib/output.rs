@@ -10,8 +10,8 @@ use bytes::Bytes;
 use ipnet::IpNet;
 
 use crate::packet::{
-    encode_updates, encode_withdrawals, DecodeContext, EncodeError, Family, MpReach, MpUnreach,
-    NextHop, Update,
+    encode_updates_with_ids, encode_withdrawals_with_ids, DecodeContext, EncodeError, Family,
+    MpReach, MpUnreach, NextHop, PathIds, Update,
 };
 
 use super::attrs::RouteAttrs;
@@ -25,6 +25,9 @@ pub struct OutUpdate {
     pub family: Family,
     pub attrs: Arc<RouteAttrs>,
     pub prefixes: Vec<IpNet>,
+    /// The ADD-PATH path identifier of each prefix, index for index, for a peer we send
+    /// them to; empty otherwise.
+    pub path_ids: Vec<u32>,
 }
 
 impl OutUpdate {
@@ -39,11 +42,12 @@ impl OutUpdate {
     /// Packs this group into as few UPDATEs as fit ([`crate::packet::encode_updates`]),
     /// appending them to `out`.
     pub fn encode(&self, ctx: &DecodeContext, out: &mut Vec<Bytes>) -> Result<(), EncodeError> {
-        encode_updates(
+        encode_updates_with_ids(
             &self.attrs.attrs,
             self.family,
             self.next_hop(),
             &self.prefixes,
+            &self.path_ids,
             ctx,
             out,
         )
@@ -65,6 +69,10 @@ impl OutUpdate {
                         IpNet::V6(_) => None,
                     })
                     .collect(),
+                path_ids: PathIds {
+                    nlri: self.path_ids.clone(),
+                    ..PathIds::default()
+                },
                 ..Update::default()
             },
             (family, next_hop) => {
@@ -78,6 +86,10 @@ impl OutUpdate {
                         link_local_next_hop: self.attrs.link_local_next_hop,
                         nlri: self.prefixes.clone(),
                     }),
+                    path_ids: PathIds {
+                        mp_reach: self.path_ids.clone(),
+                        ..PathIds::default()
+                    },
                     ..Update::default()
                 }
             }
@@ -91,13 +103,15 @@ pub struct OutWithdraw {
     pub peer: PeerId,
     pub family: Family,
     pub prefixes: Vec<IpNet>,
+    /// ADD-PATH path identifiers, as in [`OutUpdate::path_ids`].
+    pub path_ids: Vec<u32>,
 }
 
 impl OutWithdraw {
     /// Packs these withdrawals into UPDATEs ([`crate::packet::encode_withdrawals`]),
     /// appending them to `out`.
     pub fn encode(&self, ctx: &DecodeContext, out: &mut Vec<Bytes>) {
-        encode_withdrawals(self.family, &self.prefixes, ctx, out);
+        encode_withdrawals_with_ids(self.family, &self.prefixes, &self.path_ids, ctx, out);
     }
 
     pub fn to_update(&self) -> Update {
@@ -111,6 +125,10 @@ impl OutWithdraw {
                         IpNet::V6(_) => None,
                     })
                     .collect(),
+                path_ids: PathIds {
+                    withdrawn: self.path_ids.clone(),
+                    ..PathIds::default()
+                },
                 ..Update::default()
             },
             family => {
@@ -121,6 +139,10 @@ impl OutWithdraw {
                         safi,
                         withdrawn: self.prefixes.clone(),
                     }),
+                    path_ids: PathIds {
+                        mp_unreach: self.path_ids.clone(),
+                        ..PathIds::default()
+                    },
                     ..Update::default()
                 }
             }
@@ -198,7 +220,22 @@ impl RibOutputs {
 /// An UPDATE group: destination, family and the exported attribute set's address.
 type GroupKey = (PeerId, Family, usize);
 
+/// One announcement or withdrawal as it was produced, for [`OutputBuilder::ordered`].
+#[derive(Debug)]
+enum Op {
+    Announce(PeerId, Family, Arc<RouteAttrs>, IpNet, Option<u32>),
+    Withdraw(PeerId, Family, IpNet, Option<u32>),
+}
+
 /// Accumulates outputs, grouping announcements by (peer, family, attribute set).
+///
+/// Grouping loses the order in which things were produced: the driver sends all
+/// withdrawals, then the groups in the order they were opened. That is right as long as a
+/// call changes each (peer, prefix, path identifier) at most once, which holds for every
+/// call but an UPDATE with ADD-PATH identifiers: it can withdraw one path of a prefix and
+/// announce another, and the best path for the prefix can move twice. Such a call uses an
+/// [`OutputBuilder::ordered`] builder, which logs every operation and keeps only the last
+/// one for each (peer, prefix, identifier) when it is grouped at the end.
 #[derive(Debug, Default)]
 pub(crate) struct OutputBuilder {
     pub(crate) out: RibOutputs,
@@ -210,9 +247,50 @@ pub(crate) struct OutputBuilder {
     /// IPv4, IPv6), applied at the end of the call because peers are borrowed immutably
     /// while outputs are produced.
     pub(crate) advertised: Vec<[i64; 2]>,
+    /// Operations in production order, for an ordered builder; `None` groups at once.
+    log: Option<Vec<Op>>,
 }
 
 impl OutputBuilder {
+    /// A builder whose output keeps, for every (peer, prefix, path identifier), only the
+    /// last thing produced (see the type's docs); [`OutputBuilder::finish`] groups it.
+    pub(crate) fn ordered() -> OutputBuilder {
+        OutputBuilder {
+            log: Some(Vec::new()),
+            ..OutputBuilder::default()
+        }
+    }
+
+    /// Groups an ordered builder's log (a no-op for an ordinary builder).
+    pub(crate) fn finish(&mut self) {
+        let Some(log) = self.log.take() else {
+            return;
+        };
+        let key = |op: &Op| match op {
+            Op::Announce(peer, _, _, prefix, id) | Op::Withdraw(peer, _, prefix, id) => {
+                (*peer, *prefix, *id)
+            }
+        };
+        let mut last: HashMap<(PeerId, IpNet, Option<u32>), usize, FoldHashBuilder> =
+            HashMap::default();
+        for (i, op) in log.iter().enumerate() {
+            last.insert(key(op), i);
+        }
+        for (i, op) in log.into_iter().enumerate() {
+            if last.get(&key(&op)) != Some(&i) {
+                continue;
+            }
+            match op {
+                Op::Announce(peer, family, attrs, prefix, id) => {
+                    self.group_announce(peer, family, &attrs, prefix, id)
+                }
+                Op::Withdraw(peer, family, prefix, id) => {
+                    self.group_withdraw(peer, family, prefix, id)
+                }
+            }
+        }
+    }
+
     pub(crate) fn count(&mut self, peer: PeerId, family: Family, delta: i64) {
         let i = peer.index();
         if self.advertised.len() <= i {
@@ -227,6 +305,39 @@ impl OutputBuilder {
         family: Family,
         attrs: &Arc<RouteAttrs>,
         prefix: IpNet,
+    ) {
+        self.announce_path(peer, family, attrs, prefix, None);
+    }
+
+    /// Announces `prefix` under `path_id` when it is `Some` (a peer we send ADD-PATH
+    /// identifiers to).
+    pub(crate) fn announce_path(
+        &mut self,
+        peer: PeerId,
+        family: Family,
+        attrs: &Arc<RouteAttrs>,
+        prefix: IpNet,
+        path_id: Option<u32>,
+    ) {
+        match &mut self.log {
+            Some(log) => log.push(Op::Announce(
+                peer,
+                family,
+                Arc::clone(attrs),
+                prefix,
+                path_id,
+            )),
+            None => self.group_announce(peer, family, attrs, prefix, path_id),
+        }
+    }
+
+    fn group_announce(
+        &mut self,
+        peer: PeerId,
+        family: Family,
+        attrs: &Arc<RouteAttrs>,
+        prefix: IpNet,
+        path_id: Option<u32>,
     ) {
         let key = (peer, family, Arc::as_ptr(attrs) as usize);
         let slot = peer.index();
@@ -244,6 +355,7 @@ impl OutputBuilder {
                         family,
                         attrs: Arc::clone(attrs),
                         prefixes: Vec::new(),
+                        path_ids: Vec::new(),
                     });
                 }
                 self.last_update[slot] = Some((key, i));
@@ -252,10 +364,31 @@ impl OutputBuilder {
         };
         if let Some(u) = self.out.updates.get_mut(index) {
             u.prefixes.push(prefix);
+            if let Some(id) = path_id {
+                u.path_ids.push(id);
+            }
         }
     }
 
     pub(crate) fn withdraw(&mut self, peer: PeerId, family: Family, prefix: IpNet) {
+        self.withdraw_path(peer, family, prefix, None);
+    }
+
+    /// Withdraws `prefix` (under `path_id`, as [`OutputBuilder::announce_path`]).
+    pub(crate) fn withdraw_path(
+        &mut self,
+        peer: PeerId,
+        family: Family,
+        prefix: IpNet,
+        path_id: Option<u32>,
+    ) {
+        match &mut self.log {
+            Some(log) => log.push(Op::Withdraw(peer, family, prefix, path_id)),
+            None => self.group_withdraw(peer, family, prefix, path_id),
+        }
+    }
+
+    fn group_withdraw(&mut self, peer: PeerId, family: Family, prefix: IpNet, id: Option<u32>) {
         let next = self.out.withdraws.len();
         let i = *self.withdraws.entry((peer, family)).or_insert(next);
         if i == next {
@@ -263,10 +396,14 @@ impl OutputBuilder {
                 peer,
                 family,
                 prefixes: Vec::new(),
+                path_ids: Vec::new(),
             });
         }
         if let Some(w) = self.out.withdraws.get_mut(i) {
             w.prefixes.push(prefix);
+            if let Some(id) = id {
+                w.path_ids.push(id);
+            }
         }
     }
 }

@@ -115,6 +115,10 @@ pub struct PeerSession {
     /// directly, so eBGP export keeps it instead of putting ourselves in the path: the
     /// "third party" NEXT_HOP of RFC 4271 §5.1.3, which BIRD and FRR also send.
     pub shared_subnets: Vec<ipnet::IpNet>,
+    /// Families for which we send ADD-PATH path identifiers (RFC 7911 §4: we advertised
+    /// Send and the peer Receive): the peer is sent every path of a prefix, each under its
+    /// own identifier, instead of the best one alone.
+    pub add_path_send: Vec<Family>,
 }
 
 impl PeerSession {

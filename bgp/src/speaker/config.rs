@@ -146,6 +146,32 @@ pub struct Origination {
     pub large_communities: Vec<String>,
 }
 
+/// ADD-PATH on a session (RFC 7911), in BIRD's words (`add paths rx|tx|on`), for both
+/// unicast families: what we advertise; each direction is used where the peer offers the
+/// other side of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddPaths {
+    /// Receive several paths per prefix from the peer, each under its path identifier.
+    Rx,
+    /// Send the peer every path of a prefix (as a route reflector passing on every ECMP
+    /// path), instead of only the best.
+    Tx,
+    /// Both.
+    On,
+}
+
+impl AddPaths {
+    /// The mode of the ADD-PATH capability (RFC 7911 §4).
+    pub fn mode(self) -> crate::packet::AddPathMode {
+        match self {
+            AddPaths::Rx => crate::packet::AddPathMode::Receive,
+            AddPaths::Tx => crate::packet::AddPathMode::Send,
+            AddPaths::On => crate::packet::AddPathMode::Both,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
@@ -194,6 +220,9 @@ pub struct PeerConfig {
     /// with it.
     #[serde(default)]
     pub bfd: Option<BfdConfig>,
+    /// ADD-PATH (RFC 7911) on this session; absent, none (one path per prefix each way).
+    #[serde(default)]
+    pub add_paths: Option<AddPaths>,
 }
 
 /// The Restart Time advertised when a peer's configuration has none: 120 s, as BIRD.

@@ -579,6 +579,9 @@ impl Core {
         sc.connect_retry = Duration::from_secs(self.config.connect_retry.max(1));
         sc.passive = p.passive;
         sc.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
+        if let Some(add_paths) = p.add_paths {
+            sc.add_path = sc.families.iter().map(|f| (*f, add_paths.mode())).collect();
+        }
         // Forwarding is preserved across our restart: the agent leaves its kernel routes in
         // place on shutdown and re-programs them only after the sessions are back.
         let restarting = self.config.restarting
@@ -938,6 +941,12 @@ impl Core {
                         shared_subnets: local
                             .map(|l| socket::subnets_of(l.ip()))
                             .unwrap_or_default(),
+                        add_path_send: neg
+                            .families
+                            .iter()
+                            .copied()
+                            .filter(|f| neg.add_path_send(*f))
+                            .collect(),
                     };
                     let id = peer.id;
                     // Back from a graceful restart with stale paths held: the peer must

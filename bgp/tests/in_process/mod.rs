@@ -67,6 +67,7 @@ pub fn peer_config(address: Ipv4Addr, remote_as: u32, port: Option<u16>) -> Peer
         graceful_restart_time: None,
         max_prefixes: None,
         bfd: None,
+        add_paths: None,
     }
 }
 

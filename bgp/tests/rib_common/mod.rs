@@ -98,6 +98,7 @@ pub fn up(rib: &mut Rib, peer: PeerId, router_id: &str) -> RibOutputs {
             local_ipv6: Some("fd00:ff::1".parse::<Ipv6Addr>().unwrap()),
             families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
             shared_subnets: Vec::new(),
+            add_path_send: Vec::new(),
         },
     )
     .unwrap()
