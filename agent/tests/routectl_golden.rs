@@ -749,6 +749,7 @@ fn canned_routes() -> Vec<bgp::speaker::control::RouteView> {
             originator_id: None,
             cluster_list: vec![],
             decision: decision.into(),
+            path_id: 0,
         };
     let mut reflected = path("10.70.0.0/24", Some("10.0.0.13"), "beaten: lower router ID");
     reflected.originator_id = Some("10.0.0.40".into());

@@ -1078,3 +1078,176 @@ protocol bgp v4 { local 10.0.0.2 as 65002; neighbor 10.0.0.1 as 65001; hold time
     );
     assert!(bird.is_established("v4"));
 }
+
+/// ADD-PATH (RFC 7911): two of our speakers announce the same prefix through our route
+/// reflector; a third speaker and a BIRD client with `add paths rx` each receive both paths
+/// and install them together (our speaker's decision marks the second `multipath`; BIRD's
+/// kernel protocol with `merge paths` writes one multipath kernel route). A client without
+/// ADD-PATH gets the best path only. When one announcer goes, only its path is withdrawn.
+#[test]
+fn our_reflector_passes_both_paths_to_add_path_clients_which_install_them_as_ecmp() {
+    require(&["ip", "bird", "birdc"]);
+    let dir = scratch("bird-addpath");
+    let rr = Netns::new("aprr").unwrap();
+    let s1 = Netns::new("aps1").unwrap();
+    let s2 = Netns::new("aps2").unwrap();
+    let s3 = Netns::new("aps3").unwrap();
+    let bd = Netns::new("apbd").unwrap();
+    let _sw = lan(
+        "ap",
+        &[
+            (&rr, "eth0", &["10.0.0.10/24"]),
+            (&s1, "eth0", &["10.0.0.1/24"]),
+            (&s2, "eth0", &["10.0.0.2/24"]),
+            (&s3, "eth0", &["10.0.0.3/24"]),
+            (&bd, "eth0", &["10.0.0.4/24"]),
+        ],
+    )
+    .unwrap();
+    let reflector = Speaker::start(
+        &rr,
+        &dir.join("rr"),
+        r#"
+router_id = "10.0.0.10"
+local_as = 65001
+cluster_id = "10.0.0.10"
+hold_time = 9
+connect_retry = 1
+[[peer]]
+address = "10.0.0.1"
+remote_as = 65001
+route_reflector_client = true
+[[peer]]
+address = "10.0.0.2"
+remote_as = 65001
+route_reflector_client = true
+[[peer]]
+address = "10.0.0.3"
+remote_as = 65001
+route_reflector_client = true
+add_paths = "tx"
+[[peer]]
+address = "10.0.0.4"
+remote_as = 65001
+route_reflector_client = true
+add_paths = "on"
+"#,
+    )
+    .unwrap();
+    let node = |id: &str, originate: bool, add_paths: &str| {
+        let mut c =
+            format!("router_id = \"{id}\"\nlocal_as = 65001\nhold_time = 9\nconnect_retry = 1\n");
+        if originate {
+            c += "[[originate]]\nprefix = \"10.40.0.0/24\"\n";
+        }
+        c += "[[peer]]\naddress = \"10.0.0.10\"\nremote_as = 65001\n";
+        c += add_paths;
+        c
+    };
+    let sp1 = Speaker::start(&s1, &dir.join("s1"), &node("10.0.0.1", true, "")).unwrap();
+    let sp2 = Speaker::start(&s2, &dir.join("s2"), &node("10.0.0.2", true, "")).unwrap();
+    let sp3 = Speaker::start(
+        &s3,
+        &dir.join("s3"),
+        &node("10.0.0.3", false, "add_paths = \"rx\"\n"),
+    )
+    .unwrap();
+    let bird = Bird::start(
+        &bd,
+        &dir.join("bird"),
+        r#"
+router id 10.0.0.4;
+protocol device {}
+protocol direct { ipv4; }
+protocol kernel { ipv4 { export where proto = "reflector"; }; merge paths on; }
+protocol bgp reflector { local 10.0.0.4 as 65001; neighbor 10.0.0.10 as 65001; hold time 9; connect retry time 1;
+  ipv4 { import all; export none; add paths rx; }; }
+"#,
+    )
+    .unwrap();
+    bird.wait_established("reflector", T).unwrap();
+    for a in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"] {
+        reflector.wait_established(ip(a), T).unwrap();
+    }
+
+    // Our third speaker: both paths from the reflector, best and multipath, under distinct
+    // path identifiers.
+    let prefix: ipnet::IpNet = "10.40.0.0/24".parse().unwrap();
+    let paths_at = |sp: &Speaker| -> Vec<bgp::speaker::control::RouteView> {
+        let mut v: Vec<_> = sp
+            .routes()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.prefix == prefix && r.peer.is_some())
+            .collect();
+        v.sort_by_key(|r| r.next_hop);
+        v
+    };
+    let both = wait_for("both paths at s3", T, Duration::from_millis(100), || {
+        let v = paths_at(&sp3);
+        (v.len() == 2).then_some(v)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", sp3.log_tail(), reflector.log_tail()));
+    assert_eq!(
+        both.iter().map(|r| r.next_hop).collect::<Vec<_>>(),
+        vec![Some(ip("10.0.0.1")), Some(ip("10.0.0.2"))]
+    );
+    assert!(both.iter().all(|r| r.peer == Some(ip("10.0.0.10"))));
+    assert_ne!(both[0].path_id, both[1].path_id, "{both:?}");
+    let mut decisions: Vec<&str> = both.iter().map(|r| r.decision.as_str()).collect();
+    decisions.sort();
+    assert_eq!(decisions, ["best", "multipath"], "{both:?}");
+
+    // BIRD: one kernel route with both next hops.
+    let kernel = |ns: &Netns| {
+        ns.ip(&["route", "show", "10.40.0.0/24"])
+            .unwrap_or_default()
+    };
+    wait_for(
+        "BIRD's multipath kernel route",
+        T,
+        Duration::from_millis(100),
+        || {
+            let r = kernel(&bd);
+            (r.contains("nexthop via 10.0.0.1 ") && r.contains("nexthop via 10.0.0.2 "))
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}\n{}",
+            kernel(&bd),
+            bird.cmd("show route all").unwrap_or_default()
+        )
+    });
+
+    // A client without ADD-PATH gets the reflector's best path only: s2 is sent s1's path
+    // (lower ORIGINATOR_ID); s1 nothing, as its own path is the best.
+    wait_for(
+        "s2 learns the best path",
+        T,
+        Duration::from_millis(100),
+        || (paths_at(&sp2).len() == 1).then_some(()),
+    )
+    .unwrap();
+    assert_eq!(paths_at(&sp2)[0].next_hop, Some(ip("10.0.0.1")));
+    assert!(paths_at(&sp1).is_empty(), "{:?}", paths_at(&sp1));
+
+    // One announcer goes: only its path is withdrawn, everywhere.
+    sp1.terminate().unwrap();
+    wait_for("s3 down to one path", T, Duration::from_millis(100), || {
+        let v = paths_at(&sp3);
+        (v.len() == 1 && v[0].next_hop == Some(ip("10.0.0.2"))).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", paths_at(&sp3)));
+    wait_for(
+        "BIRD down to one next hop",
+        T,
+        Duration::from_millis(100),
+        || {
+            let r = kernel(&bd);
+            (r.contains("via 10.0.0.2 ") && !r.contains("10.0.0.1")).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", kernel(&bd)));
+}

@@ -130,6 +130,14 @@ pub struct RouteView {
     /// ECMP), or `beaten: <the step of RFC 4271 §9.1.2.2 at which the best won>`.
     #[serde(default)]
     pub decision: String,
+    /// The ADD-PATH path identifier the peer sent the path under (RFC 7911); 0 (and not
+    /// shown) without ADD-PATH.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub path_id: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Sends one request to a speaker's control socket and reads the answer.

@@ -172,6 +172,7 @@ fn route_view(
     let nh = path.attrs.next_hop;
     RouteView {
         prefix,
+        path_id: path.path_id,
         peer: if path.peer.is_local() { None } else { peer },
         best,
         next_hop: (!nh.is_unspecified()).then_some(nh),
