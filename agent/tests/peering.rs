@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use agent::peering::{compute, PeeringError, PeeringInput, PeeringPlan, PeeringProblem};
 use agent::status::PeerType;
-use bgp::speaker::config::NextHopMode;
+use bgp::speaker::config::{AddPaths, NextHopMode};
 use datastore::resource::{
     AsNumberText, BgpConfiguration, BgpConfigurationSpec, BgpPeer, BgpPeerSpec, Node, NodeBgpSpec,
     NodeSpec, Object, PasswordSource, SecretKeyRef,
@@ -271,6 +271,11 @@ fn mesh_disabled_reflectors_serve_clients() {
         .sessions
         .iter()
         .all(|s| s.peer_type == PeerType::RouteReflector && s.peer.remote_as == 64512));
+    // Between our nodes ADD-PATH goes both ways, so clients get every ECMP path.
+    assert!(rr1
+        .sessions
+        .iter()
+        .all(|s| s.peer.add_paths == Some(AddPaths::On)));
     // rr-1 has the lowest address: it connects everywhere.
     assert!(rr1.sessions.iter().all(|s| !s.peer.passive));
 
@@ -783,6 +788,11 @@ fn reflector_treats_explicit_ibgp_peers_as_clients() {
             .peer
             .route_reflector_client
     );
+    // Routers outside the cluster are offered ADD-PATH receive only: we send them one
+    // path per prefix, as Calico's BIRD does.
+    for a in ["192.168.1.1", "192.168.1.2"] {
+        assert_eq!(p.session(ip(a)).unwrap().peer.add_paths, Some(AddPaths::Rx));
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! ADD-PATH in the RIB (RFC 7911): paths received under path identifiers are kept apart
 //! and installed together (ECMP); a peer we send identifiers to gets every path of a
 //! prefix, others the best one only.
+#![allow(clippy::unwrap_used)]
 
 mod rib_common;
 
