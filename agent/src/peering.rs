@@ -20,6 +20,10 @@
 //!   nodes matching `nodeSelector`; towards `peerIP` (optionally `ip:port`) or towards every
 //!   node matching `peerSelector` (that node's address(es), AS and listen port).
 //!
+//! Every session offers ADD-PATH receive (RFC 7911); sessions between our own nodes offer
+//! send too, so reflectors pass every path to their clients (Calico has no such setting;
+//! its BIRD sends one path per prefix).
+//!
 //! # Calico's semantics, and where this module deviates
 //!
 //! Followed from Calico's confd (`updatePeersV1`, `bgp_processor.go`):

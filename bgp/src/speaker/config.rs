@@ -36,6 +36,7 @@
 //! hold_time = 9                            # optional; the speaker-wide value otherwise
 //! keepalive_time = 3                       # optional; a third of the negotiated hold time otherwise (and at most that)
 //! graceful_restart_time = 120              # optional; Restart Time we advertise, 0 = off
+//! add_paths = "rx"                         # optional; ADD-PATH (RFC 7911): rx | tx | on
 //!
 //! [peer.max_prefixes]                      # optional; Cease/1 above the limit (RFC 4486)
 //! limit = 1000                             # per family
