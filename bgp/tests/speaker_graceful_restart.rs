@@ -159,3 +159,79 @@ async fn a_restarting_peer_keeps_its_routes_until_end_of_rib_or_restart_time() {
     assert!(took < Duration::from_secs(2), "withdrawal took {took:?}");
     b.shutdown().await;
 }
+
+/// Starts A restarting (the R bit, RFC 4724 §3) with `deferral` seconds of selection
+/// deferral, originating 10.1.0.0/24, with a session to B and, if `silent_peer`, to a
+/// peer at 127.0.0.3 that never answers.
+async fn start_restarting_a(
+    a_port: u16,
+    b_port: u16,
+    deferral: u64,
+    silent_peer: bool,
+) -> SpeakerHandle {
+    let mut config = speaker_config(A, 65001, a_port, &["10.1.0.0/24"]);
+    config.restarting = true;
+    config.selection_deferral_time = deferral;
+    let (a, _task) = start(config, None).await.unwrap();
+    let mut to_b = peer(B, 65002, Some(b_port), None);
+    to_b.local_address = Some(IpAddr::V4(A));
+    a.add_peer(to_b).await.unwrap();
+    if silent_peer {
+        let c = Ipv4Addr::new(127, 0, 0, 3);
+        let mut to_c = peer(c, 65003, Some(free_port(c)), None);
+        to_c.local_address = Some(IpAddr::V4(A));
+        a.add_peer(to_c).await.unwrap();
+    }
+    a
+}
+
+/// RFC 4724 §4.1: a restarting speaker sends its routes only once every peer it waits for
+/// has sent End-of-RIB; B's End-of-RIB alone ends A's deferral at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarting_speaker_advertises_once_every_peer_sent_end_of_rib() {
+    let (a_port, b_port) = (free_port(A), free_port(B));
+    let (b, _tb) = start(speaker_config(B, 65002, b_port, &["10.2.0.0/24"]), None)
+        .await
+        .unwrap();
+    b.add_peer(peer(A, 65001, Some(a_port), None))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let a = start_restarting_a(a_port, b_port, 20, false).await;
+    wait_learned(&b, &["10.1.0.0/24"], Duration::from_secs(15)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "B's End-of-RIB ended the deferral, not the 20 s timer: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(learned(&a).await, nets(&["10.2.0.0/24"]));
+}
+
+/// ... and a peer that never comes up holds the deferral until the Selection_Deferral_Timer:
+/// B, though Established and done with its End-of-RIB, gets nothing from A before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarting_speaker_waits_for_a_silent_peer_until_the_deferral_timer() {
+    let (a_port, b_port) = (free_port(A), free_port(B));
+    let (b, _tb) = start(speaker_config(B, 65002, b_port, &["10.2.0.0/24"]), None)
+        .await
+        .unwrap();
+    b.add_peer(peer(A, 65001, Some(a_port), None))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let a = start_restarting_a(a_port, b_port, 4, true).await;
+    wait_state(&b, true, Duration::from_secs(15)).await;
+    // A runs its decision process meanwhile (B's route reaches A's RIB and FIB) ...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while learned(&a).await != nets(&["10.2.0.0/24"]) {
+        assert!(Instant::now() < deadline, "A never learned B's route");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... but advertises only when the timer runs out.
+    wait_learned(&b, &["10.1.0.0/24"], Duration::from_secs(15)).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(3500) && waited < Duration::from_secs(12),
+        "A advertised after {waited:?}, deferral timer 4 s"
+    );
+}

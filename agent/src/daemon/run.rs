@@ -310,6 +310,8 @@ pub async fn run(
         shutdown_drain_time: config.shutdown_drain.as_secs(),
         bfd_port: bgp::speaker::config::DEFAULT_BFD_PORT,
         restarting: kept_routes > 0,
+        // Advertise after the peers' End-of-RIBs, at most as long as the FIB waits for them.
+        selection_deferral_time: config.fib_settle.as_secs().max(1),
         originate: originations(&blocks, &view, &config.node_name),
         peers: Vec::new(),
     };
@@ -388,6 +390,13 @@ pub async fn run(
     let mut nat_applied: Option<NatPlan> = None;
     let mut nat_failed_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // A few best-path changes (a session lost, a route withdrawn) reach the kernel within
+    // FAST_ROUTES instead of at the next tick; a bulk load (more than FAST_ROUTE_CHANGES
+    // since the last apply) waits for the tick, so that the route set is not rebuilt for
+    // every UPDATE. Measured: with BFD at 300 ms x 3 the tick's up to 200 ms made a dead
+    // router's routes leave the kernel after 1.08 s instead of under 1 s.
+    let mut fast_routes: Option<tokio::time::Instant> = None;
+    let mut changes_since_apply: usize = 0;
     let mut reconcile = tokio::time::interval(Duration::from_secs(300));
     reconcile.tick().await;
     tokio::pin!(shutdown);
@@ -399,8 +408,20 @@ pub async fn run(
                     warn!("the BGP speaker stopped");
                     break;
                 };
+                changes_since_apply += batch.len();
                 apply_best_changes(&mut best, batch);
                 routes_dirty = true;
+                if settled && changes_since_apply <= FAST_ROUTE_CHANGES && fast_routes.is_none() {
+                    fast_routes = Some(tokio::time::Instant::now() + FAST_ROUTES);
+                }
+            }
+            () = async {
+                if let Some(at) = fast_routes {
+                    tokio::time::sleep_until(at).await;
+                }
+            }, if fast_routes.is_some() => {
+                fast_routes = None;
+                tick.reset_immediately();
             }
             signal = feed.recv() => {
                 match signal {
@@ -507,6 +528,7 @@ pub async fn run(
                 }
                 if routes_dirty {
                     routes_dirty = false;
+                    changes_since_apply = 0;
                     let plan = plan_routes(&view, &config.node_name, &blocks, &connected_networks(), &best);
                     let pools: Vec<encap::PoolEncap> = view.ip_pools().iter().map(super::routes::pool_encap).collect();
                     let mut desired = plan.blackholes;
@@ -1030,6 +1052,10 @@ fn connected_networks() -> Vec<IpNet> {
 }
 
 /// Folds a batch of the speaker's best-path changes into the next hops per prefix.
+/// See `fast_routes` in [`run`].
+const FAST_ROUTES: Duration = Duration::from_millis(20);
+const FAST_ROUTE_CHANGES: usize = 1000;
+
 fn apply_best_changes(best: &mut super::routes::BestPaths, batch: Vec<bgp::rib::BestPathChange>) {
     for change in batch {
         match change.route {

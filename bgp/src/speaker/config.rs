@@ -13,6 +13,7 @@
 //! shutdown_drain_time = 0                  # seconds; >0: GRACEFUL_SHUTDOWN (RFC 8326) first
 //! bfd_port = 3784                          # optional; UDP port of single-hop BFD (RFC 5881)
 //! restarting = false                       # optional; true: R bit for the first Restart Time
+//! selection_deferral_time = 30             # optional; while restarting, wait this long at most for End-of-RIBs before advertising
 //!
 //! [[originate]]
 //! prefix = "10.244.1.0/24"
@@ -125,6 +126,11 @@ pub struct SpeakerConfig {
     /// End-of-RIB instead of ending its graceful-restart procedure at our OPEN.
     #[serde(default)]
     pub restarting: bool,
+    /// While `restarting`: at most this many seconds (the Selection_Deferral_Timer of
+    /// RFC 4724 §4.1) we send nothing, waiting for End-of-RIB from every peer before
+    /// advertising (see [`super::deferral`]); 0 advertises at once.
+    #[serde(default = "default_selection_deferral_time")]
+    pub selection_deferral_time: u64,
     #[serde(default)]
     pub originate: Vec<Origination>,
     #[serde(default, rename = "peer")]
@@ -234,6 +240,9 @@ fn default_listen() -> Vec<SocketAddr> {
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, 179)),
         SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 179)),
     ]
+}
+fn default_selection_deferral_time() -> u64 {
+    30
 }
 fn default_hold_time() -> u16 {
     90

@@ -17,12 +17,14 @@
 //!
 //! Files: this one holds the core's event handling; `io` the socket tasks; `status` the
 //! answers to control requests; `shutdown` how sessions end (graceful restart or RFC 8326
-//! drain); [`prefix_limit`] and [`bfd_link`] the per-peer guards; [`config`] and
+//! drain); `deferral` when a restarting speaker may advertise (RFC 4724 §4.1);
+//! [`prefix_limit`] and [`bfd_link`] the per-peer guards; [`config`] and
 //! [`control`] the configuration and control-protocol types.
 
 pub mod bfd_link;
 pub mod config;
 pub mod control;
+mod deferral;
 mod io;
 pub mod prefix_limit;
 mod shutdown;
@@ -50,7 +52,7 @@ use crate::packet::{
     self, Community, DecodeContext, Family, LargeCommunity, Message, PathAttributes, RouteRefresh,
     Update,
 };
-use crate::rib::{self, BestPathChange, PeerId, PeerSession, Rib, RibConfig, RibOutputs};
+use crate::rib::{self, BestPathChange, EndOfRib, PeerId, PeerSession, Rib, RibConfig, RibOutputs};
 use config::{NextHopMode, Origination, PeerConfig, SpeakerConfig};
 use control::{ControlRequest, ControlResponse};
 use prefix_limit::{PrefixLimitState, PrefixVerdict};
@@ -240,6 +242,11 @@ pub async fn start(
         accept_tasks,
         draining: None,
         started: Instant::now(),
+        deferral: deferral::SelectionDeferral::new(
+            config.restarting,
+            Instant::now(),
+            Duration::from_secs(config.selection_deferral_time),
+        ),
         bfd: bfd_link::BfdLink::start(config.bfd_port, bfd_events),
         config: config.clone(),
     };
@@ -330,6 +337,8 @@ struct Peer {
     bfd: Option<Result<bfd::SessionStatus, String>>,
     /// Families whose End-of-RIB the peer sent on the current session (RFC 4724 §2).
     end_of_rib: Vec<Family>,
+    /// Families of the current (or last) Established session.
+    families: Vec<Family>,
 }
 
 impl Peer {
@@ -359,6 +368,8 @@ struct Core {
     draining: Option<shutdown::Drain>,
     /// When the speaker started (the restart window of `config.restarting`).
     started: Instant,
+    /// While restarting, nothing is sent until the peers' End-of-RIBs ([`deferral`]).
+    deferral: deferral::SelectionDeferral,
     bfd: bfd_link::BfdLink,
 }
 
@@ -382,6 +393,7 @@ impl Core {
                     .flatten()
                 })
                 .chain(self.draining.as_ref().map(|d| d.until))
+                .chain(self.deferral.deadline())
                 .min();
             let sleep = async {
                 match deadline {
@@ -412,6 +424,7 @@ impl Core {
     }
 
     fn on_timers(&mut self) {
+        self.check_deferral();
         let now = Instant::now();
         let due: Vec<IpAddr> = self
             .peers
@@ -644,6 +657,7 @@ impl Core {
                 prefix_limit: PrefixLimitState::default(),
                 bfd: None,
                 end_of_rib: Vec::new(),
+                families: Vec::new(),
             },
         );
         match (bfd_session, local_for_bfd) {
@@ -925,6 +939,7 @@ impl Core {
                     peer.established = Some((neg.connection, neg.decode));
                     peer.last_error = None;
                     peer.end_of_rib.clear();
+                    peer.families = neg.families.clone();
                     info!(peer = %addr, peer_as = neg.peer_as, router_id = %neg.peer_id,
                         hold_time = neg.hold_time, families = ?neg.families, "session established");
                     let session = PeerSession {
@@ -1044,6 +1059,8 @@ impl Core {
                 info!(peer = %addr, from = before.as_str(), to = after.as_str(), "session state");
             }
         }
+        // An End-of-RIB or a session coming up may end a restart's deferral.
+        self.check_deferral();
     }
 
     /// A ROUTE-REFRESH from the peer: a request is answered with our routes of the family,
@@ -1118,9 +1135,53 @@ impl Core {
         }
     }
 
+    /// Ends the selection deferral of a restart when it is due ([`deferral`]): every
+    /// Established peer is then sent our whole table and End-of-RIB for each family
+    /// (RFC 4724 §4.1), which also drops the stale routes of ours it kept and we no longer
+    /// have.
+    fn check_deferral(&mut self) {
+        let progress = self.peers.values().map(|p| deferral::PeerProgress {
+            established: p.established.is_some(),
+            graceful_restart: p.peer_restart.is_some(),
+            restarting: p.peer_restart.as_ref().is_some_and(|g| g.restarting),
+            families: &p.families,
+            end_of_rib: &p.end_of_rib,
+        });
+        let Some(end) = self.deferral.poll(Instant::now(), progress) else {
+            return;
+        };
+        let targets: Vec<(PeerId, Vec<Family>)> = self
+            .peers
+            .values()
+            .filter(|p| p.established.is_some())
+            .map(|p| (p.id, p.families.clone()))
+            .collect();
+        info!(reason = ?end, peers = targets.len(),
+            "route selection deferral over: advertising our routes (RFC 4724 §4.1)");
+        for (id, families) in targets {
+            for family in families {
+                match self.rib.refresh(id, family) {
+                    Ok(mut out) => {
+                        out.end_of_rib.push(EndOfRib { peer: id, family });
+                        self.dispatch(out);
+                    }
+                    Err(e) => warn!(peer = ?self.by_id.get(&id), error = %e,
+                        "cannot send our routes after the deferral"),
+                }
+            }
+        }
+    }
+
     /// Encodes the RIB's outputs for each peer (withdrawals, then announcements, then
-    /// End-of-RIB, as the RIB requires) and hands best-path changes to the FIB.
-    fn dispatch(&mut self, out: RibOutputs) {
+    /// End-of-RIB, as the RIB requires) and hands best-path changes to the FIB. During a
+    /// restart's selection deferral only the FIB gets them ([`Core::check_deferral`]
+    /// sends the peers everything at its end).
+    fn dispatch(&mut self, mut out: RibOutputs) {
+        if self.deferral.active() {
+            out.withdraws.clear();
+            out.updates.clear();
+            out.end_of_rib.clear();
+        }
         let mut per_peer: HashMap<PeerId, Vec<Bytes>> = HashMap::new();
         for w in &out.withdraws {
             if let Some(ctx) = self.context(w.peer) {

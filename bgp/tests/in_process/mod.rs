@@ -43,6 +43,7 @@ pub fn speaker_config(id: Ipv4Addr, asn: u32, port: u16, originate: &[&str]) -> 
         shutdown_drain_time: 0,
         bfd_port: bgp::speaker::config::DEFAULT_BFD_PORT,
         restarting: false,
+        selection_deferral_time: 0,
         originate: originate.iter().map(|p| origination(p)).collect(),
         peers: vec![],
     }
