@@ -23,6 +23,7 @@
 //!         local_ipv6: None,
 //!         families: vec![Family::Ipv4Unicast],
 //!         shared_subnets: Vec::new(),
+//!         add_path_send: Vec::new(),
 //!     };
 //!     let out = rib.peer_up(peer, session).unwrap();
 //!     assert_eq!(out.end_of_rib.len(), 1); // empty table, then End-of-RIB
