@@ -106,8 +106,8 @@ fn a_reflector_sends_every_path_to_an_add_path_client_and_the_best_to_others() {
     assert_eq!(rib.stats(all).unwrap().advertised, 2);
     assert_eq!(rib.stats(best).unwrap().advertised, 1);
 
-    // The sender of a path is not sent it back (RFC 4456 §8's loop is avoided at the
-    // source), but it is sent the other one.
+    // The first announcer (no ADD-PATH) is sent nothing for b's path: the best is still
+    // its own, which is not sent back to where it came from.
     assert_eq!(sent(&out_b, a).len(), 0);
 
     // A withdrawal takes exactly that path from the ADD-PATH client; the best moves at the

@@ -185,17 +185,23 @@ async fn start_restarting_a(
     a
 }
 
-/// RFC 4724 §4.1: a restarting speaker sends its routes only once every peer it waits for
-/// has sent End-of-RIB; B's End-of-RIB alone ends A's deferral at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarting_speaker_advertises_once_every_peer_sent_end_of_rib() {
-    let (a_port, b_port) = (free_port(A), free_port(B));
-    let (b, _tb) = start(speaker_config(B, 65002, b_port, &["10.2.0.0/24"]), None)
+/// Speaker B (AS 65002, not restarting) originating 10.2.0.0/24, with a session to A.
+async fn start_b_with_route(a_port: u16, b_port: u16) -> SpeakerHandle {
+    let (b, _task) = start(speaker_config(B, 65002, b_port, &["10.2.0.0/24"]), None)
         .await
         .unwrap();
     b.add_peer(peer(A, 65001, Some(a_port), None))
         .await
         .unwrap();
+    b
+}
+
+/// RFC 4724 §4.1: a restarting speaker sends its routes only once every peer it waits for
+/// has sent End-of-RIB; B's End-of-RIB alone ends A's deferral at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarting_speaker_advertises_once_every_peer_sent_end_of_rib() {
+    let (a_port, b_port) = (free_port(A), free_port(B));
+    let b = start_b_with_route(a_port, b_port).await;
     let started = Instant::now();
     let a = start_restarting_a(a_port, b_port, 20, false).await;
     wait_learned(&b, &["10.1.0.0/24"], Duration::from_secs(15)).await;
@@ -212,12 +218,7 @@ async fn a_restarting_speaker_advertises_once_every_peer_sent_end_of_rib() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarting_speaker_waits_for_a_silent_peer_until_the_deferral_timer() {
     let (a_port, b_port) = (free_port(A), free_port(B));
-    let (b, _tb) = start(speaker_config(B, 65002, b_port, &["10.2.0.0/24"]), None)
-        .await
-        .unwrap();
-    b.add_peer(peer(A, 65001, Some(a_port), None))
-        .await
-        .unwrap();
+    let b = start_b_with_route(a_port, b_port).await;
     let started = Instant::now();
     let a = start_restarting_a(a_port, b_port, 4, true).await;
     wait_state(&b, true, Duration::from_secs(15)).await;

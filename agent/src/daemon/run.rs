@@ -1051,11 +1051,11 @@ fn connected_networks() -> Vec<IpNet> {
     out
 }
 
-/// Folds a batch of the speaker's best-path changes into the next hops per prefix.
 /// See `fast_routes` in [`run`].
 const FAST_ROUTES: Duration = Duration::from_millis(20);
 const FAST_ROUTE_CHANGES: usize = 1000;
 
+/// Folds a batch of the speaker's best-path changes into the next hops per prefix.
 fn apply_best_changes(best: &mut super::routes::BestPaths, batch: Vec<bgp::rib::BestPathChange>) {
     for change in batch {
         match change.route {

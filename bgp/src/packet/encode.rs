@@ -14,9 +14,9 @@ use std::ops::RangeInclusive;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::attribute::{code, flag, AsPath, AsSegment, MpReach, MpUnreach, PathAttributes};
-use super::capability::{Afi, Capability};
-use super::message::{Message, MessageType, Notification, Open, RouteRefresh, Update};
-use super::{nlri, DecodeContext, AS_TRANS, HEADER_LEN, MAX_MESSAGE_LEN};
+use super::capability::{Afi, Capability, Safi};
+use super::message::{path_id_at, Message, MessageType, Notification, Open, RouteRefresh, Update};
+use super::{nlri, DecodeContext, Family, AS_TRANS, HEADER_LEN, MAX_MESSAGE_LEN};
 
 /// Writes the 19-octet header with a zero length, returning where the message starts so that
 /// [`finish_header`] can fill the length in.
@@ -166,11 +166,11 @@ fn encode_capability(cap: &Capability, out: &mut BytesMut) {
 
 fn encode_update_body(upd: &Update, ctx: &DecodeContext, out: &mut BytesMut) {
     let ids = &upd.path_ids;
-    let v4_ids = ctx.add_path_send_ipv4;
+    let v4 = ctx.add_path_send(Family::Ipv4Unicast);
     let wd_at = out.len();
     out.put_u16(0);
     for (i, p) in upd.withdrawn.iter().enumerate() {
-        put_path_id(v4_ids, &ids.withdrawn, i, out);
+        put_path_id(v4.then_some(&ids.withdrawn[..]), i, out);
         nlri::encode_v4(p, out);
     }
     patch_u16(out, wd_at);
@@ -178,33 +178,30 @@ fn encode_update_body(upd: &Update, ctx: &DecodeContext, out: &mut BytesMut) {
     out.put_u16(0);
     encode_attributes(&upd.attributes, ctx, 0..=code::MP_REACH_NLRI - 1, out);
     if let Some(reach) = &upd.mp_reach {
-        let send = mp_sends_ids(reach.afi, ctx);
+        let send = mp_sends_ids(reach.afi, reach.safi, ctx);
         encode_mp_reach(reach, send.then_some(&ids.mp_reach[..]), out);
     }
     if let Some(unreach) = &upd.mp_unreach {
-        let send = mp_sends_ids(unreach.afi, ctx);
+        let send = mp_sends_ids(unreach.afi, unreach.safi, ctx);
         encode_mp_unreach(unreach, send.then_some(&ids.mp_unreach[..]), out);
     }
     encode_attributes(&upd.attributes, ctx, code::MP_UNREACH_NLRI + 1..=255, out);
     patch_u16(out, attr_at);
     for (i, p) in upd.nlri.iter().enumerate() {
-        put_path_id(v4_ids, &ids.nlri, i, out);
+        put_path_id(v4.then_some(&ids.nlri[..]), i, out);
         nlri::encode_v4(p, out);
     }
 }
 
-/// Whether the prefixes of an MP attribute of `afi` carry path identifiers (RFC 7911 §3).
-fn mp_sends_ids(afi: Afi, ctx: &DecodeContext) -> bool {
-    match afi {
-        Afi::Ipv4 => ctx.add_path_send_ipv4,
-        _ => ctx.add_path_send_ipv6,
-    }
+/// Whether the prefixes of an MP attribute carry path identifiers (RFC 7911 §3).
+fn mp_sends_ids(afi: Afi, safi: Safi, ctx: &DecodeContext) -> bool {
+    Family::from_afi_safi(afi, safi).is_some_and(|f| ctx.add_path_send(f))
 }
 
-/// The path identifier of the `i`th prefix of a list, when the family sends them.
-fn put_path_id(send: bool, ids: &[u32], i: usize, out: &mut BytesMut) {
-    if send {
-        out.put_u32(super::message::path_id_at(ids, i));
+/// The path identifier of the `i`th prefix of a list, when the family sends them (`ids`).
+fn put_path_id(ids: Option<&[u32]>, i: usize, out: &mut BytesMut) {
+    if let Some(ids) = ids {
+        out.put_u32(path_id_at(ids, i));
     }
 }
 
@@ -498,7 +495,7 @@ fn encode_mp_reach(reach: &MpReach, ids: Option<&[u32]>, out: &mut BytesMut) {
         out,
     );
     for (i, p) in reach.nlri.iter().enumerate() {
-        put_path_id(ids.is_some(), ids.unwrap_or(&[]), i, out);
+        put_path_id(ids, i, out);
         nlri::encode(p, out);
     }
 }
@@ -514,7 +511,7 @@ fn encode_mp_unreach(unreach: &MpUnreach, ids: Option<&[u32]>, out: &mut BytesMu
     out.put_u16(unreach.afi.code());
     out.put_u8(unreach.safi.code());
     for (i, p) in unreach.withdrawn.iter().enumerate() {
-        put_path_id(ids.is_some(), ids.unwrap_or(&[]), i, out);
+        put_path_id(ids, i, out);
         nlri::encode(p, out);
     }
 }

@@ -34,6 +34,7 @@ pub use attribute::{
 };
 pub use capability::{AddPathMode, Afi, Capability, GracefulRestartFamily, Safi};
 pub use error::{DecodeError, ErrorCode};
+pub(crate) use message::path_id_at;
 pub use message::{Message, MessageType, Notification, Open, PathIds, RouteRefresh, Update};
 
 pub use decode::{frame_len, frame_len_within};
@@ -72,14 +73,6 @@ pub struct DecodeContext {
 }
 
 impl DecodeContext {
-    /// Whether prefixes of `family` we receive carry path identifiers.
-    pub fn add_path_receive(&self, family: Family) -> bool {
-        match family {
-            Family::Ipv4Unicast => self.add_path_ipv4,
-            Family::Ipv6Unicast => self.add_path_ipv6,
-        }
-    }
-
     /// Whether prefixes of `family` we send carry path identifiers.
     pub fn add_path_send(&self, family: Family) -> bool {
         match family {

@@ -23,7 +23,7 @@ use super::encode::{
     start_header,
 };
 use super::message::MessageType;
-use super::{nlri, DecodeContext, Family, HEADER_LEN};
+use super::{nlri, path_id_at, DecodeContext, Family, HEADER_LEN};
 
 /// The next hop announced with a batch of prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -224,7 +224,7 @@ fn tagged<'a>(
         .iter()
         .enumerate()
         .filter(move |(_, p)| Family::of(p) == family)
-        .map(move |(i, p)| (p, ids.map(|ids| ids.get(i).copied().unwrap_or(0))))
+        .map(move |(i, p)| (p, ids.map(|ids| path_id_at(ids, i))))
         .peekable()
 }
 

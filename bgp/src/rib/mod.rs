@@ -106,7 +106,7 @@ use std::sync::Arc;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracing::debug;
 
-use crate::packet::{Family, Origin, PathAttributes, Update};
+use crate::packet::{path_id_at, Family, Origin, PathAttributes, Update};
 
 pub use attrs::{AttrTable, RouteAttrs};
 pub use decision::{compare, multipath_equal, Candidate, DecisionOptions, DecisionStep, RibPath};
@@ -834,19 +834,7 @@ impl Outputs<'_, '_> {
                     self.table, self.cache, &prefix, family, p, dst, dst_state, cfg, g,
                 )
             });
-            match (before, after) {
-                (None, None) => {}
-                (Some(a), Some(b)) if a == b.ptr() => {}
-                (Some(_), Some(b)) => self.out.announce(dst, family, b.get(), prefix),
-                (None, Some(b)) => {
-                    self.out.announce(dst, family, b.get(), prefix);
-                    self.out.count(dst, family, 1);
-                }
-                (Some(_), None) => {
-                    self.out.withdraw(dst, family, prefix);
-                    self.out.count(dst, family, -1);
-                }
-            }
+            send_difference(self.out, dst, family, prefix, None, before, after);
         }
     }
 
@@ -878,34 +866,46 @@ impl Outputs<'_, '_> {
                 self.table, self.cache, &prefix, family, n, dst, dst_state, cfg, g,
             );
             let id = Some(env.tx_id(n));
-            match (before, after) {
-                (None, None) => {}
-                (Some(a), Some(b)) if a == b.ptr() => {}
-                (Some(_), Some(b)) => self.out.announce_path(dst, family, b.get(), prefix, id),
-                (None, Some(b)) => {
-                    self.out.announce_path(dst, family, b.get(), prefix, id);
-                    self.out.count(dst, family, 1);
-                }
-                (Some(_), None) => {
-                    self.out.withdraw_path(dst, family, prefix, id);
-                    self.out.count(dst, family, -1);
-                }
-            }
+            send_difference(self.out, dst, family, prefix, id, before, after);
         }
         for o in old {
             if now.iter().any(|n| n.same_source(o)) {
                 continue;
             }
-            let sent = env
+            let before = env
                 .export_for(
                     self.table, self.cache, &prefix, family, o, dst, dst_state, cfg, g,
                 )
-                .is_some();
-            if sent {
-                self.out
-                    .withdraw_path(dst, family, prefix, Some(env.tx_id(o)));
-                self.out.count(dst, family, -1);
-            }
+                .map(|e| e.ptr());
+            let id = Some(env.tx_id(o));
+            send_difference(self.out, dst, family, prefix, id, before, None);
+        }
+    }
+}
+
+/// Sends `dst` the difference for `prefix` (for one of its paths, under `id`, to a peer
+/// sent every path) between what it was sent (`before`, the address of the exported
+/// attribute set) and what it should have now (`after`), and keeps its count right.
+fn send_difference(
+    out: &mut OutputBuilder,
+    dst: PeerId,
+    family: Family,
+    prefix: IpNet,
+    id: Option<u32>,
+    before: Option<usize>,
+    after: Option<Exported<'_>>,
+) {
+    match (before, after) {
+        (None, None) => {}
+        (Some(a), Some(b)) if a == b.ptr() => {}
+        (Some(_), Some(b)) => out.announce_path(dst, family, b.get(), prefix, id),
+        (None, Some(b)) => {
+            out.announce_path(dst, family, b.get(), prefix, id);
+            out.count(dst, family, 1);
+        }
+        (Some(_), None) => {
+            out.withdraw_path(dst, family, prefix, id);
+            out.count(dst, family, -1);
         }
     }
 }
@@ -1270,7 +1270,7 @@ impl Rib {
                 .nlri
                 .iter()
                 .enumerate()
-                .map(|(i, p)| (IpNet::V4(*p), ids.get(i).copied().unwrap_or(0)))
+                .map(|(i, p)| (IpNet::V4(*p), path_id_at(ids, i)))
                 .filter(|(p, _)| in_mp.is_empty() || !in_mp.contains(&p.trunc()));
             self.announce_group(
                 peer,
@@ -1293,7 +1293,7 @@ impl Rib {
                 mp.nlri
                     .iter()
                     .enumerate()
-                    .map(|(i, p)| (*p, update.path_ids.mp_reach.get(i).copied().unwrap_or(0))),
+                    .map(|(i, p)| (*p, path_id_at(&update.path_ids.mp_reach, i))),
                 &mut out,
             );
         }
@@ -1717,19 +1717,7 @@ impl Rib {
                     dst_state.class,
                 );
                 let id = all_paths.then(|| env.tx_id(path));
-                match (before, after) {
-                    (None, None) => {}
-                    (Some(a), Some(b)) if a == b.ptr() => {}
-                    (Some(_), Some(b)) => out.announce_path(peer, family, b.get(), prefix, id),
-                    (None, Some(b)) => {
-                        out.announce_path(peer, family, b.get(), prefix, id);
-                        out.count(peer, family, 1);
-                    }
-                    (Some(_), None) => {
-                        out.withdraw_path(peer, family, prefix, id);
-                        out.count(peer, family, -1);
-                    }
-                }
+                send_difference(&mut out, peer, family, prefix, id, before, after);
             }
         };
         v4.iter().for_each(|(k, s)| each(IpNet::V4(*k), s));

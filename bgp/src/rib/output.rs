@@ -299,18 +299,8 @@ impl OutputBuilder {
         self.advertised[i][family as usize] += delta;
     }
 
-    pub(crate) fn announce(
-        &mut self,
-        peer: PeerId,
-        family: Family,
-        attrs: &Arc<RouteAttrs>,
-        prefix: IpNet,
-    ) {
-        self.announce_path(peer, family, attrs, prefix, None);
-    }
-
-    /// Announces `prefix` under `path_id` when it is `Some` (a peer we send ADD-PATH
-    /// identifiers to).
+    /// Announces `prefix` to `peer`, under `path_id` when it is `Some` (a peer we send
+    /// ADD-PATH identifiers to).
     pub(crate) fn announce_path(
         &mut self,
         peer: PeerId,
@@ -368,10 +358,6 @@ impl OutputBuilder {
                 u.path_ids.push(id);
             }
         }
-    }
-
-    pub(crate) fn withdraw(&mut self, peer: PeerId, family: Family, prefix: IpNet) {
-        self.withdraw_path(peer, family, prefix, None);
     }
 
     /// Withdraws `prefix` (under `path_id`, as [`OutputBuilder::announce_path`]).

@@ -337,8 +337,6 @@ struct Peer {
     bfd: Option<Result<bfd::SessionStatus, String>>,
     /// Families whose End-of-RIB the peer sent on the current session (RFC 4724 §2).
     end_of_rib: Vec<Family>,
-    /// Families of the current (or last) Established session.
-    families: Vec<Family>,
 }
 
 impl Peer {
@@ -657,7 +655,6 @@ impl Core {
                 prefix_limit: PrefixLimitState::default(),
                 bfd: None,
                 end_of_rib: Vec::new(),
-                families: Vec::new(),
             },
         );
         match (bfd_session, local_for_bfd) {
@@ -939,7 +936,6 @@ impl Core {
                     peer.established = Some((neg.connection, neg.decode));
                     peer.last_error = None;
                     peer.end_of_rib.clear();
-                    peer.families = neg.families.clone();
                     info!(peer = %addr, peer_as = neg.peer_as, router_id = %neg.peer_id,
                         hold_time = neg.hold_time, families = ?neg.families, "session established");
                     let session = PeerSession {
@@ -1144,7 +1140,7 @@ impl Core {
             established: p.established.is_some(),
             graceful_restart: p.peer_restart.is_some(),
             restarting: p.peer_restart.as_ref().is_some_and(|g| g.restarting),
-            families: &p.families,
+            families: p.session.negotiated().map_or(&[][..], |n| &n.families),
             end_of_rib: &p.end_of_rib,
         });
         let Some(end) = self.deferral.poll(Instant::now(), progress) else {
@@ -1154,7 +1150,7 @@ impl Core {
             .peers
             .values()
             .filter(|p| p.established.is_some())
-            .map(|p| (p.id, p.families.clone()))
+            .filter_map(|p| Some((p.id, p.session.negotiated()?.families.clone())))
             .collect();
         info!(reason = ?end, peers = targets.len(),
             "route selection deferral over: advertising our routes (RFC 4724 §4.1)");
