@@ -35,9 +35,16 @@ podman=(podman --runtime runc --cgroup-manager cgroupfs "${podman_flags[@]}")
 if ((cargo)); then
   cargo build --release --locked -p agent -p cni --bins
 fi
+# The build context: the four binaries stripped of debug information (about a tenth of
+# their size), at the paths Containerfile copies from, and .containerignore.
+context=target/image/context
+rm -rf "$context"
+mkdir -p "$context/target/release"
 for b in routerd routectl routerd-cni routerd-ipam; do
   [[ -x target/release/$b ]] || { echo "build-image: target/release/$b is missing" >&2; exit 1; }
+  strip --strip-debug -o "$context/target/release/$b" "target/release/$b"
 done
+cp .containerignore "$context/"
 
 if [[ -z "$base" ]]; then
   base=localhost/routerd-base:local
@@ -48,5 +55,6 @@ fi
   --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
   --network host \
   --build-arg "BASE=$base" \
-  -t "$tag" -f Containerfile .
+  -t "$tag" -f Containerfile "$context"
+rm -rf "$context"
 echo "build-image: $tag (base $base)"

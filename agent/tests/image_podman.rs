@@ -95,7 +95,9 @@ impl Drop for Podman {
 }
 
 /// A build context holding only what Containerfile copies (the four binaries, at the paths
-/// it names) and .containerignore: links to (or copies of) the binaries this test run built.
+/// it names) and .containerignore: the binaries this test run built, stripped of debug
+/// information as scripts/build-image.sh does (the image layers hold a copy each, and CI's
+/// disk is shared).
 fn build_context(dir: &Path) -> PathBuf {
     let context = dir.join("context");
     let release = context.join("target/release");
@@ -104,9 +106,14 @@ fn build_context(dir: &Path) -> PathBuf {
     for b in ["routerd", "routectl", "routerd-cni", "routerd-ipam"] {
         let from = bins.join(b);
         assert!(from.is_file(), "{} is missing", from.display());
-        if std::fs::hard_link(&from, release.join(b)).is_err() {
-            std::fs::copy(&from, release.join(b)).unwrap();
-        }
+        let out = Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(release.join(b))
+            .arg(&from)
+            .output()
+            .expect("strip (binutils) runs");
+        assert!(out.status.success(), "strip {}: {out:?}", from.display());
     }
     std::fs::copy(
         repo_root().join(".containerignore"),
