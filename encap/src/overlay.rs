@@ -13,7 +13,10 @@
 //!
 //! Per block, [`crate::encapsulation`] decides; a remote node appears among the VTEPs (or the
 //! IP-in-IP nodes) only if at least one of its blocks needs that tunnel. A VXLAN block of a node
-//! that has not published its VTEP yet cannot be routed and is reported, not guessed.
+//! that has not published its VTEP yet cannot be tunnelled and is reported, not guessed; if
+//! that node is on our own subnet, the block is routed natively meanwhile, as with no
+//! encapsulation: a pool switched to VXLAN then keeps forwarding while the nodes publish their
+//! VTEPs, instead of dropping every block until they have.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -43,8 +46,13 @@ pub struct ClusterNode {
 /// Why a remote block gets no route.
 #[derive(Debug)]
 pub enum UnroutableBlock {
-    /// The block needs VXLAN but its node has not published a VTEP yet.
-    NoVtep { block: IpNet, node: IpAddr },
+    /// The block needs VXLAN but its node has not published a VTEP yet. `direct`: the
+    /// node is on our subnet, and the block is routed natively to it meanwhile.
+    NoVtep {
+        block: IpNet,
+        node: IpAddr,
+        direct: bool,
+    },
     /// The block's family differs from its node's underlay address.
     FamilyMismatch { block: IpNet, node: IpAddr },
     /// The pool's settings are invalid (both tunnels enabled).
@@ -99,10 +107,18 @@ pub fn plan_overlay(this_node: IpNet, remotes: &[ClusterNode]) -> OverlayPlan {
                 }
             };
             let Some(hop) = how.next_hop(node.node_ip, node.vtep.map(|(ip, _)| ip)) else {
+                let direct = this_node.contains(&node.node_ip);
                 plan.unroutable.push(UnroutableBlock::NoVtep {
                     block,
                     node: node.node_ip,
+                    direct,
                 });
+                if let Some(hop) = direct
+                    .then(|| Encapsulation::None.next_hop(node.node_ip, None))
+                    .flatten()
+                {
+                    plan.routes.push(hop.route_to(block));
+                }
                 continue;
             };
             match (how, node.vtep, node.node_ip, block) {
@@ -230,6 +246,22 @@ impl Overlay {
         Ok(plan)
     }
 
+    /// This node's tunnel addresses (and VTEP MAC), as assigned from its blocks when a pool
+    /// came to use a tunnel. The VXLAN device takes them at the next [`Overlay::apply`]; a
+    /// running IP-in-IP data path whose address changed is restarted there with the new one.
+    pub fn set_tunnel_addresses(&mut self, vxlan: Option<(IpAddr, Mac)>, ipip: Option<Ipv4Addr>) {
+        if let Some((address, mac)) = vxlan {
+            self.config.vxlan.tunnel_address = Some(address);
+            self.config.vxlan.mac = Some(mac);
+        }
+        if ipip.is_some() && ipip != self.config.ipip.tunnel_address {
+            self.config.ipip.tunnel_address = ipip;
+            if self.ipip.take().is_some() {
+                info!("IP-in-IP tunnel address changed: restarting the data path");
+            }
+        }
+    }
+
     pub fn vxlan(&self) -> Option<&VxlanDevice> {
         self.vxlan.as_ref()
     }
@@ -315,14 +347,20 @@ mod tests {
             &[
                 node("192.168.10.2", Some("10.244.2.0"), &[("10.244.2.0/26", p)]),
                 node("192.168.10.3", None, &[("10.244.3.0/26", p)]),
+                node("192.168.20.4", None, &[("10.244.4.0/26", p)]),
             ],
         );
+        // Without its VTEP, a node on our subnet is reached natively meanwhile; one across
+        // a router is not reached at all.
         assert_eq!(
             plan.routes,
-            vec![fib::Route::via(
-                net("10.244.2.0/26"),
-                fib::NextHop::onlink(ip("10.244.2.0"), "vxlan.calico")
-            )]
+            vec![
+                fib::Route::via(
+                    net("10.244.2.0/26"),
+                    fib::NextHop::onlink(ip("10.244.2.0"), "vxlan.calico")
+                ),
+                fib::Route::via(net("10.244.3.0/26"), fib::NextHop::via(ip("192.168.10.3"))),
+            ]
         );
         assert_eq!(
             plan.vteps,
@@ -334,7 +372,10 @@ mod tests {
         );
         assert!(matches!(
             plan.unroutable.as_slice(),
-            [UnroutableBlock::NoVtep { .. }]
+            [
+                UnroutableBlock::NoVtep { direct: true, .. },
+                UnroutableBlock::NoVtep { direct: false, .. }
+            ]
         ));
     }
 

@@ -20,6 +20,7 @@ pub mod etcd;
 pub mod frr;
 pub mod gobgp;
 pub mod kube_standin;
+pub mod pinger;
 pub mod podman;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);

@@ -23,6 +23,7 @@
 pub mod cluster;
 pub mod control;
 pub mod feed;
+pub mod handover;
 pub mod nat;
 pub mod routes;
 mod run;

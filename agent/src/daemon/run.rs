@@ -20,10 +20,12 @@ use tracing::{debug, info, warn};
 
 use super::cluster::{register_node, resource_of, ClusterView, Registration};
 use super::feed::FeedSignal;
+use super::handover::{SessionHandover, SESSION_HANDOVER};
 use super::nat::NatPlan;
 use super::routes::{borrowed_addresses, plan_routes, workload_routes, BestPaths};
 use crate::health::HealthState;
 use crate::peering::{self, DesiredSession, PeeringInput, PeeringPlan};
+use crate::status::PeerType;
 use crate::status::{DaemonState, DatastoreStatus, FibStatus, NodeStatus, SessionStatus};
 use datastore::ipam_store::DatastoreIpam;
 use datastore::resource::{Kind, PasswordSource, Resource};
@@ -317,7 +319,7 @@ pub async fn run(
     };
     let (best_tx, mut best_rx) = mpsc::unbounded_channel();
     let (speaker, speaker_task) = bgp::speaker::start(speaker_config, Some(best_tx)).await?;
-    let mut sessions = BTreeMap::new();
+    let mut sessions = ConfiguredSessions::default();
     apply_sessions(&speaker, &mut sessions, &plan, &view, &secrets).await;
     let mut originated: BTreeMap<IpNet, Origination> =
         originations(&blocks, &view, &config.node_name)
@@ -333,14 +335,21 @@ pub async fn run(
     let handle = encap::netns::rtnetlink_handle_here()?;
     let parent = underlay_interface(IpAddr::V4(config.node_ipv4.addr()))
         .unwrap_or_else(|| "eth0".to_string());
-    let mut overlay_config = encap::OverlayConfig {
+    let overlay_config = encap::OverlayConfig {
         this_node: IpNet::V4(config.node_ipv4),
         vxlan: encap::VxlanConfig::new(parent.clone(), IpAddr::V4(config.node_ipv4.addr())),
         ipip: encap::IpipConfig::new(parent),
         netns: None,
     };
-    publish_tunnels(&ds, &allocator, &view, &config, &mut overlay_config).await;
     let mut overlay = encap::Overlay::new(handle, overlay_config);
+    // What the pools want of tunnels, once this node has its addresses for it (the loop
+    // assigns them again when it changes, or until an assignment succeeds).
+    let mut tunnels_wanted = tunnels_wanted_by(&view);
+    let (vxlan_tunnel, ipip_tunnel) = publish_tunnels(&ds, &allocator, &view, &config).await;
+    if (tunnels_wanted.0 && vxlan_tunnel.is_none()) || (tunnels_wanted.1 && ipip_tunnel.is_none()) {
+        tunnels_wanted = (false, false);
+    }
+    overlay.set_tunnel_addresses(vxlan_tunnel, ipip_tunnel);
 
     let mut fib_state = FibState::default();
     let blackholes: Vec<Route> = blocks.iter().map(|b| Route::blackhole(*b)).collect();
@@ -352,7 +361,7 @@ pub async fn run(
         router_id: plan.local.router_id,
         cluster_id: plan.local.cluster_id,
         blocks: blocks.clone(),
-        sessions: sessions.clone(),
+        sessions: sessions.by_address.clone(),
         fib: FibStatus::default(),
         datastore: DatastoreStatus {
             address: config.datastore.clone(),
@@ -372,7 +381,7 @@ pub async fn run(
         speaker.clone(),
     ));
     info!(node = %config.node_name, as_number = plan.local.as_number,
-          router_id = %plan.local.router_id, blocks = ?blocks, sessions = sessions.len(),
+          router_id = %plan.local.router_id, blocks = ?blocks, sessions = sessions.by_address.len(),
           "routerd started");
 
     // The loop.
@@ -467,8 +476,18 @@ pub async fn run(
                                 Ok(new_blocks) => blocks = new_blocks,
                                 Err(e) => warn!(error = %e, "applying the datastore change failed; will retry on the next change"),
                             }
+                            // A pool came to use a tunnel: take and publish our tunnel
+                            // address now (retried at the next change until it is had).
+                            let wanted = tunnels_wanted_by(&view);
+                            if wanted != tunnels_wanted {
+                                let (vxlan, ipip) = publish_tunnels(&ds, &allocator, &view, &config).await;
+                                if (!wanted.0 || vxlan.is_some()) && (!wanted.1 || ipip.is_some()) {
+                                    tunnels_wanted = wanted;
+                                }
+                                overlay.set_tunnel_addresses(vxlan, ipip);
+                            }
                             if let Ok(mut s) = snapshot.lock() {
-                                s.sessions = sessions.clone();
+                                s.sessions = sessions.by_address.clone();
                                 s.blocks = blocks.clone();
                             }
                             routes_dirty = true;
@@ -481,7 +500,13 @@ pub async fn run(
                     }
                 }
                 let peers = peer_statuses(&speaker).await;
-                update_session_health(&health, &sessions, &peers);
+                // Sessions kept for a topology hand-over go when their time is up.
+                if retire_due_sessions(&speaker, &mut sessions).await {
+                    if let Ok(mut s) = snapshot.lock() {
+                        s.sessions = sessions.by_address.clone();
+                    }
+                }
+                update_session_health(&health, &sessions.by_address, &peers);
                 if !settled {
                     // RFC 4724 §4.1: the stale routes go once every peer has re-sent its
                     // routes (End-of-RIB for each family of the session), not at the first
@@ -754,11 +779,36 @@ impl SecretReader {
     }
 }
 
+/// The sessions configured in the speaker: the plan's, and those kept past it for a
+/// topology hand-over ([`SessionHandover`]).
+#[derive(Debug, Default)]
+struct ConfiguredSessions {
+    by_address: BTreeMap<IpAddr, DesiredSession>,
+    handover: SessionHandover,
+}
+
+/// Removes the sessions whose hand-over time is up; whether any went.
+async fn retire_due_sessions(speaker: &SpeakerHandle, sessions: &mut ConfiguredSessions) -> bool {
+    let due = sessions.handover.due(Instant::now());
+    for address in &due {
+        if let Some(old) = sessions.by_address.remove(address) {
+            info!(session = %old.name, peer = %address, "hand-over over: removing session");
+            if let Err(e) = speaker.remove_peer(*address).await {
+                warn!(peer = %address, error = %e, "removing a session failed");
+            }
+        }
+    }
+    !due.is_empty()
+}
+
 /// Brings the speaker's peers in line with the plan: adds new and changed sessions (the
-/// speaker leaves an unchanged one alone), removes the ones no longer wanted.
+/// speaker leaves an unchanged one alone), removes the ones no longer wanted, except that an
+/// Established session between our own nodes stays for the hand-over time ([`handover`]).
+///
+/// [`handover`]: super::handover
 async fn apply_sessions(
     speaker: &SpeakerHandle,
-    current: &mut BTreeMap<IpAddr, DesiredSession>,
+    sessions: &mut ConfiguredSessions,
     plan: &PeeringPlan,
     view: &ClusterView,
     secrets: &SecretReader,
@@ -781,12 +831,40 @@ async fn apply_sessions(
         }
         wanted.insert(session.peer.address, session);
     }
+    let current = &mut sessions.by_address;
+    let handover = &mut sessions.handover;
+    let leaving = current.keys().any(|a| !wanted.contains_key(a));
+    let established: Vec<IpAddr> = if leaving {
+        peer_statuses(speaker)
+            .await
+            .into_iter()
+            .filter(|p| p.state == "Established")
+            .map(|p| p.address)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let now = Instant::now();
+    let mut retained = BTreeMap::new();
     for (address, old) in current.iter() {
-        if !wanted.contains_key(address) {
-            info!(session = %old.name, peer = %address, "removing session");
-            if let Err(e) = speaker.remove_peer(*address).await {
-                warn!(peer = %address, error = %e, "removing a session failed");
+        if wanted.contains_key(address) {
+            handover.keep(*address);
+            continue;
+        }
+        let between_nodes = matches!(old.peer_type, PeerType::NodeMesh | PeerType::RouteReflector);
+        let up = established.contains(address);
+        let was_retiring = handover.is_retiring(*address);
+        if handover.retire(*address, between_nodes, up, now) {
+            if !was_retiring {
+                info!(session = %old.name, peer = %address, secs = SESSION_HANDOVER.as_secs(),
+                      "session between nodes left the plan: kept until the new topology carries its routes");
             }
+            retained.insert(*address, old.clone());
+            continue;
+        }
+        info!(session = %old.name, peer = %address, "removing session");
+        if let Err(e) = speaker.remove_peer(*address).await {
+            warn!(peer = %address, error = %e, "removing a session failed");
         }
     }
     for (address, session) in &wanted {
@@ -807,6 +885,7 @@ async fn apply_sessions(
         }
     }
     *current = wanted;
+    current.extend(retained);
 }
 
 /// The session's `BGPFilter`s, in the order the BGPPeer lists them, merged into one import
@@ -842,7 +921,7 @@ async fn refresh(
     view: &ClusterView,
     allocator: &Arc<Allocator<DatastoreIpam>>,
     speaker: &SpeakerHandle,
-    sessions: &mut BTreeMap<IpAddr, DesiredSession>,
+    sessions: &mut ConfiguredSessions,
     originated: &mut BTreeMap<IpNet, Origination>,
     secrets: &SecretReader,
 ) -> Result<Vec<IpNet>, DaemonError> {
@@ -871,26 +950,35 @@ async fn refresh(
     Ok(blocks)
 }
 
+/// Whether the pools use VXLAN (IPv4) and IP-in-IP: when this changes, the tunnel addresses
+/// are assigned and published again ([`publish_tunnels`]).
+fn tunnels_wanted_by(view: &ClusterView) -> (bool, bool) {
+    let pools = view.ip_pools();
+    let wants_vxlan = pools
+        .iter()
+        .any(|p| p.family() == IpFamily::V4 && p.vxlan_mode().is_enabled());
+    let wants_ipip = pools.iter().any(|p| p.ipip_mode().is_enabled());
+    (wants_vxlan, wants_ipip)
+}
+
 /// When a pool uses a tunnel, the node takes a tunnel address from its block and publishes
-/// it (with its VTEP MAC for VXLAN) on its Node, where the other nodes read it.
+/// it (with its VTEP MAC for VXLAN) on its Node, where the other nodes read it. Called at
+/// start and whenever the pools come to use a tunnel (calico-node's tunnel address
+/// allocation follows the pools the same way); returns the addresses for the overlay.
 async fn publish_tunnels(
     ds: &Arc<dyn Datastore>,
     allocator: &Arc<Allocator<DatastoreIpam>>,
     view: &ClusterView,
     config: &DaemonConfig,
-    overlay: &mut encap::OverlayConfig,
-) {
+) -> (Option<(IpAddr, encap::vxlan::Mac)>, Option<Ipv4Addr>) {
     let pools = view.ip_pools();
     let labels = view
         .node(&config.node_name)
         .map(|n| n.metadata.labels.clone())
         .unwrap_or_default();
-    let wants_vxlan = pools
-        .iter()
-        .any(|p| p.family() == IpFamily::V4 && p.vxlan_mode().is_enabled());
-    let wants_ipip = pools.iter().any(|p| p.ipip_mode().is_enabled());
+    let (wants_vxlan, wants_ipip) = tunnels_wanted_by(view);
     if !wants_vxlan && !wants_ipip {
-        return;
+        return (None, None);
     }
     let node = config.node_name.clone();
     let alloc = allocator.clone();
@@ -923,13 +1011,13 @@ async fn publish_tunnels(
             _ => {}
         }
     }
-    if let Some(IpAddr::V4(a)) = vxlan_addr {
-        overlay.vxlan.tunnel_address = Some(IpAddr::V4(a));
-        overlay.vxlan.mac = Some(mac);
-    }
-    if let Some(IpAddr::V4(a)) = ipip_addr {
-        overlay.ipip.tunnel_address = Some(a);
-    }
+    let tunnels = (
+        vxlan_addr.filter(IpAddr::is_ipv4).map(|a| (a, mac)),
+        match ipip_addr {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        },
+    );
     let ds = ds.clone();
     let name = config.node_name.clone();
     let result = blocking(move || {
@@ -964,6 +1052,7 @@ async fn publish_tunnels(
         Ok(Err(e)) => warn!(error = %e, "publishing tunnel addresses failed"),
         Err(e) => warn!(error = %e, "publishing tunnel addresses failed"),
     }
+    tunnels
 }
 
 /// The interface holding `address` (the parent of the tunnels), from the kernel's list.

@@ -139,6 +139,25 @@ impl Cluster {
         cluster
     }
 
+    /// Joins a new node, `node-<n+1>` at 10.0.0.<n+1>, to the segment and starts its routerd
+    /// (it registers its Node, and the mesh grows to it): its index.
+    pub fn add_node(&mut self, tag: &str) -> usize {
+        let i = self.nodes.len();
+        let ns = Netns::new(&format!("{tag}{}", i + 1)).unwrap();
+        let ip = format!("10.0.0.{}", i + 1);
+        self.attach(&ns, "eth0", &format!("{ip}/24"));
+        let name = format!("node-{}", i + 1);
+        self.nodes.push(Node {
+            socket: self.dir.path().join(format!("{name}.ctl")),
+            ip,
+            name,
+            ns,
+            daemon: None,
+        });
+        self.start_routerd(i);
+        i
+    }
+
     /// (Re)starts routerd on node `i`, logging to `<dir>/<node>.log` (appended).
     pub fn start_routerd(&mut self, i: usize) {
         let node = &self.nodes[i];
@@ -177,6 +196,19 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.nodes[i].daemon = Some(Daemon::from_child(child));
+    }
+
+    /// Stops routerd on node `i` as an orchestrator would (SIGTERM) and waits up to 10 s for
+    /// it to exit.
+    pub fn stop_routerd(&mut self, i: usize) {
+        if let Some(mut d) = self.nodes[i].daemon.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &d.pid().to_string()])
+                .status();
+            let _ = wait_for("routerd to exit", Duration::from_secs(10), POLL, || {
+                (!d.is_running()).then_some(())
+            });
+        }
     }
 
     /// SIGKILLs routerd on node `i` and waits for it to be gone.
