@@ -23,7 +23,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use agent::status::query_status;
-use lab::bird::Bird;
 use lab::pinger::{PingCounts, Pinger};
 use lab::{require, wait_for, Netns};
 use support::{Cluster, POLL, T};
@@ -100,22 +99,7 @@ fn pods_on_untouched_nodes_lose_nothing_while_the_cluster_changes() {
     require(&["ip", "bird", "birdc", "ping"]);
     let mut c = Cluster::start("chn", 4, POOL);
     let tor = Netns::new("chnt").unwrap();
-    c.attach(&tor, "eth0", "10.0.0.254/24");
-    let neighbors: String = (1..=5)
-        .map(|i| {
-            format!(
-                "protocol bgp n{i} {{ local 10.0.0.254 as 65000; neighbor 10.0.0.{i} as 64512; \
-                 hold time 90; connect retry time 1; graceful restart on; \
-                 ipv4 {{ import all; export none; }}; }}\n"
-            )
-        })
-        .collect();
-    let bird = Bird::start(
-        &tor,
-        &c.path().join("tor"),
-        &format!("router id 10.0.0.254;\nprotocol device {{}}\n{neighbors}"),
-    )
-    .unwrap();
+    let bird = c.bird_tor(&tor, 5);
     let peer = |scope: &str| {
         format!(
             "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  \

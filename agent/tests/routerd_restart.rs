@@ -14,7 +14,6 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::status::{query_status, DaemonState};
-use lab::bird::Bird;
 use lab::{require, wait_for, Netns};
 use support::{Cluster, POLL, T};
 
@@ -52,22 +51,7 @@ fn sigkill_and_restart_of_routerd_loses_no_packet() {
     require(&["ip", "bird", "birdc", "ping"]);
     let mut c = Cluster::start("rst", 3, "{cidr: 10.244.0.0/16, blockSize: 26}");
     let tor = Netns::new("rstt").unwrap();
-    c.attach(&tor, "eth0", "10.0.0.254/24");
-    let neighbors: String = (1..=3)
-        .map(|i| {
-            format!(
-                "protocol bgp n{i} {{ local 10.0.0.254 as 65000; neighbor 10.0.0.{i} as 64512; \
-                 hold time 90; connect retry time 1; graceful restart on; \
-                 ipv4 {{ import all; export none; }}; }}\n"
-            )
-        })
-        .collect();
-    let bird = Bird::start(
-        &tor,
-        &c.path().join("tor"),
-        &format!("router id 10.0.0.254;\nprotocol device {{}}\n{neighbors}"),
-    )
-    .unwrap();
+    let bird = c.bird_tor(&tor, 3);
     let manifest = c.path().join("tor-peer.yaml");
     std::fs::write(
         &manifest,

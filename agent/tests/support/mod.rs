@@ -362,6 +362,28 @@ impl Cluster {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// A BIRD top-of-rack at 10.0.0.254 (AS 65000) on the segment, in `tor`, with a graceful
+    /// restart session `n<i>` towards each of the first `nodes` node addresses (10.0.0.<i>,
+    /// AS 64512), importing everything and exporting nothing.
+    pub fn bird_tor(&self, tor: &Netns, nodes: usize) -> lab::bird::Bird {
+        self.attach(tor, "eth0", "10.0.0.254/24");
+        let neighbors: String = (1..=nodes)
+            .map(|i| {
+                format!(
+                    "protocol bgp n{i} {{ local 10.0.0.254 as 65000; neighbor 10.0.0.{i} as \
+                     64512; hold time 90; connect retry time 1; graceful restart on; \
+                     ipv4 {{ import all; export none; }}; }}\n"
+                )
+            })
+            .collect();
+        lab::bird::Bird::start(
+            tor,
+            &self.path().join("tor"),
+            &format!("router id 10.0.0.254;\nprotocol device {{}}\n{neighbors}"),
+        )
+        .unwrap()
+    }
 }
 
 /// The plugins, built beside routerd by `cargo test --workspace` / `cargo build -p cni`.
