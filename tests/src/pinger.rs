@@ -109,11 +109,6 @@ impl Pinger {
         )
     }
 
-    /// Whether ping still runs (it stops only when told, or when it cannot go on).
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
     /// Stops pinging and returns the final counts (ping's summary).
     pub fn finish(mut self) -> Result<PingCounts> {
         signal(self.child.id(), "INT")?;

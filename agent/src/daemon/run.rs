@@ -346,7 +346,7 @@ pub async fn run(
     // assigns them again when it changes, or until an assignment succeeds).
     let mut tunnels_wanted = tunnels_wanted_by(&view);
     let (vxlan_tunnel, ipip_tunnel) = publish_tunnels(&ds, &allocator, &view, &config).await;
-    if (tunnels_wanted.0 && vxlan_tunnel.is_none()) || (tunnels_wanted.1 && ipip_tunnel.is_none()) {
+    if !has_tunnels(tunnels_wanted, vxlan_tunnel, ipip_tunnel) {
         tunnels_wanted = (false, false);
     }
     overlay.set_tunnel_addresses(vxlan_tunnel, ipip_tunnel);
@@ -481,7 +481,7 @@ pub async fn run(
                             let wanted = tunnels_wanted_by(&view);
                             if wanted != tunnels_wanted {
                                 let (vxlan, ipip) = publish_tunnels(&ds, &allocator, &view, &config).await;
-                                if (!wanted.0 || vxlan.is_some()) && (!wanted.1 || ipip.is_some()) {
+                                if has_tunnels(wanted, vxlan, ipip) {
                                     tunnels_wanted = wanted;
                                 }
                                 overlay.set_tunnel_addresses(vxlan, ipip);
@@ -959,6 +959,11 @@ fn tunnels_wanted_by(view: &ClusterView) -> (bool, bool) {
         .any(|p| p.family() == IpFamily::V4 && p.vxlan_mode().is_enabled());
     let wants_ipip = pools.iter().any(|p| p.ipip_mode().is_enabled());
     (wants_vxlan, wants_ipip)
+}
+
+/// Whether the tunnel addresses `publish_tunnels` returned are all that `wanted` asks for.
+fn has_tunnels<V, I>(wanted: (bool, bool), vxlan: Option<V>, ipip: Option<I>) -> bool {
+    (!wanted.0 || vxlan.is_some()) && (!wanted.1 || ipip.is_some())
 }
 
 /// When a pool uses a tunnel, the node takes a tunnel address from its block and publishes
