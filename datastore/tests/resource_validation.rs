@@ -508,6 +508,20 @@ fn peer_num_allowed_local_as_numbers() {
             "spec.numAllowedLocalASNumbers",
         );
     }
+    // Calico's spelling, and the one earlier routerd versions wrote; Calico's is written.
+    for field in ["numAllowedLocalASNumbers", "numAllowedLocalAsNumbers"] {
+        let ok = peer(&format!("peerIP: 10.0.0.1\nasNumber: 65000\n{field}: 2"));
+        let resources = parse_manifests(&ok).unwrap();
+        let datastore::resource::Resource::BgpPeer(p) = &resources[0] else {
+            panic!("{resources:?}")
+        };
+        assert_eq!(p.spec.num_allowed_local_as_numbers().unwrap(), Some(2));
+        let written = resources[0].to_value().to_string();
+        assert!(
+            written.contains("\"numAllowedLocalASNumbers\":2"),
+            "{written}"
+        );
+    }
 }
 
 #[test]

@@ -80,7 +80,14 @@ pub struct BgpPeerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<BfdSpec>,
     /// How many times our own AS may appear in a received AS_PATH (0 = RFC 4271 loop check).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Calico spells it `numAllowedLocalASNumbers`; the camel-case `numAllowedLocalAsNumbers`
+    /// that earlier versions of routerd accepted is still read.
+    #[serde(
+        default,
+        rename = "numAllowedLocalASNumbers",
+        alias = "numAllowedLocalAsNumbers",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub num_allowed_local_as_numbers: Option<i64>,
     /// GTSM (RFC 5082): the peer is at most this many hops away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
