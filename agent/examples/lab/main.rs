@@ -1,48 +1,115 @@
-//! The lab: a cluster of `routerd` nodes and a BIRD top-of-rack in network namespaces,
-//! operated with `routectl`, as an operator would run calico-node on real machines.
+//! The lab: a cluster of `routerd` nodes in network namespaces, in the shapes operators run,
+//! operated with `routectl`, with pods made by a real container runtime, and checked.
 //!
-//! `scripts/lab.sh` (or `cargo build --release -p agent --bins --examples &&
-//! target/release/examples/lab [--nodes N] [--datastore file|etcd] [--keep]`) builds, on one
-//! L2 segment 10.0.0.0/24:
-//! - N nodes (default 3) `node-1..node-N` at 10.0.0.1.., each running `routerd` on one shared
-//!   datastore, AS 64512 inherited from the default: the embedded one (a directory), or with
-//!   `--datastore etcd` a three-member etcd cluster in namespaces of its own at
-//!   10.0.0.201-203 (routectl then runs in the ToR's namespace, which reaches it);
-//! - one pod per node: `routerd-cni install` puts the CNI plugins and the conflist in the
-//!   node's CNI directories, then podman (CNI backend) runs a busybox container on the
-//!   `routerd` network; the plugins give it an address from the node's block, its veth and
-//!   host route, and record its WorkloadEndpoint;
-//! - a top-of-rack router running BIRD 2, AS 65000, originating a default route.
+//! `scripts/lab.sh [options]` (or `cargo build --release -p agent --bins --examples && cargo
+//! build --release -p cni --bins && target/release/examples/lab [options]`):
 //!
-//! Then, as an operator would: `routectl create` an IPPool, start the daemons, watch the
-//! mesh come up, `routectl apply` a global BGPPeer for the ToR, and check: every session
-//! Established, every node routes every other block through its owner, every pod pings every
-//! other pod, the ToR reaches every pod. It prints `routectl get nodes -o wide`, `routectl
-//! node status` of node-1, `routectl ipam show --show-blocks` and the kernel tables, then
-//! tears everything down (with `--keep`, only after Ctrl-C). Needs root and the packages of
+//! ```text
+//! --topology mesh|reflectors|tor|per-node   how nodes learn routes (default mesh)
+//! --encap none|ipip|vxlan                   the IPPool's encapsulation (default vxlan)
+//! --crosssubnet                             encapsulate only across the router
+//! --ipv6                                    dual stack: an IPv6 pool, pods with both families
+//! --racks 1|2                               one segment, or two joined by a router (default 2)
+//! --nodes N                                 routerd nodes (default 4)
+//! --datastore file|etcd                     embedded, or a three-member etcd cluster
+//! --keep                                    leave it up until Ctrl-C
+//! ```
+//!
+//! See [`shape`] for the addressing and what each topology configures. The lab then checks,
+//! failing with a non-zero exit when anything is off: every node has exactly its expected
+//! sessions Established; each node's kernel holds exactly the expected routes of our
+//! protocol (own blocks blackholed, remote blocks via the right next hop and device, pods'
+//! /32s and /128s to their veths, nothing else); every pod reaches every other pod, in both
+//! families (a matrix is printed); the ToR reaches every pod; and, on two racks, a capture
+//! on rack 1's segment shows pod traffic encapsulated exactly where the pool says (Always:
+//! everywhere; CrossSubnet: only across the router; none: nowhere). It prints what it
+//! built, `routectl get nodes -o wide`, `routectl node status` and the routes of node-1.
+//! A run that was killed is cleaned up by the next one. Needs root and the packages of
 //! `scripts/setup.sh`; only namespaces it creates are touched.
 
+mod earlier;
+mod expect;
+mod shape;
+
+use std::collections::BTreeMap;
 use std::fs::File;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use agent::status::{query_status, PeerType};
+use agent::status::query_status;
 use anyhow::{bail, Context, Result};
 use lab::bird::Bird;
 use lab::etcd::EtcdCluster;
 use lab::podman::Podman;
 use lab::{lan, require, wait_for, Daemon, Netns};
 
+use expect::{canonical_routes, expected_routes, Assigned};
+use shape::{Encap, Shape, Topology};
+
 const TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
+/// etcd members live on rack 1's segment.
+const ETCD_HOSTS: [u8; 3] = [201, 202, 203];
 
 struct Node {
+    index: usize,
     name: String,
-    ip: String,
     ns: Netns,
     socket: PathBuf,
     _daemon: Daemon,
+}
+
+struct Options {
+    shape: Shape,
+    keep: bool,
+    on_etcd: bool,
+}
+
+fn parse_args() -> Result<Options> {
+    let mut shape = Shape {
+        topology: Topology::Mesh,
+        encap: Encap::Vxlan,
+        cross_subnet: false,
+        ipv6: false,
+        racks: 2,
+        nodes: 4,
+    };
+    let (mut keep, mut on_etcd) = (false, false);
+    let mut args = std::env::args().skip(1);
+    let number = |v: Option<String>, flag: &str| -> Result<usize> {
+        v.with_context(|| format!("{flag} needs a number"))?
+            .parse()
+            .with_context(|| format!("{flag} needs a number"))
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--topology" => shape.topology = Topology::parse(&args.next().unwrap_or_default())?,
+            "--encap" => shape.encap = Encap::parse(&args.next().unwrap_or_default())?,
+            "--crosssubnet" => shape.cross_subnet = true,
+            "--ipv6" => shape.ipv6 = true,
+            "--racks" => shape.racks = number(args.next(), "--racks")?.min(255) as u8,
+            "--nodes" => shape.nodes = number(args.next(), "--nodes")?,
+            "--keep" => keep = true,
+            "--datastore" => match args.next().as_deref() {
+                Some("file") => on_etcd = false,
+                Some("etcd") => on_etcd = true,
+                other => bail!("--datastore takes file or etcd, not {other:?}"),
+            },
+            other => bail!(
+                "unknown argument {other}; usage: lab [--topology mesh|reflectors|tor|per-node] \
+                 [--encap none|ipip|vxlan] [--crosssubnet] [--ipv6] [--racks 1|2] [--nodes N] \
+                 [--datastore file|etcd] [--keep]"
+            ),
+        }
+    }
+    shape.validate()?;
+    Ok(Options {
+        shape,
+        keep,
+        on_etcd,
+    })
 }
 
 /// The built binaries next to this example (`target/<profile>/{routerd,routectl}`).
@@ -55,173 +122,216 @@ fn binary(name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     if !path.exists() {
         bail!(
-            "{} not found: build with `cargo build --release -p agent --bins --examples`",
+            "{} not found: build with `cargo build --release -p agent --bins --examples` and \
+             `cargo build --release -p cni --bins`",
             path.display()
         );
     }
     Ok(path)
 }
 
-fn routectl(
-    bin: &Path,
-    at: Option<&Netns>,
-    datastore: &str,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> Result<String> {
-    let mut c = match at {
-        Some(ns) => ns.command(&[&bin.to_string_lossy()]),
-        None => Command::new(bin),
-    };
-    c.arg("--datastore")
-        .arg(datastore)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().context("running routectl")?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use std::io::Write;
-        pipe.write_all(text.as_bytes())?;
+/// Runs routectl against the lab's datastore (in `at` when the datastore is only reachable
+/// from the namespaces).
+struct Routectl<'a> {
+    bin: PathBuf,
+    at: Option<&'a Netns>,
+    datastore: String,
+}
+
+impl Routectl<'_> {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let mut c = match self.at {
+            Some(ns) => ns.command(&[&self.bin.to_string_lossy()]),
+            None => Command::new(&self.bin),
+        };
+        c.arg("--datastore")
+            .arg(&self.datastore)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().context("running routectl")?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            pipe.write_all(text.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "routectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "routectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+
+    /// Runs and echoes, as an operator's terminal would show it.
+    fn show(&self, args: &[&str], stdin: Option<&str>) -> Result<()> {
+        let out = self.run(args, stdin)?;
+        println!("$ routectl {}\n{}", args.join(" "), out.trim_end());
+        Ok(())
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn main() -> Result<()> {
-    let mut count = 3usize;
-    let mut keep = false;
-    let mut on_etcd = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--nodes" => {
-                count = args
-                    .next()
-                    .context("--nodes needs a number")?
-                    .parse()
-                    .context("--nodes needs a number")?
-            }
-            "--keep" => keep = true,
-            "--datastore" => match args.next().as_deref() {
-                Some("file") => on_etcd = false,
-                Some("etcd") => on_etcd = true,
-                other => bail!("--datastore takes file or etcd, not {other:?}"),
-            },
-            other => bail!(
-                "unknown argument {other}; usage: lab [--nodes N] [--datastore file|etcd] [--keep]"
-            ),
-        }
-    }
-    if !(2..=50).contains(&count) {
-        bail!("--nodes must be 2..=50");
-    }
+    let Options {
+        shape,
+        keep,
+        on_etcd,
+    } = parse_args()?;
     require(&[
-        "ip", "bird", "birdc", "ping", "podman", "runc", "nsenter", "busybox",
+        "ip", "bird", "birdc", "ping", "podman", "runc", "nsenter", "busybox", "tcpdump",
     ]);
     if on_etcd {
         require(&["etcd", "etcdctl"]);
     }
+    let cleaned = earlier::clean_up();
+    if cleaned > 0 {
+        println!("lab: removed what {cleaned} earlier run(s) left behind");
+    }
+    let started = Instant::now();
     let routerd = binary("routerd")?;
-    let routectl_bin = binary("routectl")?;
-    let dir = tempdir()?;
+    let dir = std::env::temp_dir().join(format!("routerd-lab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let tag = earlier::TAG;
 
-    let tor_ns = Netns::new("tor")?;
-    let node_ns: Vec<Netns> = (1..=count)
-        .map(|i| Netns::new(&format!("node{i}")))
+    // The underlay: the router, the racks' segments, the nodes (and etcd on rack 1).
+    let router = Netns::new(&format!("{tag}rtr"))?;
+    let node_ns: Vec<Netns> = (1..=shape.nodes)
+        .map(|i| Netns::new(&format!("{tag}node{i}")))
         .collect::<Result<_>>()?;
     let etcd_ns: Vec<Netns> = if on_etcd {
         (1..=3)
-            .map(|i| Netns::new(&format!("etcd{i}")))
+            .map(|i| Netns::new(&format!("{tag}etcd{i}")))
             .collect::<Result<_>>()?
     } else {
         Vec::new()
     };
-    let etcd_ips = ["10.0.0.201", "10.0.0.202", "10.0.0.203"];
-    let etcd_cidrs: Vec<[String; 1]> = etcd_ips.iter().map(|ip| [format!("{ip}/24")]).collect();
-    let cidrs: Vec<String> = (1..=count).map(|i| format!("10.0.0.{i}/24")).collect();
-    let tor_addr = ["10.0.0.254/24"];
-    let node_addrs: Vec<[&str; 1]> = cidrs.iter().map(|c| [c.as_str()]).collect();
-    let etcd_addrs: Vec<[&str; 1]> = etcd_cidrs.iter().map(|c| [c[0].as_str()]).collect();
-    let mut members: Vec<(&Netns, &str, &[&str])> = vec![(&tor_ns, "eth0", &tor_addr)];
-    for (ns, a) in node_ns.iter().zip(&node_addrs) {
-        members.push((ns, "eth0", a));
+    let mut switches = Vec::new();
+    for rack in 1..=shape.racks {
+        let mut addrs: Vec<(usize, Vec<String>)> = Vec::new();
+        for i in (1..=shape.nodes).filter(|&i| shape.rack_of(i) == rack) {
+            let mut a = vec![format!("{}/24", shape.node_ip(i))];
+            if shape.ipv6 {
+                a.push(format!("{}/64", shape.node_ip6(i)));
+            }
+            addrs.push((i, a));
+        }
+        let mut router_addrs = vec![format!("{}/24", Shape::gateway(rack))];
+        if shape.ipv6 {
+            router_addrs.push(format!("{}/64", Shape::gateway6(rack)));
+        }
+        let etcd_addrs: Vec<String> = if rack == 1 {
+            ETCD_HOSTS
+                .iter()
+                .take(etcd_ns.len())
+                .map(|h| format!("10.0.1.{h}/24"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let refs: Vec<Vec<&str>> = addrs
+            .iter()
+            .map(|(_, a)| a.iter().map(String::as_str).collect())
+            .collect();
+        let router_refs: Vec<&str> = router_addrs.iter().map(String::as_str).collect();
+        let router_if = format!("rack{rack}");
+        let mut members: Vec<(&Netns, &str, &[&str])> = vec![(&router, &router_if, &router_refs)];
+        for ((i, _), r) in addrs.iter().zip(&refs) {
+            members.push((&node_ns[i - 1], "eth0", r));
+        }
+        let etcd_refs: Vec<[&str; 1]> = etcd_addrs.iter().map(|a| [a.as_str()]).collect();
+        for (ns, a) in etcd_ns.iter().zip(&etcd_refs) {
+            members.push((ns, "eth0", a));
+        }
+        switches.push(lan(&format!("{tag}rack{rack}"), &members)?);
     }
-    for (ns, a) in etcd_ns.iter().zip(&etcd_addrs) {
-        members.push((ns, "eth0", a));
+    router.ip(&["addr", "add", &format!("{}/32", shape::TOR_LOOPBACK), "dev", "lo"])?;
+    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    if shape.ipv6 {
+        router.ip(&["addr", "add", &format!("{}/128", shape::TOR_LOOPBACK6), "dev", "lo"])?;
+        router.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
     }
-    let _switch = lan("lab", &members)?;
+    for (i, ns) in (1..=shape.nodes).zip(&node_ns) {
+        let rack = shape.rack_of(i);
+        ns.ip(&["route", "add", "default", "via", &Shape::gateway(rack).to_string()])?;
+        if shape.ipv6 {
+            ns.ip(&["-6", "route", "add", "default", "via", &Shape::gateway6(rack).to_string()])?;
+        }
+    }
+    for ns in &etcd_ns {
+        ns.ip(&["route", "add", "default", "via", "10.0.1.254"])?;
+    }
     let etcd = if on_etcd {
         let members = etcd_ns
             .into_iter()
-            .zip(etcd_ips)
-            .map(|(ns, ip)| (ns, ip.to_string()))
+            .zip(ETCD_HOSTS)
+            .map(|(ns, h)| (ns, format!("10.0.1.{h}")))
             .collect();
         Some(EtcdCluster::in_namespaces(members, false)?)
     } else {
         None
     };
-    let datastore = match &etcd {
-        Some(etcd) => format!("etcd:{}", etcd.endpoints()),
-        None => format!("file:{}", dir.join("datastore").display()),
+    let ctl = Routectl {
+        bin: binary("routectl")?,
+        at: etcd.as_ref().map(|_| &router),
+        datastore: match &etcd {
+            Some(etcd) => format!("etcd:{}", etcd.endpoints()),
+            None => format!("file:{}", dir.join("datastore").display()),
+        },
     };
-    let ctl_ns = etcd.as_ref().map(|_| &tor_ns);
-    let ctl = |args: &[&str], stdin: Option<&str>| {
-        routectl(&routectl_bin, ctl_ns, &datastore, args, stdin)
-    };
-
     println!(
-        "lab: {count} routerd nodes and a BIRD ToR in network namespaces; datastore {datastore}"
+        "lab: {} — {} routerd nodes on {} rack(s) (10.0.<rack>.0/24{}) joined by a router at \
+         .254{}; datastore {}",
+        shape.describe(),
+        shape.nodes,
+        shape.racks,
+        if shape.ipv6 {
+            ", fd00:0:<rack>::/64"
+        } else {
+            ""
+        },
+        if shape.topology.has_tor() {
+            " that is also the BIRD ToR (AS 65000)"
+        } else {
+            ""
+        },
+        ctl.datastore
     );
-    print!(
-        "$ routectl create -f pool.yaml\n{}",
-        ctl(
-            &["create", "-f", "-"],
-            Some(
-                "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: default-ipv4-ippool\n\
-                 spec:\n  cidr: 10.244.0.0/16\n  blockSize: 24\n  ipipMode: Never\n  vxlanMode: Never\n  natOutgoing: true\n",
-            ),
-        )?
-    );
+    ctl.show(&["create", "-f", "-"], Some(&shape.base_manifests()))?;
+    let tor = match shape.bird_config() {
+        Some(conf) => Some(Bird::start(&router, &dir.join("tor"), &conf)?),
+        None => None,
+    };
 
-    let mut tor_conf = String::from(
-        "router id 10.0.0.254;\nprotocol device {}\nprotocol direct { ipv4; }\n\
-         protocol kernel { ipv4 { export where source = RTS_BGP; }; merge paths on; }\n\
-         protocol static defgw { ipv4; route 0.0.0.0/0 blackhole; }\n\
-         template bgp node { local 10.0.0.254 as 65000; hold time 9; connect retry time 1;\n\
-           ipv4 { import all; export all; }; }\n",
-    );
-    for i in 1..=count {
-        tor_conf +=
-            &format!("protocol bgp node{i} from node {{ neighbor 10.0.0.{i} as 64512; }}\n");
-    }
-    let tor = Bird::start(&tor_ns, &dir.join("tor"), &tor_conf)?;
-
+    // The daemons.
     let mut nodes = Vec::new();
-    for (i, ns) in (1..=count).zip(node_ns) {
+    for (i, ns) in (1..=shape.nodes).zip(node_ns) {
         let name = format!("node-{i}");
         let socket = dir.join(format!("{name}.ctl"));
         let log = File::create(dir.join(format!("{name}.log")))?;
+        let ip = format!("{}/24", shape.node_ip(i));
+        let ip6 = if shape.ipv6 {
+            format!("{}/64", shape.node_ip6(i))
+        } else {
+            "none".into()
+        };
         let child = ns
             .command(&[
                 &routerd.to_string_lossy(),
                 "--node-name",
                 &name,
                 "--node-ip",
-                &cidrs[i - 1],
+                &ip,
+                "--node-ipv6",
+                &ip6,
                 "--datastore",
-                &datastore,
+                &ctl.datastore,
                 "--control-socket",
                 &socket.to_string_lossy(),
             ])
@@ -231,58 +341,77 @@ fn main() -> Result<()> {
             .spawn()
             .context("starting routerd")?;
         nodes.push(Node {
+            index: i,
             name,
-            ip: format!("10.0.0.{i}"),
             ns,
             socket,
             _daemon: Daemon::from_child(child),
         });
     }
-
-    // The mesh.
+    let log_of = |n: &Node| dir.join(format!("{}.log", n.name)).display().to_string();
     for n in &nodes {
-        let others: Vec<String> = nodes
-            .iter()
-            .filter(|o| o.name != n.name)
-            .map(|o| PeerType::NodeMesh.session_name(o.ip.parse().unwrap_or([0u8; 4].into())))
-            .collect();
-        wait_for(&format!("{}'s mesh", n.name), TIMEOUT, POLL, || {
-            let s = query_status(&n.socket, Duration::from_secs(5)).ok()?;
-            others
-                .iter()
-                .all(|o| {
-                    s.sessions
-                        .iter()
-                        .any(|x| &x.name == o && x.state == "Established")
-                })
-                .then_some(())
+        wait_for(&format!("{}'s routerd", n.name), TIMEOUT, POLL, || {
+            query_status(&n.socket, Duration::from_secs(5)).ok()
         })
-        .with_context(|| format!("see {}", dir.join(format!("{}.log", n.name)).display()))?;
+        .with_context(|| format!("see {}", log_of(n)))?;
     }
-    println!("lab: full mesh Established on every node");
 
-    // The ToR, applied as an operator would.
-    print!(
-        "$ routectl apply -f tor.yaml\n{}",
-        ctl(
-            &["apply", "-f", "-"],
-            Some(
-                "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: rack-tor\n\
-                 spec:\n  peerIP: 10.0.0.254\n  asNumber: 65000\n",
-            ),
-        )?
-    );
-    for i in 1..=count {
-        tor.wait_established(&format!("node{i}"), TIMEOUT)?;
+    // The topology's own resources, applied as an operator would.
+    match shape.topology {
+        Topology::Mesh | Topology::Tor => {}
+        Topology::Reflectors => {
+            for i in shape.reflectors() {
+                let patch = format!(
+                    "{{\"spec\":{{\"bgp\":{{\"routeReflectorClusterID\":\"{}\"}}}}}}",
+                    shape::CLUSTER_ID
+                );
+                ctl.show(&["patch", "node", &format!("node-{i}"), "-p", &patch], None)?;
+            }
+        }
+        Topology::PerNode => {
+            for i in 1..=shape.nodes {
+                let label = format!("rack=rack{}", shape.rack_of(i));
+                ctl.show(&["label", "node", &format!("node-{i}"), &label], None)?;
+            }
+        }
     }
+    let peers = shape.peer_manifests();
+    if !peers.is_empty() {
+        ctl.show(&["apply", "-f", "-"], Some(&peers))?;
+    }
+
+    // Exactly the expected sessions, Established.
+    for n in &nodes {
+        let want = shape.expected_sessions(n.index);
+        wait_for(&format!("{}'s sessions", n.name), TIMEOUT, POLL, || {
+            let s = query_status(&n.socket, Duration::from_secs(5)).ok()?;
+            let mut up: Vec<IpAddr> = s
+                .sessions
+                .iter()
+                .filter(|x| x.state == "Established")
+                .map(|x| x.address)
+                .collect();
+            up.sort();
+            (up == want && s.sessions.len() == want.len()).then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "{} should have exactly {want:?} Established; see {}",
+                n.name,
+                log_of(n)
+            )
+        })?;
+    }
+    println!(
+        "lab: every node has exactly its {} sessions Established",
+        shape.topology.as_str()
+    );
 
     // Pods, as a cluster makes them: the CNI plugins installed on each node (the step a
-    // DaemonSet's init container runs), then a container runtime (podman) starting a
-    // container on the routerd network; the plugins assign its address from the node's
-    // block and plumb it.
+    // DaemonSet's init container runs), then podman starting a container on the routerd
+    // network; the plugins assign its addresses from the node's blocks and plumb it.
     let plugins = binary("routerd-cni")?;
     let mut runtimes = Vec::new();
-    let mut pods = Vec::new();
     for n in &nodes {
         let root = dir.join(format!("cni-{}", n.name));
         let (bin_dir, conf_dir) = (root.join("opt/cni/bin"), root.join("etc/cni/net.d"));
@@ -293,127 +422,276 @@ fn main() -> Result<()> {
                 .arg(&bin_dir)
                 .arg("--conf-dir")
                 .arg(&conf_dir)
-                .args(["--datastore", &datastore, "--nodename", &n.name]),
+                .args(["--datastore", &ctl.datastore, "--nodename", &n.name]),
         )?;
         let conflist = std::fs::read_to_string(conf_dir.join("10-routerd.conflist"))?;
         let podman = Podman::new(&root.join("podman"), &n.ns, &bin_dir, "routerd", &conflist)?;
-        let pod_name = format!("pod-{}", n.name);
-        podman.start(&pod_name, "routerd")?;
-        let address: std::net::IpAddr = podman.ipv4(&pod_name)?.parse()?;
-        // The lab's pool has /24 blocks.
-        let block = ipnet::IpNet::new(address, 24)?.trunc();
-        println!(
-            "lab: {} runs container {pod_name} at {address} (block {block})",
-            n.name
-        );
-        pods.push((runtimes.len(), pod_name, address, block));
+        podman.start(&format!("pod-{}", n.name), "routerd")?;
         runtimes.push(podman);
     }
-    tor_ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-
-    // Every node routes every other block through its owner.
-    for n in &nodes {
-        wait_for(&format!("{}'s routes", n.name), TIMEOUT, POLL, || {
-            let table = n.ns.ip(&["route", "show", "proto", "80"]).ok()?;
-            pods.iter()
-                .zip(&nodes)
-                .all(|((_, _, _, block), owner)| {
-                    if owner.name == n.name {
-                        table.contains(&format!("blackhole {block}"))
-                    } else {
-                        routes_via(&table, &block.to_string(), &owner.ip)
-                    }
-                })
-                .then_some(())
-        })
-        .with_context(|| {
-            format!(
-                "{} routes: {}; pods: {:?}",
-                n.name,
-                n.ns.ip(&["route"]).unwrap_or_default(),
-                pods.iter().map(|(_, _, a, b)| (a, b)).collect::<Vec<_>>()
-            )
-        })?;
+    let assigned = read_assigned(&ctl, &shape)?;
+    for (i, pods) in &assigned.pods {
+        let addrs: Vec<String> = pods.iter().map(|(a, _)| a.to_string()).collect();
+        println!("lab: node-{i} runs pod-node-{i} at {}", addrs.join(", "));
     }
-    // Pod to pod across nodes, and the ToR to every pod.
-    for (runtime, from, _, _) in &pods {
-        for (_, _, to, _) in &pods {
-            let to = to.to_string();
-            wait_for(&format!("ping {to}"), Duration::from_secs(20), POLL, || {
-                runtimes[*runtime].ping(from, &to, 1).ok()
-            })?;
+    let families = if shape.ipv6 { 2 } else { 1 };
+    for n in 1..=shape.nodes {
+        let got = assigned.pods.get(&n).map_or(0, Vec::len);
+        if got != families {
+            bail!("pod-node-{n} has {got} addresses, expected {families} (one per family)");
         }
     }
-    for (_, _, to, _) in &pods {
-        tor_ns.exec(&["ping", "-c", "1", "-W", "2", &to.to_string()])?;
+
+    // Exactly the expected routes in every kernel.
+    for n in &nodes {
+        let want = expected_routes(&shape, n.index, &assigned);
+        let t = Instant::now();
+        let result = wait_for(&format!("{}'s routes", n.name), TIMEOUT, POLL, || {
+            (our_routes(&n.ns, shape.ipv6).ok()? == want).then_some(())
+        });
+        if result.is_err() {
+            let got = our_routes(&n.ns, shape.ipv6)?;
+            bail!(
+                "{}'s kernel does not hold exactly the expected routes after {:?}\n  \
+                 missing: {:?}\n  unexpected: {:?}\n  see {}",
+                n.name,
+                t.elapsed(),
+                want.difference(&got).collect::<Vec<_>>(),
+                got.difference(&want).collect::<Vec<_>>(),
+                log_of(n)
+            );
+        }
     }
-    println!("lab: every pod reaches every other pod across nodes; the ToR reaches every pod\n");
+    println!("lab: every node's kernel holds exactly the expected routes (blackholed own blocks, remote blocks via their next hop and device, pods to their veths)");
+
+    // Every pod reaches every other pod, each family.
+    print_matrix(&shape, &assigned, &runtimes)?;
+    if let Some(tor) = &tor {
+        for (_, pods) in &assigned.pods {
+            for (ip, _) in pods {
+                let ip = ip.to_string();
+                wait_for(&format!("the ToR reaches {ip}"), Duration::from_secs(20), POLL, || {
+                    router.exec(&["ping", "-c", "1", "-W", "1", &ip]).ok()
+                })?;
+            }
+        }
+        println!("lab: the ToR reaches every pod\n");
+        println!("ToR (BIRD, AS 65000) routes:\n{}", tor.cmd("show route")?);
+    }
+    if shape.racks == 2 {
+        check_encapsulation(&shape, &assigned, &runtimes, &switches[0], &dir)?;
+    }
 
     println!(
-        "$ routectl get nodes -o wide\n{}",
-        ctl(&["get", "nodes", "-o", "wide"], None)?
-    );
-    println!(
-        "$ routectl get bgppeer\n{}",
-        ctl(&["get", "bgppeer"], None)?
+        "\n$ routectl get nodes -o wide\n{}",
+        ctl.run(&["get", "nodes", "-o", "wide"], None)?
     );
     let socket = nodes[0].socket.to_string_lossy().into_owned();
     println!(
-        "$ routectl node status   # on {}\n{}",
-        nodes[0].name,
-        ctl(&["--control-socket", &socket, "node", "status"], None)?
+        "$ routectl node status   # on node-1\n{}",
+        ctl.run(&["--control-socket", &socket, "node", "status"], None)?
     );
-    println!(
-        "$ routectl get workloadendpoints -o wide\n{}",
-        ctl(&["get", "workloadendpoints", "-o", "wide"], None)?
-    );
-    println!(
-        "$ routectl ipam show --show-blocks\n{}",
-        ctl(&["ipam", "show", "--show-blocks"], None)?
-    );
-    for n in &nodes {
-        println!(
-            "{} kernel routes (ip route):\n{}",
-            n.name,
-            n.ns.ip(&["route"])?
-        );
+    println!("node-1 kernel routes:\n{}", nodes[0].ns.ip(&["route"])?);
+    if shape.ipv6 {
+        println!("{}", nodes[0].ns.ip(&["-6", "route"])?);
     }
-    println!("ToR (BIRD, AS 65000):\n{}", tor.cmd("show route")?);
     if let Some(etcd) = &etcd {
         println!(
             "$ etcdctl endpoint status --cluster -w table\n{}",
             etcd.etcdctl(0, &["endpoint", "status", "--cluster", "-w", "table"])?
         );
     }
+    println!(
+        "lab: {} passed every check in {:.1} s",
+        shape.describe(),
+        started.elapsed().as_secs_f64()
+    );
 
     if keep {
         println!(
-            "lab: running; namespaces: {}, {} ...; datastore {datastore}; Ctrl-C to tear down",
-            tor_ns.name(),
-            nodes[0].ns.name()
+            "lab: running; namespaces {} (router), {} ...; datastore {}; Ctrl-C to tear down",
+            router.name(),
+            nodes[0].ns.name(),
+            ctl.datastore
         );
         wait_for_signal();
     }
     println!("lab: tearing down");
     drop(runtimes);
     drop(nodes);
+    drop(tor);
     drop(etcd);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
-/// Whether `table` (`ip route` output) routes `prefix` via `gateway`, with or without a
-/// kernel nexthop object (`10.244.1.0/24 nhid 12 via 10.0.0.2 dev eth0`).
-fn routes_via(table: &str, prefix: &str, gateway: &str) -> bool {
-    table.lines().any(|l| {
-        l.split_whitespace().next() == Some(prefix) && l.contains(&format!("via {gateway} "))
-    })
+/// The pods' addresses and interfaces (their WorkloadEndpoints) and the nodes' VXLAN tunnel
+/// addresses, from the datastore.
+fn read_assigned(ctl: &Routectl, shape: &Shape) -> Result<Assigned> {
+    let index = |name: &str| -> Option<usize> {
+        name.strip_prefix("node-")?
+            .parse()
+            .ok()
+            .filter(|i| (1..=shape.nodes).contains(i))
+    };
+    let mut assigned = Assigned::default();
+    let weps: serde_json::Value =
+        serde_json::from_str(&ctl.run(&["get", "workloadendpoints", "-o", "json"], None)?)?;
+    for wep in weps["items"].as_array().into_iter().flatten() {
+        let spec = &wep["spec"];
+        let Some(n) = spec["node"].as_str().and_then(index) else {
+            continue;
+        };
+        let dev = spec["interfaceName"].as_str().unwrap_or_default().to_string();
+        for net in spec["ipNetworks"].as_array().into_iter().flatten() {
+            let net: ipnet::IpNet = net.as_str().unwrap_or_default().parse()?;
+            assigned
+                .pods
+                .entry(n)
+                .or_default()
+                .push((net.addr(), dev.clone()));
+        }
+    }
+    let nodes: serde_json::Value =
+        serde_json::from_str(&ctl.run(&["get", "nodes", "-o", "json"], None)?)?;
+    for node in nodes["items"].as_array().into_iter().flatten() {
+        let Some(n) = node["metadata"]["name"].as_str().and_then(index) else {
+            continue;
+        };
+        let addr = |key: &str| node["spec"][key].as_str().and_then(|s| s.parse().ok());
+        assigned.vteps.insert(
+            n,
+            (addr("ipv4VXLANTunnelAddr"), addr("ipv6VXLANTunnelAddr")),
+        );
+    }
+    Ok(assigned)
 }
 
-fn tempdir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("routerd-lab-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// The node's routes of our protocol (80), canonical, both families when `ipv6`.
+fn our_routes(ns: &Netns, ipv6: bool) -> Result<std::collections::BTreeSet<String>> {
+    let mut text = ns.ip(&["route", "show", "proto", "80"])?;
+    if ipv6 {
+        text += &ns.ip(&["-6", "route", "show", "proto", "80"])?;
+    }
+    Ok(canonical_routes(&text))
+}
+
+/// Pings from every pod to every other pod (each family) and prints the matrix; fails on
+/// the first pair that stays unreachable for 20 s.
+fn print_matrix(shape: &Shape, assigned: &Assigned, runtimes: &[Podman]) -> Result<()> {
+    let mut rows: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for from in 1..=shape.nodes {
+        for to in 1..=shape.nodes {
+            let cell = if from == to {
+                "-"
+            } else {
+                for (ip, _) in assigned.pods.get(&to).into_iter().flatten() {
+                    let target = ip.to_string();
+                    wait_for(
+                        &format!("pod-node-{from} -> {target}"),
+                        Duration::from_secs(20),
+                        POLL,
+                        || runtimes[from - 1].ping(&format!("pod-node-{from}"), &target, 1).ok(),
+                    )?;
+                }
+                if shape.ipv6 {
+                    "v4+v6"
+                } else {
+                    "ok"
+                }
+            };
+            rows.entry(from).or_default().push(cell);
+        }
+    }
+    let width = 7;
+    let mut out = format!("{:<14}", "from \\ to");
+    for to in 1..=shape.nodes {
+        out += &format!("{:<width$}", format!("pod-{to}"));
+    }
+    for (from, cells) in rows {
+        out += &format!("\n{:<14}", format!("pod-node-{from}"));
+        for c in cells {
+            out += &format!("{c:<width$}");
+        }
+    }
+    println!("lab: pod-to-pod reachability (ping from each pod to each other pod):\n{out}");
+    Ok(())
+}
+
+/// Captures rack 1's segment while pods ping across it and counts, per pair, pod packets
+/// sent natively and encapsulated ones (IP-in-IP is IP protocol 4, VXLAN UDP 4789): each
+/// pair must show only the kind its pool asks for.
+fn check_encapsulation(
+    shape: &Shape,
+    assigned: &Assigned,
+    runtimes: &[Podman],
+    rack1: &Netns,
+    dir: &Path,
+) -> Result<()> {
+    let first_of_rack2 = (1..=shape.nodes)
+        .find(|&i| shape.rack_of(i) == 2)
+        .context("rack 2 has no node")?;
+    let mut pairs = vec![(1, first_of_rack2)];
+    if shape.rack_of(2) == 1 {
+        pairs.insert(0, (1, 2));
+    }
+    for (a, b) in pairs {
+        let file = dir.join(format!("capture-{a}-{b}.pcap"));
+        let file_s = file.to_string_lossy().into_owned();
+        let capture = rack1.spawn(&["tcpdump", "-i", "br0", "-nn", "-U", "-q", "-w", &file_s])?;
+        wait_for("tcpdump to start", Duration::from_secs(10), POLL, || {
+            file.exists().then_some(())
+        })?;
+        std::thread::sleep(Duration::from_millis(300));
+        for (ip, _) in assigned.pods.get(&b).into_iter().flatten() {
+            runtimes[a - 1].ping(&format!("pod-node-{a}"), &ip.to_string(), 3)?;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill")
+            .args(["-INT", &capture.pid().to_string()])
+            .status();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(capture);
+        let count = |filter: &str| -> Result<usize> {
+            let out = Command::new("tcpdump")
+                .args(["-nn", "-r", &file_s, filter])
+                .stderr(Stdio::null())
+                .output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+        };
+        let mut native_filter = format!("(ip and net {})", shape::POOL_V4);
+        if shape.ipv6 {
+            native_filter += &format!(" or (ip6 and net {})", shape::POOL_V6);
+        }
+        let native = count(&native_filter)?;
+        let encapsulated = count("(ip proto 4) or (udp port 4789)")?;
+        let expect_encap = shape.encapsulated(a, b);
+        let where_ = if shape.rack_of(a) == shape.rack_of(b) {
+            "same rack"
+        } else {
+            "across the router"
+        };
+        println!(
+            "lab: capture on rack 1, pod-node-{a} <-> pod-node-{b} ({where_}): {native} native pod \
+             packets, {encapsulated} encapsulated"
+        );
+        let ok = if expect_encap {
+            native == 0 && encapsulated > 0
+        } else {
+            native > 0 && encapsulated == 0
+        };
+        if !ok {
+            bail!(
+                "pod-node-{a} <-> pod-node-{b} ({where_}) should be {} on the underlay (see {file_s})",
+                if expect_encap {
+                    "encapsulated only"
+                } else {
+                    "native only"
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Waits for SIGINT or SIGTERM.
