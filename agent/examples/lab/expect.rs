@@ -37,7 +37,9 @@ pub fn block_of(ip: IpAddr) -> IpNet {
     } else {
         crate::shape::BLOCK_V6
     };
-    IpNet::new(ip, len).map(|n| n.trunc()).unwrap_or(IpNet::from(ip))
+    IpNet::new(ip, len)
+        .map(|n| n.trunc())
+        .unwrap_or(IpNet::from(ip))
 }
 
 /// The canonical lines node `n`'s table of our protocol must hold, both families.

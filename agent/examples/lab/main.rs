@@ -178,7 +178,17 @@ impl Routectl<'_> {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let Options {
         shape,
         keep,
@@ -251,17 +261,42 @@ fn main() -> Result<()> {
         }
         switches.push(lan(&format!("{tag}rack{rack}"), &members)?);
     }
-    router.ip(&["addr", "add", &format!("{}/32", shape::TOR_LOOPBACK), "dev", "lo"])?;
+    router.ip(&[
+        "addr",
+        "add",
+        &format!("{}/32", shape::TOR_LOOPBACK),
+        "dev",
+        "lo",
+    ])?;
     router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     if shape.ipv6 {
-        router.ip(&["addr", "add", &format!("{}/128", shape::TOR_LOOPBACK6), "dev", "lo"])?;
+        router.ip(&[
+            "addr",
+            "add",
+            &format!("{}/128", shape::TOR_LOOPBACK6),
+            "dev",
+            "lo",
+        ])?;
         router.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
     }
     for (i, ns) in (1..=shape.nodes).zip(&node_ns) {
         let rack = shape.rack_of(i);
-        ns.ip(&["route", "add", "default", "via", &Shape::gateway(rack).to_string()])?;
+        ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &Shape::gateway(rack).to_string(),
+        ])?;
         if shape.ipv6 {
-            ns.ip(&["-6", "route", "add", "default", "via", &Shape::gateway6(rack).to_string()])?;
+            ns.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &Shape::gateway6(rack).to_string(),
+            ])?;
         }
     }
     for ns in &etcd_ns {
@@ -470,9 +505,12 @@ fn main() -> Result<()> {
         for (_, pods) in &assigned.pods {
             for (ip, _) in pods {
                 let ip = ip.to_string();
-                wait_for(&format!("the ToR reaches {ip}"), Duration::from_secs(20), POLL, || {
-                    router.exec(&["ping", "-c", "1", "-W", "1", &ip]).ok()
-                })?;
+                wait_for(
+                    &format!("the ToR reaches {ip}"),
+                    Duration::from_secs(20),
+                    POLL,
+                    || router.exec(&["ping", "-c", "1", "-W", "1", &ip]).ok(),
+                )?;
             }
         }
         println!("lab: the ToR reaches every pod\n");
@@ -542,7 +580,10 @@ fn read_assigned(ctl: &Routectl, shape: &Shape) -> Result<Assigned> {
         let Some(n) = spec["node"].as_str().and_then(index) else {
             continue;
         };
-        let dev = spec["interfaceName"].as_str().unwrap_or_default().to_string();
+        let dev = spec["interfaceName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         for net in spec["ipNetworks"].as_array().into_iter().flatten() {
             let net: ipnet::IpNet = net.as_str().unwrap_or_default().parse()?;
             assigned
@@ -591,7 +632,11 @@ fn print_matrix(shape: &Shape, assigned: &Assigned, runtimes: &[Podman]) -> Resu
                         &format!("pod-node-{from} -> {target}"),
                         Duration::from_secs(20),
                         POLL,
-                        || runtimes[from - 1].ping(&format!("pod-node-{from}"), &target, 1).ok(),
+                        || {
+                            runtimes[from - 1]
+                                .ping(&format!("pod-node-{from}"), &target, 1)
+                                .ok()
+                        },
                     )?;
                 }
                 if shape.ipv6 {

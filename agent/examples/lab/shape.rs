@@ -193,7 +193,9 @@ impl Shape {
     /// The nodes (1-based) that are route reflectors: the first of each rack.
     pub fn reflectors(&self) -> Vec<usize> {
         let mut out = vec![1];
-        let second = (1..=self.nodes).find(|&i| self.rack_of(i) == 2).unwrap_or(2);
+        let second = (1..=self.nodes)
+            .find(|&i| self.rack_of(i) == 2)
+            .unwrap_or(2);
         out.push(second);
         out
     }
@@ -306,7 +308,8 @@ impl Shape {
             if self.ipv6 { " ipv6;" } else { "" }
         );
         if self.ipv6 {
-            conf += "protocol kernel { ipv6 { export where source = RTS_BGP; }; merge paths on; }\n";
+            conf +=
+                "protocol kernel { ipv6 { export where source = RTS_BGP; }; merge paths on; }\n";
         }
         conf += "template bgp node { hold time 9; connect retry time 1; graceful restart on; }\n";
         for i in 1..=self.nodes {
