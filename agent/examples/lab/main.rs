@@ -502,7 +502,7 @@ fn run() -> Result<()> {
     // Every pod reaches every other pod, each family.
     print_matrix(&shape, &assigned, &runtimes)?;
     if let Some(tor) = &tor {
-        for (_, pods) in &assigned.pods {
+        for pods in assigned.pods.values() {
             for (ip, _) in pods {
                 let ip = ip.to_string();
                 wait_for(
