@@ -54,8 +54,20 @@ fn run(args: &[&str]) {
 }
 
 #[test]
-fn mesh_vxlan_crosssubnet() {
-    run(&["--topology", "mesh", "--encap", "vxlan", "--crosssubnet"]);
+fn mesh_vxlan_crosssubnet_dual_stack() {
+    run(&[
+        "--topology",
+        "mesh",
+        "--encap",
+        "vxlan",
+        "--crosssubnet",
+        "--ipv6",
+    ]);
+}
+
+#[test]
+fn per_node_vxlan_always() {
+    run(&["--topology", "per-node", "--encap", "vxlan"]);
 }
 
 #[test]

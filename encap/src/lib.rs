@@ -43,6 +43,7 @@ pub use ipip::{IpipConfig, IpipCounters, IpipDataPath, RemoteNode, UserspaceIpip
 pub use link::link_mtu;
 pub use mode::{encapsulation, EncapMode, Encapsulation, NextHop, PoolEncap};
 pub use overlay::{
-    plan_overlay, ClusterNode, Overlay, OverlayConfig, OverlayPlan, UnroutableBlock,
+    plan_overlay, ClusterNode, Overlay, OverlayConfig, OverlayPlan, TunnelAddresses,
+    UnroutableBlock,
 };
 pub use vxlan::{RemoteVtep, VtepChanges, VxlanConfig, VxlanDevice};

@@ -53,7 +53,8 @@ pub enum UnroutableBlock {
         node: IpAddr,
         direct: bool,
     },
-    /// The block's family differs from its node's underlay address.
+    /// The block's family differs from its node's underlay address, or this node has no
+    /// address of that family.
     FamilyMismatch { block: IpNet, node: IpAddr },
     /// The pool's settings are invalid (both tunnels enabled).
     InvalidPool { block: IpNet, error: EncapError },
@@ -82,22 +83,32 @@ impl OverlayPlan {
     }
 }
 
-/// Computes the overlay state of the node at `this_node` (its address with its subnet's
-/// prefix) for the remote nodes `remotes`. Entries for this node itself are ignored.
-pub fn plan_overlay(this_node: IpNet, remotes: &[ClusterNode]) -> OverlayPlan {
+/// Computes the overlay state of the node at `this_nodes` (its addresses, one per family,
+/// each with its subnet's prefix) for the remote nodes `remotes`. A remote node is compared
+/// with our address of its own family (CrossSubnet); entries for this node itself are
+/// ignored.
+pub fn plan_overlay(this_nodes: &[IpNet], remotes: &[ClusterNode]) -> OverlayPlan {
     let mut plan = OverlayPlan::default();
     let mut vteps: BTreeMap<IpAddr, RemoteVtep> = BTreeMap::new();
     let mut ipip: BTreeMap<Ipv4Addr, Vec<Ipv4Net>> = BTreeMap::new();
-    for node in remotes.iter().filter(|n| n.node_ip != this_node.addr()) {
+    for node in remotes
+        .iter()
+        .filter(|n| !this_nodes.iter().any(|t| t.addr() == n.node_ip))
+    {
+        let this_node = this_nodes
+            .iter()
+            .find(|t| t.addr().is_ipv4() == node.node_ip.is_ipv4());
         for (block, pool) in &node.blocks {
             let block = block.trunc();
-            if block.addr().is_ipv4() != node.node_ip.is_ipv4() {
+            let Some(&this_node) =
+                this_node.filter(|_| block.addr().is_ipv4() == node.node_ip.is_ipv4())
+            else {
                 plan.unroutable.push(UnroutableBlock::FamilyMismatch {
                     block,
                     node: node.node_ip,
                 });
                 continue;
-            }
+            };
             let how = match encapsulation(*pool, this_node, node.node_ip) {
                 Ok(how) => how,
                 Err(error) => {
@@ -167,9 +178,14 @@ impl OverlayPlan {
 pub struct OverlayConfig {
     /// This node's underlay address with its subnet prefix (for CrossSubnet).
     pub this_node: IpNet,
+    /// This node's IPv6 underlay address with its prefix, on a dual-stack node.
+    pub this_node_v6: Option<IpNet>,
     /// The VXLAN device to use when a pool enables VXLAN (name, VNI, port, parent, MAC,
     /// tunnel address).
     pub vxlan: VxlanConfig,
+    /// The IPv6 VXLAN device (`vxlan-v6.calico`, over the IPv6 underlay) of a dual-stack
+    /// node, used when an IPv6 pool enables VXLAN, as Calico's felix does.
+    pub vxlan_v6: Option<VxlanConfig>,
     /// The IP-in-IP device to use when a pool enables IP-in-IP.
     pub ipip: IpipConfig,
     /// The network namespace the rtnetlink handle is bound to, where a userspace IP-in-IP
@@ -184,7 +200,20 @@ pub struct Overlay {
     handle: rtnetlink::Handle,
     config: OverlayConfig,
     vxlan: Option<VxlanDevice>,
+    vxlan_v6: Option<VxlanDevice>,
     ipip: Option<IpipDataPath>,
+}
+
+/// This node's tunnel addresses (and VTEP MACs), assigned from its blocks when a pool uses
+/// the tunnel and published on its Node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelAddresses {
+    /// `vxlan.calico`'s address and MAC (Node `ipv4VXLANTunnelAddr`, `vxlanTunnelMACAddr`).
+    pub vxlan: Option<(IpAddr, Mac)>,
+    /// `vxlan-v6.calico`'s (`ipv6VXLANTunnelAddr`, `vxlanTunnelMACAddrV6`).
+    pub vxlan_v6: Option<(IpAddr, Mac)>,
+    /// `tunl0`'s (`ipv4IPIPTunnelAddr`).
+    pub ipip: Option<Ipv4Addr>,
 }
 
 impl Overlay {
@@ -193,6 +222,7 @@ impl Overlay {
             handle,
             config,
             vxlan: None,
+            vxlan_v6: None,
             ipip: None,
         }
     }
@@ -208,21 +238,28 @@ impl Overlay {
         pools: &[PoolEncap],
         remotes: &[ClusterNode],
     ) -> Result<OverlayPlan, EncapError> {
-        let plan = plan_overlay(self.config.this_node, remotes);
-        let want_vxlan = plan.needs_vxlan() || pools.iter().any(|p| p.vxlan != EncapMode::Never);
+        let this_nodes: Vec<IpNet> = std::iter::once(self.config.this_node)
+            .chain(self.config.this_node_v6)
+            .collect();
+        let plan = plan_overlay(&this_nodes, remotes);
+        let pools_use_vxlan = pools.iter().any(|p| p.vxlan != EncapMode::Never);
+        let (vteps_v4, vteps_v6): (Vec<RemoteVtep>, Vec<RemoteVtep>) = plan
+            .vteps
+            .iter()
+            .cloned()
+            .partition(|v| v.node_ip.is_ipv4());
+        let want_vxlan = !vteps_v4.is_empty() || pools_use_vxlan;
         let want_ipip = plan.needs_ipip() || pools.iter().any(|p| p.ipip != EncapMode::Never);
 
-        if want_vxlan {
-            let dev = VxlanDevice::ensure(self.handle.clone(), &self.config.vxlan).await?;
-            dev.set_remote_vteps(plan.vteps.clone()).await?;
-            self.vxlan = Some(dev);
-        } else if let Some(dev) = self.vxlan.take() {
-            info!(
-                device = dev.name(),
-                "no IP pool uses VXLAN any more, removing the device"
-            );
-            dev.remove().await?;
-        }
+        let v4_config = want_vxlan.then_some(&self.config.vxlan);
+        sync_vxlan(&self.handle, &mut self.vxlan, v4_config, vteps_v4).await?;
+        // The IPv6 device exists once this node has an IPv6 VTEP address, which it is given
+        // only while an IPv6 pool uses VXLAN.
+        let v6_config =
+            self.config.vxlan_v6.as_ref().filter(|c| {
+                c.tunnel_address.is_some() && (pools_use_vxlan || !vteps_v6.is_empty())
+            });
+        sync_vxlan(&self.handle, &mut self.vxlan_v6, v6_config, vteps_v6).await?;
 
         if want_ipip {
             if self.ipip.is_none() {
@@ -249,10 +286,19 @@ impl Overlay {
     /// This node's tunnel addresses (and VTEP MAC), as assigned from its blocks when a pool
     /// came to use a tunnel. The VXLAN device takes them at the next [`Overlay::apply`]; a
     /// running IP-in-IP data path whose address changed is restarted there with the new one.
-    pub fn set_tunnel_addresses(&mut self, vxlan: Option<(IpAddr, Mac)>, ipip: Option<Ipv4Addr>) {
+    pub fn set_tunnel_addresses(&mut self, addresses: &TunnelAddresses) {
+        let TunnelAddresses {
+            vxlan,
+            vxlan_v6,
+            ipip,
+        } = *addresses;
         if let Some((address, mac)) = vxlan {
             self.config.vxlan.tunnel_address = Some(address);
             self.config.vxlan.mac = Some(mac);
+        }
+        if let (Some((address, mac)), Some(config)) = (vxlan_v6, self.config.vxlan_v6.as_mut()) {
+            config.tunnel_address = Some(address);
+            config.mac = Some(mac);
         }
         if ipip.is_some() && ipip != self.config.ipip.tunnel_address {
             self.config.ipip.tunnel_address = ipip;
@@ -266,9 +312,35 @@ impl Overlay {
         self.vxlan.as_ref()
     }
 
+    pub fn vxlan_v6(&self) -> Option<&VxlanDevice> {
+        self.vxlan_v6.as_ref()
+    }
+
     pub fn ipip(&self) -> Option<&IpipDataPath> {
         self.ipip.as_ref()
     }
+}
+
+/// Keeps one VXLAN device in line: created (or fixed) with `config` and fed `vteps` while
+/// wanted, removed when no pool needs it any more.
+async fn sync_vxlan(
+    handle: &rtnetlink::Handle,
+    device: &mut Option<VxlanDevice>,
+    config: Option<&VxlanConfig>,
+    vteps: Vec<RemoteVtep>,
+) -> Result<(), EncapError> {
+    if let Some(config) = config {
+        let dev = VxlanDevice::ensure(handle.clone(), config).await?;
+        dev.set_remote_vteps(vteps).await?;
+        *device = Some(dev);
+    } else if let Some(dev) = device.take() {
+        info!(
+            device = dev.name(),
+            "no IP pool uses VXLAN any more, removing the device"
+        );
+        dev.remove().await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -299,7 +371,7 @@ mod tests {
     fn cross_subnet_ipip_splits_native_and_tunnelled() {
         let p = pool(CrossSubnet, Never);
         let plan = plan_overlay(
-            net("192.168.10.1/24"),
+            &[net("192.168.10.1/24")],
             &[
                 node("192.168.10.1", None, &[("10.244.1.0/26", p)]),
                 node("192.168.10.2", None, &[("10.244.2.0/26", p)]),
@@ -343,7 +415,7 @@ mod tests {
     fn vxlan_needs_the_remote_vtep() {
         let p = pool(Never, Always);
         let plan = plan_overlay(
-            net("192.168.10.1/24"),
+            &[net("192.168.10.1/24")],
             &[
                 node("192.168.10.2", Some("10.244.2.0"), &[("10.244.2.0/26", p)]),
                 node("192.168.10.3", None, &[("10.244.3.0/26", p)]),
@@ -380,10 +452,56 @@ mod tests {
     }
 
     #[test]
+    fn dual_stack_compares_each_family_with_its_own_subnet() {
+        // VXLAN CrossSubnet in both families: the IPv6 blocks of a node on our IPv6 subnet
+        // go natively, those of a node outside it through vxlan-v6.calico to its IPv6 VTEP.
+        let p = pool(Never, CrossSubnet);
+        let plan = plan_overlay(
+            &[net("192.168.10.1/24"), net("fd00:10::1/64")],
+            &[
+                node("fd00:10::2", Some("fd00:244::2"), &[("fd00:244::/120", p)]),
+                node(
+                    "fd00:20::3",
+                    Some("fd00:244::301"),
+                    &[("fd00:244::300/120", p)],
+                ),
+                node("192.168.20.3", Some("10.244.3.0"), &[("10.244.3.0/26", p)]),
+            ],
+        );
+        assert!(plan.unroutable.is_empty(), "{:?}", plan.unroutable);
+        assert_eq!(
+            plan.routes,
+            vec![
+                fib::Route::via(net("fd00:244::/120"), fib::NextHop::via(ip("fd00:10::2"))),
+                fib::Route::via(
+                    net("fd00:244::300/120"),
+                    fib::NextHop::onlink(ip("fd00:244::301"), "vxlan-v6.calico")
+                ),
+                fib::Route::via(
+                    net("10.244.3.0/26"),
+                    fib::NextHop::onlink(ip("10.244.3.0"), "vxlan.calico")
+                ),
+            ]
+        );
+        let vteps: Vec<IpAddr> = plan.vteps.iter().map(|v| v.node_ip).collect();
+        assert_eq!(vteps, vec![ip("192.168.20.3"), ip("fd00:20::3")]);
+        // A node with no IPv6 address of its own cannot route IPv6 blocks.
+        let v4_only = plan_overlay(
+            &[net("192.168.10.1/24")],
+            &[node("fd00:10::2", None, &[("fd00:244::/120", p)])],
+        );
+        assert!(v4_only.routes.is_empty());
+        assert!(matches!(
+            v4_only.unroutable.as_slice(),
+            [UnroutableBlock::FamilyMismatch { .. }]
+        ));
+    }
+
+    #[test]
     fn blocks_follow_their_own_pool() {
         // One node with a block from an IP-in-IP pool and one from a plain pool.
         let plan = plan_overlay(
-            net("192.168.10.1/24"),
+            &[net("192.168.10.1/24")],
             &[node(
                 "192.168.10.2",
                 Some("10.244.2.0"),

@@ -683,11 +683,19 @@ fn check_encapsulation(
     for (a, b) in pairs {
         let file = dir.join(format!("capture-{a}-{b}.pcap"));
         let file_s = file.to_string_lossy().into_owned();
-        let capture = rack1.spawn(&["tcpdump", "-i", "br0", "-nn", "-U", "-q", "-w", &file_s])?;
+        let capture = Daemon::from_child(
+            rack1
+                .command(&["tcpdump", "-i", "br0", "-nn", "-U", "-q", "-w", &file_s])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting tcpdump")?,
+        );
         wait_for("tcpdump to start", Duration::from_secs(10), POLL, || {
             file.exists().then_some(())
         })?;
-        std::thread::sleep(Duration::from_millis(300));
+        // The file exists a moment before the capture is attached.
+        std::thread::sleep(Duration::from_secs(1));
         for (ip, _) in assigned.pods.get(&b).into_iter().flatten() {
             runtimes[a - 1].ping(&format!("pod-node-{a}"), &ip.to_string(), 3)?;
         }
@@ -697,12 +705,17 @@ fn check_encapsulation(
             .status();
         std::thread::sleep(Duration::from_millis(300));
         drop(capture);
+        // Packets, not lines: tcpdump prints a VXLAN packet's inner frame on a line of its
+        // own, and only a packet's first line starts with its (epoch) timestamp.
         let count = |filter: &str| -> Result<usize> {
             let out = Command::new("tcpdump")
-                .args(["-nn", "-r", &file_s, filter])
+                .args(["-nn", "-tt", "-r", &file_s, filter])
                 .stderr(Stdio::null())
                 .output()?;
-            Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+                .count())
         };
         let mut native_filter = format!("(ip and net {})", shape::POOL_V4);
         if shape.ipv6 {

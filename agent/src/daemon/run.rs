@@ -335,21 +335,27 @@ pub async fn run(
     let handle = encap::netns::rtnetlink_handle_here()?;
     let parent = underlay_interface(IpAddr::V4(config.node_ipv4.addr()))
         .unwrap_or_else(|| "eth0".to_string());
+    let vxlan_v6 = config.node_ipv6.map(|v6| {
+        let parent = underlay_interface(IpAddr::V6(v6.addr())).unwrap_or_else(|| parent.clone());
+        encap::VxlanConfig::new(parent, IpAddr::V6(v6.addr()))
+    });
     let overlay_config = encap::OverlayConfig {
         this_node: IpNet::V4(config.node_ipv4),
+        this_node_v6: config.node_ipv6.map(IpNet::V6),
         vxlan: encap::VxlanConfig::new(parent.clone(), IpAddr::V4(config.node_ipv4.addr())),
+        vxlan_v6,
         ipip: encap::IpipConfig::new(parent),
         netns: None,
     };
     let mut overlay = encap::Overlay::new(handle, overlay_config);
     // What the pools want of tunnels, once this node has its addresses for it (the loop
     // assigns them again when it changes, or until an assignment succeeds).
-    let mut tunnels_wanted = tunnels_wanted_by(&view);
-    let (vxlan_tunnel, ipip_tunnel) = publish_tunnels(&ds, &allocator, &view, &config).await;
-    if !has_tunnels(tunnels_wanted, vxlan_tunnel, ipip_tunnel) {
-        tunnels_wanted = (false, false);
+    let mut tunnels_wanted = TunnelsWanted::by(&view, &config);
+    let tunnels = publish_tunnels(&ds, &allocator, &view, &config).await;
+    if !tunnels_wanted.met_by(&tunnels) {
+        tunnels_wanted = TunnelsWanted::default();
     }
-    overlay.set_tunnel_addresses(vxlan_tunnel, ipip_tunnel);
+    overlay.set_tunnel_addresses(&tunnels);
 
     let mut fib_state = FibState::default();
     let blackholes: Vec<Route> = blocks.iter().map(|b| Route::blackhole(*b)).collect();
@@ -478,13 +484,13 @@ pub async fn run(
                             }
                             // A pool came to use a tunnel: take and publish our tunnel
                             // address now (retried at the next change until it is had).
-                            let wanted = tunnels_wanted_by(&view);
+                            let wanted = TunnelsWanted::by(&view, &config);
                             if wanted != tunnels_wanted {
-                                let (vxlan, ipip) = publish_tunnels(&ds, &allocator, &view, &config).await;
-                                if has_tunnels(wanted, vxlan, ipip) {
+                                let tunnels = publish_tunnels(&ds, &allocator, &view, &config).await;
+                                if wanted.met_by(&tunnels) {
                                     tunnels_wanted = wanted;
                                 }
-                                overlay.set_tunnel_addresses(vxlan, ipip);
+                                overlay.set_tunnel_addresses(&tunnels);
                             }
                             if let Ok(mut s) = snapshot.lock() {
                                 s.sessions = sessions.by_address.clone();
@@ -950,20 +956,39 @@ async fn refresh(
     Ok(blocks)
 }
 
-/// Whether the pools use VXLAN (IPv4) and IP-in-IP: when this changes, the tunnel addresses
-/// are assigned and published again ([`publish_tunnels`]).
-fn tunnels_wanted_by(view: &ClusterView) -> (bool, bool) {
-    let pools = view.ip_pools();
-    let wants_vxlan = pools
-        .iter()
-        .any(|p| p.family() == IpFamily::V4 && p.vxlan_mode().is_enabled());
-    let wants_ipip = pools.iter().any(|p| p.ipip_mode().is_enabled());
-    (wants_vxlan, wants_ipip)
+/// The tunnels the pools ask this node for: when this changes, the tunnel addresses are
+/// assigned and published again ([`publish_tunnels`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TunnelsWanted {
+    /// An IPv4 pool uses VXLAN.
+    vxlan: bool,
+    /// An IPv6 pool uses VXLAN and this node has an IPv6 address.
+    vxlan_v6: bool,
+    /// A pool uses IP-in-IP.
+    ipip: bool,
 }
 
-/// Whether the tunnel addresses `publish_tunnels` returned are all that `wanted` asks for.
-fn has_tunnels<V, I>(wanted: (bool, bool), vxlan: Option<V>, ipip: Option<I>) -> bool {
-    (!wanted.0 || vxlan.is_some()) && (!wanted.1 || ipip.is_some())
+impl TunnelsWanted {
+    fn by(view: &ClusterView, config: &DaemonConfig) -> TunnelsWanted {
+        let pools = view.ip_pools();
+        let vxlan_in = |family| {
+            pools
+                .iter()
+                .any(|p| p.family() == family && p.vxlan_mode().is_enabled())
+        };
+        TunnelsWanted {
+            vxlan: vxlan_in(IpFamily::V4),
+            vxlan_v6: config.node_ipv6.is_some() && vxlan_in(IpFamily::V6),
+            ipip: pools.iter().any(|p| p.ipip_mode().is_enabled()),
+        }
+    }
+
+    /// Whether `tunnels` holds every address wanted.
+    fn met_by(&self, tunnels: &encap::TunnelAddresses) -> bool {
+        (!self.vxlan || tunnels.vxlan.is_some())
+            && (!self.vxlan_v6 || tunnels.vxlan_v6.is_some())
+            && (!self.ipip || tunnels.ipip.is_some())
+    }
 }
 
 /// When a pool uses a tunnel, the node takes a tunnel address from its block and publishes
@@ -975,54 +1000,59 @@ async fn publish_tunnels(
     allocator: &Arc<Allocator<DatastoreIpam>>,
     view: &ClusterView,
     config: &DaemonConfig,
-) -> (Option<(IpAddr, encap::vxlan::Mac)>, Option<Ipv4Addr>) {
+) -> encap::TunnelAddresses {
     let pools = view.ip_pools();
     let labels = view
         .node(&config.node_name)
         .map(|n| n.metadata.labels.clone())
         .unwrap_or_default();
-    let (wants_vxlan, wants_ipip) = tunnels_wanted_by(view);
-    if !wants_vxlan && !wants_ipip {
-        return (None, None);
+    let wanted = TunnelsWanted::by(view, config);
+    if wanted == TunnelsWanted::default() {
+        return encap::TunnelAddresses::default();
     }
     let node = config.node_name.clone();
     let alloc = allocator.clone();
     let pools2 = pools.clone();
     let assigned = blocking(move || {
-        let mut out = Vec::new();
-        for (kind, wanted) in [
-            (TunnelKind::Vxlan, wants_vxlan),
-            (TunnelKind::Ipip, wants_ipip),
-        ] {
-            if wanted {
-                out.push((
-                    kind,
-                    alloc.assign_tunnel_address(&pools2, &node, &labels, kind),
-                ));
-            }
-        }
-        out
+        [
+            (TunnelKind::Vxlan, wanted.vxlan),
+            (TunnelKind::VxlanV6, wanted.vxlan_v6),
+            (TunnelKind::Ipip, wanted.ipip),
+        ]
+        .into_iter()
+        .filter(|(_, w)| *w)
+        .map(|(kind, _)| {
+            (
+                kind,
+                alloc.assign_tunnel_address(&pools2, &node, &labels, kind),
+            )
+        })
+        .collect::<Vec<_>>()
     })
     .await
     .unwrap_or_default();
     let mac = encap::vxlan::vtep_mac(IpAddr::V4(config.node_ipv4.addr()));
-    let mut vxlan_addr = None;
-    let mut ipip_addr = None;
+    let mac_v6 = config
+        .node_ipv6
+        .map(|v6| encap::vxlan::vtep_mac(IpAddr::V6(v6.addr())));
+    let mut tunnels = encap::TunnelAddresses::default();
     for (kind, result) in assigned {
         match (kind, result) {
-            (TunnelKind::Vxlan, Ok(a)) => vxlan_addr = Some(a.address),
-            (TunnelKind::Ipip, Ok(a)) => ipip_addr = Some(a.address),
+            (TunnelKind::Vxlan, Ok(a)) if a.address.is_ipv4() => {
+                tunnels.vxlan = Some((a.address, mac));
+            }
+            (TunnelKind::VxlanV6, Ok(a)) if a.address.is_ipv6() => {
+                tunnels.vxlan_v6 = mac_v6.map(|m| (a.address, m));
+            }
+            (TunnelKind::Ipip, Ok(a)) => {
+                if let IpAddr::V4(v4) = a.address {
+                    tunnels.ipip = Some(v4);
+                }
+            }
             (kind, Err(e)) => warn!(?kind, error = %e, "no tunnel address"),
             _ => {}
         }
     }
-    let tunnels = (
-        vxlan_addr.filter(IpAddr::is_ipv4).map(|a| (a, mac)),
-        match ipip_addr {
-            Some(IpAddr::V4(a)) => Some(a),
-            _ => None,
-        },
-    );
     let ds = ds.clone();
     let name = config.node_name.clone();
     let result = blocking(move || {
@@ -1032,11 +1062,15 @@ async fn publish_tunnels(
                 return Ok(());
             };
             let before = node.spec.clone();
-            if let Some(a) = vxlan_addr {
+            if let Some((a, mac)) = tunnels.vxlan {
                 node.spec.ipv4_vxlan_tunnel_addr = Some(a.to_string());
                 node.spec.vxlan_tunnel_mac_addr = Some(encap::vxlan::fmt_mac(&mac));
             }
-            if let (Some(a), Some(bgp)) = (ipip_addr, node.spec.bgp.as_mut()) {
+            if let Some((a, mac)) = tunnels.vxlan_v6 {
+                node.spec.ipv6_vxlan_tunnel_addr = Some(a.to_string());
+                node.spec.vxlan_tunnel_mac_addr_v6 = Some(encap::vxlan::fmt_mac(&mac));
+            }
+            if let (Some(a), Some(bgp)) = (tunnels.ipip, node.spec.bgp.as_mut()) {
                 bgp.ipv4_ipip_tunnel_addr = Some(a.to_string());
             }
             if node.spec == before {
@@ -1052,8 +1086,13 @@ async fn publish_tunnels(
         Ok(())
     })
     .await;
+    let (vxlan, vxlan_v6, ipip) = (
+        tunnels.vxlan.map(|t| t.0),
+        tunnels.vxlan_v6.map(|t| t.0),
+        tunnels.ipip,
+    );
     match result {
-        Ok(Ok(())) => info!(vxlan = ?vxlan_addr, ipip = ?ipip_addr, "published tunnel addresses"),
+        Ok(Ok(())) => info!(?vxlan, ?vxlan_v6, ?ipip, "published tunnel addresses"),
         Ok(Err(e)) => warn!(error = %e, "publishing tunnel addresses failed"),
         Err(e) => warn!(error = %e, "publishing tunnel addresses failed"),
     }

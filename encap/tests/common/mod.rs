@@ -199,7 +199,9 @@ impl Cluster {
             ipip.tunnel_address = Some(me.tunnel_ip());
             let config = OverlayConfig {
                 this_node: me.registered,
+                this_node_v6: None,
                 vxlan,
+                vxlan_v6: None,
                 ipip,
                 netns: Some(me.ns.path()),
             };
