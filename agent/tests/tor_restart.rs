@@ -98,7 +98,7 @@ fn tor_restart_keeps_its_routes_on_the_nodes() {
         .spawn()
         .unwrap();
     let ups_before = tor_establishments(&c);
-    let mut pinger = Pinger::start(&pod, &pod_ip, FABRIC_HOST).unwrap();
+    let pinger = Pinger::start(&pod, &pod_ip, FABRIC_HOST).unwrap();
     std::thread::sleep(Duration::from_secs(1));
 
     // The ToR's control plane dies and comes back.
