@@ -119,3 +119,107 @@ fn impossible_shapes_are_refused() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+/// The processes of containers whose storage is under `dir` (their root mount's overlay
+/// upper directory is there), with the network namespace each runs in.
+fn containers_under(dir: &std::path::Path) -> Vec<(String, String)> {
+    let upper = format!("upperdir={}/", dir.display());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(mounts) = std::fs::read_to_string(entry.path().join("mountinfo")) else {
+            continue;
+        };
+        if mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some("/") && l.contains(&upper))
+        {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let ns = Command::new("ip")
+                .args(["netns", "identify", &pid])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            out.push((pid, ns));
+        }
+    }
+    out
+}
+
+/// The lab's namespaces of run `pid`.
+fn namespaces_of(pid: u32) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("rl-lab") && n.contains(&format!("-{pid}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A lab killed while it runs leaves its namespaces, its containers and its directory
+/// behind; the next run removes them (whichever run of this test binary starts first).
+#[test]
+fn a_killed_run_is_cleaned_up_by_the_next() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    use std::time::Duration;
+    let small = ["--racks", "1", "--encap", "none", "--nodes", "2"];
+    let mut first = Command::new(lab())
+        .args(small)
+        .arg("--keep")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = first.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("lab: running") => break,
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("the lab did not come up ({e}):\n{}", seen.join("\n")),
+        }
+    }
+    let pid = first.id();
+    let dir = std::env::temp_dir().join(format!("routerd-lab-{pid}"));
+    let containers = containers_under(&dir);
+    let namespaces = namespaces_of(pid);
+    assert!(
+        !containers.is_empty() && !namespaces.is_empty(),
+        "{containers:?} {namespaces:?}"
+    );
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    first.wait().unwrap();
+    // The dying process cleans nothing up; the next run does (this one, or another test's
+    // run that starts first).
+    run(&small);
+    assert!(!dir.exists(), "{} is left", dir.display());
+    assert_eq!(namespaces_of(pid), Vec::<String>::new());
+    for (process, ns) in containers {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{process}")).exists(),
+            "container process {process} is left"
+        );
+        if !ns.is_empty() {
+            assert!(
+                !std::path::Path::new("/run/netns").join(&ns).exists(),
+                "container namespace {ns} is left"
+            );
+        }
+    }
+}

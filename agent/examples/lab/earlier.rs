@@ -37,30 +37,34 @@ fn delete_namespace(name: &str) {
         .status();
 }
 
-/// The namespaces podman made for the containers of the state under `podman_dir`.
-fn container_namespaces(podman_dir: &Path) -> Vec<String> {
-    let podman = |args: &[&str]| {
-        Command::new("podman")
-            .arg("--root")
-            .arg(podman_dir.join("root"))
-            .arg("--runroot")
-            .arg(podman_dir.join("runroot"))
-            .args(args)
-            .env("CONTAINERS_CONF", podman_dir.join("containers.conf"))
-            .stderr(Stdio::null())
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    };
-    let ids = podman(&["ps", "-aq"]);
-    ids.split_whitespace()
-        .flat_map(|id| {
-            podman(&["inspect", "--format", "{{.NetworkSettings.SandboxKey}}", id])
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("/run/netns/").map(str::to_string))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+/// The processes of containers whose storage is under `dir` (their root mount is an
+/// overlay with its upper directory there; `/proc/<pid>/root` cannot say, as it reads `/`
+/// from another mount namespace), each with the network namespace podman made for it.
+pub fn containers_under(dir: &Path) -> Vec<(String, Option<String>)> {
+    let upper = format!("upperdir={}/", dir.display());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(mounts) = std::fs::read_to_string(entry.path().join("mountinfo")) else {
+            continue;
+        };
+        let root_in_dir = mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some("/") && l.contains(&upper));
+        if root_in_dir {
+            let ns = Command::new("ip")
+                .args(["netns", "identify", &pid])
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .filter(|n| !n.is_empty());
+            out.push((pid, ns));
+        }
+    }
+    out
 }
 
 /// Removes what earlier, dead lab runs left behind; returns how many runs it cleaned.
@@ -80,22 +84,11 @@ pub fn clean_up() -> usize {
         .collect();
     for (pid, dir) in &dirs {
         dead_runs.insert(*pid);
-        // The containers' processes run with their root inside the run's storage.
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            if let Ok(root) = std::fs::read_link(entry.path().join("root")) {
-                if root.starts_with(dir) {
-                    let _ = Command::new("kill")
-                        .args(["-9", &entry.file_name().to_string_lossy()])
-                        .status();
-                }
-            }
-        }
-        for sub in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let podman_dir = sub.path().join("podman");
-            if podman_dir.is_dir() {
-                for ns in container_namespaces(&podman_dir) {
-                    delete_namespace(&ns);
-                }
+        // The containers: their processes, then the namespaces podman made for them.
+        for (process, ns) in containers_under(dir) {
+            let _ = Command::new("kill").args(["-9", &process]).status();
+            if let Some(ns) = ns {
+                delete_namespace(&ns);
             }
         }
         // Overlay and shm mounts of the storage, deepest first.

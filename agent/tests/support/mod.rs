@@ -359,6 +359,20 @@ impl Cluster {
         ns.ip(&["link", "set", "lo", "up"]).unwrap();
     }
 
+    /// Cuts (`up` false) or restores node `i`'s link at the switch, as a pulled cable would:
+    /// the node's `eth0` loses its carrier. Only for the nodes the cluster started with
+    /// (their switch ports are `p<i>`).
+    pub fn set_node_link(&self, i: usize, up: bool) {
+        self._switch
+            .ip(&[
+                "link",
+                "set",
+                &format!("p{i}"),
+                if up { "up" } else { "down" },
+            ])
+            .unwrap();
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
