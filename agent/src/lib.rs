@@ -8,10 +8,12 @@
 //! - [`settings`]: routerd's settings (flags > environment > file > defaults).
 //! - [`daemon`]: routerd itself, driving the BGP speaker, the FIB and the overlay.
 //! - [`health`]: `/readiness`, `/liveness`, `/metrics`.
+//! - [`node_removal`]: what goes with a node that leaves (endpoints, addresses, blocks).
 //! - [`status`]: what routerd reports on its control socket (`routectl node status`).
 //! - [`routectl`]: the operator's CLI.
 pub mod daemon;
 pub mod health;
+pub mod node_removal;
 pub mod peering;
 pub mod policy;
 pub mod routectl;

@@ -948,6 +948,23 @@ impl<S: IpamStore> Allocator<S> {
         Ok(out)
     }
 
+    /// The nodes holding a block: by an affinity record, or as a block's affine node (for
+    /// finding the state of nodes that are gone).
+    pub fn affine_nodes(&self) -> Result<std::collections::BTreeSet<String>, IpamError> {
+        let mut out: std::collections::BTreeSet<String> = self
+            .list_affinities()?
+            .into_iter()
+            .map(|a| a.value.node)
+            .collect();
+        out.extend(
+            self.list_blocks()?
+                .into_iter()
+                .flatten()
+                .filter_map(|b| b.value.affine_node().map(str::to_string)),
+        );
+        Ok(out)
+    }
+
     /// Releases all of `node`'s affinities (node removed from the cluster): empty blocks are
     /// deleted, the others stay without owner until their addresses are released. Also
     /// removes stale affinity records of the node. Returns the blocks it owned.

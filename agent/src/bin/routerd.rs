@@ -17,15 +17,21 @@ use tracing_subscriber::EnvFilter;
 /// `ROUTERD_FIB_SETTLE` (seconds, e.g. `2` or `2s`) says otherwise.
 const DEFAULT_FIB_SETTLE: Duration = Duration::from_secs(30);
 
-fn fib_settle() -> Result<Duration> {
-    match std::env::var("ROUTERD_FIB_SETTLE") {
+/// How long a node must be gone (its Node record deleted) before its blocks, addresses and
+/// endpoints are released, unless `ROUTERD_NODE_GC_GRACE` (seconds) says otherwise.
+const DEFAULT_NODE_GC_GRACE: Duration = Duration::from_secs(300);
+
+/// A duration in seconds (`2` or `2s`) from the environment variable `name`.
+fn seconds_from_env(name: &str, default: Duration) -> Result<Duration> {
+    match std::env::var(name) {
         Ok(text) if !text.is_empty() => {
-            let secs: u64 = text.trim_end_matches('s').parse().with_context(|| {
-                format!("ROUTERD_FIB_SETTLE: {text:?} is not a number of seconds")
-            })?;
+            let secs: u64 = text
+                .trim_end_matches('s')
+                .parse()
+                .with_context(|| format!("{name}: {text:?} is not a number of seconds"))?;
             Ok(Duration::from_secs(secs))
         }
-        _ => Ok(DEFAULT_FIB_SETTLE),
+        _ => Ok(default),
     }
 }
 
@@ -48,7 +54,8 @@ fn config() -> Result<(DaemonConfig, tracing::Level, bool, LogFormat)> {
             health_listen: settings.health_listen,
             metrics_listen: settings.metrics_listen,
             route_protocol: settings.route_protocol,
-            fib_settle: fib_settle()?,
+            fib_settle: seconds_from_env("ROUTERD_FIB_SETTLE", DEFAULT_FIB_SETTLE)?,
+            node_gc_grace: seconds_from_env("ROUTERD_NODE_GC_GRACE", DEFAULT_NODE_GC_GRACE)?,
             shutdown_drain: settings.shutdown_drain_time,
             log_severity: None,
         },

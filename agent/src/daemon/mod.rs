@@ -25,6 +25,7 @@ pub mod control;
 pub mod feed;
 pub mod handover;
 pub mod nat;
+pub mod node_gc;
 pub mod routes;
 mod run;
 

@@ -52,6 +52,9 @@ pub struct DaemonConfig {
     /// The longest the first full FIB reconcile (which removes stale routes of ours) waits
     /// for the sessions to come up after start-up.
     pub fib_settle: Duration,
+    /// How long a node must be gone (no Node record) before the collecting node releases
+    /// its blocks, addresses and endpoints ([`super::node_gc`]).
+    pub node_gc_grace: Duration,
     /// On shutdown, how long peers that lose our routes see them with GRACEFUL_SHUTDOWN
     /// before the sessions close (`bgp::speaker::config::SpeakerConfig::shutdown_drain_time`).
     pub shutdown_drain: Duration,
@@ -414,6 +417,8 @@ pub async fn run(
     let mut changes_since_apply: usize = 0;
     let mut reconcile = tokio::time::interval(Duration::from_secs(300));
     reconcile.tick().await;
+    let mut node_gc = super::node_gc::NodeGc::default();
+    let mut node_gc_tick = tokio::time::interval(super::node_gc::NODE_GC_CHECK);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -461,6 +466,11 @@ pub async fn run(
             _ = reconcile.tick() => {
                 if settled {
                     fib_state.reconcile(&fib, &health).await;
+                }
+            }
+            _ = node_gc_tick.tick() => {
+                if !feed_lost {
+                    super::node_gc::check(&mut node_gc, config.node_gc_grace, &ds, &allocator, &view, &config.node_name).await;
                 }
             }
             _ = tick.tick() => {

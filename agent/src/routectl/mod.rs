@@ -454,6 +454,28 @@ fn write_out(io: &mut Streams<'_>, stdout: &str, stderr: &str) {
     let _ = io.stderr.write_all(stderr.as_bytes());
 }
 
+/// Removes what each existing node of `names` takes with it ([`crate::node_removal`]) before the
+/// Node records are deleted; one summary line per node that had something.
+fn remove_nodes_state(ds: &Arc<dyn Datastore>, names: &[String]) -> Result<String, RoutectlError> {
+    let mut out = String::new();
+    for name in names {
+        match ds.get(Kind::Node.as_str(), name) {
+            Ok(_) => {}
+            Err(DatastoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let removed = crate::node_removal::remove_node_state(ds, name).map_err(|e| match e {
+            crate::node_removal::NodeRemovalError::Datastore(e) => RoutectlError::from(e),
+            crate::node_removal::NodeRemovalError::Ipam(e) => RoutectlError::Ipam(Box::new(e)),
+        })?;
+        if let Some(line) = removed.summary(name) {
+            out += &line;
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
 fn report(io: &mut Streams<'_>, report: &WriteReport) -> i32 {
     let (out, err, ok) = report.render();
     write_out(io, &out, &err);
@@ -659,10 +681,18 @@ fn delete(cli: &Cli, args: &DeleteArgs, io: &mut Streams<'_>) -> Result<i32, Rou
         }
         let resources = read_manifests(path, io.stdin)?;
         let ds = open_datastore(cli, false)?;
-        return Ok(report(
+        let nodes: Vec<String> = resources
+            .iter()
+            .filter(|r| r.kind() == Kind::Node)
+            .map(|r| r.name().to_string())
+            .collect();
+        let removed = remove_nodes_state(&ds, &nodes)?;
+        let code = report(
             io,
             &resources::write(&*ds, WriteAction::Delete, &resources, options),
-        ));
+        );
+        write_out(io, &removed, "");
+        return Ok(code);
     }
     let word = args
         .kind
@@ -682,7 +712,14 @@ fn delete(cli: &Cli, args: &DeleteArgs, io: &mut Streams<'_>) -> Result<i32, Rou
             .iter()
             .map(|name| ResourceKey::named(kind, name))
             .collect();
-        return Ok(report(io, &resources::delete(&*ds, &keys, options)));
+        let removed = if kind == Kind::Node {
+            remove_nodes_state(&ds, &args.names)?
+        } else {
+            String::new()
+        };
+        let code = report(io, &resources::delete(&*ds, &keys, options));
+        write_out(io, &removed, "");
+        return Ok(code);
     }
     // v1: each argument is a peer IP; it must name exactly one peer in the scope.
     let mut keys = Vec::new();

@@ -160,6 +160,11 @@ impl Cluster {
 
     /// (Re)starts routerd on node `i`, logging to `<dir>/<node>.log` (appended).
     pub fn start_routerd(&mut self, i: usize) {
+        self.start_routerd_with(i, &[]);
+    }
+
+    /// As [`Cluster::start_routerd`], with extra environment variables (`ROUTERD_…`).
+    pub fn start_routerd_with(&mut self, i: usize, env: &[(&str, &str)]) {
         let node = &self.nodes[i];
         let log = File::options()
             .create(true)
@@ -190,6 +195,7 @@ impl Cluster {
                 "debug",
             ])
             .env("ROUTERD_FIB_SETTLE", "2")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
