@@ -116,3 +116,74 @@ async fn filters_change_without_resetting_the_session() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Policies from the configuration (`[[policy]]`) apply from the first UPDATE: A's export
+/// filter towards B drops one prefix and every prefix longer than /24; B's import filter
+/// drops another. B learns exactly what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_policies_filter_from_the_start() {
+    let a_ip = Ipv4Addr::new(127, 0, 0, 1);
+    let b_ip = Ipv4Addr::new(127, 0, 0, 3);
+    let (a_port, b_port) = (free_port(a_ip), free_port(b_ip));
+    let config = |id: Ipv4Addr,
+                  asn: u32,
+                  port: u16,
+                  originate: &str,
+                  peer: Ipv4Addr,
+                  peer_as: u32,
+                  peer_port: String,
+                  extra: &str,
+                  policy: &str| {
+        bgp::speaker::config::SpeakerConfig::from_toml(&format!(
+            "router_id = \"{id}\"\nlocal_as = {asn}\nlisten = [\"{id}:{port}\"]\nconnect_retry = 1\n\
+             max_paths = 1\nselection_deferral_time = 0\n{originate}\
+             [[peer]]\naddress = \"{peer}\"\nremote_as = {peer_as}\n{peer_port}{extra}\n\
+             [[policy]]\npeer = \"{peer}\"\n{policy}"
+        ))
+        .unwrap()
+    };
+    let originate: String = ["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/25", "10.4.0.0/24"]
+        .iter()
+        .map(|p| format!("[[originate]]\nprefix = \"{p}\"\n"))
+        .collect();
+    let (_a, _ta) = start(
+        config(
+            a_ip,
+            65001,
+            a_port,
+            &originate,
+            b_ip,
+            65002,
+            format!("port = {b_port}\n"),
+            &format!("local_address = \"{a_ip}\"\n"),
+            "export = [{ action = \"reject\", cidr = \"10.2.0.0/24\", match = \"equal\" }, \
+                       { action = \"reject\", prefix_length = { min = 25 } }]\n",
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    let (b, _tb) = start(
+        config(
+            b_ip,
+            65002,
+            b_port,
+            "",
+            a_ip,
+            65001,
+            String::new(),
+            "passive = true\n",
+            "import = [{ action = \"reject\", cidr = \"10.4.0.0/16\", match = \"in\" }]\n",
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    wait_learned(&b, &["10.1.0.0/24"]).await;
+    // And it stays so (nothing more arrives a moment later).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        learned(&b).await,
+        vec!["10.1.0.0/24".parse::<IpNet>().unwrap()]
+    );
+}

@@ -319,6 +319,8 @@ pub async fn run(
         selection_deferral_time: config.fib_settle.as_secs().max(1),
         originate: originations(&blocks, &view, &config.node_name),
         peers: Vec::new(),
+        // Per-peer filters come from BGPFilters, set live with `set_policy`.
+        policies: Vec::new(),
     };
     let (best_tx, mut best_rx) = mpsc::unbounded_channel();
     let (speaker, speaker_task) = bgp::speaker::start(speaker_config, Some(best_tx)).await?;

@@ -48,7 +48,19 @@
 //! min_rx_ms = 300                          # optional, 300 ms x 3 by default
 //! min_tx_ms = 300
 //! multiplier = 3
+//!
+//! [[policy]]                               # optional; a configured peer's filters
+//! peer = "10.0.0.2"
+//! import = [{ action = "reject", cidr = "10.99.0.0/16", match = "in" }]
+//! export = [{ action = "reject" }]         # a route server's tester: `export none`
 //! ```
+//!
+//! A policy's rules have the model of routerd's `BGPFilter` (Calico's), evaluated per address
+//! family in order: the first rule that matches decides, and a route no rule matches is
+//! accepted. A rule matches when all of its conditions hold: `cidr` with `match` (`equal`,
+//! `not_equal`, `in`, `not_in`; default `in`), `prefix_length = { min, max }`, and
+//! `source = "remote_peers"` (only routes learned from peers, not our own). A rule with a
+//! `cidr` belongs to that family; one without applies to both.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -135,6 +147,155 @@ pub struct SpeakerConfig {
     pub originate: Vec<Origination>,
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerConfig>,
+    /// Import and export filters of configured peers (absent: accept everything).
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// One peer's filters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The peer's address, as in its `[[peer]]`.
+    pub peer: IpAddr,
+    /// Rules for the routes the peer sends us.
+    #[serde(default)]
+    pub import: Vec<RuleConfig>,
+    /// Rules for the routes we advertise to the peer.
+    #[serde(default)]
+    pub export: Vec<RuleConfig>,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Accept,
+    Reject,
+}
+
+/// How a rule's `cidr` is compared with a route's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleMatch {
+    Equal,
+    NotEqual,
+    In,
+    NotIn,
+}
+
+/// Which routes a rule applies to by where they came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSource {
+    /// Only routes learned from peers.
+    RemotePeers,
+}
+
+/// Inclusive prefix-length bounds; an absent bound does not constrain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleLength {
+    #[serde(default)]
+    pub min: Option<u8>,
+    #[serde(default)]
+    pub max: Option<u8>,
+}
+
+/// One filter rule (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub action: RuleAction,
+    #[serde(default)]
+    pub cidr: Option<IpNet>,
+    #[serde(default, rename = "match")]
+    pub match_operator: Option<RuleMatch>,
+    #[serde(default)]
+    pub prefix_length: Option<RuleLength>,
+    #[serde(default)]
+    pub source: Option<RuleSource>,
+}
+
+impl RuleConfig {
+    /// The rule in the RIB's terms.
+    pub fn to_rule(&self) -> crate::rib::FilterRule {
+        use crate::rib::{FilterAction, FilterRule, MatchOperator, RouteSourceMatch};
+        let action = match self.action {
+            RuleAction::Accept => FilterAction::Accept,
+            RuleAction::Reject => FilterAction::Reject,
+        };
+        let mut rule = match self.cidr {
+            Some(cidr) => FilterRule::new(
+                cidr,
+                match self.match_operator.unwrap_or(RuleMatch::In) {
+                    RuleMatch::Equal => MatchOperator::Equal,
+                    RuleMatch::NotEqual => MatchOperator::NotEqual,
+                    RuleMatch::In => MatchOperator::In,
+                    RuleMatch::NotIn => MatchOperator::NotIn,
+                },
+                action,
+            ),
+            None => FilterRule::any(action),
+        };
+        if let Some(len) = self.prefix_length {
+            rule = rule.with_prefix_length(len.min, len.max);
+        }
+        if let Some(RuleSource::RemotePeers) = self.source {
+            rule = rule.with_source(RouteSourceMatch::RemotePeers);
+        }
+        rule
+    }
+
+    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if self.match_operator.is_some() && self.cidr.is_none() {
+            return Err(invalid(
+                format!("{field}.match"),
+                "needs a cidr to compare with",
+            ));
+        }
+        if let Some(RuleLength { min, max }) = self.prefix_length {
+            let most = match self.cidr {
+                Some(IpNet::V6(_)) => 128,
+                Some(IpNet::V4(_)) => 32,
+                None => 128,
+            };
+            for (name, v) in [("min", min), ("max", max)] {
+                if v.is_some_and(|v| v > most) {
+                    return Err(invalid(
+                        format!("{field}.prefix_length.{name}"),
+                        format!("must be at most {most}"),
+                    ));
+                }
+            }
+            if let (Some(a), Some(b)) = (min, max) {
+                if a > b {
+                    return Err(invalid(
+                        format!("{field}.prefix_length"),
+                        "min is above max",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rules as a per-family filter: a rule with a `cidr` in its family, one without in both.
+pub fn route_filter(rules: &[RuleConfig]) -> crate::rib::RouteFilter {
+    let mut filter = crate::rib::RouteFilter::default();
+    for r in rules {
+        let rule = r.to_rule();
+        match r.cidr {
+            Some(IpNet::V4(_)) => filter.v4.push(rule),
+            Some(IpNet::V6(_)) => filter.v6.push(rule),
+            None => {
+                filter.v4.push(rule.clone());
+                filter.v6.push(rule);
+            }
+        }
+    }
+    filter
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,6 +487,26 @@ impl SpeakerConfig {
                 ));
             }
         }
+        let mut with_policy = std::collections::HashSet::new();
+        for (i, policy) in self.policies.iter().enumerate() {
+            if !seen.contains(&policy.peer) {
+                return Err(invalid(
+                    format!("policy[{i}].peer"),
+                    format!("{} is not a configured peer", policy.peer),
+                ));
+            }
+            if !with_policy.insert(policy.peer) {
+                return Err(invalid(
+                    format!("policy[{i}].peer"),
+                    format!("{} has a policy already", policy.peer),
+                ));
+            }
+            for (side, rules) in [("import", &policy.import), ("export", &policy.export)] {
+                for (j, rule) in rules.iter().enumerate() {
+                    rule.validate(&format!("policy[{i}].{side}[{j}]"))?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -498,6 +679,75 @@ ttl_security = 1
             .unwrap_err()
             .to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn policies_parse_into_per_family_filters_and_bad_ones_are_named() {
+        use crate::rib::{FilterAction, FilterRule, MatchOperator, RouteSourceMatch};
+        let base = "router_id = \"10.0.0.1\"\nlocal_as = 1\n\
+                    [[peer]]\naddress = \"10.0.0.2\"\nremote_as = 2\n";
+        let c = SpeakerConfig::from_toml(&format!(
+            "{base}[[policy]]\npeer = \"10.0.0.2\"\n\
+             import = [{{ action = \"reject\", cidr = \"10.99.0.0/16\" }}, \
+                       {{ action = \"accept\", cidr = \"fd00::/8\", match = \"not_in\", prefix_length = {{ max = 64 }} }}]\n\
+             export = [{{ action = \"reject\", source = \"remote_peers\" }}]\n"
+        ))
+        .unwrap();
+        let p = &c.policies[0];
+        let import = route_filter(&p.import);
+        assert_eq!(
+            import.v4,
+            vec![FilterRule::new(
+                "10.99.0.0/16".parse().unwrap(),
+                MatchOperator::In,
+                FilterAction::Reject
+            )]
+        );
+        assert_eq!(
+            import.v6,
+            vec![FilterRule::new(
+                "fd00::/8".parse().unwrap(),
+                MatchOperator::NotIn,
+                FilterAction::Accept
+            )
+            .with_prefix_length(None, Some(64))]
+        );
+        let export = route_filter(&p.export);
+        let reject_learned =
+            FilterRule::any(FilterAction::Reject).with_source(RouteSourceMatch::RemotePeers);
+        assert_eq!(export.v4, vec![reject_learned.clone()]);
+        assert_eq!(export.v6, vec![reject_learned]);
+
+        for (policy, field) in [
+            ("peer = \"10.0.0.9\"\n", "policy[0].peer"),
+            (
+                "peer = \"10.0.0.2\"\nimport = [{ action = \"reject\", match = \"in\" }]\n",
+                "policy[0].import[0].match",
+            ),
+            (
+                "peer = \"10.0.0.2\"\nexport = [{ action = \"accept\", cidr = \"10.0.0.0/8\", prefix_length = { min = 33 } }]\n",
+                "policy[0].export[0].prefix_length.min",
+            ),
+            (
+                "peer = \"10.0.0.2\"\nexport = [{ action = \"accept\", prefix_length = { min = 24, max = 16 } }]\n",
+                "policy[0].export[0].prefix_length",
+            ),
+        ] {
+            let err = SpeakerConfig::from_toml(&format!("{base}[[policy]]\n{policy}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(field), "{field}: {err}");
+        }
+        let twice =
+            format!("{base}[[policy]]\npeer = \"10.0.0.2\"\n[[policy]]\npeer = \"10.0.0.2\"\n");
+        let err = SpeakerConfig::from_toml(&twice).unwrap_err().to_string();
+        assert!(err.starts_with("policy[1].peer"), "{err}");
+        let err = SpeakerConfig::from_toml(&format!(
+            "{base}[[policy]]\npeer = \"10.0.0.2\"\nimport = [{{ action = \"drop\" }}]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("drop"), "{err}");
     }
 
     #[test]

@@ -260,6 +260,13 @@ pub async fn start(
     for p in &config.peers {
         core.add_peer(p.clone())?;
     }
+    for p in &config.policies {
+        core.set_policy(PeerPolicy {
+            address: p.peer,
+            import: config::route_filter(&p.import),
+            export: config::route_filter(&p.export),
+        })?;
+    }
     let handle = SpeakerHandle { commands: cmd_tx };
     let task = tokio::spawn(core.run(events_rx, cmd_rx));
     Ok((handle, task))

@@ -46,6 +46,7 @@ pub fn speaker_config(id: Ipv4Addr, asn: u32, port: u16, originate: &[&str]) -> 
         selection_deferral_time: 0,
         originate: originate.iter().map(|p| origination(p)).collect(),
         peers: vec![],
+        policies: vec![],
     }
 }
 
