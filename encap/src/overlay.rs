@@ -248,13 +248,15 @@ impl Overlay {
             .iter()
             .cloned()
             .partition(|v| v.node_ip.is_ipv4());
-        let want_vxlan = !vteps_v4.is_empty() || pools_use_vxlan;
+        // A device exists once this node has its VTEP address, which it is given only
+        // while a pool of that family uses VXLAN (so an IPv6-only VXLAN pool makes no
+        // IPv4 device), or while it routes through one.
+        let want_vxlan =
+            !vteps_v4.is_empty() || (pools_use_vxlan && self.config.vxlan.tunnel_address.is_some());
         let want_ipip = plan.needs_ipip() || pools.iter().any(|p| p.ipip != EncapMode::Never);
 
         let v4_config = want_vxlan.then_some(&self.config.vxlan);
         sync_vxlan(&self.handle, &mut self.vxlan, v4_config, vteps_v4).await?;
-        // The IPv6 device exists once this node has an IPv6 VTEP address, which it is given
-        // only while an IPv6 pool uses VXLAN.
         let v6_config =
             self.config.vxlan_v6.as_ref().filter(|c| {
                 c.tunnel_address.is_some() && (pools_use_vxlan || !vteps_v6.is_empty())

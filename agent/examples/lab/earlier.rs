@@ -67,6 +67,33 @@ pub fn containers_under(dir: &Path) -> Vec<(String, Option<String>)> {
     out
 }
 
+/// The processes whose command line names `dir` (podman's monitors and helpers of a run).
+fn processes_mentioning(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let own = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if pid == own || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(&needle)
+                .then_some(pid)
+        })
+        .collect()
+}
+
+fn kill_all(pids: &[String]) {
+    for pid in pids {
+        let _ = Command::new("kill").args(["-9", pid]).status();
+    }
+}
+
 /// Removes what earlier, dead lab runs left behind; returns how many runs it cleaned.
 pub fn clean_up() -> usize {
     let mut dead_runs = std::collections::BTreeSet::new();
@@ -84,13 +111,17 @@ pub fn clean_up() -> usize {
         .collect();
     for (pid, dir) in &dirs {
         dead_runs.insert(*pid);
-        // The containers: their processes, then the namespaces podman made for them.
+        // The containers' monitors first (conmon, and the `podman container cleanup` a
+        // monitor starts when its container dies, which would write into the directory while
+        // it is removed), then the containers and the namespaces podman made for them.
+        kill_all(&processes_mentioning(dir));
         for (process, ns) in containers_under(dir) {
-            let _ = Command::new("kill").args(["-9", &process]).status();
+            kill_all(std::slice::from_ref(&process));
             if let Some(ns) = ns {
                 delete_namespace(&ns);
             }
         }
+        kill_all(&processes_mentioning(dir));
         // Overlay and shm mounts of the storage, deepest first.
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let mut under: Vec<&str> = mounts
@@ -102,7 +133,12 @@ pub fn clean_up() -> usize {
         for m in under {
             let _ = Command::new("umount").args(["-l", m]).status();
         }
-        let _ = std::fs::remove_dir_all(dir);
+        for _ in 0..5 {
+            if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
     let namespaces = std::fs::read_dir("/run/netns")
         .into_iter()

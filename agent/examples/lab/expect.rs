@@ -61,7 +61,9 @@ pub fn expected_routes(shape: &Shape, n: usize, assigned: &Assigned) -> BTreeSet
             };
             let line = if shape.encapsulated(n, o) {
                 match shape.encap {
-                    Encap::Ipip => format!("{block} via {owner} dev tunl0 onlink"),
+                    // IPv6 blocks of an IP-in-IP shape go through VXLAN (see
+                    // `Shape::vxlan_mode_v6`).
+                    Encap::Ipip if v4 => format!("{block} via {owner} dev tunl0 onlink"),
                     _ => {
                         let (vtep4, vtep6) = assigned.vteps.get(&o).copied().unwrap_or_default();
                         let (vtep, dev) = if v4 {

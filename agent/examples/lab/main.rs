@@ -8,7 +8,8 @@
 //! --topology mesh|reflectors|tor|per-node   how nodes learn routes (default mesh)
 //! --encap none|ipip|vxlan                   the IPPool's encapsulation (default vxlan)
 //! --crosssubnet                             encapsulate only across the router
-//! --ipv6                                    dual stack: an IPv6 pool, pods with both families
+//! --ipv6                                    dual stack: an IPv6 pool (VXLAN where the
+//!                                           IPv4 pool encapsulates), pods with both families
 //! --racks 1|2                               one segment, or two joined by a router (default 2)
 //! --nodes N                                 routerd nodes (default 4)
 //! --datastore file|etcd                     embedded, or a three-member etcd cluster

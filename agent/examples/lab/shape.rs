@@ -139,12 +139,6 @@ impl Shape {
                 self.topology.as_str()
             );
         }
-        if self.ipv6 && self.encap == Encap::Ipip {
-            bail!(
-                "--ipv6 with --encap ipip: IP-in-IP carries IPv4 only (RFC 2003) and Calico \
-                 refuses ipipMode on IPv6 pools; use --encap vxlan or none for dual stack"
-            );
-        }
         Ok(())
     }
 
@@ -214,9 +208,14 @@ impl Shape {
         }
     }
 
-    /// The vxlanMode of the IPv6 pool (IP-in-IP is refused for IPv6 by `validate`).
+    /// The vxlanMode of the IPv6 pool. IP-in-IP carries IPv4 only (RFC 2003) and Calico
+    /// refuses ipipMode on IPv6 pools, so with `--encap ipip` the IPv6 pool uses VXLAN in
+    /// the same mode (IPv4 through `tunl0`, IPv6 through `vxlan-v6.calico`).
     pub fn vxlan_mode_v6(&self) -> &'static str {
-        self.modes_v4().1
+        match self.modes_v4() {
+            ("Never", vxlan) => vxlan,
+            (ipip, _) => ipip,
+        }
     }
 
     /// Whether traffic between pods of nodes `a` and `b` is encapsulated on the underlay.
