@@ -21,7 +21,7 @@ use agent::status::query_status;
 use lab::bird::Bird;
 use lab::pinger::Pinger;
 use lab::{require, wait_for, Netns};
-use support::{Cluster, POLL, T};
+use support::{Cluster, BIRD_BFD, POLL, T};
 
 /// Whether node `i`'s kernel routes `block` through node 2 (10.0.0.2).
 fn routes_via_node2(c: &Cluster, i: usize, block: &str) -> bool {
@@ -61,8 +61,7 @@ fn a_cut_node_link_is_withdrawn_everywhere_within_the_bfd_time() {
         &c.path().join("tor"),
         &format!(
             "router id 10.0.0.254;\nprotocol device {{}}\n\
-             protocol bfd {{ interface \"*\" {{ min rx interval 300 ms; min tx interval 300 ms; multiplier 3; }}; }}\n\
-             {neighbors}"
+             {BIRD_BFD}{neighbors}"
         ),
     )
     .unwrap();

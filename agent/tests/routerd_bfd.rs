@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use agent::status::{query_status, NodeStatus};
 use lab::bird::Bird;
 use lab::{require, wait_for, Netns};
-use support::{Cluster, POLL, T};
+use support::{Cluster, BIRD_BFD, POLL, T};
 
 const TOR_ROUTE: &str = "10.99.0.0/24";
 
@@ -50,8 +50,7 @@ fn bfd_takes_a_dead_tor_out_of_the_kernel_within_a_second() {
         &c.path().join("tor"),
         &format!(
             "router id 10.0.0.254;\nprotocol device {{}}\n\
-             protocol bfd {{ interface \"*\" {{ min rx interval 300 ms; min tx interval 300 ms; multiplier 3; }}; }}\n\
-             protocol static own {{ ipv4; route {TOR_ROUTE} blackhole; }}\n{neighbors}"
+             {BIRD_BFD}protocol static own {{ ipv4; route {TOR_ROUTE} blackhole; }}\n{neighbors}"
         ),
     )
     .unwrap();

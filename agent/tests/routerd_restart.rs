@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use agent::status::{query_status, DaemonState};
 use lab::{require, wait_for, Netns};
-use support::{Cluster, POLL, T};
+use support::{Cluster, RouteMonitor, POLL, T};
 
 /// How long the pings run: the restart happens 2 s in.
 const PING_SECS: u64 = 10;
@@ -79,13 +79,7 @@ fn sigkill_and_restart_of_routerd_loses_no_packet() {
         .clone();
 
     // Watch node 1's routes through the restart.
-    let mut monitor = c.nodes[0]
-        .ns
-        .command(&["ip", "monitor", "route"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let monitor = RouteMonitor::start(&c.nodes[0].ns);
     let mut pings = Vec::new();
     for (a, (ns, _)) in pods.iter().enumerate() {
         for (b, (_, ip)) in pods.iter().enumerate().filter(|(b, _)| *b != a) {
@@ -131,9 +125,7 @@ fn sigkill_and_restart_of_routerd_loses_no_packet() {
             ));
         }
     }
-    let _ = monitor.kill();
-    let monitored = monitor.wait_with_output().unwrap();
-    let events = String::from_utf8_lossy(&monitored.stdout);
+    let events = monitor.finish();
     let deleted: Vec<&str> = events
         .lines()
         .filter(|l| l.starts_with("Deleted") && l.contains("proto 80"))

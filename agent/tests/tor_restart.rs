@@ -14,13 +14,12 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agent::status::query_status;
 use lab::pinger::Pinger;
 use lab::{require, wait_for, Netns};
-use support::{Cluster, POLL, T};
+use support::{Cluster, RouteMonitor, POLL, T};
 
 const FABRIC: &str = "198.51.100.0/24";
 const FABRIC_HOST: &str = "198.51.100.1";
@@ -90,13 +89,7 @@ fn tor_restart_keeps_its_routes_on_the_nodes() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
 
-    let mut monitor = c.nodes[0]
-        .ns
-        .command(&["ip", "monitor", "route"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let monitor = RouteMonitor::start(&c.nodes[0].ns);
     let ups_before = tor_establishments(&c);
     let pinger = Pinger::start(&pod, &pod_ip, FABRIC_HOST).unwrap();
     std::thread::sleep(Duration::from_secs(1));
@@ -122,8 +115,7 @@ fn tor_restart_keeps_its_routes_on_the_nodes() {
     let back = killed.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let counts = pinger.finish().unwrap();
-    let _ = monitor.kill();
-    let events = String::from_utf8_lossy(&monitor.wait_with_output().unwrap().stdout).into_owned();
+    let events = monitor.finish();
     println!(
         "ToR restart: session back after {back:?}; pod -> fabric {} sent, {} lost",
         counts.transmitted,

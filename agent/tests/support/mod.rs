@@ -406,6 +406,33 @@ impl Cluster {
     }
 }
 
+/// BIRD's BFD protocol at 300 ms x 3 on every interface, as the BFD tests' ToRs run it.
+pub const BIRD_BFD: &str = "protocol bfd { interface \"*\" { min rx interval 300 ms; \
+    min tx interval 300 ms; multiplier 3; }; }\n";
+
+/// `ip monitor route` in a namespace, for tests that must see that no route was deleted
+/// while something happened.
+pub struct RouteMonitor(std::process::Child);
+
+impl RouteMonitor {
+    pub fn start(ns: &Netns) -> RouteMonitor {
+        RouteMonitor(
+            ns.command(&["ip", "monitor", "route"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Stops it and returns every event it printed.
+    pub fn finish(mut self) -> String {
+        let _ = self.0.kill();
+        let out = self.0.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 /// The plugins, built beside routerd by `cargo test --workspace` / `cargo build -p cni`.
 pub fn plugin_dir() -> PathBuf {
     let dir = PathBuf::from(ROUTERD).parent().unwrap().to_path_buf();
