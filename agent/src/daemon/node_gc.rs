@@ -1,7 +1,7 @@
 //! Releasing what nodes that are gone still hold, as Calico's kube-controllers do: a node
-//! whose Node record no longer exists but which still holds block affinities or workload
-//! endpoints (its record was deleted by Kubernetes' garbage collector along with its
-//! Kubernetes Node, or by hand without `routectl delete node`) has them released
+//! that has no Node record but still holds block affinities or workload endpoints (its
+//! record was deleted by Kubernetes' garbage collector along with its Kubernetes Node, or by
+//! hand without `routectl delete node`; or it never registered) has them released
 //! ([`crate::node_removal`]) once it has been gone for the grace period, so that a node that
 //! re-registers meanwhile (a re-created Kubernetes Node, a reinstall under the same name)
 //! keeps its blocks and its pods keep their addresses. Never while its record exists: the
