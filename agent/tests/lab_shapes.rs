@@ -126,31 +126,6 @@ fn impossible_shapes_are_refused() {
     }
 }
 
-/// The processes of containers whose storage is under `dir` (their root mount's overlay
-/// upper directory is there), with the network namespace each runs in.
-fn containers_under(dir: &std::path::Path) -> Vec<(String, String)> {
-    let upper = format!("upperdir={}/", dir.display());
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(mounts) = std::fs::read_to_string(entry.path().join("mountinfo")) else {
-            continue;
-        };
-        if mounts
-            .lines()
-            .any(|l| l.split_whitespace().nth(4) == Some("/") && l.contains(&upper))
-        {
-            let pid = entry.file_name().to_string_lossy().into_owned();
-            let ns = Command::new("ip")
-                .args(["netns", "identify", &pid])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                .unwrap_or_default();
-            out.push((pid, ns));
-        }
-    }
-    out
-}
-
 /// The lab's namespaces of run `pid`.
 fn namespaces_of(pid: u32) -> Vec<String> {
     std::fs::read_dir("/run/netns")
@@ -200,7 +175,7 @@ fn a_killed_run_is_cleaned_up_by_the_next() {
     }
     let pid = first.id();
     let dir = std::env::temp_dir().join(format!("routerd-lab-{pid}"));
-    let containers = containers_under(&dir);
+    let containers = lab::podman::containers_under(&dir);
     let namespaces = namespaces_of(pid);
     assert!(
         !containers.is_empty() && !namespaces.is_empty(),
@@ -221,7 +196,7 @@ fn a_killed_run_is_cleaned_up_by_the_next() {
             !std::path::Path::new(&format!("/proc/{process}")).exists(),
             "container process {process} is left"
         );
-        if !ns.is_empty() {
+        if let Some(ns) = ns {
             assert!(
                 !std::path::Path::new("/run/netns").join(&ns).exists(),
                 "container namespace {ns} is left"

@@ -248,19 +248,21 @@ impl Overlay {
             .iter()
             .cloned()
             .partition(|v| v.node_ip.is_ipv4());
-        // A device exists once this node has its VTEP address, which it is given only
-        // while a pool of that family uses VXLAN (so an IPv6-only VXLAN pool makes no
-        // IPv4 device), or while it routes through one.
-        let want_vxlan =
-            !vteps_v4.is_empty() || (pools_use_vxlan && self.config.vxlan.tunnel_address.is_some());
+        // A VXLAN device exists while it routes to a remote VTEP, or while a pool uses VXLAN
+        // and this node has its VTEP address of that family (given only while a pool of
+        // that family uses VXLAN: an IPv6-only VXLAN pool makes no IPv4 device).
+        let wanted = |config: &VxlanConfig, vteps: &[RemoteVtep]| {
+            !vteps.is_empty() || (pools_use_vxlan && config.tunnel_address.is_some())
+        };
         let want_ipip = plan.needs_ipip() || pools.iter().any(|p| p.ipip != EncapMode::Never);
 
-        let v4_config = want_vxlan.then_some(&self.config.vxlan);
+        let v4_config = Some(&self.config.vxlan).filter(|c| wanted(c, &vteps_v4));
         sync_vxlan(&self.handle, &mut self.vxlan, v4_config, vteps_v4).await?;
-        let v6_config =
-            self.config.vxlan_v6.as_ref().filter(|c| {
-                c.tunnel_address.is_some() && (pools_use_vxlan || !vteps_v6.is_empty())
-            });
+        let v6_config = self
+            .config
+            .vxlan_v6
+            .as_ref()
+            .filter(|c| wanted(c, &vteps_v6));
         sync_vxlan(&self.handle, &mut self.vxlan_v6, v6_config, vteps_v6).await?;
 
         if want_ipip {

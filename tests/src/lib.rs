@@ -139,21 +139,22 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        // Kill whatever still runs inside, then delete. Errors are ignored: the namespace may
-        // already be gone, and a panic in drop would hide the test's own failure.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
+        delete_namespace(&self.name);
     }
+}
+
+/// Kills whatever runs in the named namespace, then deletes it. Errors are ignored: the
+/// namespace may already be gone, and a panic in a drop would hide a test's own failure.
+pub fn delete_namespace(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A background process started in a namespace; killed on drop.

@@ -148,6 +148,37 @@ impl Podman {
     }
 }
 
+/// The processes of containers whose storage is under `dir` (their root mount is an
+/// overlay with its upper directory there; `/proc/<pid>/root` cannot say, as it reads `/`
+/// from another mount namespace), each with the network namespace podman made for it (its
+/// name under /run/netns).
+pub fn containers_under(dir: &Path) -> Vec<(String, Option<String>)> {
+    let upper = format!("upperdir={}/", dir.display());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(mounts) = std::fs::read_to_string(entry.path().join("mountinfo")) else {
+            continue;
+        };
+        let root_in_dir = mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some("/") && l.contains(&upper));
+        if root_in_dir {
+            let ns = Command::new("ip")
+                .args(["netns", "identify", &pid])
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .filter(|n| !n.is_empty());
+            out.push((pid, ns));
+        }
+    }
+    out
+}
+
 impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.command(&["rm", "-af", "-t", "0"]).output();

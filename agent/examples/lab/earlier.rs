@@ -4,7 +4,7 @@
 //! `routerd-lab-<pid>` whose process `<pid>` is gone.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// The prefix of every namespace tag the lab uses, and of its directory.
 pub const TAG: &str = "lab";
@@ -19,52 +19,6 @@ fn namespace_pid(name: &str) -> Option<u32> {
     let mut parts = rest.rsplitn(3, '-');
     let _n = parts.next()?;
     parts.next()?.parse().ok()
-}
-
-fn kill_in_namespace(name: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = Command::new("kill").args(["-9", pid]).status();
-        }
-    }
-}
-
-fn delete_namespace(name: &str) {
-    kill_in_namespace(name);
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// The processes of containers whose storage is under `dir` (their root mount is an
-/// overlay with its upper directory there; `/proc/<pid>/root` cannot say, as it reads `/`
-/// from another mount namespace), each with the network namespace podman made for it.
-pub fn containers_under(dir: &Path) -> Vec<(String, Option<String>)> {
-    let upper = format!("upperdir={}/", dir.display());
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(mounts) = std::fs::read_to_string(entry.path().join("mountinfo")) else {
-            continue;
-        };
-        let root_in_dir = mounts
-            .lines()
-            .any(|l| l.split_whitespace().nth(4) == Some("/") && l.contains(&upper));
-        if root_in_dir {
-            let ns = Command::new("ip")
-                .args(["netns", "identify", &pid])
-                .output()
-                .ok()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                .filter(|n| !n.is_empty());
-            out.push((pid, ns));
-        }
-    }
-    out
 }
 
 /// The processes whose command line names `dir` (podman's monitors and helpers of a run).
@@ -115,10 +69,10 @@ pub fn clean_up() -> usize {
         // monitor starts when its container dies, which would write into the directory while
         // it is removed), then the containers and the namespaces podman made for them.
         kill_all(&processes_mentioning(dir));
-        for (process, ns) in containers_under(dir) {
+        for (process, ns) in lab::podman::containers_under(dir) {
             kill_all(std::slice::from_ref(&process));
             if let Some(ns) = ns {
-                delete_namespace(&ns);
+                lab::delete_namespace(&ns);
             }
         }
         kill_all(&processes_mentioning(dir));
@@ -149,7 +103,7 @@ pub fn clean_up() -> usize {
         if let Some(pid) = namespace_pid(&name) {
             if !alive(pid) {
                 dead_runs.insert(pid);
-                delete_namespace(&name);
+                lab::delete_namespace(&name);
             }
         }
     }

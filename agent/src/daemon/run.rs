@@ -356,7 +356,7 @@ pub async fn run(
     // What the pools want of tunnels, once this node has its addresses for it (the loop
     // assigns them again when it changes, or until an assignment succeeds).
     let mut tunnels_wanted = TunnelsWanted::by(&view, &config);
-    let tunnels = publish_tunnels(&ds, &allocator, &view, &config).await;
+    let tunnels = publish_tunnels(&ds, &allocator, &view, &config, tunnels_wanted).await;
     if !tunnels_wanted.met_by(&tunnels) {
         tunnels_wanted = TunnelsWanted::default();
     }
@@ -498,7 +498,7 @@ pub async fn run(
                             // address now (retried at the next change until it is had).
                             let wanted = TunnelsWanted::by(&view, &config);
                             if wanted != tunnels_wanted {
-                                let tunnels = publish_tunnels(&ds, &allocator, &view, &config).await;
+                                let tunnels = publish_tunnels(&ds, &allocator, &view, &config, wanted).await;
                                 if wanted.met_by(&tunnels) {
                                     tunnels_wanted = wanted;
                                 }
@@ -1005,20 +1005,21 @@ impl TunnelsWanted {
 
 /// When a pool uses a tunnel, the node takes a tunnel address from its block and publishes
 /// it (with its VTEP MAC for VXLAN) on its Node, where the other nodes read it. Called at
-/// start and whenever the pools come to use a tunnel (calico-node's tunnel address
-/// allocation follows the pools the same way); returns the addresses for the overlay.
+/// start and whenever the pools come to use a tunnel (`wanted`, calico-node's tunnel
+/// address allocation follows the pools the same way); returns the addresses for the
+/// overlay.
 async fn publish_tunnels(
     ds: &Arc<dyn Datastore>,
     allocator: &Arc<Allocator<DatastoreIpam>>,
     view: &ClusterView,
     config: &DaemonConfig,
+    wanted: TunnelsWanted,
 ) -> encap::TunnelAddresses {
     let pools = view.ip_pools();
     let labels = view
         .node(&config.node_name)
         .map(|n| n.metadata.labels.clone())
         .unwrap_or_default();
-    let wanted = TunnelsWanted::by(view, config);
     if wanted == TunnelsWanted::default() {
         return encap::TunnelAddresses::default();
     }

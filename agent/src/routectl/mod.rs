@@ -90,6 +90,15 @@ pub enum RoutectlError {
 }
 
 // Errors are boxed so that every `Result` of the CLI stays small.
+impl From<crate::node_removal::NodeRemovalError> for RoutectlError {
+    fn from(e: crate::node_removal::NodeRemovalError) -> Self {
+        match e {
+            crate::node_removal::NodeRemovalError::Datastore(e) => e.into(),
+            crate::node_removal::NodeRemovalError::Ipam(e) => RoutectlError::Ipam(Box::new(e)),
+        }
+    }
+}
+
 impl From<DatastoreError> for RoutectlError {
     fn from(e: DatastoreError) -> Self {
         RoutectlError::Datastore(Box::new(e))
@@ -464,11 +473,7 @@ fn remove_nodes_state(ds: &Arc<dyn Datastore>, names: &[String]) -> Result<Strin
             Err(DatastoreError::NotFound { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
-        let removed = crate::node_removal::remove_node_state(ds, name).map_err(|e| match e {
-            crate::node_removal::NodeRemovalError::Datastore(e) => RoutectlError::from(e),
-            crate::node_removal::NodeRemovalError::Ipam(e) => RoutectlError::Ipam(Box::new(e)),
-        })?;
-        if let Some(line) = removed.summary(name) {
+        if let Some(line) = crate::node_removal::remove_node_state(ds, name)?.summary(name) {
             out += &line;
             out.push('\n');
         }
