@@ -51,6 +51,17 @@ fn run(args: &[&str]) {
         "lab {args:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // What an operator reads: what was built, the nodes, one node's status and routes, the
+    // reachability matrix.
+    for section in [
+        "lab: --topology",
+        "pod-to-pod reachability",
+        "$ routectl get nodes -o wide",
+        "$ routectl node status   # on node-1",
+        "node-1 kernel routes:",
+    ] {
+        assert!(stdout.contains(section), "no {section:?} in:\n{stdout}");
+    }
 }
 
 #[test]
