@@ -7,7 +7,7 @@ set -euo pipefail
 
 pkgs=(bird2 frr gobgpd exabgp iproute2 iputils-ping tcpdump ethtool procps psmisc
       podman runc containernetworking-plugins busybox-static nftables
-      etcd-server etcd-client protobuf-compiler openssl python3 python3-venv binutils)
+      etcd-server etcd-client protobuf-compiler libprotobuf-dev openssl python3 python3-venv binutils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
