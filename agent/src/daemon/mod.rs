@@ -22,6 +22,7 @@
 
 pub mod cluster;
 pub mod control;
+pub mod desired;
 pub mod feed;
 pub mod handover;
 pub mod nat;

@@ -19,6 +19,7 @@ use encap::{ClusterNode, EncapMode, PoolEncap};
 use ipnet::IpNet;
 
 use super::cluster::ClusterView;
+use super::desired::{direct_route, Class, RouteContext};
 
 /// The BGP best paths the FIB cares about: next hops per prefix (ECMP when several).
 pub type BestPaths = BTreeMap<IpNet, Vec<IpAddr>>;
@@ -46,10 +47,11 @@ pub fn pool_encap(pool: &ipam::IpPool) -> PoolEncap {
 
 /// Splits the best paths into overlay blocks and direct routes, and adds the blackholes.
 ///
-/// A prefix equal to one of the node's `connected` subnets is skipped: the kernel's own
-/// connected route is the better one (BIRD prefers its `direct` routes, preference 240, over
-/// BGP for the same reason), and installing ours with the same key would replace the
-/// kernel's route, which routerd must never touch.
+/// The whole plan at once, from scratch: the reference that
+/// [`DesiredRoutes`](super::desired::DesiredRoutes) keeps up to date incrementally (its tests
+/// check the two agree). The rule for each prefix is [`RouteContext::classify`]: a prefix equal
+/// to one of the node's `connected` subnets or to one of its own blocks is skipped, a pod block
+/// of another cluster node goes to the overlay, the rest is installed as learned.
 pub fn plan_routes(
     view: &ClusterView,
     this_node: &str,
@@ -57,39 +59,17 @@ pub fn plan_routes(
     connected: &[IpNet],
     best: &BestPaths,
 ) -> RoutePlan {
-    let pools = view.ip_pools();
-    let nodes = view.nodes_by_address();
-    let mut remotes: BTreeMap<IpAddr, ClusterNode> = BTreeMap::new();
+    let context = RouteContext::new(view, this_node, own_blocks, connected);
     let mut plan = RoutePlan::default();
+    let mut blocks = Vec::new();
     for (prefix, hops) in best {
-        if hops.is_empty() || own_blocks.contains(prefix) || connected.contains(prefix) {
-            continue;
-        }
-        let pool = pools.iter().find(|p| {
-            p.cidr().prefix_len() <= prefix.prefix_len() && p.cidr().contains(&prefix.network())
-        });
-        // A pod block has one owner; with ECMP towards several nodes (a block re-claimed
-        // while the old owner still advertises it) the lowest next hop is kept, as the
-        // overlay needs one tunnel endpoint.
-        let owner = hops
-            .iter()
-            .find_map(|hop| nodes.get(hop).map(|node| (*hop, *node)));
-        match (pool, owner) {
-            (Some(pool), Some((hop, node))) if node.metadata.name != this_node => {
-                let entry = remotes.entry(hop).or_insert_with(|| ClusterNode {
-                    node_ip: hop,
-                    vtep: vtep_of(node, hop),
-                    blocks: Vec::new(),
-                });
-                entry.blocks.push((*prefix, pool_encap(pool)));
-            }
-            _ => {
-                let next_hops = hops.iter().map(|h| fib::NextHop::via(*h)).collect();
-                plan.direct.push(fib::Route::unicast(*prefix, next_hops));
-            }
+        match context.classify(prefix, hops) {
+            Class::Nothing => {}
+            Class::Block { .. } => blocks.push((prefix, &hops[..])),
+            Class::Direct => plan.direct.push(direct_route(*prefix, hops)),
         }
     }
-    plan.remotes = remotes.into_values().collect();
+    plan.remotes = context.remotes(blocks);
     plan.blackholes = own_blocks
         .iter()
         .map(|b| fib::Route::blackhole(*b))
@@ -98,7 +78,10 @@ pub fn plan_routes(
 }
 
 /// The VTEP a node published (tunnel address and MAC), for the family of `underlay`.
-fn vtep_of(node: &datastore::resource::Node, underlay: IpAddr) -> Option<(IpAddr, [u8; 6])> {
+pub(super) fn vtep_of(
+    node: &datastore::resource::Node,
+    underlay: IpAddr,
+) -> Option<(IpAddr, [u8; 6])> {
     if underlay.is_ipv4() {
         let ip = node.spec.ipv4_vxlan_tunnel_addr().ok().flatten()?;
         let mac = node.spec.vxlan_tunnel_mac_addr().ok().flatten()?;

@@ -7,22 +7,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bgp::rib::FibRoute;
 use bgp::rib::RouteFilter;
 use bgp::speaker::config::{Origination, SpeakerConfig};
 use bgp::speaker::control::{ControlRequest, ControlResponse, PeerStatus};
 use bgp::speaker::{PeerPolicy, SpeakerHandle};
-use fib::{FibCommand, FibHandle, Route, RouteKey};
+use fib::{FibCommand, FibHandle, Route};
 use ipam::{Allocator, IpFamily, IpamError, TunnelKind};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::cluster::{register_node, resource_of, ClusterView, Registration};
+use super::desired::{DesiredRoutes, RouteContext, RouteDelta};
 use super::feed::FeedSignal;
 use super::handover::{SessionHandover, SESSION_HANDOVER};
 use super::nat::NatPlan;
-use super::routes::{borrowed_addresses, plan_routes, workload_routes, BestPaths};
+use super::routes::{borrowed_addresses, workload_routes};
 use crate::health::HealthState;
 use crate::peering::{self, DesiredSession, PeeringInput, PeeringPlan};
 use crate::status::PeerType;
@@ -362,9 +362,16 @@ pub async fn run(
     }
     overlay.set_tunnel_addresses(&tunnels);
 
+    // The routes wanted in the kernel, kept up to date per change (not rebuilt per tick).
     let mut fib_state = FibState::default();
-    let blackholes: Vec<Route> = blocks.iter().map(|b| Route::blackhole(*b)).collect();
-    fib_state.send(&fib, &health, blackholes.clone()).await;
+    let mut desired = DesiredRoutes::new(RouteContext::new(
+        &view,
+        &config.node_name,
+        &blocks,
+        &connected_networks(),
+    ));
+    desired.set_node_routes(node_routes(&blocks, &view, &config.node_name));
+    fib_state.send(&fib, &health, desired.take_delta()).await;
 
     let snapshot = Arc::new(Mutex::new(Snapshot {
         state: DaemonState::Starting,
@@ -398,7 +405,8 @@ pub async fn run(
     // The loop.
     let mut view = view;
     let mut blocks = blocks;
-    let mut best = BestPaths::new();
+    // The view changed since the node routes and the overlay were last computed.
+    let mut view_changed = true;
     let mut view_dirty = false;
     let mut feed_lost = false;
     let mut view_retry_at: Option<Instant> = None;
@@ -431,7 +439,7 @@ pub async fn run(
                     break;
                 };
                 changes_since_apply += batch.len();
-                apply_best_changes(&mut best, batch);
+                desired.apply_best(batch);
                 routes_dirty = true;
                 if settled && changes_since_apply <= FAST_ROUTE_CHANGES && fast_routes.is_none() {
                     fast_routes = Some(tokio::time::Instant::now() + FAST_ROUTES);
@@ -508,6 +516,7 @@ pub async fn run(
                                 s.sessions = sessions.by_address.clone();
                                 s.blocks = blocks.clone();
                             }
+                            view_changed = true;
                             routes_dirty = true;
                         }
                         Err(e) => {
@@ -538,7 +547,7 @@ pub async fn run(
                         // End-of-RIBs just read; some may still be queued here, and the full
                         // apply below must not take their kernel routes for stale.
                         while let Ok(batch) = best_rx.try_recv() {
-                            apply_best_changes(&mut best, batch);
+                            desired.apply_best(batch);
                         }
                         settled = true;
                         routes_dirty = true;
@@ -572,31 +581,37 @@ pub async fn run(
                 if routes_dirty {
                     routes_dirty = false;
                     changes_since_apply = 0;
-                    let plan = plan_routes(&view, &config.node_name, &blocks, &connected_networks(), &best);
-                    let pools: Vec<encap::PoolEncap> = view.ip_pools().iter().map(super::routes::pool_encap).collect();
-                    let mut desired = plan.blackholes;
-                    desired.extend(plan.direct);
-                    desired.extend(workload_routes(&view, &config.node_name, interface_exists));
-                    match overlay.apply(&pools, &plan.remotes).await {
-                        Ok(o) => {
-                            for u in &o.unroutable {
-                                debug!(?u, "block not routable yet");
+                    // Costs nothing unless the pools, the nodes, our blocks or the connected
+                    // subnets changed; the best paths were folded in as they came.
+                    desired.set_context(RouteContext::new(&view, &config.node_name, &blocks, &connected_networks()));
+                    if view_changed {
+                        desired.set_node_routes(node_routes(&blocks, &view, &config.node_name));
+                    }
+                    if view_changed || desired.overlay_dirty() {
+                        let pools: Vec<encap::PoolEncap> = view.ip_pools().iter().map(super::routes::pool_encap).collect();
+                        match overlay.apply(&pools, &desired.remotes()).await {
+                            Ok(o) => {
+                                for u in &o.unroutable {
+                                    debug!(?u, "block not routable yet");
+                                }
+                                desired.set_overlay_routes(o.routes);
+                                view_changed = false;
                             }
-                            desired.extend(o.routes);
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "tunnel update failed; retrying");
-                            routes_dirty = true;
+                            Err(e) => {
+                                // The overlay's earlier routes stay until it succeeds.
+                                warn!(error = %e, "tunnel update failed; retrying");
+                                routes_dirty = true;
+                            }
                         }
                     }
                     if settled && !fib_state.full_applied {
-                        fib_state.apply_full(&fib, &health, desired).await;
+                        fib_state.apply_full(&fib, &health, desired.take_full()).await;
                     } else {
-                        fib_state.send(&fib, &health, desired).await;
+                        fib_state.send(&fib, &health, desired.take_delta()).await;
                     }
                 }
                 if let Ok(mut s) = snapshot.lock() {
-                    s.fib = fib_state.status();
+                    s.fib = fib_state.status(desired.len());
                 }
             }
         }
@@ -1197,28 +1212,23 @@ fn connected_networks() -> Vec<IpNet> {
     out
 }
 
+/// The routes this node programs for itself: its blocks blackholed (a packet for an
+/// unassigned address of a block dies here instead of looping back to the fabric) and its
+/// workloads' host routes.
+fn node_routes(blocks: &[IpNet], view: &ClusterView, node: &str) -> Vec<Route> {
+    let mut routes: Vec<Route> = blocks.iter().map(|b| Route::blackhole(*b)).collect();
+    routes.extend(workload_routes(view, node, interface_exists));
+    routes
+}
+
 /// See `fast_routes` in [`run`].
 const FAST_ROUTES: Duration = Duration::from_millis(20);
 const FAST_ROUTE_CHANGES: usize = 1000;
 
-/// Folds a batch of the speaker's best-path changes into the next hops per prefix.
-fn apply_best_changes(best: &mut super::routes::BestPaths, batch: Vec<bgp::rib::BestPathChange>) {
-    for change in batch {
-        match change.route {
-            FibRoute::Via(hops) => {
-                best.insert(change.prefix, hops.iter().map(|h| h.next_hop).collect());
-            }
-            FibRoute::Unreachable | FibRoute::Local => {
-                best.remove(&change.prefix);
-            }
-        }
-    }
-}
-
-/// What routerd last sent the FIB, so that only differences are sent.
+/// The FIB calls routerd made and how they went. What is desired is
+/// [`DesiredRoutes`]'s, and the fib crate's copy of it; none is kept here.
 #[derive(Debug, Default)]
 struct FibState {
-    sent: BTreeMap<RouteKey, Route>,
     full_applied: bool,
     errors: u64,
     in_sync: bool,
@@ -1226,54 +1236,32 @@ struct FibState {
 }
 
 impl FibState {
-    /// Sends the difference between `desired` and what was sent (no deletion of routes of
-    /// ours that routerd did not send itself: that is the first full apply's job).
-    async fn send(&mut self, fib: &FibHandle, health: &HealthState, desired: Vec<Route>) {
-        let desired: BTreeMap<RouteKey, Route> =
-            desired.into_iter().map(|r| (r.key(), r)).collect();
-        let changed: Vec<Route> = desired
-            .iter()
-            .filter(|(k, r)| self.sent.get(k) != Some(r))
-            .map(|(_, r)| r.clone())
-            .collect();
-        let removed: Vec<RouteKey> = self
-            .sent
-            .keys()
-            .filter(|k| !desired.contains_key(k))
-            .cloned()
-            .collect();
+    /// Sends the writes of `delta` (no deletion of routes of ours that routerd did not
+    /// send itself: that is the first full apply's job).
+    async fn send(&mut self, fib: &FibHandle, health: &HealthState, delta: RouteDelta) {
         let mut clean = true;
-        if !removed.is_empty() {
+        if !delta.delete.is_empty() {
             clean &= self
-                .call(fib, health, FibCommand::Delete(removed), "delete")
+                .call(fib, health, FibCommand::Delete(delta.delete), "delete")
                 .await;
         }
-        if !changed.is_empty() {
+        if !delta.replace.is_empty() {
             clean &= self
-                .call(fib, health, FibCommand::Replace(changed), "replace")
+                .call(fib, health, FibCommand::Replace(delta.replace), "replace")
                 .await;
         }
         if !clean || !self.in_sync {
             self.in_sync = clean;
         }
-        self.sent = desired;
         health.set_fib_in_sync(self.in_sync);
     }
 
     /// The first complete apply after the sessions settled: our stale routes go.
     async fn apply_full(&mut self, fib: &FibHandle, health: &HealthState, desired: Vec<Route>) {
         let started = Instant::now();
-        let desired: BTreeMap<RouteKey, Route> =
-            desired.into_iter().map(|r| (r.key(), r)).collect();
         let clean = self
-            .call(
-                fib,
-                health,
-                FibCommand::Apply(desired.values().cloned().collect()),
-                "apply",
-            )
+            .call(fib, health, FibCommand::Apply(desired), "apply")
             .await;
-        self.sent = desired;
         self.full_applied = true;
         self.in_sync = clean;
         let ms = started.elapsed().as_millis() as u64;
@@ -1326,9 +1314,9 @@ impl FibState {
         }
     }
 
-    fn status(&self) -> FibStatus {
+    fn status(&self, routes: usize) -> FibStatus {
         FibStatus {
-            routes: self.sent.len() as u64,
+            routes: routes as u64,
             in_sync: self.in_sync,
             errors: self.errors,
             last_reconcile_ms: self.last_reconcile_ms,
