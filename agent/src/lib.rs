@@ -13,6 +13,7 @@
 //! - [`routectl`]: the operator's CLI.
 pub mod daemon;
 pub mod health;
+pub mod host_addresses;
 pub mod node_removal;
 pub mod peering;
 pub mod policy;

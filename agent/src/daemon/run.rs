@@ -24,6 +24,7 @@ use super::handover::{SessionHandover, SESSION_HANDOVER};
 use super::nat::NatPlan;
 use super::routes::{borrowed_addresses, workload_routes};
 use crate::health::HealthState;
+use crate::host_addresses::{connected_networks, interface_of};
 use crate::peering::{self, DesiredSession, PeeringInput, PeeringPlan};
 use crate::status::PeerType;
 use crate::status::{DaemonState, DatastoreStatus, FibStatus, NodeStatus, SessionStatus};
@@ -338,10 +339,10 @@ pub async fn run(
     // Our own namespace: the daemon runs in the node's network namespace (opened without
     // setns, so the container needs no CAP_SYS_ADMIN).
     let handle = encap::netns::rtnetlink_handle_here()?;
-    let parent = underlay_interface(IpAddr::V4(config.node_ipv4.addr()))
-        .unwrap_or_else(|| "eth0".to_string());
+    let parent =
+        interface_of(IpAddr::V4(config.node_ipv4.addr())).unwrap_or_else(|| "eth0".to_string());
     let vxlan_v6 = config.node_ipv6.map(|v6| {
-        let parent = underlay_interface(IpAddr::V6(v6.addr())).unwrap_or_else(|| parent.clone());
+        let parent = interface_of(IpAddr::V6(v6.addr())).unwrap_or_else(|| parent.clone());
         encap::VxlanConfig::new(parent, IpAddr::V6(v6.addr()))
     });
     let overlay_config = encap::OverlayConfig {
@@ -1127,28 +1128,6 @@ async fn publish_tunnels(
     tunnels
 }
 
-/// The interface holding `address` (the parent of the tunnels), from the kernel's list.
-fn underlay_interface(address: IpAddr) -> Option<String> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    for ifa in addrs {
-        let Some(storage) = ifa.address else { continue };
-        let found = match address {
-            IpAddr::V4(v4) => storage
-                .as_sockaddr_in()
-                .map(|s| s.ip() == v4)
-                .unwrap_or(false),
-            IpAddr::V6(v6) => storage
-                .as_sockaddr_in6()
-                .map(|s| s.ip() == v6)
-                .unwrap_or(false),
-        };
-        if found {
-            return Some(ifa.interface_name);
-        }
-    }
-    None
-}
-
 /// The subnets of the node's interface addresses (the kernel's connected routes).
 /// Turns IP forwarding on in routerd's namespace, as calico-node does: a node forwards its
 /// pods' traffic, and packets coming back arrive on the underlay interface, whose forwarding
@@ -1185,31 +1164,6 @@ fn nat_plan(view: &ClusterView) -> NatPlan {
 /// Whether this namespace has an interface called `name`.
 fn interface_exists(name: &str) -> bool {
     nix::net::if_::if_nametoindex(name).is_ok()
-}
-
-fn connected_networks() -> Vec<IpNet> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for ifa in addrs {
-        let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else {
-            continue;
-        };
-        let net = match (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
-            (Some(a), Some(m)) => ipnet::Ipv4Net::with_netmask(a.ip(), m.ip())
-                .ok()
-                .map(|n| IpNet::V4(n.trunc())),
-            _ => match (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
-                (Some(a), Some(m)) => ipnet::Ipv6Net::with_netmask(a.ip(), m.ip())
-                    .ok()
-                    .map(|n| IpNet::V6(n.trunc())),
-                _ => None,
-            },
-        };
-        out.extend(net);
-    }
-    out
 }
 
 /// The routes this node programs for itself: its blocks blackholed (a packet for an
