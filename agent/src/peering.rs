@@ -200,19 +200,12 @@ pub enum PeeringError {
     InvalidNode { name: String, error: FieldError },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
+use ipam::IpFamily as Family;
 
-const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+const FAMILIES: [Family; 2] = Family::ALL;
 
 fn family_of(address: IpAddr) -> Family {
-    match address {
-        IpAddr::V4(_) => Family::V4,
-        IpAddr::V6(_) => Family::V6,
-    }
+    Family::of_address(address)
 }
 
 /// A BGP node with its fields parsed once.

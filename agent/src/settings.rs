@@ -852,28 +852,8 @@ fn check<T>(
     })
 }
 
-/// An address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    fn name(self) -> &'static str {
-        match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        }
-    }
-
-    fn holds(self, ip: IpAddr) -> bool {
-        matches!(
-            (self, ip),
-            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
-        )
-    }
-}
+/// An address family: IPAM's, the one family type of the project.
+pub use ipam::IpFamily as Family;
 
 fn parse_address_source(text: &str, family: Family) -> Result<NodeAddressSource, String> {
     if family == Family::V4 && text.trim() == "none" {
@@ -887,7 +867,7 @@ fn parse_address_source(text: &str, family: Family) -> Result<NodeAddressSource,
     };
     if let Some(ip) = explicit {
         if !family.holds(ip) {
-            return Err(format!("{ip} is not an {} address", family.name()));
+            return Err(format!("{ip} is not an {} address", family));
         }
     }
     Ok(source)
@@ -1122,7 +1102,7 @@ pub fn autodetect(source: &NodeAddressSource, family: Family) -> Result<IpNet, S
                         "no up interface has a usable {} address (loopback, link-local and \
                          container/tunnel interfaces such as docker*, veth*, cali*, tunl* \
                          are skipped)",
-                        family.name()
+                        family
                     )
                 })
         }
@@ -1140,7 +1120,7 @@ pub fn autodetect(source: &NodeAddressSource, family: Family) -> Result<IpNet, S
                 format!(
                     "no up interface whose name matches has a usable {} address (interfaces \
                      with addresses: {})",
-                    family.name(),
+                    family,
                     names.join(", ")
                 )
             }),
@@ -1152,13 +1132,13 @@ pub fn autodetect(source: &NodeAddressSource, family: Family) -> Result<IpNet, S
                 let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
                 format!(
                     "no up interface has a usable {} address within {}",
-                    family.name(),
+                    family,
                     nets.join(", ")
                 )
             }),
         NodeAddressSource::CanReach(dest) => {
             if !family.holds(*dest) {
-                return Err(format!("{dest} is not an {} address", family.name()));
+                return Err(format!("{dest} is not an {} address", family));
             }
             let local = source_address_towards(*dest)?;
             all.iter()

@@ -332,7 +332,7 @@ fn next_hop_modes() {
     let mut rib = rib();
     let e_in = peer(&mut rib, "10.1.0.2", 65001);
     let i_self = add(&mut rib, "10.3.0.1", LOCAL_AS, |c| {
-        c.next_hop_mode = NextHopMode::Self_
+        c.next_hop_mode = NextHopMode::SelfAddress
     });
     up(&mut rib, i_self, "10.3.0.1");
     let i_auto = peer(&mut rib, "10.3.0.2", LOCAL_AS);

@@ -7,6 +7,7 @@
 //! validated form the allocator uses; it cannot be built without passing validation.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -33,11 +34,32 @@ pub enum IpFamily {
 }
 
 impl IpFamily {
+    /// Both families, IPv4 first.
+    pub const ALL: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
+
     /// The family of a prefix.
     pub fn of(net: &IpNet) -> Self {
-        match net {
-            IpNet::V4(_) => IpFamily::V4,
-            IpNet::V6(_) => IpFamily::V6,
+        Self::of_address(net.addr())
+    }
+
+    /// The family of an address.
+    pub fn of_address(address: IpAddr) -> Self {
+        match address {
+            IpAddr::V4(_) => IpFamily::V4,
+            IpAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    /// Whether `address` is of this family.
+    pub fn holds(self, address: IpAddr) -> bool {
+        Self::of_address(address) == self
+    }
+
+    /// The longest prefix length of the family (32 or 128).
+    pub fn max_prefix_len(self) -> u8 {
+        match self {
+            IpFamily::V4 => 32,
+            IpFamily::V6 => 128,
         }
     }
 }

@@ -84,7 +84,7 @@ pub fn export_attrs(
     let local_nh = dst_session.local_address(family);
     let next_hop_self = match (src, dst.next_hop_mode) {
         (PathSource::Local, _) => true,
-        (_, NextHopMode::Self_) => true,
+        (_, NextHopMode::SelfAddress) => true,
         (_, NextHopMode::Keep) => false,
         // eBGP: ourselves, unless the peer shares a subnet with the next hop we use
         // (third-party next hop, RFC 4271 §5.1.3); iBGP: keep (§5.1.3 (2)).

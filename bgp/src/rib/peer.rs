@@ -39,15 +39,20 @@ impl fmt::Display for PeerId {
     }
 }
 
-/// Which next hop we advertise to a peer (BIRD's `next hop self` / `next hop keep`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// Which next hop we advertise to a peer (BIRD's `next hop self` / `next hop keep`): one type
+/// for the RIB's export and the speaker's configuration (`next_hop = "auto" | "self" | "keep"`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum NextHopMode {
     /// eBGP: our session address (RFC 4271 §5.1.3 (1)); iBGP: keep the received next hop
     /// (§5.1.3 (2)); the default, as BIRD and Calico behave.
     #[default]
     Auto,
     /// Always our own session address.
-    Self_,
+    #[serde(rename = "self")]
+    SelfAddress,
     /// Always the next hop the route arrived with (locally originated routes still get our
     /// address: they have no other).
     Keep,

@@ -94,19 +94,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// How the next hop is set when advertising to a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NextHopMode {
-    /// eBGP: ourselves; iBGP: keep what we received (RFC 4271 §5.1.3).
-    #[default]
-    Auto,
-    /// Always ourselves.
-    #[serde(rename = "self")]
-    SelfAddress,
-    /// Always keep the received next hop.
-    Keep,
-}
+pub use crate::rib::NextHopMode;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

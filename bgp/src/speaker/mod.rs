@@ -53,7 +53,7 @@ use crate::packet::{
     Update,
 };
 use crate::rib::{self, BestPathChange, EndOfRib, PeerId, PeerSession, Rib, RibConfig, RibOutputs};
-use config::{NextHopMode, Origination, PeerConfig, SpeakerConfig};
+use config::{Origination, PeerConfig, SpeakerConfig};
 use control::{ControlRequest, ControlResponse};
 use prefix_limit::{PrefixLimitState, PrefixVerdict};
 use socket::SessionSecurity;
@@ -634,11 +634,7 @@ impl Core {
         let mut rc = rib::PeerConfig::new(p.address, p.remote_as, self.config.local_as);
         rc.route_reflector_client = p.route_reflector_client;
         rc.allow_local_as = p.allow_local_as;
-        rc.next_hop_mode = match p.next_hop {
-            NextHopMode::Auto => rib::NextHopMode::Auto,
-            NextHopMode::SelfAddress => rib::NextHopMode::Self_,
-            NextHopMode::Keep => rib::NextHopMode::Keep,
-        };
+        rc.next_hop_mode = p.next_hop;
         let id = self.rib.add_peer(rc);
         info!(peer = %p.address, remote_as = p.remote_as, passive = p.passive, "peer added");
         self.by_id.insert(id, p.address);

@@ -106,18 +106,11 @@ pub struct CheckedFilter {
     pub v6: Vec<CheckedRule>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
+use ipam::IpFamily as Family;
 
 impl BgpFilterRule {
     fn checked(&self, family: Family, path: &str) -> Result<CheckedRule, FieldError> {
-        let (max_len, fam_name) = match family {
-            Family::V4 => (32i64, "IPv4"),
-            Family::V6 => (128i64, "IPv6"),
-        };
+        let (max_len, fam_name) = (i64::from(family.max_prefix_len()), family.to_string());
         check_one_of(&self.action, &ACTIONS, &format!("{path}.action"))?;
         let action = if self.action == "Accept" {
             RuleAction::Accept
@@ -136,10 +129,7 @@ impl BgpFilterRule {
                 let cidr: IpNet = text
                     .parse()
                     .map_err(|_| FieldError::new(&field, format!("{text:?} is not a CIDR")))?;
-                let same_family = matches!(
-                    (family, cidr),
-                    (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_))
-                );
+                let same_family = Family::of(&cidr) == family;
                 if !same_family {
                     return Err(FieldError::new(
                         field,

@@ -198,7 +198,9 @@ pub fn parse_peer_address(text: &str, field: &str) -> Result<PeerAddress, FieldE
     }
 }
 
-/// How the peer's NEXT_HOP is set on routes we send (`nextHopMode`).
+/// How the peer's NEXT_HOP is set on routes we send (`nextHopMode`), as the resource says it.
+/// The resource model's own type, since this crate links no BGP code; `agent::peering` maps it
+/// to the speaker's `bgp::rib::NextHopMode` (with the rule for `Keep` on iBGP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NextHopMode {
     /// Self for eBGP, unchanged for iBGP (RFC 4271 §5.1.3).
