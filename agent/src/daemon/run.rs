@@ -605,10 +605,12 @@ pub async fn run(
                             }
                         }
                     }
+                    fib_state.send(&fib, &health, desired.take_delta()).await;
                     if settled && !fib_state.full_applied {
-                        fib_state.apply_full(&fib, &health, desired.take_full()).await;
-                    } else {
-                        fib_state.send(&fib, &health, desired.take_delta()).await;
+                        // Every change went to the FIB, so its desired set is ours: this first
+                        // reconcile removes what an earlier run left and nobody wants any more
+                        // (a full apply would do the same, from a copy of the whole table).
+                        fib_state.settle(&fib, &health).await;
                     }
                 }
                 if let Ok(mut s) = snapshot.lock() {
@@ -1210,18 +1212,10 @@ impl FibState {
         health.set_fib_in_sync(self.in_sync);
     }
 
-    /// The first complete apply after the sessions settled: our stale routes go.
-    async fn apply_full(&mut self, fib: &FibHandle, health: &HealthState, desired: Vec<Route>) {
-        let started = Instant::now();
-        let clean = self
-            .call(fib, health, FibCommand::Apply(desired), "apply")
-            .await;
+    /// The first reconcile after the sessions settled: our stale routes go.
+    async fn settle(&mut self, fib: &FibHandle, health: &HealthState) {
+        self.reconcile(fib, health).await;
         self.full_applied = true;
-        self.in_sync = clean;
-        let ms = started.elapsed().as_millis() as u64;
-        self.last_reconcile_ms = Some(ms);
-        health.record_reconcile(started.elapsed());
-        health.set_fib_in_sync(clean);
     }
 
     async fn reconcile(&mut self, fib: &FibHandle, health: &HealthState) {

@@ -28,7 +28,7 @@ use nix::errno::Errno;
 
 use crate::error::{FibError, RouteError, RouteFailure, RouteOp};
 use crate::route::{Device, NextHop, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL};
-use crate::table::{diff_refs, ApplyReport, RouteTable};
+use crate::table::{ApplyReport, DiffStream, RouteTable, Verdict};
 use codec::{NexthopSpec, AF_INET, AF_INET6};
 use keyhash::{KeyMap, KeySet};
 use nexthop::{NexthopTable, Support};
@@ -245,10 +245,24 @@ impl NetlinkFib {
         self.nexthops.support = Support::No;
     }
 
-    /// Our routes in the kernel, by key (`None` for shapes we do not model). Also re-reads
-    /// the nexthop objects and which routes use them.
-    /// `expect`: roughly how many routes of ours there are (to size the map once).
+    /// Our routes of both families, as a map (what [`RouteTable::installed`] reports).
     fn dump_ours(&mut self, expect: usize) -> Result<KeyMap<RouteKey, Option<Route>>, FibError> {
+        let mut out = KeyMap::with_capacity_and_hasher(expect, Default::default());
+        for found in self.dump_ours_with(Vec::new, |found, key, route| found.push((key, route)))? {
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    /// Dumps our routes (`None`: one of ours that [`Route`] cannot describe), handing each to
+    /// `each` with an accumulator made by `init`, one per family (made afresh when the kernel
+    /// interrupts a dump and it is read again); returns the accumulators. Reloads the
+    /// nexthop objects' users on the way.
+    fn dump_ours_with<C>(
+        &mut self,
+        init: impl Fn() -> C,
+        mut each: impl FnMut(&mut C, RouteKey, Option<Route>),
+    ) -> Result<Vec<C>, FibError> {
         let protocol = self.config.protocol;
         let objects = self.dump_nexthops()?;
         let by_id: KeyMap<u32, (u8, NextHop)> = objects
@@ -260,14 +274,14 @@ impl NetlinkFib {
             .filter(|(_, proto, _)| *proto == protocol)
             .map(|(id, _, _)| *id)
             .collect();
-        let mut out = KeyMap::with_capacity_and_hasher(expect, Default::default());
+        let mut out = Vec::with_capacity(2);
         let mut users = Vec::new();
         let mut pins = Vec::new();
         for v6 in [false, true] {
             let (found, used, pinned) = self.rtnl.dump_raw(
                 |buf| codec::encode_route_dump(buf, v6),
                 "route",
-                || (Vec::new(), Vec::new(), Vec::new()),
+                || (init(), Vec::new(), Vec::new()),
                 |(found, used, pinned), raw| {
                     let nexthop = |id| by_id.get(&id).map(|(_, nh)| nh.clone());
                     match codec::parse_route_raw(raw, protocol, nexthop) {
@@ -275,7 +289,7 @@ impl NetlinkFib {
                             if let Some(id) = entry.nh_id {
                                 used.push((entry.key, id));
                             }
-                            found.push((entry.key, entry.route));
+                            each(found, entry.key, entry.route);
                         }
                         None if !ours_ids.is_empty() => {
                             // Another protocol's route over one of our objects pins it.
@@ -290,7 +304,7 @@ impl NetlinkFib {
                     Ok(())
                 },
             )?;
-            out.extend(found);
+            out.push(found);
             users.extend(used);
             pins.extend(pinned);
         }
@@ -617,8 +631,6 @@ impl NetlinkFib {
                 }
             }
         }
-        let actual = self.dump_ours(desired.len())?;
-        let dumped = started.elapsed();
         // Key order: the writes reach the kernel sorted, as `diff` would order them.
         let mut wanted: Vec<(&RouteKey, &Route)> = desired
             .iter()
@@ -626,15 +638,35 @@ impl NetlinkFib {
             .map(|(k, r)| (k, renamed.get(k).unwrap_or(r)))
             .collect();
         wanted.sort_unstable_by_key(|(k, _)| **k);
-        let d = diff_refs(wanted, &actual, |k| desired.contains_key(k));
+        // The kernel's routes are compared as the dump yields them; only those to delete
+        // are kept (see `DiffStream`).
+        let mut streams = self.dump_ours_with(
+            || (DiffStream::new(&wanted), Vec::new()),
+            |(stream, stale), key, have| {
+                let verdict = stream.observe(&key, have.as_ref(), |k| desired.contains_key(k));
+                if verdict == Verdict::Delete {
+                    stale.push((key, have));
+                }
+            },
+        )?;
+        let dumped = started.elapsed();
+        let (mut stream, mut stale) = streams
+            .pop()
+            .ok_or_else(|| FibError::Decode("route dump returned no family".into()))?;
+        for (other, more) in streams {
+            stream.absorb(other);
+            stale.extend(more);
+        }
+        stale.sort_unstable_by_key(|(k, _)| *k);
+        let d = stream.finish();
         let diffed = started.elapsed();
         report.unchanged = d.unchanged;
-        let mut items = Vec::with_capacity(d.add.len() + d.change.len() + d.delete.len());
-        for key in &d.delete {
+        let mut items = Vec::with_capacity(d.add.len() + d.change.len() + stale.len());
+        for (key, route) in &stale {
             items.push(Item {
                 op: RouteOp::Delete,
                 key: *key,
-                route: actual.get(key).and_then(Option::as_ref),
+                route: route.as_ref(),
                 was_present: true,
                 nh: None,
             });
