@@ -162,6 +162,9 @@ impl fmt::Display for NextHop {
     }
 }
 
+/// The next hops of a unicast route, shared between routes (see [`RouteKind::Unicast`]).
+pub type NextHops = std::sync::Arc<[NextHop]>;
+
 /// What the kernel does with packets to the destination.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RouteKind {
@@ -169,8 +172,10 @@ pub enum RouteKind {
     /// unallocated address of a local block dies here instead of following the default route
     /// (and so that the block is advertised from a route that always exists).
     Blackhole,
-    /// RTN_UNICAST via one next hop, or several for ECMP (RTA_MULTIPATH).
-    Unicast(Vec<NextHop>),
+    /// RTN_UNICAST via one next hop, or several for ECMP (RTA_MULTIPATH). Shared, so that
+    /// the many routes over the same next hops hold one copy of them (a table of a million
+    /// routes via one ToR has one).
+    Unicast(NextHops),
 }
 
 /// A route we want in (or found in) the kernel FIB.
@@ -200,7 +205,7 @@ impl Route {
     pub fn unicast(destination: IpNet, next_hops: Vec<NextHop>) -> Self {
         Self {
             destination: destination.trunc(),
-            kind: RouteKind::Unicast(next_hops),
+            kind: RouteKind::Unicast(next_hops.into()),
             mtu: None,
             table: MAIN_TABLE,
         }
@@ -252,7 +257,7 @@ impl Route {
         if nhs.is_empty() {
             return Err(InvalidRoute::NoNextHop);
         }
-        for nh in nhs {
+        for nh in nhs.iter() {
             if nh.gateway.is_none() && nh.device.is_none() {
                 return Err(InvalidRoute::EmptyNextHop);
             }
@@ -294,7 +299,7 @@ impl Route {
                         && w.onlink == h.onlink
                         && (w.device.is_none() || w.device == h.device)
                 };
-                match (want.as_slice(), have.as_slice()) {
+                match (&want[..], &have[..]) {
                     ([w], [h]) => return leg_ok(w, h),
                     _ if want.len() != have.len() => return false,
                     _ => {}
@@ -322,8 +327,10 @@ impl Route {
         let mut r = self.clone();
         r.destination = r.destination.trunc();
         if let RouteKind::Unicast(nhs) = &mut r.kind {
-            nhs.sort();
-            nhs.dedup();
+            let mut sorted = nhs.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            *nhs = sorted.into();
         }
         r
     }
@@ -335,7 +342,7 @@ impl fmt::Display for Route {
             RouteKind::Blackhole => write!(f, "blackhole {}", self.destination)?,
             RouteKind::Unicast(nhs) => {
                 write!(f, "{}", self.destination)?;
-                for nh in nhs {
+                for nh in nhs.iter() {
                     write!(f, " {nh}")?;
                 }
             }

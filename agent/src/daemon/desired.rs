@@ -187,8 +187,10 @@ pub struct DesiredRoutes {
     local: BTreeMap<RouteKey, Route>,
     /// Prefixes of `best` that are [`Class::Direct`] (shadowed or not).
     direct: usize,
-    /// Key → route to replace (`Some`) or delete (`None`) since the last [`Self::take_delta`].
-    pending: BTreeMap<RouteKey, Option<Route>>,
+    /// Keys whose route may have changed since the last [`Self::take_delta`]; what to write
+    /// is read from the current state then (a key, not a route: a bulk load between two
+    /// deltas would otherwise hold a second copy of every route).
+    pending: BTreeSet<RouteKey>,
     overlay_dirty: bool,
 }
 
@@ -278,7 +280,7 @@ impl DesiredRoutes {
             .flatten();
         let new = is_direct.then(|| direct_route(prefix, after));
         if old != new {
-            self.pending.insert(key, new);
+            self.pending.insert(key);
         }
     }
 
@@ -304,16 +306,24 @@ impl DesiredRoutes {
             .collect();
         for key in self.local.keys() {
             if !local.contains_key(key) {
-                // A learned route with this key comes out from under it.
-                self.pending.insert(*key, self.learned_route(key));
+                // A learned route with this key, if any, comes out from under it.
+                self.pending.insert(*key);
             }
         }
         for (key, route) in &local {
             if self.local.get(key) != Some(route) {
-                self.pending.insert(*key, Some(route.clone()));
+                self.pending.insert(*key);
             }
         }
         self.local = local;
+    }
+
+    /// The route desired for `key` now: the node's or overlay's, else the learned one.
+    fn current(&self, key: &RouteKey) -> Option<Route> {
+        match self.local.get(key) {
+            Some(route) => Some(route.clone()),
+            None => self.learned_route(key),
+        }
     }
 
     /// The direct route of the best path with this key, if it is one.
@@ -343,8 +353,8 @@ impl DesiredRoutes {
     /// The writes since the last call.
     pub fn take_delta(&mut self) -> RouteDelta {
         let mut delta = RouteDelta::default();
-        for (key, route) in std::mem::take(&mut self.pending) {
-            match route {
+        for key in std::mem::take(&mut self.pending) {
+            match self.current(&key) {
                 Some(route) => delta.replace.push(route),
                 None => delta.delete.push(key),
             }

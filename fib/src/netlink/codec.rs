@@ -171,7 +171,7 @@ pub(crate) fn encode_replace(
                 0,
             );
             put_destination(buf, &dst, route.table);
-            match (nh_id, nhs.as_slice()) {
+            match (nh_id, &nhs[..]) {
                 (Some(id), [_]) => put_u32(buf, RTA_NH_ID, id),
                 (_, [nh]) => {
                     if let Some(gw) = nh.gateway {
@@ -589,7 +589,7 @@ pub(crate) fn parse_route_raw(
     let key = RouteKey::new(table, destination);
     let kind = match (kind, nh_id) {
         (RTN_UNICAST, Some(id)) => match nexthop(id) {
-            Some(nh) => RouteKind::Unicast(vec![nh]),
+            Some(nh) => RouteKind::Unicast(vec![nh].into()),
             None => {
                 return Some(DumpedRoute {
                     key,
@@ -599,13 +599,16 @@ pub(crate) fn parse_route_raw(
             }
         },
         (RTN_BLACKHOLE, None) => RouteKind::Blackhole,
-        (RTN_UNICAST, None) => RouteKind::Unicast(legs.unwrap_or_else(|| {
-            vec![NextHop {
-                gateway,
-                device: oif.filter(|i| *i != 0).map(Device::Index),
-                onlink: rtm_flags & RTNH_F_ONLINK != 0,
-            }]
-        })),
+        (RTN_UNICAST, None) => RouteKind::Unicast(
+            legs.unwrap_or_else(|| {
+                vec![NextHop {
+                    gateway,
+                    device: oif.filter(|i| *i != 0).map(Device::Index),
+                    onlink: rtm_flags & RTNH_F_ONLINK != 0,
+                }]
+            })
+            .into(),
+        ),
         _ => {
             return Some(DumpedRoute {
                 key,
@@ -671,7 +674,7 @@ mod tests {
                     Some(Device::Index(i)) => Some(i),
                     _ => None,
                 };
-                if let [nh] = nhs.as_slice() {
+                if let [nh] = &nhs[..] {
                     if let Some(gw) = nh.gateway {
                         b = b.gateway(gw).unwrap();
                     }

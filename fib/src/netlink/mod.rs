@@ -21,13 +21,14 @@ mod keyhash;
 mod nexthop;
 mod socket;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
 use nix::errno::Errno;
 
 use crate::error::{FibError, RouteError, RouteFailure, RouteOp};
-use crate::route::{Device, NextHop, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL};
+use crate::route::{Device, NextHop, NextHops, Route, RouteKey, RouteKind, DEFAULT_PROTOCOL};
 use crate::table::{ApplyReport, DiffStream, RouteTable, Verdict};
 use codec::{NexthopSpec, AF_INET, AF_INET6};
 use keyhash::{KeyMap, KeySet};
@@ -132,7 +133,13 @@ struct Item<'a> {
 pub struct NetlinkFib {
     config: FibConfig,
     rtnl: Rtnl,
-    desired: KeyMap<RouteKey, Route>,
+    /// The desired set, in key order. A B-tree rather than the hash maps of the hot path:
+    /// at a million routes a hash table's power-of-two slots cost about twice the entries
+    /// (153 MB against about 80 MB measured for 1M routes), and the ordered walk is the order
+    /// the writes of a reconcile go in.
+    desired: BTreeMap<RouteKey, Route>,
+    /// One copy of each set of next hops the desired routes use (see [`NextHops`]).
+    next_hop_sets: std::collections::HashSet<NextHops>,
     /// Interface name → ifindex, refreshed on every reconcile and on a cache miss.
     links: KeyMap<String, u32>,
     nexthops: NexthopTable,
@@ -159,7 +166,8 @@ impl NetlinkFib {
             nexthops: NexthopTable::new(config.protocol, config.nexthop_objects),
             config,
             rtnl,
-            desired: KeyMap::default(),
+            desired: BTreeMap::new(),
+            next_hop_sets: Default::default(),
             links: KeyMap::default(),
             gateway_devices: KeyMap::default(),
         }
@@ -185,12 +193,26 @@ impl NetlinkFib {
         Ok(())
     }
 
+    /// Records `route` as desired, its next hops shared with the routes that have the same.
+    fn desire(&mut self, mut route: Route) {
+        if let RouteKind::Unicast(hops) = &mut route.kind {
+            match self.next_hop_sets.get(hops) {
+                Some(shared) => *hops = shared.clone(),
+                None => {
+                    self.next_hop_sets.insert(hops.clone());
+                }
+            }
+        }
+        self.desired.insert(route.key(), route);
+    }
+
     /// The route with device names replaced by ifindexes from the link cache.
     fn resolve(&self, route: &Route) -> Result<Route, RouteFailure> {
         route.validate()?;
         let mut r = route.clone();
         if let RouteKind::Unicast(nhs) = &mut r.kind {
-            for nh in nhs {
+            let mut resolved = nhs.to_vec();
+            for nh in &mut resolved {
                 if let Some(Device::Name(name)) = &nh.device {
                     let index = self
                         .links
@@ -199,6 +221,7 @@ impl NetlinkFib {
                     nh.device = Some(Device::Index(*index));
                 }
             }
+            *nhs = resolved.into();
         }
         Ok(r)
     }
@@ -593,7 +616,7 @@ impl NetlinkFib {
     /// [`RouteTable::reconcile`] against `desired` (the desired set, taken out of `self`).
     fn reconcile_with(
         &mut self,
-        desired: &KeyMap<RouteKey, Route>,
+        desired: &BTreeMap<RouteKey, Route>,
     ) -> Result<ApplyReport, FibError> {
         let started = std::time::Instant::now();
         self.refresh_links()?;
@@ -709,9 +732,10 @@ impl RouteTable for NetlinkFib {
     }
 
     fn apply(&mut self, desired: Vec<Route>) -> Result<ApplyReport, FibError> {
-        let mut map = KeyMap::with_capacity_and_hasher(desired.len(), Default::default());
-        map.extend(desired.into_iter().map(|r| (r.key(), r)));
-        self.desired = map;
+        self.desired.clear();
+        for route in desired {
+            self.desire(route);
+        }
         self.reconcile()
     }
 
@@ -721,6 +745,9 @@ impl RouteTable for NetlinkFib {
         let desired = std::mem::take(&mut self.desired);
         let result = self.reconcile_with(&desired);
         self.desired = desired;
+        // Next-hop sets no desired route uses any more.
+        self.next_hop_sets
+            .retain(|set| std::sync::Arc::strong_count(set) > 1);
         result
     }
 
@@ -742,7 +769,7 @@ impl RouteTable for NetlinkFib {
                         failure,
                     });
                     // Still desired: the next reconcile retries it.
-                    self.desired.insert(route.key(), route);
+                    self.desire(route);
                 }
             }
         }
@@ -750,7 +777,7 @@ impl RouteTable for NetlinkFib {
         self.program(items, &mut report, |_| None)?;
         self.collect_garbage()?;
         for route in ok {
-            self.desired.insert(route.key(), route);
+            self.desire(route);
         }
         Ok(report)
     }
@@ -785,9 +812,7 @@ impl RouteTable for NetlinkFib {
     }
 
     fn desired(&self) -> Vec<Route> {
-        let mut routes: Vec<Route> = self.desired.values().cloned().collect();
-        routes.sort_unstable_by_key(Route::key);
-        routes
+        self.desired.values().cloned().collect()
     }
 }
 
