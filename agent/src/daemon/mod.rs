@@ -25,6 +25,7 @@ pub mod control;
 pub mod desired;
 pub mod feed;
 pub mod handover;
+mod kernel;
 pub mod nat;
 pub mod node_gc;
 pub mod routes;

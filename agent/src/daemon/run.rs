@@ -11,20 +11,18 @@ use bgp::rib::RouteFilter;
 use bgp::speaker::config::{Origination, SpeakerConfig};
 use bgp::speaker::control::{ControlRequest, ControlResponse, PeerStatus};
 use bgp::speaker::{PeerPolicy, SpeakerHandle};
-use fib::{FibCommand, FibHandle, Route};
 use ipam::{Allocator, IpFamily, IpamError, TunnelKind};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::cluster::{register_node, resource_of, ClusterView, Registration};
-use super::desired::{DesiredRoutes, RouteContext, RouteDelta};
 use super::feed::FeedSignal;
 use super::handover::{SessionHandover, SESSION_HANDOVER};
 use super::nat::NatPlan;
-use super::routes::{borrowed_addresses, workload_routes};
+use super::routes::borrowed_addresses;
 use crate::health::HealthState;
-use crate::host_addresses::{connected_networks, interface_of};
+use crate::host_addresses::interface_of;
 use crate::peering::{self, DesiredSession, PeeringInput, PeeringPlan};
 use crate::status::PeerType;
 use crate::status::{DaemonState, DatastoreStatus, FibStatus, NodeStatus, SessionStatus};
@@ -362,17 +360,16 @@ pub async fn run(
         tunnels_wanted = TunnelsWanted::default();
     }
     overlay.set_tunnel_addresses(&tunnels);
-
     // The routes wanted in the kernel, kept up to date per change (not rebuilt per tick).
-    let mut fib_state = FibState::default();
-    let mut desired = DesiredRoutes::new(RouteContext::new(
+    let mut kernel = super::kernel::KernelRoutes::start(
+        fib,
+        overlay,
         &view,
         &config.node_name,
         &blocks,
-        &connected_networks(),
-    ));
-    desired.set_node_routes(node_routes(&blocks, &view, &config.node_name));
-    fib_state.send(&fib, &health, desired.take_delta()).await;
+        &health,
+    )
+    .await;
 
     let snapshot = Arc::new(Mutex::new(Snapshot {
         state: DaemonState::Starting,
@@ -406,8 +403,6 @@ pub async fn run(
     // The loop.
     let mut view = view;
     let mut blocks = blocks;
-    // The view changed since the node routes and the overlay were last computed.
-    let mut view_changed = true;
     let mut view_dirty = false;
     let mut feed_lost = false;
     let mut view_retry_at: Option<Instant> = None;
@@ -440,7 +435,7 @@ pub async fn run(
                     break;
                 };
                 changes_since_apply += batch.len();
-                desired.apply_best(batch);
+                kernel.best_changed(batch);
                 routes_dirty = true;
                 if settled && changes_since_apply <= FAST_ROUTE_CHANGES && fast_routes.is_none() {
                     fast_routes = Some(tokio::time::Instant::now() + FAST_ROUTES);
@@ -476,7 +471,7 @@ pub async fn run(
             }
             _ = reconcile.tick() => {
                 if settled {
-                    fib_state.reconcile(&fib, &health).await;
+                    kernel.reconcile(&health).await;
                 }
             }
             _ = node_gc_tick.tick() => {
@@ -511,13 +506,13 @@ pub async fn run(
                                 if wanted.met_by(&tunnels) {
                                     tunnels_wanted = wanted;
                                 }
-                                overlay.set_tunnel_addresses(&tunnels);
+                                kernel.set_tunnel_addresses(&tunnels);
                             }
                             if let Ok(mut s) = snapshot.lock() {
                                 s.sessions = sessions.by_address.clone();
                                 s.blocks = blocks.clone();
                             }
-                            view_changed = true;
+                            kernel.view_changed();
                             routes_dirty = true;
                         }
                         Err(e) => {
@@ -548,7 +543,7 @@ pub async fn run(
                         // End-of-RIBs just read; some may still be queued here, and the full
                         // apply below must not take their kernel routes for stale.
                         while let Ok(batch) = best_rx.try_recv() {
-                            desired.apply_best(batch);
+                            kernel.best_changed(batch);
                         }
                         settled = true;
                         routes_dirty = true;
@@ -582,39 +577,12 @@ pub async fn run(
                 if routes_dirty {
                     routes_dirty = false;
                     changes_since_apply = 0;
-                    // Costs nothing unless the pools, the nodes, our blocks or the connected
-                    // subnets changed; the best paths were folded in as they came.
-                    desired.set_context(RouteContext::new(&view, &config.node_name, &blocks, &connected_networks()));
-                    if view_changed {
-                        desired.set_node_routes(node_routes(&blocks, &view, &config.node_name));
-                    }
-                    if view_changed || desired.overlay_dirty() {
-                        let pools: Vec<encap::PoolEncap> = view.ip_pools().iter().map(super::routes::pool_encap).collect();
-                        match overlay.apply(&pools, &desired.remotes()).await {
-                            Ok(o) => {
-                                for u in &o.unroutable {
-                                    debug!(?u, "block not routable yet");
-                                }
-                                desired.set_overlay_routes(o.routes);
-                                view_changed = false;
-                            }
-                            Err(e) => {
-                                // The overlay's earlier routes stay until it succeeds.
-                                warn!(error = %e, "tunnel update failed; retrying");
-                                routes_dirty = true;
-                            }
-                        }
-                    }
-                    fib_state.send(&fib, &health, desired.take_delta()).await;
-                    if settled && !fib_state.full_applied {
-                        // Every change went to the FIB, so its desired set is ours: this first
-                        // reconcile removes what an earlier run left and nobody wants any more
-                        // (a full apply would do the same, from a copy of the whole table).
-                        fib_state.settle(&fib, &health).await;
+                    if !kernel.flush(&view, &blocks, settled, &health).await {
+                        routes_dirty = true;
                     }
                 }
                 if let Ok(mut s) = snapshot.lock() {
-                    s.fib = fib_state.status(desired.len());
+                    s.fib = kernel.status();
                 }
             }
         }
@@ -1163,114 +1131,9 @@ fn nat_plan(view: &ClusterView) -> NatPlan {
     NatPlan::new(&pools)
 }
 
-/// Whether this namespace has an interface called `name`.
-fn interface_exists(name: &str) -> bool {
-    nix::net::if_::if_nametoindex(name).is_ok()
-}
-
-/// The routes this node programs for itself: its blocks blackholed (a packet for an
-/// unassigned address of a block dies here instead of looping back to the fabric) and its
-/// workloads' host routes.
-fn node_routes(blocks: &[IpNet], view: &ClusterView, node: &str) -> Vec<Route> {
-    let mut routes: Vec<Route> = blocks.iter().map(|b| Route::blackhole(*b)).collect();
-    routes.extend(workload_routes(view, node, interface_exists));
-    routes
-}
-
 /// See `fast_routes` in [`run`].
 const FAST_ROUTES: Duration = Duration::from_millis(20);
 const FAST_ROUTE_CHANGES: usize = 1000;
-
-/// The FIB calls routerd made and how they went. What is desired is
-/// [`DesiredRoutes`]'s, and the fib crate's copy of it; none is kept here.
-#[derive(Debug, Default)]
-struct FibState {
-    full_applied: bool,
-    errors: u64,
-    in_sync: bool,
-    last_reconcile_ms: Option<u64>,
-}
-
-impl FibState {
-    /// Sends the writes of `delta` (no deletion of routes of ours that routerd did not
-    /// send itself: that is the first full apply's job).
-    async fn send(&mut self, fib: &FibHandle, health: &HealthState, delta: RouteDelta) {
-        let mut clean = true;
-        if !delta.delete.is_empty() {
-            clean &= self
-                .call(fib, health, FibCommand::Delete(delta.delete), "delete")
-                .await;
-        }
-        if !delta.replace.is_empty() {
-            clean &= self
-                .call(fib, health, FibCommand::Replace(delta.replace), "replace")
-                .await;
-        }
-        if !clean || !self.in_sync {
-            self.in_sync = clean;
-        }
-        health.set_fib_in_sync(self.in_sync);
-    }
-
-    /// The first reconcile after the sessions settled: our stale routes go.
-    async fn settle(&mut self, fib: &FibHandle, health: &HealthState) {
-        self.reconcile(fib, health).await;
-        self.full_applied = true;
-    }
-
-    async fn reconcile(&mut self, fib: &FibHandle, health: &HealthState) {
-        let started = Instant::now();
-        let clean = self
-            .call(fib, health, FibCommand::Reconcile, "reconcile")
-            .await;
-        self.in_sync = clean;
-        self.last_reconcile_ms = Some(started.elapsed().as_millis() as u64);
-        health.record_reconcile(started.elapsed());
-        health.set_fib_in_sync(clean);
-    }
-
-    async fn call(
-        &mut self,
-        fib: &FibHandle,
-        health: &HealthState,
-        command: FibCommand,
-        op: &'static str,
-    ) -> bool {
-        match fib.call(command).await {
-            Ok(report) => {
-                health.record_fib_ops(
-                    report.added as u64,
-                    report.changed as u64,
-                    report.deleted as u64,
-                );
-                let failed = report.failed.len() as u64;
-                if failed > 0 {
-                    self.errors += failed;
-                    health.record_fib_errors(failed);
-                    for f in report.failed.iter().take(5) {
-                        warn!(op, error = %f, "route refused by the kernel; will retry");
-                    }
-                }
-                report.is_clean()
-            }
-            Err(e) => {
-                self.errors += 1;
-                health.record_fib_errors(1);
-                warn!(op, error = %e, "FIB call failed");
-                false
-            }
-        }
-    }
-
-    fn status(&self, routes: usize) -> FibStatus {
-        FibStatus {
-            routes: routes as u64,
-            in_sync: self.in_sync,
-            errors: self.errors,
-            last_reconcile_ms: self.last_reconcile_ms,
-        }
-    }
-}
 
 async fn peer_statuses(speaker: &SpeakerHandle) -> Vec<PeerStatus> {
     match speaker.control(ControlRequest::Peers).await {
