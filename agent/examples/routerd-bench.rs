@@ -78,6 +78,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use lab::bird::Bird;
+use lab::process::{clock_ticks, cpu_seconds, is_alive, peak_rss_mib};
 use lab::{require, wait_for, Daemon, Netns};
 use nix::errno::Errno;
 use nix::sched::{setns, CloneFlags};
@@ -616,56 +617,6 @@ fn read_events(fd: OwnedFd, state: &Mutex<WatchState>, stop: &AtomicBool, protoc
 // ---------------------------------------------------------------------------------------
 // Processes.
 
-/// (utime + stime) of a process in seconds, and whether it is still running.
-fn cpu_seconds(pid: u32, tick: f64) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The fields after the command name (which may hold spaces) start at field 3 (state).
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc/<pid>/stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> Result<f64> {
-        f.get(i - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .with_context(|| format!("no field {i} in /proc/{pid}/stat"))
-    };
-    Ok((field(14)? + field(15)?) / tick)
-}
-
-fn is_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next().map(|st| st != "Z" && st != "X"))
-        })
-        .unwrap_or(false)
-}
-
-/// Peak resident set size in MB (VmHWM).
-fn peak_rss_mb(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmHWM")?;
-    Ok(kb / 1024.0)
-}
-
-fn clock_tick() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.trim().to_string())
@@ -856,7 +807,7 @@ struct Subject<'a> {
 }
 
 /// Measures one daemon on a fresh rack.
-fn measure(o: &Options, dir: &Path, tor_conf: &str, tick: f64, s: &Subject) -> Result<Row> {
+fn measure(o: &Options, dir: &Path, tor_conf: &str, s: &Subject) -> Result<Row> {
     let (n, name, log) = (o.routes, s.name, s.log.as_path());
     let mut row = Row::new(name);
     let rack = rack(dir, tor_conf, n, o.timeout)?;
@@ -913,18 +864,18 @@ fn measure(o: &Options, dir: &Path, tor_conf: &str, tick: f64, s: &Subject) -> R
             row.to_kernel = Took::Short(established.elapsed(), k as f64 / n as f64);
         }
     }
-    let cpu_full = cpu_seconds(pid, tick)?;
+    let cpu_full = cpu_seconds(pid)?;
     row.cpu = Some(cpu_full);
     println!(
         "  {name}: {} s to the kernel; {cpu_full:.2} CPU s, {:.0} MB peak RSS",
         row.to_kernel.show(),
-        peak_rss_mb(pid)?
+        peak_rss_mib(pid)?
     );
     if let Took::Done(_) = row.to_kernel {
         let changes = watch.changes();
         std::thread::sleep(o.steady);
         alive()?;
-        row.steady = Some(cpu_seconds(pid, tick)? - cpu_full);
+        row.steady = Some(cpu_seconds(pid)? - cpu_full);
         let moved = watch.changes() - changes;
         if moved > 0 {
             row.notes.push(format!(
@@ -932,7 +883,7 @@ fn measure(o: &Options, dir: &Path, tor_conf: &str, tick: f64, s: &Subject) -> R
             ));
         }
     }
-    let cpu_before = cpu_seconds(pid, tick)?;
+    let cpu_before = cpu_seconds(pid)?;
     let withdrawn = Instant::now();
     rack.tor.cmd("disable bench")?;
     match watch.wait_count(0, o.timeout, &mut alive)? {
@@ -949,8 +900,8 @@ fn measure(o: &Options, dir: &Path, tor_conf: &str, tick: f64, s: &Subject) -> R
             row.withdraw = Took::Short(withdrawn.elapsed(), 1.0 - k as f64 / n as f64);
         }
     }
-    row.withdraw_cpu = Some(cpu_seconds(pid, tick)? - cpu_before);
-    row.rss_mb = Some(peak_rss_mb(pid)?);
+    row.withdraw_cpu = Some(cpu_seconds(pid)? - cpu_before);
+    row.rss_mb = Some(peak_rss_mib(pid)?);
     println!(
         "  {name}: withdrawn in {} s; peak RSS {:.0} MB",
         row.withdraw.show(),
@@ -1405,7 +1356,7 @@ fn run() -> Result<()> {
     clean_up_earlier();
     let command: Vec<String> = std::env::args().map(|a| quote(&a)).collect();
     let load_start = loadavg();
-    let tick = clock_tick();
+    let tick = clock_ticks();
     let mut workdir = tempfile::Builder::new()
         .prefix("routerd-bench-")
         .tempdir()?;
@@ -1463,7 +1414,7 @@ fn run() -> Result<()> {
                 log: run_dir.join("routerd.log"),
                 start: &|node, d| start_routerd(&o, node, d),
             };
-            round.push(measure(&o, &run_dir, &tor_conf, tick, &subject)?);
+            round.push(measure(&o, &run_dir, &tor_conf, &subject)?);
         }
         if o.only.contains(&Dut::Bird) {
             println!("device under test: BIRD as node");
@@ -1475,7 +1426,7 @@ fn run() -> Result<()> {
                 log: run_dir.join("node").join("bird.log"),
                 start: &|node, d| start_bird(&o, node, d),
             };
-            round.push(measure(&o, &run_dir, &tor_conf, tick, &subject)?);
+            round.push(measure(&o, &run_dir, &tor_conf, &subject)?);
         }
         if o.only.contains(&Dut::Ip) {
             println!("floor: ip -batch, and batched netlink (the fib crate)");

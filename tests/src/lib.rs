@@ -22,6 +22,7 @@ pub mod gobgp;
 pub mod kube_standin;
 pub mod pinger;
 pub mod podman;
+pub mod process;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 

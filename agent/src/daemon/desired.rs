@@ -394,9 +394,9 @@ impl DesiredRoutes {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::daemon::routes::tests::{node, pool};
     use crate::daemon::routes::{plan_routes, BestPaths};
     use bgp::rib::{FibNextHop, PeerId};
-    use datastore::resource::{IpPoolResource, Node, NodeBgpSpec, NodeSpec};
     use proptest::prelude::*;
 
     fn net(s: &str) -> IpNet {
@@ -405,34 +405,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    fn node(name: &str, v4: &str) -> Node {
-        Node::new(
-            name,
-            NodeSpec {
-                bgp: Some(NodeBgpSpec {
-                    ipv4_address: Some(v4.into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-    }
-
-    fn pool(cidr: &str, ipip: &str) -> IpPoolResource {
-        IpPoolResource::new(
-            "p",
-            ipam::IpPoolSpec {
-                cidr: cidr.into(),
-                block_size: Some(24),
-                ipip_mode: Some(ipip.into()),
-                vxlan_mode: None,
-                nat_outgoing: false,
-                disabled: false,
-                node_selector: None,
-            },
-        )
     }
 
     fn change(prefix: IpNet, hops: &[IpAddr]) -> BestPathChange {
@@ -502,7 +474,7 @@ mod tests {
     fn a_learned_route_is_written_once_and_nothing_while_nothing_changes() {
         let view = ClusterView {
             nodes: vec![node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24")],
-            pools: vec![pool("10.244.0.0/16", "Always")],
+            pools: vec![pool("p", "10.244.0.0/16", "Always")],
             ..Default::default()
         };
         let context = RouteContext::new(&view, "a", &[net("10.244.0.0/24")], &[]);
@@ -627,7 +599,7 @@ mod tests {
                 }
                 let view = ClusterView {
                     nodes,
-                    pools: vec![pool("10.244.0.0/16", if always { "Always" } else { "Never" })],
+                    pools: vec![pool("p", "10.244.0.0/16", if always { "Always" } else { "Never" })],
                     ..Default::default()
                 };
                 let own_blocks: Vec<IpNet> = own.then(|| net("10.244.0.0/24")).into_iter().collect();

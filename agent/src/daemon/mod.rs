@@ -9,10 +9,12 @@
 //!    node's blocks and the service ranges as originations);
 //! 4. open the FIB and the overlay; install the blackholes of our blocks.
 //!
-//! Then one loop, level-triggered: any datastore change rereads the cluster view and
-//! recomputes sessions, originations and routes; best-path changes from the speaker
-//! recompute the routes. Only differences reach the speaker (a session whose settings did not
-//! change is never reset) and the kernel (replace / delete of single routes).
+//! Then one loop: any datastore change rereads the cluster view and recomputes sessions,
+//! originations and the node's own routes; best-path changes from the speaker are folded
+//! into the desired kernel routes as they come ([`desired::DesiredRoutes`], work per change,
+//! none per tick; the kernel side is `kernel.rs`). Only differences reach the speaker (a
+//! session whose settings did not change is never reset) and the kernel (replace / delete of
+//! single routes).
 //!
 //! Graceful restart of the forwarding plane: on SIGTERM routerd closes its sessions but
 //! leaves its kernel routes in place, so pods keep their connectivity while it restarts. At

@@ -11,6 +11,9 @@
 //! BGP gave it, with every ECMP next hop. The node's own blocks are blackholed, so that a
 //! packet for an unassigned address of the block dies here instead of looping back to the
 //! fabric (Calico installs the same `blackhole` routes).
+//!
+//! [`plan_routes`] is that decision from scratch; the daemon keeps it up to date per change
+//! with [`DesiredRoutes`](super::desired::DesiredRoutes), whose property test holds it to this.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -139,11 +142,12 @@ pub fn borrowed_addresses(view: &ClusterView, this_node: &str, own_blocks: &[IpN
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use datastore::resource::{IpPoolResource, Node, NodeBgpSpec, NodeSpec};
 
-    fn node(name: &str, v4: &str) -> Node {
+    /// A node known by `v4`, for the route planning tests here and in `desired`.
+    pub(in crate::daemon) fn node(name: &str, v4: &str) -> Node {
         Node::new(
             name,
             NodeSpec {
@@ -156,7 +160,8 @@ mod tests {
         )
     }
 
-    fn pool(name: &str, cidr: &str, ipip: &str) -> IpPoolResource {
+    /// A pool of /24 blocks with this `ipipMode`.
+    pub(in crate::daemon) fn pool(name: &str, cidr: &str, ipip: &str) -> IpPoolResource {
         IpPoolResource::new(
             name,
             ipam::IpPoolSpec {

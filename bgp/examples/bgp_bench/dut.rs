@@ -341,42 +341,4 @@ fn gobgp_config() -> String {
     s
 }
 
-/// Peak resident set size of `pid` in MiB (`VmHWM`, see `proc(5)`).
-pub fn peak_rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no VmHWM in /proc/{pid}/status"))?;
-    Ok(kb / 1024.0)
-}
-
-/// CPU time (user + system, all threads) `pid` has used so far, in seconds (`proc(5)`,
-/// fields 14 and 15 of `/proc/<pid>/stat`). Unlike wall time it hardly depends on what else
-/// runs on the machine.
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The command name (field 2) may contain spaces; the fields after it start at its ')'.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc/<pid>/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .with_context(|| format!("no field {} in /proc/{pid}/stat", i + 3))
-    };
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|&hz| hz > 0)
-        .unwrap_or(100) as f64;
-    // Field 3 (state) is index 0 here, so utime (14) and stime (15) are 11 and 12.
-    Ok((ticks(11)? + ticks(12)?) / hz)
-}
+pub use lab::process::{cpu_seconds, peak_rss_mib};
