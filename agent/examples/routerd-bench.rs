@@ -17,6 +17,8 @@
 //! --bird-scan-time S    the node BIRD's kernel `scan time` (default 2, as calico-node)
 //! --runs R              measure each R times, round-robin; the table shows medians
 //! --keep                keep the working directory (configs, logs) and print where it is
+//! --restart             routerd only: after the steady window, SIGKILL routerd, start it
+//!                       again and measure the restart (below); off by default
 //! ```
 //!
 //! For each device under test, two fresh namespaces joined by a veth: `tor` (10.0.0.254/24)
@@ -51,6 +53,25 @@
 //! or of the writing thread; ip's RSS is that of a client holding no table (and iproute2's
 //! batch mode grows by about 4 KB per line), so it is printed but not compared.
 //!
+//! With `--restart`, routerd (not BIRD) gets one more phase between the steady window and the
+//! withdraw: a dump confirms the table, then routerd is SIGKILLed and started again as the
+//! first time (same arguments, datastore, control socket; its log is appended to), and the
+//! phase ends when the new process is in sync: its control socket (the request `routectl
+//! node status` makes, `agent::status::query_status`; routectl has no JSON output for it)
+//! answers `state` Running, `fib.in_sync` true and a `fib.last_reconcile_ms` (set by the
+//! full reconcile after the sessions settled: Running alone is set just before it, and
+//! `in_sync` is already true from the writes before it), polled every 100 ms within
+//! `--timeout`. Measured: routes of protocol 80 that left the kernel between the kill and
+//! the end of the phase ("deleted in between", expected 0: routerd keeps its kernel routes
+//! across a restart and removes stale ones only after its sessions re-sent theirs), which
+//! counts the RTM_DELROUTE events (and replaces by another protocol) plus the routes a dump
+//! at the end finds missing without an event (a route removed silently with its nexthop
+//! object and added again before the end is not seen; after a receive-queue overflow the
+//! count is a lower bound, and says so), and the fewest routes the kernel held meanwhile;
+//! restart -> Running, -> the ToR's session Established (its own timestamp), -> in sync; the
+//! new process's peak RSS and CPU seconds then. The withdraw that follows is the new
+//! process's (its CPU; the peak RSS column is the larger of the two processes').
+//!
 //! The kernel is watched, not polled with `ip route`: a NETLINK_ROUTE socket in the node's
 //! namespace subscribed to IPv4 route notifications keeps the set of matching routes (so
 //! the moment the last one arrived is known to the event, not to a poll interval), and every
@@ -76,17 +97,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use agent::status::{query_status, DaemonState};
 use anyhow::{anyhow, bail, Context, Result};
 use lab::bird::Bird;
 use lab::process::{clock_ticks, cpu_seconds, is_alive, peak_rss_mib};
 use lab::{require, wait_for, Daemon, Netns};
 use nix::errno::Errno;
 use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{
     bind, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
     SockProtocol, SockType,
 };
 use nix::sys::time::TimeVal;
+use nix::unistd::Pid;
 
 /// Namespace tags start with this (names `rl-rdb<what>-<pid>-<n>`).
 const TAG: &str = "rdb";
@@ -125,11 +149,12 @@ struct Options {
     bird_scan: u32,
     runs: usize,
     keep: bool,
+    restart: bool,
 }
 
 const USAGE: &str = "usage: routerd-bench [--routes N] [--routerd PATH] [--routectl PATH] \
     [--only routerd,bird,ip] [--timeout SECS] [--steady SECS] [--bird-scan-time SECS] [--runs R] \
-    [--keep]";
+    [--keep] [--restart]";
 
 /// The built binaries next to this example (`target/<profile>/{routerd,routectl}`).
 fn beside_us(name: &str) -> Result<PathBuf> {
@@ -152,6 +177,7 @@ fn parse_args() -> Result<Options> {
         bird_scan: 2,
         runs: 1,
         keep: false,
+        restart: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -173,6 +199,7 @@ fn parse_args() -> Result<Options> {
             "--bird-scan-time" => o.bird_scan = number(value(&a)?, &a)?.max(1) as u32,
             "--runs" => o.runs = number(value(&a)?, &a)?.clamp(1, 100) as usize,
             "--keep" => o.keep = true,
+            "--restart" => o.restart = true,
             "--only" => {
                 o.only = value(&a)?
                     .split(',')
@@ -193,6 +220,9 @@ fn parse_args() -> Result<Options> {
     }
     if o.routes == 0 || o.routes > MAX_ROUTES {
         bail!("--routes must be 1..={MAX_ROUTES}");
+    }
+    if o.restart && !o.only.contains(&Dut::Routerd) {
+        bail!("--restart measures routerd: --only must include routerd");
     }
     if o.only.contains(&Dut::Routerd) {
         for p in [&o.routerd, &o.routectl] {
@@ -391,6 +421,20 @@ struct WatchState {
     changes: u64,
     overflowed: bool,
     error: Option<String>,
+    /// Routes that left the set since [`FibWatch::mark`] (the restart phase's count).
+    losses: Losses,
+}
+
+/// What left the set since [`FibWatch::mark`]: removals told by an event (RTM_DELROUTE, or
+/// a replace by a route of another protocol), removals found by a dump (the kernel did not
+/// tell), the fewest routes the set held at once, and receive-queue overflows (events lost:
+/// the counts are then lower bounds).
+#[derive(Debug, Clone, Copy)]
+struct Losses {
+    by_event: u64,
+    by_dump: u64,
+    fewest: usize,
+    overflows: u64,
 }
 
 impl WatchState {
@@ -403,6 +447,11 @@ impl WatchState {
             RTM_DELROUTE if ours => self.routes.remove(&m.key),
             _ => false,
         };
+        // Anything but the arrival of one of ours took a route out of the set.
+        if changed && !(m.kind == RTM_NEWROUTE && ours) {
+            self.losses.by_event += 1;
+            self.losses.fewest = self.losses.fewest.min(self.routes.len());
+        }
         if changed {
             let now = Instant::now();
             self.changed_at = now;
@@ -454,6 +503,12 @@ impl FibWatch {
             changes: 0,
             overflowed: false,
             error: None,
+            losses: Losses {
+                by_event: 0,
+                by_dump: 0,
+                fewest: 0,
+                overflows: 0,
+            },
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
@@ -478,6 +533,38 @@ impl FibWatch {
         lock(&self.state).changes
     }
 
+    /// Starts counting [`Losses`] afresh, from the set as it is now.
+    fn mark(&self) {
+        let mut st = lock(&self.state);
+        st.losses = Losses {
+            by_event: 0,
+            by_dump: 0,
+            fewest: st.routes.len(),
+            overflows: 0,
+        };
+    }
+
+    /// What left the set since [`Self::mark`], and how many routes it holds now.
+    fn losses(&self) -> (Losses, usize) {
+        let st = lock(&self.state);
+        (st.losses, st.routes.len())
+    }
+
+    /// Fails with the reader's error, if it had one; resyncs after an overflow.
+    fn check(&mut self) -> Result<()> {
+        let (overflowed, error) = {
+            let st = lock(&self.state);
+            (st.overflowed, st.error.clone())
+        };
+        if let Some(e) = error {
+            bail!("watching the kernel's routes: {e}");
+        }
+        if overflowed {
+            self.resync()?;
+        }
+        Ok(())
+    }
+
     fn first_route_at(&self) -> Option<Instant> {
         lock(&self.state).first_at
     }
@@ -493,6 +580,9 @@ impl FibWatch {
         if found == st.routes {
             return Ok(false);
         }
+        let gone = st.routes.difference(&found).count() as u64;
+        st.losses.by_dump += gone;
+        st.losses.fewest = st.losses.fewest.min(found.len());
         let now = Instant::now();
         if st.first_at.is_none() && found.len() > st.routes.len() {
             st.first_at = Some(now);
@@ -605,7 +695,11 @@ fn read_events(fd: OwnedFd, state: &Mutex<WatchState>, stop: &AtomicBool, protoc
                 }
             }
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
-            Err(Errno::ENOBUFS) => lock(state).overflowed = true,
+            Err(Errno::ENOBUFS) => {
+                let mut st = lock(state);
+                st.overflowed = true;
+                st.losses.overflows += 1;
+            }
             Err(e) => {
                 lock(state).error = Some(e.to_string());
                 return;
@@ -758,7 +852,29 @@ struct Row {
     cpu: Option<f64>,
     steady: Option<f64>,
     withdraw_cpu: Option<f64>,
+    /// The restart phase (`--restart`), when it ran.
+    restart: Option<Restarted>,
     notes: Vec<String>,
+}
+
+/// What the restart phase measured (medians over runs, but the worst of the losses).
+#[derive(Debug, Clone, Copy)]
+struct Restarted {
+    /// Restart -> the daemon state Running.
+    running: Option<f64>,
+    /// Restart -> the ToR's session Established (the ToR's timestamp).
+    established: Option<f64>,
+    /// Restart -> Running, FIB in sync, its full reconcile done.
+    in_sync: Took,
+    /// Routes of ours that left the kernel between the kill and the end of the phase.
+    deleted: u64,
+    /// The fewest of ours the kernel held meanwhile.
+    fewest: usize,
+    /// Whether the watch lost events (`deleted` is then a lower bound).
+    overflowed: bool,
+    /// The new process's peak RSS and CPU seconds when it was in sync (or at the timeout).
+    rss_mb: Option<f64>,
+    cpu: Option<f64>,
 }
 
 impl Row {
@@ -773,6 +889,7 @@ impl Row {
             cpu: None,
             steady: None,
             withdraw_cpu: None,
+            restart: None,
             notes: Vec::new(),
         }
     }
@@ -804,6 +921,24 @@ struct Subject<'a> {
     log: PathBuf,
     /// Starts it in the node's namespace (files in the directory).
     start: &'a Starter<'a>,
+    /// With `--restart`: how to start it again, and its control socket.
+    restart: Option<Restart<'a>>,
+}
+
+/// How to restart a routerd that was killed: the same start without the preparation, and
+/// where it answers its status.
+struct Restart<'a> {
+    start: &'a Starter<'a>,
+    control_socket: PathBuf,
+}
+
+/// Fails when the daemon is no longer running, with its log's last lines.
+fn check_alive(name: &str, pid: u32, log: &Path) -> Result<()> {
+    if is_alive(pid) {
+        Ok(())
+    } else {
+        bail!("{name} (pid {pid}) exited\n{}", tail(log, 30))
+    }
 }
 
 /// Measures one daemon on a fresh rack.
@@ -817,13 +952,7 @@ fn measure(o: &Options, dir: &Path, tor_conf: &str, s: &Subject) -> Result<Row> 
         pid,
         at: t0,
     } = (s.start)(&rack.node, dir)?;
-    let mut alive = || -> Result<()> {
-        if is_alive(pid) {
-            Ok(())
-        } else {
-            bail!("{name} (pid {pid}) exited\n{}", tail(log, 30))
-        }
-    };
+    let mut alive = || check_alive(name, pid, log);
     // The ToR stamps the state change itself (µs, epoch): polling only finds out about it,
     // so a ToR slow to answer birdc while it sends the table costs the figure nothing.
     let since = wait_for(
@@ -883,6 +1012,29 @@ fn measure(o: &Options, dir: &Path, tor_conf: &str, s: &Subject) -> Result<Row> 
             ));
         }
     }
+    let (daemon, pid, rss_before) = match (&s.restart, row.to_kernel) {
+        (Some(restart), Took::Done(_)) => {
+            let rss_before = peak_rss_mib(pid)?;
+            let killed = Killed { daemon, pid };
+            let (figures, started) = restart_phase(o, dir, &rack, &mut watch, s, restart, killed)?;
+            if figures.overflowed {
+                row.notes.push(format!(
+                    "{name}: the watch lost events during the restart: \"deleted in between\" \
+                     is a lower bound"
+                ));
+            }
+            row.restart = Some(figures);
+            (started.daemon, started.pid, Some(rss_before))
+        }
+        (Some(_), _) => {
+            row.notes.push(format!(
+                "{name}: not restarted, its table did not fill within the timeout"
+            ));
+            (daemon, pid, None)
+        }
+        (None, _) => (daemon, pid, None),
+    };
+    let mut alive = || check_alive(name, pid, log);
     let cpu_before = cpu_seconds(pid)?;
     let withdrawn = Instant::now();
     rack.tor.cmd("disable bench")?;
@@ -901,7 +1053,8 @@ fn measure(o: &Options, dir: &Path, tor_conf: &str, s: &Subject) -> Result<Row> 
         }
     }
     row.withdraw_cpu = Some(cpu_seconds(pid)? - cpu_before);
-    row.rss_mb = Some(peak_rss_mib(pid)?);
+    let rss = peak_rss_mib(pid)?;
+    row.rss_mb = Some(rss_before.map_or(rss, |b| b.max(rss)));
     println!(
         "  {name}: withdrawn in {} s; peak RSS {:.0} MB",
         row.withdraw.show(),
@@ -913,8 +1066,173 @@ fn measure(o: &Options, dir: &Path, tor_conf: &str, s: &Subject) -> Result<Row> 
     Ok(row)
 }
 
+/// The restart phase (`--restart`): confirms the table by a dump, SIGKILLs the daemon,
+/// starts it again and waits until it is in sync (see the module docs). Returns the figures
+/// and the new daemon.
+fn restart_phase(
+    o: &Options,
+    dir: &Path,
+    rack: &Rack,
+    watch: &mut FibWatch,
+    s: &Subject,
+    restart: &Restart,
+    old: Killed,
+) -> Result<(Restarted, Started)> {
+    let (n, name, log) = (o.routes, s.name, s.log.as_path());
+    // The set the losses are counted from, as the kernel has it.
+    watch.resync()?;
+    watch.check()?;
+    watch.mark();
+    let (_, before) = watch.losses();
+    let Killed { daemon, pid } = old;
+    let killed = Instant::now();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
+        .with_context(|| format!("SIGKILL to {name} (pid {pid})"))?;
+    // Daemon's drop kills (again; it is dead or dying) and reaps it.
+    drop(daemon);
+    if is_alive(pid) {
+        bail!("{name} (pid {pid}) still runs after SIGKILL");
+    }
+    let started = (restart.start)(&rack.node, dir)?;
+    let (new_pid, t0) = (started.pid, started.at);
+    println!(
+        "  {name}: SIGKILLed with {before} routes in the kernel; restarted {:.3} s later \
+         (pid {new_pid}); waiting until it is in sync",
+        t0.saturating_duration_since(killed).as_secs_f64()
+    );
+    // Polled at a fixed cadence (each answer within 1 s), within --timeout.
+    let deadline = t0 + o.timeout;
+    let polls = o.timeout.as_millis() / POLL.as_millis() + 1;
+    let (mut running, mut in_sync) = (None, None);
+    let mut last = String::from("no answer yet");
+    let mut last_routes = 0u64;
+    for _ in 0..polls {
+        watch.check()?;
+        check_alive(name, new_pid, log)?;
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(POLL, Duration::from_secs(1));
+        match query_status(&restart.control_socket, wait) {
+            Ok(st) => {
+                let now = Instant::now();
+                let is_running = st.state == DaemonState::Running;
+                if is_running && running.is_none() {
+                    running = Some(now);
+                }
+                last_routes = st.fib.routes;
+                last = format!(
+                    "state {}, fib {} routes, in_sync {}, last_reconcile_ms {:?}",
+                    st.state.as_str(),
+                    st.fib.routes,
+                    st.fib.in_sync,
+                    st.fib.last_reconcile_ms
+                );
+                if is_running && st.fib.in_sync && st.fib.last_reconcile_ms.is_some() {
+                    in_sync = Some(now);
+                    break;
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        // The next multiple of 100 ms since the restart (a slow answer skips polls).
+        let ticks = now.saturating_duration_since(t0).as_millis() / POLL.as_millis() + 1;
+        let next = t0 + POLL * u32::try_from(ticks).unwrap_or(u32::MAX / 1000);
+        std::thread::sleep(next.saturating_duration_since(now).min(POLL));
+    }
+    // The new process's figures at that point.
+    let cpu = cpu_seconds(new_pid)?;
+    let rss = peak_rss_mib(new_pid)?;
+    let established = match tor_session(&rack.tor) {
+        Some((true, since)) => Some(
+            instant_of_epoch(since)
+                .saturating_duration_since(t0)
+                .as_secs_f64(),
+        ),
+        _ => None,
+    };
+    // The end of the phase: a dump finds what left without an event.
+    watch.resync()?;
+    watch.check()?;
+    let (losses, now_count) = watch.losses();
+    let deleted = losses.by_event + losses.by_dump;
+    let secs = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t0).as_secs_f64());
+    let figures = Restarted {
+        running: secs(running),
+        established,
+        in_sync: match in_sync {
+            Some(t) => Took::Done(t.saturating_duration_since(t0)),
+            // How far it got: the routes it wants, of the N.
+            None => Took::Short(
+                t0.elapsed(),
+                (last_routes as f64 / n.max(1) as f64).min(1.0),
+            ),
+        },
+        deleted,
+        fewest: losses.fewest,
+        overflowed: losses.overflows > 0,
+        rss_mb: Some(rss),
+        cpu: Some(cpu),
+    };
+    // Why it settled when it did (End-of-RIB from every peer, or the settle time).
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let settled = text
+        .rsplit_once(RESTART_MARK)
+        .map_or("", |(_, after)| after)
+        .lines()
+        .find(|l| l.contains("sessions settled"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("all_up=")))
+        .unwrap_or("all_up=?")
+        .to_string();
+    println!(
+        "  {name}: restart -> Running {} s, -> Established {} s (the ToR's stamp), -> in sync \
+         {} s (last status: {last}; log: {settled})",
+        opt(figures.running, 3),
+        opt(figures.established, 3),
+        figures.in_sync.show()
+    );
+    println!(
+        "  {name}: deleted in between: {deleted} ({} by an event, {} found missing by a dump{}); \
+         fewest in the kernel meanwhile {} of {before}, now {now_count}",
+        losses.by_event,
+        losses.by_dump,
+        if losses.overflows > 0 {
+            format!(
+                "; the watch overflowed {} times: a lower bound",
+                losses.overflows
+            )
+        } else {
+            String::new()
+        },
+        losses.fewest
+    );
+    println!("  {name}: restarted process at in sync: {cpu:.2} CPU s, {rss:.0} MB peak RSS");
+    Ok((figures, started))
+}
+
+/// The line the benchmark writes into routerd's log before it starts it again.
+const RESTART_MARK: &str = "--- routerd-bench: routerd SIGKILLed, started again ---";
+
+/// A daemon to be killed: it and its pid.
+struct Killed {
+    daemon: NodeDaemon,
+    pid: u32,
+}
+
+fn routerd_datastore(dir: &Path) -> String {
+    format!("file:{}", dir.join("datastore").display())
+}
+
+fn routerd_control_socket(dir: &Path) -> PathBuf {
+    dir.join("routerd.ctl")
+}
+
+/// Writes routerd's datastore (the IPPool and the BGPPeer, with routectl), then starts it.
 fn start_routerd(o: &Options, node: &Netns, dir: &Path) -> Result<Started> {
-    let datastore = format!("file:{}", dir.join("datastore").display());
+    let datastore = routerd_datastore(dir);
     let manifest = dir.join("cluster.yaml");
     std::fs::write(
         &manifest,
@@ -935,9 +1253,27 @@ fn start_routerd(o: &Options, node: &Netns, dir: &Path) -> Result<Started> {
             .arg(&manifest),
     )
     .context("creating the IPPool and BGPPeer with routectl")?;
-    let log = File::create(dir.join("routerd.log"))?;
+    spawn_routerd(o, node, dir, false)
+}
+
+/// Starts routerd on the datastore in `dir`, logging to `dir/routerd.log` (appended to when
+/// `again`, a restart).
+fn spawn_routerd(o: &Options, node: &Netns, dir: &Path, again: bool) -> Result<Started> {
+    let datastore = routerd_datastore(dir);
+    let path = dir.join("routerd.log");
+    let mut log = if again {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        writeln!(f, "{RESTART_MARK}")?;
+        f
+    } else {
+        File::create(&path)?
+    };
+    log.flush()?;
     let routerd = o.routerd.to_string_lossy().into_owned();
-    let socket = dir.join("routerd.ctl").to_string_lossy().into_owned();
+    let socket = routerd_control_socket(dir).to_string_lossy().into_owned();
     // `ip netns exec` execs routerd: the child's pid is routerd's.
     let at = Instant::now();
     let child = node
@@ -1263,6 +1599,48 @@ fn table(rows: &[Row], n: usize, steady: Duration) -> String {
     s
 }
 
+/// The restart phase's figures (`--restart`), one line per contender that had it; empty
+/// when none did.
+fn restart_table(rows: &[Row], n: usize) -> String {
+    let mut s = String::new();
+    let mut lines: Vec<Vec<String>> = vec![[
+        "after SIGKILL",
+        "restart→Running s",
+        "restart→Established s",
+        "restart→in sync s",
+        "deleted in between",
+        "fewest in kernel",
+        "peak RSS MB (new)",
+        "CPU s (new, at in sync)",
+    ]
+    .iter()
+    .map(|h| h.to_string())
+    .collect()];
+    for r in rows {
+        let Some(x) = r.restart else { continue };
+        lines.push(vec![
+            r.name.clone(),
+            opt(x.running, 3),
+            opt(x.established, 3),
+            x.in_sync.show(),
+            format!("{}{}", x.deleted, if x.overflowed { "+" } else { "" }),
+            format!("{} of {n}", x.fewest),
+            opt(x.rss_mb, 1),
+            opt(x.cpu, 2),
+        ]);
+    }
+    if lines.len() == 1 {
+        return s;
+    }
+    for (i, l) in lines.iter().enumerate() {
+        let _ = writeln!(s, "| {} |", l.join(" | "));
+        if i == 0 {
+            let _ = writeln!(s, "|{}", " --- |".repeat(l.len()));
+        }
+    }
+    s
+}
+
 /// Removes the namespaces of earlier runs of this benchmark whose process is gone.
 fn clean_up_earlier() {
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
@@ -1323,6 +1701,30 @@ fn combine(runs: Vec<&Row>) -> Row {
     row.cpu = num(&|r| r.cpu);
     row.steady = num(&|r| r.steady);
     row.withdraw_cpu = num(&|r| r.withdraw_cpu);
+    // Medians of the times and figures; the worst of the losses.
+    let restarts: Vec<Restarted> = runs.iter().filter_map(|r| r.restart).collect();
+    if let Some(first) = restarts.first() {
+        let num =
+            |f: &dyn Fn(&Restarted) -> Option<f64>| median(restarts.iter().filter_map(f).collect());
+        row.restart = Some(Restarted {
+            running: num(&|x| x.running),
+            established: num(&|x| x.established),
+            in_sync: median_took(&restarts.iter().map(|x| x.in_sync).collect::<Vec<_>>()),
+            deleted: restarts
+                .iter()
+                .map(|x| x.deleted)
+                .max()
+                .unwrap_or(first.deleted),
+            fewest: restarts
+                .iter()
+                .map(|x| x.fewest)
+                .min()
+                .unwrap_or(first.fewest),
+            overflowed: restarts.iter().any(|x| x.overflowed),
+            rss_mb: num(&|x| x.rss_mb),
+            cpu: num(&|x| x.cpu),
+        });
+    }
     row
 }
 
@@ -1408,11 +1810,16 @@ fn run() -> Result<()> {
             println!("device under test: routerd");
             let run_dir = dir.join(format!("routerd-{r}"));
             std::fs::create_dir_all(&run_dir)?;
+            let again = |node: &Netns, d: &Path| spawn_routerd(&o, node, d, true);
             let subject = Subject {
                 name: "routerd",
                 protocol: PROTO_ROUTERD,
                 log: run_dir.join("routerd.log"),
                 start: &|node, d| start_routerd(&o, node, d),
+                restart: o.restart.then(|| Restart {
+                    start: &again,
+                    control_socket: routerd_control_socket(&run_dir),
+                }),
             };
             round.push(measure(&o, &run_dir, &tor_conf, &subject)?);
         }
@@ -1425,6 +1832,7 @@ fn run() -> Result<()> {
                 protocol: PROTO_BIRD,
                 log: run_dir.join("node").join("bird.log"),
                 start: &|node, d| start_bird(&o, node, d),
+                restart: None,
             };
             round.push(measure(&o, &run_dir, &tor_conf, &subject)?);
         }
@@ -1457,6 +1865,16 @@ fn run() -> Result<()> {
         println!("medians of {} runs", o.runs);
     }
     print!("{}", table(&rows, n, o.steady));
+    let restarts = restart_table(&rows, n);
+    if !restarts.is_empty() {
+        println!();
+        println!(
+            "restart (--restart): SIGKILL after the steady window, started again; in sync = \
+             Running, fib.in_sync and its full reconcile done; deleted = routes of protocol \
+             {PROTO_ROUTERD} that left the kernel from the kill to then (+: a lower bound)"
+        );
+        print!("{restarts}");
+    }
     if o.runs > 1 {
         for (k, row) in rows.iter().enumerate() {
             let each = |f: &dyn Fn(&Row) -> String| -> String {
@@ -1471,6 +1889,14 @@ fn run() -> Result<()> {
                 each(&|r| r.to_kernel.show()),
                 each(&|r| r.withdraw.show())
             );
+            if row.restart.is_some() {
+                println!(
+                    "{} per run after the restart: in sync {} s; deleted in between {}",
+                    row.name,
+                    each(&|r| r.restart.map_or("-".into(), |x| x.in_sync.show())),
+                    each(&|r| r.restart.map_or("-".into(), |x| x.deleted.to_string()))
+                );
+            }
         }
     }
     println!("load average at start: {load_start}; at end: {load_end}");
