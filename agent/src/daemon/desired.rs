@@ -362,7 +362,10 @@ impl DesiredRoutes {
         delta
     }
 
-    /// The whole desired set, in key order, for a full apply; what was pending is in it.
+    /// The whole desired set, in key order (what was pending is in it). Only the tests use
+    /// it, to hold the deltas to the from-scratch plan: the daemon's first reconcile replaced
+    /// the full apply, so no copy of a full table is ever made.
+    #[cfg(test)]
     pub fn take_full(&mut self) -> Vec<Route> {
         self.pending.clear();
         let learned = self.best.iter().filter_map(|(prefix, hops)| {
