@@ -52,9 +52,12 @@ pub const IPAM_CONFIG_NAME: &str = "default";
 
 /// The cluster's IPAM settings, as Calico's `IPAMConfig` spec (`calicoctl ipam configure`).
 /// Only `strictAffinity` is a setting routerd's allocator has; the record keeps Calico's
-/// shape so that its other fields can be added without a migration.
+/// shape so that its other fields can be added without a migration. Calico's other fields
+/// (`maxBlocksPerHost`, `ipCooldownSeconds`, …, which Calico omits at their defaults) are
+/// refused by name rather than ignored, so a setting taken over from Calico is never
+/// silently dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpamConfig {
     /// Never borrow addresses from other nodes' blocks.
     pub strict_affinity: bool,
@@ -348,6 +351,22 @@ impl IpamStore for DatastoreIpam {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calicos_ipam_settings_routerd_lacks_are_refused_by_name() {
+        let ds = crate::MemoryDatastore::new();
+        let calico = serde_json::json!({"strictAffinity": true, "autoAllocateBlocks": true});
+        ds.create(IPAM_CONFIG_KIND, IPAM_CONFIG_NAME, calico)
+            .unwrap();
+        assert!(read_ipam_config(&ds).unwrap().0.strict_affinity);
+        let more = serde_json::json!({"strictAffinity": false, "autoAllocateBlocks": true,
+                                      "maxBlocksPerHost": 4});
+        let version = ds.get(IPAM_CONFIG_KIND, IPAM_CONFIG_NAME).unwrap().version;
+        ds.update(IPAM_CONFIG_KIND, IPAM_CONFIG_NAME, more, version)
+            .unwrap();
+        let e = read_ipam_config(&ds).unwrap_err();
+        assert!(e.to_string().contains("maxBlocksPerHost"), "{e}");
+    }
 
     #[test]
     fn calico_names_are_kept() {

@@ -58,6 +58,8 @@ pub use self::etcd::EtcdDatastore;
 pub use self::etcd::{EtcdError, EtcdOptions, EtcdTls, ETCD_DEFAULT_PREFIX};
 pub use self::kube::KubeError;
 #[cfg(feature = "kubernetes")]
+pub use self::kube::{calico_crd_yaml, calico_crds};
+#[cfg(feature = "kubernetes")]
 pub use self::kube::{
     crd_yaml, crds, kind_resource, KubeConfigSource, KubeDatastore, KubeOptions, CRD_GROUP,
     CRD_VERSION, WATCHED_KINDS,

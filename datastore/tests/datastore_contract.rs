@@ -14,6 +14,11 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// The kinds the contract stores: its own, so that the values are arbitrary JSON (the
+/// Kubernetes backend keeps Calico's kinds in Calico's shapes, `datastore_kube.rs`).
+#[cfg(feature = "kubernetes")]
+const KINDS: [&str; 3] = ["Peering", "Router", "Pool"];
+
 /// Receives exactly `n` events (bounded in time), failing on an error or timeout.
 fn take(watch: &mut Watch, n: usize) -> Vec<Event> {
     let mut events = Vec::new();
@@ -73,61 +78,61 @@ macro_rules! contract {
             #[test]
             fn crud_round_trip() {
                 let (ds, _g) = store(100);
-                assert!(ds.list("BGPPeer").unwrap().records.is_empty());
-                let v1 = ds.create("BGPPeer", "tor-a", json!({"peerIP": "10.0.0.1"})).unwrap();
-                let v2 = ds.create("BGPPeer", "tor-b", json!({"peerIP": "10.0.0.2"})).unwrap();
+                assert!(ds.list("Peering").unwrap().records.is_empty());
+                let v1 = ds.create("Peering", "tor-a", json!({"peerIP": "10.0.0.1"})).unwrap();
+                let v2 = ds.create("Peering", "tor-b", json!({"peerIP": "10.0.0.2"})).unwrap();
                 assert!(v2 > v1);
-                let got = ds.get("BGPPeer", "tor-a").unwrap();
+                let got = ds.get("Peering", "tor-a").unwrap();
                 assert_eq!(got.version, v1);
                 assert_eq!(got.value, json!({"peerIP": "10.0.0.1"}));
                 let v3 = ds
-                    .update("BGPPeer", "tor-a", json!({"peerIP": "10.0.0.9"}), v1)
+                    .update("Peering", "tor-a", json!({"peerIP": "10.0.0.9"}), v1)
                     .unwrap();
                 assert!(v3 > v2);
-                let listing = ds.list("BGPPeer").unwrap();
+                let listing = ds.list("Peering").unwrap();
                 assert_eq!(listing.revision, v3);
                 let names: Vec<_> = listing.records.iter().map(|r| r.name.as_str()).collect();
                 assert_eq!(names, ["tor-a", "tor-b"]);
                 assert_eq!(listing.records[0].value, json!({"peerIP": "10.0.0.9"}));
                 assert_eq!(listing.records[0].version, v3);
                 // Other kinds are separate namespaces.
-                assert!(ds.list("Node").unwrap().records.is_empty());
+                assert!(ds.list("Router").unwrap().records.is_empty());
                 assert!(matches!(
-                    ds.get("Node", "tor-a"),
+                    ds.get("Router", "tor-a"),
                     Err(DatastoreError::NotFound { .. })
                 ));
-                let v4 = ds.delete("BGPPeer", "tor-a", Some(v3)).unwrap();
+                let v4 = ds.delete("Peering", "tor-a", Some(v3)).unwrap();
                 assert!(v4 > v3);
                 assert!(matches!(
-                    ds.get("BGPPeer", "tor-a"),
+                    ds.get("Peering", "tor-a"),
                     Err(DatastoreError::NotFound { .. })
                 ));
-                ds.delete("BGPPeer", "tor-b", None).unwrap();
-                assert!(ds.list("BGPPeer").unwrap().records.is_empty());
+                ds.delete("Peering", "tor-b", None).unwrap();
+                assert!(ds.list("Peering").unwrap().records.is_empty());
                 // A deleted name can be created again.
-                ds.create("BGPPeer", "tor-a", json!(1)).unwrap();
+                ds.create("Peering", "tor-a", json!(1)).unwrap();
             }
 
             #[test]
             fn update_with_stale_version_conflicts() {
                 let (ds, _g) = store(100);
-                let v1 = ds.create("Node", "n1", json!({"asn": 64512})).unwrap();
-                let v2 = ds.update("Node", "n1", json!({"asn": 64513}), v1).unwrap();
-                match ds.update("Node", "n1", json!({"asn": 1}), v1) {
+                let v1 = ds.create("Router", "n1", json!({"asn": 64512})).unwrap();
+                let v2 = ds.update("Router", "n1", json!({"asn": 64513}), v1).unwrap();
+                match ds.update("Router", "n1", json!({"asn": 1}), v1) {
                     Err(DatastoreError::Conflict {
                         kind,
                         name,
                         expected,
                         actual,
                     }) => {
-                        assert_eq!((kind.as_str(), name.as_str()), ("Node", "n1"));
+                        assert_eq!((kind.as_str(), name.as_str()), ("Router", "n1"));
                         assert_eq!((expected, actual), (v1, v2));
                     }
                     other => panic!("expected conflict, got {other:?}"),
                 }
-                assert_eq!(ds.get("Node", "n1").unwrap().value, json!({"asn": 64513}));
+                assert_eq!(ds.get("Router", "n1").unwrap().value, json!({"asn": 64513}));
                 assert!(matches!(
-                    ds.update("Node", "absent", json!(1), v2),
+                    ds.update("Router", "absent", json!(1), v2),
                     Err(DatastoreError::NotFound { .. })
                 ));
             }
@@ -135,13 +140,13 @@ macro_rules! contract {
             #[test]
             fn create_existing_is_already_exists() {
                 let (ds, _g) = store(100);
-                ds.create("IPPool", "default", json!({"cidr": "10.244.0.0/16"})).unwrap();
-                let err = ds.create("IPPool", "default", json!({})).unwrap_err();
+                ds.create("Pool", "default", json!({"cidr": "10.244.0.0/16"})).unwrap();
+                let err = ds.create("Pool", "default", json!({})).unwrap_err();
                 assert!(matches!(err, DatastoreError::AlreadyExists { .. }), "{err}");
-                assert!(err.to_string().contains("IPPool"), "{err}");
+                assert!(err.to_string().contains("Pool"), "{err}");
                 assert!(err.to_string().contains("default"), "{err}");
                 assert_eq!(
-                    ds.get("IPPool", "default").unwrap().value,
+                    ds.get("Pool", "default").unwrap().value,
                     json!({"cidr": "10.244.0.0/16"})
                 );
             }
@@ -149,18 +154,18 @@ macro_rules! contract {
             #[test]
             fn delete_with_wrong_version_conflicts() {
                 let (ds, _g) = store(100);
-                let v1 = ds.create("BGPFilter", "f", json!({})).unwrap();
-                let v2 = ds.update("BGPFilter", "f", json!({"a": 1}), v1).unwrap();
+                let v1 = ds.create("Pool", "f", json!({})).unwrap();
+                let v2 = ds.update("Pool", "f", json!({"a": 1}), v1).unwrap();
                 assert!(matches!(
-                    ds.delete("BGPFilter", "f", Some(v1)),
+                    ds.delete("Pool", "f", Some(v1)),
                     Err(DatastoreError::Conflict { .. })
                 ));
-                assert_eq!(ds.get("BGPFilter", "f").unwrap().version, v2);
+                assert_eq!(ds.get("Pool", "f").unwrap().version, v2);
                 assert!(matches!(
-                    ds.delete("BGPFilter", "g", None),
+                    ds.delete("Pool", "g", None),
                     Err(DatastoreError::NotFound { .. })
                 ));
-                ds.delete("BGPFilter", "f", Some(v2)).unwrap();
+                ds.delete("Pool", "f", Some(v2)).unwrap();
             }
 
             #[test]
@@ -169,7 +174,7 @@ macro_rules! contract {
                 for bad in ["", "a/b", "..", "x..y", ".hidden", "a\\b", "nul\0"] {
                     assert!(
                         matches!(
-                            ds.create("Node", bad, json!(1)),
+                            ds.create("Router", bad, json!(1)),
                             Err(DatastoreError::InvalidName { .. })
                         ),
                         "name {bad:?}"
@@ -180,18 +185,18 @@ macro_rules! contract {
                     );
                 }
                 // Dotted names (common in Calico) are fine.
-                ds.create("BGPPeer", "rack1.tor", json!(1)).unwrap();
-                assert_eq!(ds.list("BGPPeer").unwrap().records.len(), 1);
+                ds.create("Peering", "rack1.tor", json!(1)).unwrap();
+                assert_eq!(ds.list("Peering").unwrap().records.len(), 1);
             }
 
             #[test]
             fn watch_delivers_one_event_per_change_in_revision_order() {
                 let (ds, _g) = store(100);
                 let mut watch = ds.watch(None, WatchFrom::Now).unwrap();
-                let a = ds.create("Node", "a", json!({"n": 0})).unwrap();
-                let b = ds.create("BGPPeer", "b", json!({"n": 0})).unwrap();
-                let a2 = ds.update("Node", "a", json!({"n": 1}), a).unwrap();
-                let d = ds.delete("BGPPeer", "b", Some(b)).unwrap();
+                let a = ds.create("Router", "a", json!({"n": 0})).unwrap();
+                let b = ds.create("Peering", "b", json!({"n": 0})).unwrap();
+                let a2 = ds.update("Router", "a", json!({"n": 1}), a).unwrap();
+                let d = ds.delete("Peering", "b", Some(b)).unwrap();
                 let events = take(&mut watch, 4);
                 assert_eq!(
                     summary(&events),
@@ -203,7 +208,7 @@ macro_rules! contract {
                     ]
                 );
                 assert_eq!(events[2].record.value, json!({"n": 1}));
-                assert_eq!(events[2].record.kind, "Node");
+                assert_eq!(events[2].record.kind, "Router");
                 // A deletion carries the last value.
                 assert_eq!(events[3].record.value, json!({"n": 0}));
                 assert_quiet(&mut watch);
@@ -212,10 +217,10 @@ macro_rules! contract {
             #[test]
             fn watch_of_one_kind_skips_others() {
                 let (ds, _g) = store(100);
-                let mut watch = ds.watch(Some("Node"), WatchFrom::Now).unwrap();
-                ds.create("BGPPeer", "p", json!(1)).unwrap();
-                let n = ds.create("Node", "n", json!(1)).unwrap();
-                ds.create("IPPool", "i", json!(1)).unwrap();
+                let mut watch = ds.watch(Some("Router"), WatchFrom::Now).unwrap();
+                ds.create("Peering", "p", json!(1)).unwrap();
+                let n = ds.create("Router", "n", json!(1)).unwrap();
+                ds.create("Pool", "i", json!(1)).unwrap();
                 let events = take(&mut watch, 1);
                 assert_eq!(summary(&events), vec![(n, EventType::Added, "n".to_string())]);
                 assert_quiet(&mut watch);
@@ -224,11 +229,11 @@ macro_rules! contract {
             #[test]
             fn watch_from_revision_replays_later_events() {
                 let (ds, _g) = store(100);
-                let v1 = ds.create("Node", "a", json!(1)).unwrap();
-                let v2 = ds.create("Node", "b", json!(2)).unwrap();
-                let v3 = ds.update("Node", "a", json!(3), v1).unwrap();
-                let mut watch = ds.watch(Some("Node"), WatchFrom::Revision(v1)).unwrap();
-                let v4 = ds.delete("Node", "b", None).unwrap();
+                let v1 = ds.create("Router", "a", json!(1)).unwrap();
+                let v2 = ds.create("Router", "b", json!(2)).unwrap();
+                let v3 = ds.update("Router", "a", json!(3), v1).unwrap();
+                let mut watch = ds.watch(Some("Router"), WatchFrom::Revision(v1)).unwrap();
+                let v4 = ds.delete("Router", "b", None).unwrap();
                 let events = take(&mut watch, 3);
                 assert_eq!(
                     events.iter().map(Event::revision).collect::<Vec<_>>(),
@@ -244,11 +249,11 @@ macro_rules! contract {
             #[test]
             fn list_then_watch_from_list_revision_misses_nothing() {
                 let (ds, _g) = store(100);
-                ds.create("Node", "a", json!(1)).unwrap();
-                let listing = ds.list("Node").unwrap();
-                let later = ds.create("Node", "b", json!(2)).unwrap();
+                ds.create("Router", "a", json!(1)).unwrap();
+                let listing = ds.list("Router").unwrap();
+                let later = ds.create("Router", "b", json!(2)).unwrap();
                 let mut watch = ds
-                    .watch(Some("Node"), WatchFrom::Revision(listing.revision))
+                    .watch(Some("Router"), WatchFrom::Revision(listing.revision))
                     .unwrap();
                 let events = take(&mut watch, 1);
                 assert_eq!(summary(&events), vec![(later, EventType::Added, "b".into())]);
@@ -259,9 +264,9 @@ macro_rules! contract {
             fn watch_from_compacted_revision_expires() {
                 let capacity = 4;
                 let (ds, _g) = store(capacity);
-                let mut version = ds.create("Node", "counter", json!(0)).unwrap();
+                let mut version = ds.create("Router", "counter", json!(0)).unwrap();
                 for i in 1..20 {
-                    version = ds.update("Node", "counter", json!(i), version).unwrap();
+                    version = ds.update("Router", "counter", json!(i), version).unwrap();
                 }
                 let (requested, oldest) = expect_expired(ds.watch(None, WatchFrom::Revision(0)));
                 assert_eq!(requested, 0);
@@ -278,20 +283,20 @@ macro_rules! contract {
             fn restarted_watch_from_last_seen_revision_misses_nothing() {
                 let (ds, _g) = store(1000);
                 let mut expected = Vec::new();
-                let mut watch = ds.watch(Some("Node"), WatchFrom::Now).unwrap();
+                let mut watch = ds.watch(Some("Router"), WatchFrom::Now).unwrap();
                 for i in 0..5 {
-                    expected.push(ds.create("Node", &format!("n{i}"), json!(i)).unwrap());
+                    expected.push(ds.create("Router", &format!("n{i}"), json!(i)).unwrap());
                 }
                 let mut seen: Vec<u64> =
                     take(&mut watch, 3).iter().map(Event::revision).collect();
                 // The consumer goes away after 3 events; more changes happen meanwhile.
                 drop(watch);
                 for i in 5..8 {
-                    expected.push(ds.create("Node", &format!("n{i}"), json!(i)).unwrap());
+                    expected.push(ds.create("Router", &format!("n{i}"), json!(i)).unwrap());
                 }
                 let last = *seen.last().unwrap();
-                let mut watch = ds.watch(Some("Node"), WatchFrom::Revision(last)).unwrap();
-                expected.push(ds.delete("Node", "n0", None).unwrap());
+                let mut watch = ds.watch(Some("Router"), WatchFrom::Revision(last)).unwrap();
+                expected.push(ds.delete("Router", "n0", None).unwrap());
                 seen.extend(take(&mut watch, 6).iter().map(Event::revision));
                 assert_eq!(seen, expected);
                 assert_quiet(&mut watch);
@@ -301,7 +306,7 @@ macro_rules! contract {
             fn async_watch_yields_events() {
                 let (ds, _g) = store(100);
                 let mut watch = ds.watch(None, WatchFrom::Now).unwrap();
-                let v = ds.create("Node", "a", json!(1)).unwrap();
+                let v = ds.create("Router", "a", json!(1)).unwrap();
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()
@@ -346,7 +351,7 @@ contract!(
 // The Kubernetes backend against the stand-in API server, which keeps `capacity` past
 // changes for watches (like the API server's watch cache) and reports older revisions with
 // an `ERROR` event carrying `410 Gone`. The client reads a kubeconfig pointing at the
-// stand-in and installs the CRDs first.
+// stand-in and installs CRDs of the contract's kinds first.
 #[cfg(feature = "kubernetes")]
 contract!(kubernetes, |capacity| -> (
     Box<dyn Datastore>,
@@ -364,10 +369,13 @@ contract!(kubernetes, |capacity| -> (
     standin.write_kubeconfig(&kubeconfig).unwrap();
     let ds = KubeDatastore::connect(
         KubeConfigSource::Kubeconfig(kubeconfig),
-        KubeOptions::default(),
+        KubeOptions {
+            watch_kinds: KINDS.iter().map(|k| k.to_string()).collect(),
+            ..KubeOptions::default()
+        },
     )
     .unwrap();
-    ds.install_crds().unwrap();
+    ds.install_record_crds(&KINDS).unwrap();
     (Box::new(ds), Box::new((standin, dir)))
 });
 
@@ -445,10 +453,10 @@ impl Datastore for CompactingEtcd {
 fn open_parses_addresses() {
     let dir = tempfile::tempdir().unwrap();
     let ds = datastore::open(&format!("file:{}", dir.path().display())).unwrap();
-    ds.create("Node", "a", json!(1)).unwrap();
-    assert!(dir.path().join("Node").join("a.json").exists());
+    ds.create("Router", "a", json!(1)).unwrap();
+    assert!(dir.path().join("Router").join("a.json").exists());
     let mem = datastore::open("memory:").unwrap();
-    mem.create("Node", "a", json!(1)).unwrap();
+    mem.create("Router", "a", json!(1)).unwrap();
     assert!(matches!(
         datastore::open("etcd3://x"),
         Err(DatastoreError::InvalidAddress(_))
@@ -484,9 +492,9 @@ fn open_kubernetes_address_uses_the_kubeconfig() {
     standin.write_kubeconfig(&kubeconfig).unwrap();
     let ds = datastore::open(&format!("kubernetes:{}", kubeconfig.display())).unwrap();
     // No CRDs installed yet: the error says so instead of "not found".
-    match ds.list("BGPPeer") {
+    match ds.list("Peering") {
         Err(e @ DatastoreError::Kubernetes(_)) => {
-            assert!(e.to_string().contains("bgppeers.routerd.io"), "{e}");
+            assert!(e.to_string().contains("peerings.routerd.io"), "{e}");
             assert!(e.to_string().contains("CRD"), "{e}");
         }
         other => panic!("expected a not-served error, got {other:?}"),
@@ -494,5 +502,5 @@ fn open_kubernetes_address_uses_the_kubeconfig() {
     assert!(standin
         .requests()
         .iter()
-        .any(|r| r.method == "GET" && r.target.starts_with("/apis/routerd.io/v1/bgppeers")));
+        .any(|r| r.method == "GET" && r.target.starts_with("/apis/routerd.io/v1/peerings")));
 }

@@ -3,7 +3,8 @@
 //! Kubernetes implementation). The shared contract runs in `datastore_contract.rs`; these
 //! are the Kubernetes-specific behaviours: what goes over the wire on a conflict, `410 Gone`
 //! on a live watch and on a resumed one, the transparent restart of a watch the server
-//! ends, the tie of a routerd Node to the Kubernetes Node, Secrets, and the thread bridge.
+//! ends, Nodes as Kubernetes Nodes, Calico's shapes on the wire, Secrets, and the thread
+//! bridge.
 #![cfg(feature = "kubernetes")]
 #![allow(clippy::unwrap_used)] // tests: a failed step is a failed test
 
@@ -15,10 +16,9 @@ use datastore::{
     WatchFrom,
 };
 use lab::kube_standin::{ApiServerStandin, ExpiredAs, StandinOptions};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(5);
-const NODES: &str = "/apis/routerd.io/v1/nodes";
 const CORE_NODES: &str = "/api/v1/nodes";
 
 struct Cluster {
@@ -68,14 +68,17 @@ fn concurrent_update_gets_409_and_a_retry_with_the_fresh_version_succeeds() {
     let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
     let (a, b) = (cluster.client(), cluster.client());
     let v1 = a
-        .create("IPAMBlock", "10-65-0-0-24", json!({"n": 0}))
+        .create("WorkloadEndpoint", "10-65-0-0-24", json!({"n": 0}))
         .unwrap();
     // Both read version v1; a writes first.
-    assert_eq!(b.get("IPAMBlock", "10-65-0-0-24").unwrap().version, v1);
+    assert_eq!(
+        b.get("WorkloadEndpoint", "10-65-0-0-24").unwrap().version,
+        v1
+    );
     let v2 = a
-        .update("IPAMBlock", "10-65-0-0-24", json!({"n": 1}), v1)
+        .update("WorkloadEndpoint", "10-65-0-0-24", json!({"n": 1}), v1)
         .unwrap();
-    match b.update("IPAMBlock", "10-65-0-0-24", json!({"n": 2}), v1) {
+    match b.update("WorkloadEndpoint", "10-65-0-0-24", json!({"n": 2}), v1) {
         Err(DatastoreError::Conflict {
             expected, actual, ..
         }) => assert_eq!((expected, actual), (v1, v2)),
@@ -86,16 +89,16 @@ fn concurrent_update_gets_409_and_a_retry_with_the_fresh_version_succeeds() {
     assert!(
         requests.iter().any(|r| r.method == "PUT"
             && r.target
-                .starts_with("/apis/routerd.io/v1/ipamblocks/10-65-0-0-24")
+                .starts_with("/apis/routerd.io/v1/workloadendpoints/10-65-0-0-24")
             && r.status == 409),
         "{requests:?}"
     );
     // b re-reads and retries with the fresh version.
-    let fresh = b.get("IPAMBlock", "10-65-0-0-24").unwrap();
+    let fresh = b.get("WorkloadEndpoint", "10-65-0-0-24").unwrap();
     assert_eq!(fresh.value, json!({"n": 1}));
     let v3 = b
         .update(
-            "IPAMBlock",
+            "WorkloadEndpoint",
             "10-65-0-0-24",
             json!({"n": fresh.value["n"].as_i64().unwrap() + 1}),
             fresh.version,
@@ -103,17 +106,17 @@ fn concurrent_update_gets_409_and_a_retry_with_the_fresh_version_succeeds() {
         .unwrap();
     assert!(v3 > v2);
     assert_eq!(
-        a.get("IPAMBlock", "10-65-0-0-24").unwrap().value,
+        a.get("WorkloadEndpoint", "10-65-0-0-24").unwrap().value,
         json!({"n": 2})
     );
     // A delete with a stale precondition is a 409 too, and a create of an existing name
     // a 409 AlreadyExists.
     assert!(matches!(
-        a.delete("IPAMBlock", "10-65-0-0-24", Some(v2)),
+        a.delete("WorkloadEndpoint", "10-65-0-0-24", Some(v2)),
         Err(DatastoreError::Conflict { .. })
     ));
     assert!(matches!(
-        a.create("IPAMBlock", "10-65-0-0-24", json!({})),
+        a.create("WorkloadEndpoint", "10-65-0-0-24", json!({})),
         Err(DatastoreError::AlreadyExists { .. })
     ));
     let statuses: Vec<_> = cluster
@@ -134,8 +137,8 @@ fn live_watch_expired_by_the_server_relists_and_resumes_without_gap() {
     let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
     let ds = cluster.client();
     let writer = cluster.client();
-    let mut watch = ds.watch(Some("BGPPeer"), WatchFrom::Now).unwrap();
-    let v1 = writer.create("BGPPeer", "p1", json!(1)).unwrap();
+    let mut watch = ds.watch(Some("WorkloadEndpoint"), WatchFrom::Now).unwrap();
+    let v1 = writer.create("WorkloadEndpoint", "p1", json!(1)).unwrap();
     assert_eq!(next_event(&mut watch).revision(), v1);
     cluster.standin.expire_watches();
     match watch.next_timeout(WAIT) {
@@ -143,15 +146,18 @@ fn live_watch_expired_by_the_server_relists_and_resumes_without_gap() {
         other => panic!("expected Expired, got {other:?}"),
     }
     // Changes made while the consumer has no watch.
-    writer.create("BGPPeer", "p2", json!(2)).unwrap();
-    writer.delete("BGPPeer", "p1", None).unwrap();
-    let listing = ds.list("BGPPeer").unwrap();
+    writer.create("WorkloadEndpoint", "p2", json!(2)).unwrap();
+    writer.delete("WorkloadEndpoint", "p1", None).unwrap();
+    let listing = ds.list("WorkloadEndpoint").unwrap();
     let names: Vec<_> = listing.records.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["p2"]);
     let mut watch = ds
-        .watch(Some("BGPPeer"), WatchFrom::Revision(listing.revision))
+        .watch(
+            Some("WorkloadEndpoint"),
+            WatchFrom::Revision(listing.revision),
+        )
         .unwrap();
-    let v4 = writer.create("BGPPeer", "p3", json!(3)).unwrap();
+    let v4 = writer.create("WorkloadEndpoint", "p3", json!(3)).unwrap();
     let event = next_event(&mut watch);
     assert_eq!(
         (
@@ -174,12 +180,14 @@ fn resuming_from_a_compacted_revision_expires_in_both_forms() {
     for expired_as in [ExpiredAs::ErrorEvent, ExpiredAs::HttpStatus] {
         let cluster = Cluster::start(3, expired_as);
         let ds = cluster.client();
-        let mut version = ds.create("Node", "counter", json!(0)).unwrap();
+        let mut version = ds.create("WorkloadEndpoint", "counter", json!(0)).unwrap();
         let start = version;
         for i in 1..10 {
-            version = ds.update("Node", "counter", json!(i), version).unwrap();
+            version = ds
+                .update("WorkloadEndpoint", "counter", json!(i), version)
+                .unwrap();
         }
-        let err = match ds.watch(Some("Node"), WatchFrom::Revision(start)) {
+        let err = match ds.watch(Some("WorkloadEndpoint"), WatchFrom::Revision(start)) {
             Err(e) => e,
             Ok(mut w) => w.next_timeout(WAIT).unwrap_err(),
         };
@@ -200,12 +208,17 @@ fn resuming_from_a_compacted_revision_expires_in_both_forms() {
             .requests()
             .iter()
             .any(|r| r.target.contains("watch=true") && r.status == status));
-        let listing = ds.list("Node").unwrap();
+        let listing = ds.list("WorkloadEndpoint").unwrap();
         assert_eq!(listing.records[0].value, json!(9));
         let mut watch = ds
-            .watch(Some("Node"), WatchFrom::Revision(listing.revision))
+            .watch(
+                Some("WorkloadEndpoint"),
+                WatchFrom::Revision(listing.revision),
+            )
             .unwrap();
-        let next = ds.update("Node", "counter", json!(10), version).unwrap();
+        let next = ds
+            .update("WorkloadEndpoint", "counter", json!(10), version)
+            .unwrap();
         assert_eq!(next_event(&mut watch).revision(), next);
     }
 }
@@ -216,12 +229,12 @@ fn resuming_from_a_compacted_revision_expires_in_both_forms() {
 fn watch_ended_by_the_server_resumes_invisibly() {
     let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
     let ds = cluster.client();
-    let mut watch = ds.watch(Some("IPPool"), WatchFrom::Now).unwrap();
-    let v1 = ds.create("IPPool", "a", json!(1)).unwrap();
+    let mut watch = ds.watch(Some("WorkloadEndpoint"), WatchFrom::Now).unwrap();
+    let v1 = ds.create("WorkloadEndpoint", "a", json!(1)).unwrap();
     assert_eq!(next_event(&mut watch).revision(), v1);
     cluster.standin.end_watches();
-    let v2 = ds.create("IPPool", "b", json!(2)).unwrap();
-    let v3 = ds.update("IPPool", "a", json!(3), v1).unwrap();
+    let v2 = ds.create("WorkloadEndpoint", "b", json!(2)).unwrap();
+    let v3 = ds.update("WorkloadEndpoint", "a", json!(3), v1).unwrap();
     assert_eq!(next_event(&mut watch).revision(), v2);
     assert_eq!(next_event(&mut watch).revision(), v3);
     let watches: Vec<_> = cluster
@@ -229,7 +242,9 @@ fn watch_ended_by_the_server_resumes_invisibly() {
         .requests()
         .into_iter()
         .filter(|r| {
-            r.target.starts_with("/apis/routerd.io/v1/ippools?") && r.target.contains("watch=true")
+            r.target
+                .starts_with("/apis/routerd.io/v1/workloadendpoints?")
+                && r.target.contains("watch=true")
         })
         .collect();
     assert_eq!(watches.len(), 2, "{watches:?}");
@@ -239,53 +254,174 @@ fn watch_ended_by_the_server_resumes_invisibly() {
     );
 }
 
-/// A routerd Node is owned by the Kubernetes Node of the same name, so the garbage
-/// collector removes it with the Kubernetes node; a name without Kubernetes Node has no
-/// owner.
+/// A Node is the Kubernetes Node (Calico's KDD): reading one gives its labels, addresses
+/// and `orchRefs`; writing adds Calico's annotations through the status subresource and
+/// leaves the Node's spec alone; a relabel is a change of the record; deleting the
+/// Kubernetes Node deletes the record; creating a Node the cluster lacks, or deleting one,
+/// is refused with the reason.
 #[test]
-fn node_record_is_tied_to_the_kubernetes_node() {
+fn a_node_is_the_kubernetes_node() {
     let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
-    let k8s_node = cluster
+    cluster
         .standin
         .create(
             CORE_NODES,
-            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-1"}}),
+            json!({"apiVersion": "v1", "kind": "Node",
+                   "metadata": {"name": "worker-1", "labels": {"rack": "r1"}},
+                   "spec": {"podCIDR": "10.1.0.0/24"},
+                   "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}}),
         )
         .unwrap();
-    let uid = k8s_node["metadata"]["uid"].as_str().unwrap().to_string();
     let ds = cluster.client();
-    let v1 = ds
-        .create("Node", "worker-1", json!({"asn": 64512}))
-        .unwrap();
-    ds.create("Node", "tor-router", json!({"asn": 64600}))
-        .unwrap();
-    let owners = |name: &str| -> Value {
-        cluster.standin.object(NODES, name).unwrap()["metadata"]["ownerReferences"].clone()
+    let record = ds.get("Node", "worker-1").unwrap();
+    let mut node = match Resource::from_value(record.value.clone(), 0).unwrap() {
+        Resource::Node(n) => n,
+        other => panic!("{other:?}"),
     };
     assert_eq!(
-        owners("worker-1"),
-        json!([{"apiVersion": "v1", "kind": "Node", "name": "worker-1", "uid": uid}])
+        node.metadata.labels.get("rack").map(String::as_str),
+        Some("r1")
     );
-    assert_eq!(owners("tor-router"), Value::Null);
-    // An update keeps the tie.
-    ds.update("Node", "worker-1", json!({"asn": 64513}), v1)
-        .unwrap();
-    assert_eq!(owners("worker-1")[0]["uid"], json!(uid));
-    // Deleting the Kubernetes node deletes routerd's (the garbage collector's cascade,
-    // emulated by the stand-in), and a watch sees it.
+    assert_eq!(node.spec.addresses[0].address, "10.0.0.1");
+    node.spec.bgp = Some(datastore::resource::NodeBgpSpec {
+        ipv4_address: Some("10.0.0.1/24".into()),
+        as_number: Some(64512.into()),
+        ..Default::default()
+    });
     let mut watch = ds.watch(Some("Node"), WatchFrom::Now).unwrap();
+    let v2 = ds
+        .update(
+            "Node",
+            "worker-1",
+            Resource::Node(node).to_value(),
+            record.version,
+        )
+        .unwrap();
+    let stored = cluster.standin.object(CORE_NODES, "worker-1").unwrap();
+    assert_eq!(
+        stored["metadata"]["annotations"],
+        json!({"projectcalico.org/IPv4Address": "10.0.0.1/24",
+               "projectcalico.org/ASNumber": "64512"})
+    );
+    assert_eq!(stored["spec"], json!({"podCIDR": "10.1.0.0/24"}));
+    assert!(cluster
+        .standin
+        .requests()
+        .iter()
+        .any(|r| r.method == "PUT" && r.target.starts_with("/api/v1/nodes/worker-1/status")));
+    let event = next_event(&mut watch);
+    assert_eq!(
+        (event.event_type, event.record.version),
+        (EventType::Modified, v2)
+    );
+    // A stale version conflicts like any other write.
+    assert!(matches!(
+        ds.update("Node", "worker-1", record.value.clone(), record.version),
+        Err(DatastoreError::Conflict { .. })
+    ));
+    // `kubectl label node worker-1 rack=r2`.
+    let mut relabelled = stored.clone();
+    relabelled["metadata"]["labels"]["rack"] = json!("r2");
+    cluster.standin.replace(CORE_NODES, relabelled).unwrap();
+    let event = next_event(&mut watch);
+    assert_eq!(
+        event.record.value["metadata"]["labels"]["rack"],
+        json!("r2")
+    );
+    assert_eq!(
+        event.record.value["spec"]["bgp"]["ipv4Address"],
+        json!("10.0.0.1/24")
+    );
+    // The kubelet owns Nodes.
+    match ds.create("Node", "tor-router", json!({})) {
+        Err(DatastoreError::Kubernetes(KubeError::NodeNotInCluster { name })) => {
+            assert_eq!(name, "tor-router")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        ds.create("Node", "worker-1", json!({})),
+        Err(DatastoreError::AlreadyExists { .. })
+    ));
+    let e = ds.delete("Node", "worker-1", None).unwrap_err();
+    assert!(e.to_string().contains("kubectl delete node"), "{e}");
+    // Deleting the Kubernetes Node deletes the record, and a watch sees it.
     cluster.standin.delete(CORE_NODES, "worker-1").unwrap();
     let event = next_event(&mut watch);
     assert_eq!(
         (event.event_type, event.record.name.as_str()),
         (EventType::Deleted, "worker-1")
     );
-    assert_eq!(event.record.value, json!({"asn": 64513}));
     assert!(matches!(
         ds.get("Node", "worker-1"),
         Err(DatastoreError::NotFound { .. })
     ));
-    assert!(ds.get("Node", "tor-router").is_ok());
+}
+
+/// Calico's custom resources on the wire: a BGPPeer with its metadata annotation, IPAM
+/// objects with Calico's bookkeeping; objects Calico wrote are read, and one it marked
+/// deleted reads as absent, is reported deleted by a watch, and can be created again.
+#[test]
+fn calico_objects_are_read_and_written_in_calicos_shapes() {
+    let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
+    let ds = cluster.client();
+    let peers = "/apis/crd.projectcalico.org/v1/bgppeers";
+    let peer = parse_manifests(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: rack1-tor\n  \
+         labels:\n    rack: r1\nspec:\n  peerIP: 192.20.30.40\n  asNumber: 64567\n",
+    )
+    .unwrap()
+    .remove(0);
+    ds.create("BGPPeer", "rack1-tor", peer.to_value()).unwrap();
+    let object = cluster.standin.object(peers, "rack1-tor").unwrap();
+    assert_eq!(object["apiVersion"], json!("crd.projectcalico.org/v1"));
+    assert_eq!(
+        object["spec"],
+        json!({"peerIP": "192.20.30.40", "asNumber": 64567})
+    );
+    assert_eq!(
+        object["metadata"]["annotations"]["projectcalico.org/metadata"],
+        json!("{\"creationTimestamp\":null,\"labels\":{\"rack\":\"r1\"}}")
+    );
+    // Written by Calico (or `kubectl apply` to the v1 group).
+    let blocks = "/apis/crd.projectcalico.org/v1/ipamblocks";
+    cluster
+        .standin
+        .create(
+            blocks,
+            json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMBlock",
+                   "metadata": {"name": "10-65-0-0-26"},
+                   "spec": {"cidr": "10.65.0.0/26", "affinity": "host:node-1",
+                            "allocations": [0, null], "unallocated": [1],
+                            "attributes": [{"handle_id": "k8s-pod-network.abc",
+                                            "secondary": {"pod": "p"}}],
+                            "strictAffinity": false, "deleted": false,
+                            "sequenceNumber": 3, "sequenceNumberForAllocation": {"0": 2}}}),
+        )
+        .unwrap();
+    let block = ds.get("IPAMBlock", "10-65-0-0-26").unwrap();
+    assert_eq!(block.value["affinity"], json!("host:node-1"));
+    assert!(block.value.get("sequenceNumber").is_none());
+    // Marked deleted (step one of Calico's deletion): gone for readers and watchers.
+    let mut watch = ds.watch(Some("IPAMBlock"), WatchFrom::Now).unwrap();
+    let mut marked = cluster.standin.object(blocks, "10-65-0-0-26").unwrap();
+    marked["spec"]["deleted"] = json!(true);
+    cluster.standin.replace(blocks, marked).unwrap();
+    assert_eq!(next_event(&mut watch).event_type, EventType::Deleted);
+    assert!(matches!(
+        ds.get("IPAMBlock", "10-65-0-0-26"),
+        Err(DatastoreError::NotFound { .. })
+    ));
+    assert!(ds.list("IPAMBlock").unwrap().records.is_empty());
+    // Creating it again finishes Calico's deletion first.
+    let fresh = json!({"cidr": "10.65.0.0/26", "affinity": "host:node-2",
+                       "allocations": [null, null], "unallocated": [0, 1], "attributes": []});
+    ds.create("IPAMBlock", "10-65-0-0-26", fresh.clone())
+        .unwrap();
+    assert_eq!(ds.get("IPAMBlock", "10-65-0-0-26").unwrap().value, fresh);
+    let stored = cluster.standin.object(blocks, "10-65-0-0-26").unwrap();
+    assert_eq!(stored["spec"]["deleted"], json!(false));
+    assert_eq!(stored["spec"]["strictAffinity"], json!(false));
 }
 
 #[test]
@@ -355,12 +491,12 @@ fn values_round_trip_exactly() {
     .enumerate()
     {
         let name = format!("v{i}");
-        ds.create("IPAMHandle", &name, value.clone()).unwrap();
-        assert_eq!(ds.get("IPAMHandle", &name).unwrap().value, value);
+        ds.create("WorkloadEndpoint", &name, value.clone()).unwrap();
+        assert_eq!(ds.get("WorkloadEndpoint", &name).unwrap().value, value);
     }
     // Names the API server would refuse are refused before any request.
     assert!(matches!(
-        ds.create("IPAMHandle", "Upper_Case", json!(1)),
+        ds.create("WorkloadEndpoint", "Upper_Case", json!(1)),
         Err(DatastoreError::InvalidName { .. })
     ));
 }
@@ -385,9 +521,11 @@ fn usable_from_spawn_blocking_and_async_code_of_another_runtime() {
         let d = ds.clone();
         let (a, b) = tokio::task::spawn_blocking(move || {
             let a = d
-                .create("BGPConfiguration", "default", json!({"asn": 1}))
+                .create("WorkloadEndpoint", "default", json!({"asn": 1}))
                 .unwrap();
-            let b = d.create("BGPFilter", "f", json!({})).unwrap();
+            let filter = json!({"apiVersion": "projectcalico.org/v3", "kind": "BGPFilter",
+                                "metadata": {"name": "f"}, "spec": {}});
+            let b = d.create("BGPFilter", "f", filter).unwrap();
             (a, b)
         })
         .await
@@ -416,7 +554,10 @@ fn https_client_is_built_and_unreachable_server_is_an_error() {
     .unwrap();
     match ds.list("BGPPeer") {
         Err(DatastoreError::Kubernetes(KubeError::Transport { verb, resource, .. })) => {
-            assert_eq!((verb, resource.as_str()), ("list", "bgppeers.routerd.io"))
+            assert_eq!(
+                (verb, resource.as_str()),
+                ("list", "bgppeers.crd.projectcalico.org")
+            )
         }
         other => panic!("expected a transport error, got {other:?}"),
     }

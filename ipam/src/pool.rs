@@ -119,6 +119,7 @@ impl fmt::Display for EncapMode {
 
 /// `spec` of a Calico v3 `IPPool`, as read from a datastore (JSON/YAML, camelCase).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct IpPoolSpec {
     /// The pool's prefix, e.g. `10.244.0.0/16`; must be a network address.

@@ -16,7 +16,8 @@
 //!   as an `ERROR` event in a `200` stream like the real server's watch cache, or as an
 //!   HTTP `410` status ([`ExpiredAs`]); `resourceVersion` absent or `0` starts with
 //!   synthetic `ADDED` events of the current objects; `timeoutSeconds` ends the stream;
-//! - resource types: core `nodes` (cluster), `namespaces/<ns>/secrets`, and
+//! - resource types: core `nodes` (cluster; `PUT` of `nodes/<name>/status` keeps the
+//!   stored spec), `namespaces/<ns>/secrets`, and
 //!   `customresourcedefinitions`; creating a cluster-scoped CRD makes its resource served
 //!   (`/apis/<group>/<version>/<plural>`), anything else answers `404`;
 //! - the garbage collector's background cascade: deleting an object deletes the objects
@@ -135,6 +136,32 @@ impl Drop for ApiServerStandin {
 impl ApiServerStandin {
     /// Starts a stand-in on an ephemeral loopback port, on its own thread and runtime.
     pub fn start(options: StandinOptions) -> Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .context("binding the stand-in API server")?;
+        Self::serve(options, listener)
+    }
+
+    /// Starts a stand-in listening on `address` (port 0: any) inside the network namespace
+    /// at `netns` (a `/run/netns/<name>` file), so that daemons in namespaces of a test
+    /// reach it there as a node reaches its API server. The socket is made on a short-lived
+    /// thread that entered the namespace; the server itself runs on threads of the caller's.
+    pub fn start_in(options: StandinOptions, netns: &Path, address: &str) -> Result<Self> {
+        let netns = netns.to_path_buf();
+        let address = address.to_string();
+        let listener = std::thread::spawn(move || -> Result<std::net::TcpListener> {
+            let file = std::fs::File::open(&netns)
+                .with_context(|| format!("opening {}", netns.display()))?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering {}", netns.display()))?;
+            std::net::TcpListener::bind(&address)
+                .with_context(|| format!("binding the stand-in API server to {address}"))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))??;
+        Self::serve(options, listener)
+    }
+
+    fn serve(options: StandinOptions, std_listener: std::net::TcpListener) -> Result<Self> {
         let state = Arc::new(Mutex::new(State {
             options,
             revision: 1,
@@ -145,8 +172,6 @@ impl ApiServerStandin {
             watchers: Vec::new(),
             requests: Vec::new(),
         }));
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .context("binding the stand-in API server")?;
         std_listener.set_nonblocking(true)?;
         let address = std_listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -223,6 +248,15 @@ impl ApiServerStandin {
             .cloned()
     }
 
+    /// Every object of the collection at `collection`, by name.
+    pub fn objects(&self, collection: &str) -> Vec<Value> {
+        lock(&self.state)
+            .objects
+            .get(collection)
+            .map(|objects| objects.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Creates an object directly (as another client would), e.g. a core Node or a
     /// Secret. Returns the stored object or the error Status.
     pub fn create(&self, collection: &str, object: Value) -> Result<Value, Value> {
@@ -236,6 +270,23 @@ impl ApiServerStandin {
         }
         state
             .create(collection, object)
+            .map(|(_, o)| o)
+            .map_err(|(_, s)| s)
+    }
+
+    /// Replaces an object directly (as another client would: `kubectl label node`), at
+    /// whatever version is stored. Returns the stored object or the error Status.
+    pub fn replace(&self, collection: &str, mut object: Value) -> Result<Value, Value> {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+        }
+        lock(&self.state)
+            .replace(collection, &name, object, false)
             .map(|(_, o)| o)
             .map_err(|(_, s)| s)
     }
@@ -462,7 +513,15 @@ impl State {
         ))
     }
 
-    fn replace(&mut self, collection: &str, name: &str, mut object: Value) -> Answer {
+    /// `PUT`; with `status` the `/status` subresource's, which keeps the stored `spec` (a
+    /// Node's annotations and status change, its spec does not).
+    fn replace(
+        &mut self,
+        collection: &str,
+        name: &str,
+        mut object: Value,
+        status_only: bool,
+    ) -> Answer {
         let Some(stored) = self
             .objects
             .get(collection)
@@ -489,6 +548,9 @@ impl State {
         }
         if collection == CRD_COLLECTION {
             self.register_crd(&object)?;
+        }
+        if status_only {
+            object["spec"] = stored["spec"].clone();
         }
         self.revision += 1;
         object["metadata"]["uid"] = stored["metadata"]["uid"].clone();
@@ -770,13 +832,17 @@ async fn serve_connection(stream: TcpStream, state: Arc<Mutex<State>>) {
         request.query.get("watch").map(String::as_str),
         Some("true") | Some("1")
     );
-    // A collection path, or a collection path and a name.
+    // A collection path, or a collection path and a name; Nodes' `/status` subresource.
+    let (path, status_subresource) = match request.path.strip_suffix("/status") {
+        Some(object) if object.starts_with(NODE_COLLECTION) => (object.to_string(), true),
+        _ => (request.path.clone(), false),
+    };
     let (collection, name) = {
         let s = lock(&state);
-        if s.serves(&request.path) {
-            (Some(request.path.clone()), None)
+        if s.serves(&path) && !status_subresource {
+            (Some(path.clone()), None)
         } else {
-            match request.path.rsplit_once('/') {
+            match path.rsplit_once('/') {
                 Some((c, n)) if s.serves(c) && !n.is_empty() => {
                     (Some(c.to_string()), Some(n.to_string()))
                 }
@@ -860,7 +926,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<Mutex<State>>) {
             ("GET", None) => s.list(&collection),
             ("POST", None) => s.create(&collection, body),
             ("GET", Some(n)) => s.get(&collection, &n),
-            ("PUT", Some(n)) => s.replace(&collection, &n, body),
+            ("PUT", Some(n)) => s.replace(&collection, &n, body, status_subresource),
             ("DELETE", Some(n)) => s.delete(&collection, &n, &body),
             _ => Err(fail(
                 405,

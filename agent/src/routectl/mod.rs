@@ -710,6 +710,16 @@ fn delete(cli: &Cli, args: &DeleteArgs, io: &mut Streams<'_>) -> Result<i32, Rou
         ));
     }
     let scoped = check_scope_kind(kind, args.scope, args.node.as_ref())?;
+    if kind == Kind::Node && cli.datastore_address()?.starts_with("kubernetes:") {
+        // Checked before anything is released: the node's state must not go while its
+        // Node (the Kubernetes Node, as in Calico's datastore) stays.
+        return Err(RoutectlError::Usage(format!(
+            "with the Kubernetes datastore a Node is the Kubernetes Node: delete it with \
+             `kubectl delete node {}`, and routerd releases its addresses, blocks and \
+             endpoints after the grace period (ROUTERD_NODE_GC_GRACE)",
+            args.names.join(" ")
+        )));
+    }
     let ds = open_datastore(cli, false)?;
     if !scoped {
         let keys: Vec<ResourceKey> = args

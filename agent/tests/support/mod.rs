@@ -1,8 +1,9 @@
 //! A routerd cluster for end-to-end tests: N nodes on one L2 segment (10.0.0.<i>/24), each a
 //! network namespace running `routerd` on one shared datastore (the embedded `file:` one, or
 //! a three-member etcd cluster in namespaces of its own on the same segment, at
-//! 10.0.0.201-203), with an IPPool created through `routectl`. Only namespaces made here are
-//! touched.
+//! 10.0.0.201-203, or the Kubernetes API stand-in of `lab::kube_standin` listening in a
+//! namespace of its own at 10.0.0.200:6443, with a Kubernetes Node per node), with an IPPool
+//! created through `routectl`. Only namespaces made here are touched.
 
 #![allow(dead_code)]
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use agent::status::{query_status, PeerType};
 use lab::etcd::EtcdCluster;
+use lab::kube_standin::{ApiServerStandin, StandinOptions};
 use lab::{lan, wait_for, Daemon, Netns};
 
 pub const ROUTERD: &str = env!("CARGO_BIN_EXE_routerd");
@@ -35,7 +37,36 @@ pub enum Store {
     File,
     /// A three-member etcd cluster on the nodes' segment.
     Etcd,
+    /// The Kubernetes API stand-in on the nodes' segment, at [`KUBE_API`], with Calico's
+    /// CRDs and routerd's installed and a Kubernetes Node per node.
+    Kubernetes,
 }
+
+/// Installs Calico's CRDs and routerd's into the stand-in, as `kubectl apply -f
+/// examples/crds/` does.
+#[cfg(feature = "kubernetes")]
+fn install_crds(standin: &ApiServerStandin) {
+    let mut crds = datastore::calico_crds();
+    crds.extend(datastore::crds());
+    for crd in crds {
+        standin
+            .create(
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                serde_json::to_value(crd).unwrap(),
+            )
+            .unwrap();
+    }
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn install_crds(_standin: &ApiServerStandin) {
+    panic!("Store::Kubernetes needs the agent's `kubernetes` feature");
+}
+
+/// Where the Kubernetes API stand-in listens.
+pub const KUBE_API: &str = "10.0.0.200:6443";
+/// The collection of Kubernetes Nodes.
+pub const KUBE_NODES: &str = "/api/v1/nodes";
 
 /// The addresses of the etcd members on the segment.
 pub const ETCD_IPS: [&str; 3] = ["10.0.0.201", "10.0.0.202", "10.0.0.203"];
@@ -44,6 +75,8 @@ pub const ETCD_IPS: [&str; 3] = ["10.0.0.201", "10.0.0.202", "10.0.0.203"];
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub etcd: Option<EtcdCluster>,
+    /// The API stand-in ([`Store::Kubernetes`]), and the namespace it listens in.
+    pub kube: Option<(ApiServerStandin, Netns)>,
     _switch: Netns,
     /// Ports added to the switch by [`Cluster::attach`].
     attached: std::sync::atomic::AtomicUsize,
@@ -71,8 +104,17 @@ impl Cluster {
             .zip(&addr_refs)
             .map(|(ns, a)| (ns, "eth0", &a[..]))
             .collect();
+        let kube_ns = match store {
+            Store::Kubernetes => Some(Netns::new(&format!("{tag}k")).unwrap()),
+            _ => None,
+        };
+        let kube_addr = format!("{}/24", KUBE_API.split(':').next().unwrap_or_default());
+        let kube_addr = [kube_addr.as_str()];
+        if let Some(ns) = &kube_ns {
+            members.push((ns, "eth0", &kube_addr[..]));
+        }
         let etcd_ns: Vec<Netns> = match store {
-            Store::File => Vec::new(),
+            Store::File | Store::Kubernetes => Vec::new(),
             Store::Etcd => (1..=ETCD_IPS.len())
                 .map(|i| Netns::new(&format!("{tag}e{i}")).unwrap())
                 .collect(),
@@ -86,8 +128,20 @@ impl Cluster {
                 .map(|(ns, a)| (ns, "eth0", &a[..])),
         );
         let switch = lan(tag, &members).unwrap();
+        let mut kube = None;
         let (datastore, etcd) = match store {
             Store::File => (format!("file:{}", dir.path().join("ds").display()), None),
+            Store::Kubernetes => {
+                let ns = kube_ns.unwrap();
+                let standin =
+                    ApiServerStandin::start_in(StandinOptions::default(), &ns.path(), KUBE_API)
+                        .unwrap();
+                install_crds(&standin);
+                let kubeconfig = dir.path().join("kubeconfig");
+                standin.write_kubeconfig(&kubeconfig).unwrap();
+                kube = Some((standin, ns));
+                (format!("kubernetes:{}", kubeconfig.display()), None)
+            }
             Store::Etcd => {
                 for ns in &etcd_ns {
                     ns.ip(&["link", "set", "lo", "up"]).unwrap();
@@ -120,6 +174,7 @@ impl Cluster {
             datastore,
             nodes,
             etcd,
+            kube,
             _switch: switch,
             attached: std::sync::atomic::AtomicUsize::new(0),
         };
@@ -133,6 +188,7 @@ impl Cluster {
         .unwrap();
         cluster.routectl(&["create", "-f", manifest.to_str().unwrap()]);
         for i in 0..n {
+            cluster.register_kubernetes_node(i);
             cluster.start_routerd(i);
         }
         cluster.wait_mesh();
@@ -154,8 +210,38 @@ impl Cluster {
             ns,
             daemon: None,
         });
+        self.register_kubernetes_node(i);
         self.start_routerd(i);
         i
+    }
+
+    /// On [`Store::Kubernetes`], creates node `i`'s Kubernetes Node (what the kubelet does
+    /// before a DaemonSet's pod runs on it), with its address as `InternalIP`.
+    pub fn register_kubernetes_node(&self, i: usize) {
+        let Some((standin, _)) = &self.kube else {
+            return;
+        };
+        let node = &self.nodes[i];
+        standin
+            .create(
+                KUBE_NODES,
+                serde_json::json!({"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": node.name,
+                                 "labels": {"kubernetes.io/hostname": node.name}},
+                    "spec": {},
+                    "status": {"addresses": [{"type": "InternalIP", "address": node.ip},
+                                             {"type": "Hostname", "address": node.name}]}}),
+            )
+            .unwrap();
+    }
+
+    /// The API stand-in ([`Store::Kubernetes`] only).
+    pub fn kube(&self) -> &ApiServerStandin {
+        &self
+            .kube
+            .as_ref()
+            .expect("a cluster on Store::Kubernetes")
+            .0
     }
 
     /// (Re)starts routerd on node `i`, logging to `<dir>/<node>.log` (appended).
@@ -186,7 +272,7 @@ impl Cluster {
                 node.socket.to_str().unwrap(),
                 "--health-listen",
                 // Each namespace has a loopback of its own.
-                if self.on_etcd() {
+                if self.datastore_on_segment() {
                     "127.0.0.1:9099"
                 } else {
                     "none"
@@ -286,9 +372,14 @@ impl Cluster {
         self.datastore.starts_with("etcd:")
     }
 
+    /// Whether the datastore is reachable only from the segment (etcd, the API stand-in).
+    pub fn datastore_on_segment(&self) -> bool {
+        self.on_etcd() || self.kube.is_some()
+    }
+
     /// `routectl` as [`Cluster::routectl`], whatever its exit status.
     pub fn routectl_output(&self, args: &[&str]) -> Output {
-        let mut cmd = if self.on_etcd() {
+        let mut cmd = if self.datastore_on_segment() {
             self.nodes[0].ns.command(&[ROUTECTL])
         } else {
             Command::new(ROUTECTL)

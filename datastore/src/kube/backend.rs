@@ -8,22 +8,21 @@ use ::kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams, Prec
 use ::kube::config::{KubeConfigOptions, Kubeconfig};
 use ::kube::core::ApiResource;
 use ::kube::{Client, Config};
-use k8s_openapi::api::core::v1::{Node as KubeNode, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::crd::crds;
+use super::calico::{self, Backing, Decoded};
+use super::crd::{crds, record_crd};
 use super::error::KubeError;
 use super::kinds::{kind_resource, resource_name, validate_object_name, WATCHED_KINDS};
 use super::watch;
 use crate::client_runtime::ClientRuntime;
-use crate::{Datastore, DatastoreError, Listing, Record, Result, Revision, Watch, WatchFrom};
-
-/// The kind whose records are tied to the Kubernetes Node of the same name.
-const NODE_KIND: &str = "Node";
+use crate::{
+    validate_name, Datastore, DatastoreError, Listing, Record, Result, Revision, Watch, WatchFrom,
+};
 
 /// Where the client's configuration comes from.
 #[derive(Debug, Clone)]
@@ -71,7 +70,8 @@ impl Default for KubeOptions {
     }
 }
 
-/// Records as `routerd.io` custom resources in a Kubernetes API server.
+/// Records as Calico's custom resources, Kubernetes Nodes and `routerd.io` custom resources
+/// in a Kubernetes API server ([`super::calico`] says which kind is which).
 pub struct KubeDatastore {
     client: Client,
     runtime: ClientRuntime,
@@ -155,13 +155,25 @@ impl KubeDatastore {
         })
     }
 
-    /// Creates the CRDs of [`WATCHED_KINDS`] (replacing existing ones), as
-    /// `kubectl apply -f examples/crds/` would. Needs the right to manage CRDs, which a
-    /// node agent normally does not have: meant for tests and set-up tools.
+    /// Creates the CRDs of [`WATCHED_KINDS`] (replacing existing ones): Calico's
+    /// (`crd.projectcalico.org`) and routerd's own, as `kubectl apply -f examples/crds/`
+    /// would. Needs the right to manage CRDs, which a node agent normally does not have:
+    /// meant for tests and set-up tools.
     pub fn install_crds(&self) -> Result<()> {
+        let mut all = super::calico_crds();
+        all.extend(crds());
+        self.install(all)
+    }
+
+    /// Creates `routerd.io` CRDs for these kinds (tests of kinds of their own).
+    pub fn install_record_crds(&self, kinds: &[&str]) -> Result<()> {
+        self.install(kinds.iter().map(|k| record_crd(k)).collect())
+    }
+
+    fn install(&self, crds: Vec<CustomResourceDefinition>) -> Result<()> {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         self.run(async move {
-            for mut crd in crds() {
+            for mut crd in crds {
                 let name = crd.metadata.name.clone().unwrap_or_default();
                 match api.create(&PostParams::default(), &crd).await {
                     Ok(_) => {}
@@ -272,13 +284,13 @@ pub(super) fn parse_revision(
     })
 }
 
-/// The record an object of our CRDs holds; `Malformed` if it was not written by a
-/// datastore (no `spec.value`).
+/// The record an object holds, as [`calico::decode`] reads it: `None` for an IPAM object
+/// Calico marked deleted (see [`Decoded::Tombstone`]).
 pub(super) fn object_record(
     kind: &str,
     resource: &ApiResource,
-    object: DynamicObject,
-) -> Result<Record, KubeError> {
+    object: &DynamicObject,
+) -> Result<(Record, bool), KubeError> {
     let Some(name) = object.metadata.name.clone() else {
         return Err(KubeError::Malformed {
             resource: resource_name(resource),
@@ -287,66 +299,56 @@ pub(super) fn object_record(
         });
     };
     let version = parse_revision(resource, &name, object.metadata.resource_version.as_deref())?;
-    let value = match object.data {
-        Value::Object(mut data) => match data.remove("spec") {
-            Some(Value::Object(mut spec)) => spec.remove("value"),
-            _ => None,
-        },
-        _ => None,
+    let body = serde_json::to_value(object).map_err(|e| KubeError::Malformed {
+        resource: resource_name(resource),
+        name: name.clone(),
+        reason: e.to_string(),
+    })?;
+    let (value, live) = match calico::decode(kind, &body).map_err(|e| named(e, resource))? {
+        Decoded::Live(value) => (value, true),
+        Decoded::Tombstone(value) => (value, false),
     };
-    let Some(value) = value else {
-        return Err(KubeError::Malformed {
+    Ok((
+        Record {
+            kind: kind.to_string(),
+            name,
+            version,
+            value,
+        },
+        live,
+    ))
+}
+
+/// A codec error names the resource type the object came from.
+fn named(e: KubeError, resource: &ApiResource) -> KubeError {
+    match e {
+        KubeError::Malformed { name, reason, .. } => KubeError::Malformed {
             resource: resource_name(resource),
             name,
-            reason: "no spec.value (not written by a routerd datastore)".into(),
-        });
-    };
-    Ok(Record {
-        kind: kind.to_string(),
-        name,
-        version,
-        value,
-    })
+            reason,
+        },
+        other => other,
+    }
 }
 
-/// The object that stores `value` under `name`.
+/// The object that stores `value` under `name` ([`calico::encode`]).
 fn record_object(
+    kind: &str,
     resource: &ApiResource,
     name: &str,
-    value: Value,
+    value: &Value,
     version: Option<Revision>,
-    owner: Option<OwnerReference>,
-) -> DynamicObject {
-    let mut object = DynamicObject::new(name, resource).data(json!({ "spec": { "value": value } }));
+    current: Option<&Value>,
+) -> Result<DynamicObject, KubeError> {
+    let body = calico::encode(kind, name, value, current).map_err(|e| named(e, resource))?;
+    let mut object: DynamicObject =
+        serde_json::from_value(body).map_err(|e| KubeError::Malformed {
+            resource: resource_name(resource),
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
     object.metadata.resource_version = version.map(|v| v.to_string());
-    object.metadata.owner_references = owner.map(|o| vec![o]);
-    object
-}
-
-/// The owner of a `Node` record: the Kubernetes Node of the same name, if there is one.
-async fn node_owner(client: Client, kind: &str, name: &str) -> Result<Option<OwnerReference>> {
-    if kind != NODE_KIND {
-        return Ok(None);
-    }
-    let nodes: Api<KubeNode> = Api::all(client);
-    let node = nodes
-        .get_opt(name)
-        .await
-        .map_err(|e| request_error("get", "nodes", name, e))?;
-    let Some(node) = node else {
-        debug!(node = %name, "no Kubernetes Node of this name: node record without owner");
-        return Ok(None);
-    };
-    let Some(uid) = node.metadata.uid else {
-        return Ok(None);
-    };
-    Ok(Some(OwnerReference {
-        api_version: "v1".into(),
-        kind: "Node".into(),
-        name: name.to_string(),
-        uid,
-        ..OwnerReference::default()
-    }))
+    Ok(object)
 }
 
 /// After a `409` on update or delete: the stored version (or `NotFound` if it is gone).
@@ -378,6 +380,31 @@ async fn conflict(
     }
 }
 
+/// The object name of record `name` of `kind`, checked as the API server would.
+fn object_name(kind: &str, name: &str) -> Result<String> {
+    validate_name("name", name)?;
+    let object = Backing::of(kind).object_name(name);
+    validate_object_name(&object)?;
+    Ok(object)
+}
+
+/// Finishes Calico's two-step deletion of a tombstoned IPAM object (`deleted` set, object
+/// not yet deleted: its writer stopped in between), as Calico's own `Get` does, so the
+/// name can be created again. Deleting at the tombstone's version never removes a newer
+/// object.
+async fn finish_deletion(api: &Api<DynamicObject>, name: &str, version: &str) {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: Some(version.to_string()),
+            uid: None,
+        }),
+        ..DeleteParams::default()
+    };
+    if let Err(e) = api.delete(name, &params).await {
+        debug!(object = %name, error = %e, "finishing a deletion Calico started");
+    }
+}
+
 impl Datastore for KubeDatastore {
     fn list(&self, kind: &str) -> Result<Listing> {
         let resource = kind_resource(kind)?;
@@ -396,11 +423,12 @@ impl Datastore for KubeDatastore {
             let revision =
                 parse_revision(&resource, "", list.metadata.resource_version.as_deref())?;
             let mut records = Vec::with_capacity(list.items.len());
-            for object in list.items {
+            for object in &list.items {
                 match object_record(&kind, &resource, object) {
-                    Ok(record) => records.push(record),
+                    Ok((record, true)) => records.push(record),
+                    Ok((_, false)) => {}
                     Err(e @ KubeError::Malformed { .. }) => {
-                        warn!(error = %e, "skipping an object routerd did not write")
+                        warn!(error = %e, "skipping an object routerd cannot read")
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -412,12 +440,15 @@ impl Datastore for KubeDatastore {
 
     fn get(&self, kind: &str, name: &str) -> Result<Record> {
         let resource = kind_resource(kind)?;
-        validate_object_name(name)?;
+        let object_name = object_name(kind, name)?;
         let api = self.api(&resource);
         let (kind, name) = (kind.to_string(), name.to_string());
         self.run(async move {
-            match api.get(&name).await {
-                Ok(object) => Ok(object_record(&kind, &resource, object)?),
+            match api.get(&object_name).await {
+                Ok(object) => match object_record(&kind, &resource, &object)? {
+                    (record, true) => Ok(Record { name, ..record }),
+                    (_, false) => Err(DatastoreError::NotFound { kind, name }),
+                },
                 Err(e) if status_code(&e) == Some(404) => {
                     Err(DatastoreError::NotFound { kind, name })
                 }
@@ -428,41 +459,114 @@ impl Datastore for KubeDatastore {
 
     fn create(&self, kind: &str, name: &str, value: Value) -> Result<Revision> {
         let resource = kind_resource(kind)?;
-        validate_object_name(name)?;
+        let object_name = object_name(kind, name)?;
         let api = self.api(&resource);
-        let client = self.client.clone();
         let (kind, name) = (kind.to_string(), name.to_string());
         self.run(async move {
-            let owner = node_owner(client, &kind, &name).await?;
-            let object = record_object(&resource, &name, value, None, owner);
-            match api.create(&PostParams::default(), &object).await {
-                Ok(created) => Ok(parse_revision(
-                    &resource,
-                    &name,
-                    created.metadata.resource_version.as_deref(),
-                )?),
-                Err(e) if status_code(&e) == Some(409) => {
-                    Err(DatastoreError::AlreadyExists { kind, name })
-                }
-                Err(e) if status_code(&e) == Some(404) => Err(KubeError::NotServed {
-                    resource: resource_name(&resource),
-                }
-                .into()),
-                Err(e) => Err(request_error("create", &resource_name(&resource), &name, e).into()),
+            if Backing::of(&kind) == Backing::KubernetesNode {
+                // The kubelet creates Nodes; routerd only adds its settings to one.
+                return match api.get_opt(&object_name).await {
+                    Ok(Some(_)) => Err(DatastoreError::AlreadyExists { kind, name }),
+                    Ok(None) => Err(KubeError::NodeNotInCluster { name }.into()),
+                    Err(e) => Err(request_error("get", "nodes", &name, e).into()),
+                };
             }
+            let object = record_object(&kind, &resource, &object_name, &value, None, None)?;
+            // At most twice: once more after finishing a deletion Calico left half done.
+            for _ in 0..2 {
+                match api.create(&PostParams::default(), &object).await {
+                    Ok(created) => {
+                        return Ok(parse_revision(
+                            &resource,
+                            &name,
+                            created.metadata.resource_version.as_deref(),
+                        )?)
+                    }
+                    Err(e) if status_code(&e) == Some(409) => {
+                        let stored = api.get_opt(&object_name).await.ok().flatten();
+                        let tombstone = stored.as_ref().and_then(|o| {
+                            match object_record(&kind, &resource, o) {
+                                Ok((_, false)) => o.metadata.resource_version.clone(),
+                                _ => None,
+                            }
+                        });
+                        match tombstone {
+                            Some(version) => finish_deletion(&api, &object_name, &version).await,
+                            None => return Err(DatastoreError::AlreadyExists { kind, name }),
+                        }
+                    }
+                    Err(e) if status_code(&e) == Some(404) => {
+                        return Err(KubeError::NotServed {
+                            resource: resource_name(&resource),
+                        }
+                        .into())
+                    }
+                    Err(e) => {
+                        return Err(
+                            request_error("create", &resource_name(&resource), &name, e).into()
+                        )
+                    }
+                }
+            }
+            Err(DatastoreError::AlreadyExists { kind, name })
         })
     }
 
     fn update(&self, kind: &str, name: &str, value: Value, expected: Revision) -> Result<Revision> {
         let resource = kind_resource(kind)?;
-        validate_object_name(name)?;
+        let object_name = object_name(kind, name)?;
         let api = self.api(&resource);
-        let client = self.client.clone();
         let (kind, name) = (kind.to_string(), name.to_string());
         self.run(async move {
-            let owner = node_owner(client, &kind, &name).await?;
-            let object = record_object(&resource, &name, value, Some(expected), owner);
-            match api.replace(&name, &PostParams::default(), &object).await {
+            let node = Backing::of(&kind) == Backing::KubernetesNode;
+            // A Node write merges into the Kubernetes Node as it is now; the version the
+            // caller read is what the write is conditional on.
+            let current =
+                if node {
+                    match api.get_opt(&object_name).await {
+                        Ok(Some(current)) => Some(serde_json::to_value(&current).map_err(|e| {
+                            KubeError::Malformed {
+                                resource: "nodes".into(),
+                                name: name.clone(),
+                                reason: e.to_string(),
+                            }
+                        })?),
+                        Ok(None) => return Err(DatastoreError::NotFound { kind, name }),
+                        Err(e) => return Err(request_error("get", "nodes", &name, e).into()),
+                    }
+                } else {
+                    None
+                };
+            let object = record_object(
+                &kind,
+                &resource,
+                &object_name,
+                &value,
+                Some(expected),
+                current.as_ref(),
+            )?;
+            let written = if node {
+                // As calico-node does: through the status subresource, which lets a node
+                // agent change a Node's annotations without the right to change its spec.
+                match serde_json::to_vec(&object) {
+                    Ok(body) => {
+                        api.replace_status(&object_name, &PostParams::default(), body)
+                            .await
+                    }
+                    Err(e) => {
+                        return Err(KubeError::Malformed {
+                            resource: "nodes".into(),
+                            name,
+                            reason: e.to_string(),
+                        }
+                        .into())
+                    }
+                }
+            } else {
+                api.replace(&object_name, &PostParams::default(), &object)
+                    .await
+            };
+            match written {
                 Ok(replaced) => Ok(parse_revision(
                     &resource,
                     &name,
@@ -481,7 +585,17 @@ impl Datastore for KubeDatastore {
 
     fn delete(&self, kind: &str, name: &str, expected: Option<Revision>) -> Result<Revision> {
         let resource = kind_resource(kind)?;
-        validate_object_name(name)?;
+        let object_name = object_name(kind, name)?;
+        if Backing::of(kind) == Backing::KubernetesNode {
+            return Err(KubeError::Unsupported {
+                verb: "delete",
+                kind: kind.to_string(),
+                name: name.to_string(),
+                reason: "a Node is the Kubernetes Node: `kubectl delete node` it, and routerd \
+                         releases its addresses after the grace period",
+            }
+            .into());
+        }
         let api = self.api(&resource);
         let (kind, name) = (kind.to_string(), name.to_string());
         self.run(async move {
@@ -492,7 +606,7 @@ impl Datastore for KubeDatastore {
                 }),
                 ..DeleteParams::default()
             };
-            match api.delete(&name, &params).await {
+            match api.delete(&object_name, &params).await {
                 // The API server returns the object as deleted, at the deletion's revision.
                 Ok(answer) => answer.either(
                     |deleted| {
@@ -602,28 +716,24 @@ mod tests {
         for bad in [Some("abc"), Some(""), Some("-1"), Some("1.5"), None] {
             let err = parse_revision(&resource, "p", bad).unwrap_err();
             assert!(matches!(err, KubeError::ResourceVersion { .. }), "{bad:?}");
-            assert!(err.to_string().contains("bgppeers.routerd.io"), "{err}");
+            assert!(
+                err.to_string().contains("bgppeers.crd.projectcalico.org"),
+                "{err}"
+            );
         }
     }
 
     #[test]
-    fn records_come_from_spec_value_only() {
-        let resource = kind_resource("IPPool").unwrap();
-        let mut object = record_object(
-            &resource,
-            "pool",
-            json!({"cidr": "10.0.0.0/8"}),
-            Some(7),
-            None,
-        );
-        let record = object_record("IPPool", &resource, object.clone()).unwrap();
-        assert_eq!(
-            (record.version, record.value),
-            (7, json!({"cidr": "10.0.0.0/8"}))
-        );
-        object.data = json!({"spec": {"cidr": "10.0.0.0/8"}});
+    fn records_of_routerd_kinds_come_from_spec_value_only() {
+        let resource = kind_resource("WorkloadEndpoint").unwrap();
+        let value = serde_json::json!({"anything": [1]});
+        let mut object =
+            record_object("WorkloadEndpoint", &resource, "wep", &value, Some(7), None).unwrap();
+        let (record, live) = object_record("WorkloadEndpoint", &resource, &object).unwrap();
+        assert_eq!((record.version, record.value, live), (7, value, true));
+        object.data = serde_json::json!({"spec": {"cidr": "10.0.0.0/8"}});
         assert!(matches!(
-            object_record("IPPool", &resource, object),
+            object_record("WorkloadEndpoint", &resource, &object),
             Err(KubeError::Malformed { .. })
         ));
     }

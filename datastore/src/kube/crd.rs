@@ -1,4 +1,6 @@
-//! The CustomResourceDefinitions of the routerd kinds, from kube's `CustomResource` derive.
+//! The CustomResourceDefinitions of routerd's own group, from kube's `CustomResource` derive:
+//! the kinds Calico's Kubernetes datastore keeps nowhere (Calico's kinds live in Calico's own
+//! CRDs or in core Nodes, [`super::calico`]).
 //!
 //! Every kind has the same shape: `spec.value` holds the datastore record's JSON value
 //! verbatim (`x-kubernetes-preserve-unknown-fields`, no type, `nullable` so that an API
@@ -13,13 +15,16 @@
 //! [`kind_resource`](super::kind_resource) mapping (so any kind works once its CRD exists);
 //! these derives exist to generate the CRDs, and a unit test checks that both agree.
 //! `examples/crds/routerd.io.yaml` is [`crd_yaml`]'s output; the test
-//! `agent/tests/datastore_kube_crds.rs` fails when the committed file differs.
+//! `datastore/tests/datastore_kube_crds.rs` fails when the committed file differs.
 
 use ::kube::core::CustomResourceExt;
 use ::kube::CustomResource;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::calico::Backing;
+use super::kinds::{plural, CRD_GROUP, WATCHED_KINDS};
 
 /// Schema of `spec.value`: any JSON value, kept as is by the API server.
 fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -43,66 +48,42 @@ macro_rules! record_crd {
 }
 
 record_crd!(
-    /// `nodes.routerd.io`: a routerd node (BGP addresses, AS number), owned by the
-    /// Kubernetes Node of the same name when there is one.
-    NodeSpec,
-    "Node"
-);
-record_crd!(
-    /// `bgpconfigurations.routerd.io`: cluster or per-node BGP settings.
-    BgpConfigurationSpec,
-    "BGPConfiguration"
-);
-record_crd!(
-    /// `bgppeers.routerd.io`: explicit BGP peerings.
-    BgpPeerSpec,
-    "BGPPeer"
-);
-record_crd!(
-    /// `ippools.routerd.io`: address pools.
-    IpPoolSpec,
-    "IPPool"
-);
-record_crd!(
-    /// `bgpfilters.routerd.io`: import/export filters.
-    BgpFilterSpec,
-    "BGPFilter"
-);
-record_crd!(
     /// `workloadendpoints.routerd.io`: a pod's interface, written by the CNI plugin (the
-    /// record name carries the pod's namespace, so the CRD is cluster-scoped).
+    /// record name carries the pod's namespace, so the CRD is cluster-scoped). Calico's
+    /// Kubernetes datastore has no WorkloadEndpoint resource (it derives them from Pods);
+    /// until routerd does the same, its endpoints are kept in this CRD of its own.
     WorkloadEndpointSpec,
     "WorkloadEndpoint"
 );
-record_crd!(
-    /// `ipamblocks.routerd.io`: IPAM address blocks.
-    IpamBlockSpec,
-    "IPAMBlock"
-);
-record_crd!(
-    /// `blockaffinities.routerd.io`: a node's claim on an IPAM block.
-    BlockAffinitySpec,
-    "BlockAffinity"
-);
-record_crd!(
-    /// `ipamhandles.routerd.io`: IPAM handles (addresses per workload).
-    IpamHandleSpec,
-    "IPAMHandle"
-);
 
-/// The CRDs of every kind in [`super::WATCHED_KINDS`], in that order.
+/// The kinds routerd keeps in CRDs of its own group: the watched kinds Calico's datastore
+/// keeps nowhere ([`Backing::RouterdRecord`]).
+pub fn routerd_kinds() -> Vec<&'static str> {
+    WATCHED_KINDS
+        .into_iter()
+        .filter(|kind| Backing::of(kind) == Backing::RouterdRecord)
+        .collect()
+}
+
+/// The `routerd.io` CRD of any kind: the shape of [`WorkloadEndpoint`]'s, renamed (the
+/// value verbatim under `spec.value`). Tests use it for kinds of their own.
+pub fn record_crd(kind: &str) -> CustomResourceDefinition {
+    let mut crd = WorkloadEndpoint::crd();
+    if kind == "WorkloadEndpoint" {
+        return crd;
+    }
+    let plural = plural(kind);
+    crd.metadata.name = Some(format!("{plural}.{CRD_GROUP}"));
+    crd.spec.names.kind = kind.to_string();
+    crd.spec.names.plural = plural.clone();
+    crd.spec.names.singular = Some(kind.to_ascii_lowercase());
+    crd.spec.names.short_names = None;
+    crd
+}
+
+/// The CRDs of routerd's own group, for [`routerd_kinds`].
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        Node::crd(),
-        BGPConfiguration::crd(),
-        BGPPeer::crd(),
-        IPPool::crd(),
-        BGPFilter::crd(),
-        WorkloadEndpoint::crd(),
-        IPAMBlock::crd(),
-        BlockAffinity::crd(),
-        IPAMHandle::crd(),
-    ]
+    routerd_kinds().into_iter().map(record_crd).collect()
 }
 
 /// [`crds`] as one multi-document YAML stream, ready for `kubectl apply -f`.
@@ -122,14 +103,19 @@ pub fn crd_yaml() -> Result<String, serde_norway::Error> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::super::kinds::{kind_resource, WATCHED_KINDS};
+    use super::super::kinds::kind_resource;
     use super::*;
 
     #[test]
     fn derived_crds_agree_with_the_kind_mapping() {
         let crds = crds();
-        assert_eq!(crds.len(), WATCHED_KINDS.len());
-        for (crd, kind) in crds.iter().zip(WATCHED_KINDS) {
+        assert_eq!(routerd_kinds(), ["WorkloadEndpoint"]);
+        assert_eq!(crds[0], WorkloadEndpoint::crd());
+        for (crd, kind) in crds
+            .iter()
+            .zip(routerd_kinds())
+            .chain([(&record_crd("Gateway"), "Gateway")])
+        {
             let resource = kind_resource(kind).unwrap();
             assert_eq!(crd.spec.group, resource.group);
             assert_eq!(crd.spec.names.kind, resource.kind);

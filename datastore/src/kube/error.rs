@@ -61,6 +61,21 @@ pub enum KubeError {
         name: String,
         reason: String,
     },
+    /// With the Kubernetes datastore a Node is the Kubernetes Node of that name (as in
+    /// Calico's KDD), so a Node cannot be created for a name the cluster has no Node of.
+    #[error(
+        "there is no Kubernetes Node {name:?}: with the Kubernetes datastore a node must be a \
+         Kubernetes Node (the kubelet registers it; routerd then adds its BGP settings)"
+    )]
+    NodeNotInCluster { name: String },
+    /// An operation the Kubernetes datastore does not do for this kind, and why.
+    #[error("{verb} {kind} {name:?} is not supported with the Kubernetes datastore: {reason}")]
+    Unsupported {
+        verb: &'static str,
+        kind: String,
+        name: String,
+        reason: &'static str,
+    },
     /// The Secret does not exist in that namespace.
     #[error("secret {namespace}/{name} not found")]
     SecretNotFound { namespace: String, name: String },

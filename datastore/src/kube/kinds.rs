@@ -1,16 +1,18 @@
 //! Datastore kinds as Kubernetes resource types, and record names as object names.
 //!
-//! Any kind maps to a custom resource of group [`CRD_GROUP`], version [`CRD_VERSION`], with
-//! the kind itself as the Kubernetes `kind` and its English plural, lower-cased, as the
-//! resource (`BGPPeer` → `bgppeers.routerd.io`, `BlockAffinity` →
-//! `blockaffinities.routerd.io`), so a new kind needs only a CRD, not code here. The kinds
-//! routerd itself stores are [`WATCHED_KINDS`]; [`super::crds`] generates their CRDs.
+//! Calico's kinds map to Calico's own resource types ([`super::calico`]: `BGPPeer` →
+//! `bgppeers.crd.projectcalico.org`, `BlockAffinity` → `blockaffinities.crd.projectcalico.org`,
+//! `Node` → core `nodes`); any other kind to a custom resource of group [`CRD_GROUP`],
+//! version [`CRD_VERSION`], with the kind itself as the Kubernetes `kind` and its English
+//! plural, lower-cased, as the resource (`WorkloadEndpoint` →
+//! `workloadendpoints.routerd.io`), so a new kind needs only a CRD, not code here. The kinds
+//! routerd itself stores are [`WATCHED_KINDS`].
 
 use ::kube::core::ApiResource;
 
 use crate::{validate_name, DatastoreError, Result};
 
-/// API group of every routerd custom resource.
+/// API group of routerd's own custom resources (kinds Calico keeps elsewhere).
 pub const CRD_GROUP: &str = "routerd.io";
 /// The one served (and stored) version of every routerd custom resource.
 pub const CRD_VERSION: &str = "v1";
@@ -46,18 +48,16 @@ pub fn kind_resource(kind: &str) -> Result<ApiResource> {
                      starting with an upper-case letter)",
         });
     }
-    Ok(ApiResource {
-        group: CRD_GROUP.to_string(),
-        version: CRD_VERSION.to_string(),
-        api_version: format!("{CRD_GROUP}/{CRD_VERSION}"),
-        kind: kind.to_string(),
-        plural: plural(kind),
-    })
+    Ok(super::calico::Backing::of(kind).resource(kind, plural(kind)))
 }
 
-/// `bgppeers.routerd.io`: how errors and `kubectl` name the resource type.
+/// `bgppeers.crd.projectcalico.org`, `nodes`: how errors and `kubectl` name the resource type.
 pub fn resource_name(resource: &ApiResource) -> String {
-    format!("{}.{}", resource.plural, resource.group)
+    if resource.group.is_empty() {
+        resource.plural.clone()
+    } else {
+        format!("{}.{}", resource.plural, resource.group)
+    }
 }
 
 /// The English plural of a kind, lower-cased, as Kubernetes resource names are spelled

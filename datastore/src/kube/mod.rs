@@ -66,6 +66,10 @@ pub use error::KubeError;
 #[cfg(feature = "kubernetes")]
 mod backend;
 #[cfg(feature = "kubernetes")]
+mod calico;
+#[cfg(feature = "kubernetes")]
+mod calico_crds;
+#[cfg(feature = "kubernetes")]
 mod crd;
 #[cfg(feature = "kubernetes")]
 mod kinds;
@@ -74,6 +78,8 @@ mod watch;
 
 #[cfg(feature = "kubernetes")]
 pub use backend::{KubeConfigSource, KubeDatastore, KubeOptions};
+#[cfg(feature = "kubernetes")]
+pub use calico_crds::{calico_crd_yaml, calico_crds};
 #[cfg(feature = "kubernetes")]
 pub use crd::{crd_yaml, crds};
 #[cfg(feature = "kubernetes")]

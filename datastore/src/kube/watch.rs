@@ -164,16 +164,23 @@ async fn watch_kind(stream: KindStream, from: Revision, tx: Sender) {
                             return;
                         }
                     };
-                    match object_record(&kind, &resource, object) {
-                        Ok(record) => {
+                    match object_record(&kind, &resource, &object) {
+                        Ok((record, live)) => {
                             last = last.max(record.version);
                             delivered = true;
+                            // An IPAM object Calico marked deleted is gone from then on:
+                            // its marking is the deletion, its actual removal is not news.
+                            let event_type = match (event_type, live) {
+                                (event_type, true) => event_type,
+                                (EventType::Modified, false) => EventType::Deleted,
+                                (_, false) => continue,
+                            };
                             if tx.send(Ok(Event { event_type, record })).is_err() {
                                 return;
                             }
                         }
                         Err(e @ KubeError::Malformed { .. }) => {
-                            warn!(error = %e, "skipping an object routerd did not write")
+                            warn!(error = %e, "skipping an object routerd cannot read")
                         }
                         Err(e) => {
                             let _ = tx.send(Err(e.into()));

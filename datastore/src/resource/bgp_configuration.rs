@@ -34,6 +34,7 @@ pub const LOG_SEVERITIES: [&str; 5] = ["Debug", "Info", "Warning", "Error", "Fat
 
 /// `spec` of a `BGPConfiguration`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpConfigurationSpec {
     /// Default AS of every node (default 64512).
@@ -85,6 +86,7 @@ pub struct BgpConfigurationSpec {
 
 /// `communities[]`: a name for a community value.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NamedCommunity {
     /// The name `prefixAdvertisements` uses.
@@ -95,6 +97,7 @@ pub struct NamedCommunity {
 
 /// `prefixAdvertisements[]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PrefixAdvertisement {
     /// Routes within this prefix get the communities.
@@ -106,6 +109,7 @@ pub struct PrefixAdvertisement {
 
 /// A `{cidr: ...}` list entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CidrEntry {
     /// A prefix.

@@ -20,6 +20,7 @@ pub const SOURCES: [&str; 1] = ["RemotePeers"];
 
 /// `spec` of a `BGPFilter`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BgpFilterSpec {
     /// Rules for IPv4 routes we advertise.
@@ -38,6 +39,7 @@ pub struct BgpFilterSpec {
 
 /// One rule.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpFilterRule {
     /// The prefix compared with the route's.
@@ -58,6 +60,7 @@ pub struct BgpFilterRule {
 
 /// `prefixLength`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PrefixLength {
     /// Shortest accepted length, inclusive.

@@ -25,6 +25,7 @@ pub const NEXT_HOP_MODES: [&str; 3] = ["Auto", "Self", "Keep"];
 
 /// `spec` of a `BGPPeer`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpPeerSpec {
     /// The one node this peering applies to.
@@ -127,6 +128,7 @@ fn whole_seconds(
 
 /// `bfd` of a `BGPPeer`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BfdSpec {
     /// How often we can take the peer's packets, e.g. `300ms` (RFC 5880 Required Min RX).
@@ -150,6 +152,7 @@ pub struct BfdTimers {
 
 /// `maxPrefixes` of a `BGPPeer`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MaxPrefixesSpec {
     /// Prefixes of one family the peer may announce; one more closes the session.

@@ -32,13 +32,31 @@ impl FieldError {
 
 /// An AS number as written in a manifest. Calico's `numorstring.ASNumber` accepts a plain
 /// number (`64512`), the same as a string (`"64512"`) and RFC 5396 asdot (`"1.10"`).
+///
+/// Its schema (Kubernetes CRDs) is `x-kubernetes-int-or-string`: Calico writes the number as
+/// an integer, and the text forms must pass too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "kubernetes",
+    derive(schemars::JsonSchema),
+    schemars(schema_with = "as_number_schema")
+)]
 #[serde(untagged)]
 pub enum AsNumberText {
     /// `64512`.
     Number(i64),
     /// `"64512"` or `"1.10"`.
     Text(String),
+}
+
+/// An integer or a string, the one shape a structural schema allows for an untagged
+/// number-or-text enum (`anyOf` with types inside is not structural).
+#[cfg(feature = "kubernetes")]
+fn as_number_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "An AS number: an integer (64512), or a string holding one (\"64512\") or in asdot (\"1.10\").",
+        "x-kubernetes-int-or-string": true
+    })
 }
 
 impl From<u32> for AsNumberText {
@@ -86,6 +104,7 @@ impl AsNumberText {
 /// Secrets: the path of a file holding the key (trailing newline stripped by the reader).
 /// Exactly one of the two must be set.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PasswordSource {
     /// A key of a Kubernetes Secret.
@@ -98,6 +117,7 @@ pub struct PasswordSource {
 
 /// A key within a Kubernetes Secret.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SecretKeyRef {
     /// The Secret's name.
