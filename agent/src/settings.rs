@@ -48,7 +48,8 @@
 //! the interface carrying it), `first-found` (also spelled `autodetect`, Calico's `IP` value),
 //! `interface=<regex>[,<regex>...]`, `skip-interface=<regex>[,...]` (first-found, skipping
 //! those too), `cidr=<cidr>[,...]` (the first address within one) and `can-reach=<ip>`;
-//! Calico's `kubernetes-internal-ip` is refused with a message until routerd reads Nodes. [`autodetect`] resolves it against
+//! and `kubernetes-internal-ip` (the node's `InternalIP` from its Kubernetes Node, found on
+//! the interface carrying it; [`autodetect_with`]). [`autodetect`] resolves it against
 //! the interfaces of the *calling thread's* network namespace and keeps the prefix length,
 //! which CrossSubnet encapsulation needs to tell whether a peer is on the same subnet.
 //!
@@ -370,6 +371,9 @@ pub enum NodeAddressSource {
     /// As [`NodeAddressSource::FirstFound`], also skipping interfaces whose whole name
     /// matches one of the regexes (Calico's `skip-interface=`).
     SkipInterface(Vec<Regex>),
+    /// The first `InternalIP` of the family the Kubernetes Node reports (its Node record's
+    /// `spec.addresses`), with the prefix length of the interface carrying it.
+    KubernetesInternalIp,
 }
 
 impl PartialEq for NodeAddressSource {
@@ -397,6 +401,7 @@ impl fmt::Display for NodeAddressSource {
                 let names: Vec<&str> = res.iter().map(|r| user_regex(r.as_str())).collect();
                 write!(f, "skip-interface={}", names.join(","))
             }
+            NodeAddressSource::KubernetesInternalIp => f.write_str("kubernetes-internal-ip"),
         }
     }
 }
@@ -438,14 +443,7 @@ impl FromStr for NodeAddressSource {
             return Ok(NodeAddressSource::Within(nets));
         }
         if text == "kubernetes-internal-ip" {
-            // Refused rather than ignored: it needs the Kubernetes Node's status.addresses,
-            // which routerd does not read yet.
-            return Err(
-                "kubernetes-internal-ip is not supported yet (routerd does not read the \
-                 Kubernetes Node's addresses); use can-reach=<the ToR's address>, cidr=<node \
-                 network> or interface=<regex>"
-                    .into(),
-            );
+            return Ok(NodeAddressSource::KubernetesInternalIp);
         }
         if let Some(dest) = text.strip_prefix("can-reach=") {
             let ip = dest.parse::<IpAddr>().map_err(|_| {
@@ -802,7 +800,20 @@ impl Settings {
     /// The node's IPv4 address with its prefix length, from [`Settings::node_ip`], looked up
     /// in the calling thread's network namespace.
     pub fn node_ipv4(&self) -> Result<Ipv4Net, SettingsError> {
-        match autodetect(&self.node_ip, Family::V4).map_err(|message| {
+        self.node_ipv4_with(&[])
+    }
+
+    /// Whether an address setting is `kubernetes-internal-ip`, so the caller must read the
+    /// node's `InternalIP`s (see [`Settings::node_ipv4_with`]).
+    pub fn needs_internal_ips(&self) -> bool {
+        self.node_ip == NodeAddressSource::KubernetesInternalIp
+            || self.node_ipv6.as_ref() == Some(&NodeAddressSource::KubernetesInternalIp)
+    }
+
+    /// As [`Settings::node_ipv4`], with the node's `InternalIP`s for
+    /// `kubernetes-internal-ip`.
+    pub fn node_ipv4_with(&self, internal_ips: &[IpAddr]) -> Result<Ipv4Net, SettingsError> {
+        match autodetect_with(&self.node_ip, Family::V4, internal_ips).map_err(|message| {
             SettingsError::Autodetect {
                 setting: "node-ip",
                 source_text: self.node_ip.to_string(),
@@ -820,6 +831,14 @@ impl Settings {
 
     /// The node's IPv6 address, if one is configured (see [`Settings::node_ipv4`]).
     pub fn node_ipv6(&self) -> Result<Option<Ipv6Net>, SettingsError> {
+        self.node_ipv6_with(&[])
+    }
+
+    /// As [`Settings::node_ipv6`], with the node's `InternalIP`s.
+    pub fn node_ipv6_with(
+        &self,
+        internal_ips: &[IpAddr],
+    ) -> Result<Option<Ipv6Net>, SettingsError> {
         let Some(source) = &self.node_ipv6 else {
             return Ok(None);
         };
@@ -828,7 +847,7 @@ impl Settings {
             source_text: source.to_string(),
             message,
         };
-        match autodetect(source, Family::V6).map_err(error)? {
+        match autodetect_with(source, Family::V6, internal_ips).map_err(error)? {
             IpNet::V6(net) => Ok(Some(net)),
             IpNet::V4(net) => Err(error(format!("{net} is not an IPv6 address"))),
         }
@@ -1068,6 +1087,18 @@ fn usable(ip: IpAddr) -> bool {
 /// the interfaces of the calling thread's network namespace. Only up interfaces count; the
 /// message says what was looked for when nothing fits.
 pub fn autodetect(source: &NodeAddressSource, family: Family) -> Result<IpNet, String> {
+    autodetect_with(source, family, &[])
+}
+
+/// As [`autodetect`]; `internal_ips` are the node's `InternalIP`s (its Kubernetes Node's
+/// `status.addresses`), which `kubernetes-internal-ip` picks from: the first of the family,
+/// with the prefix length of the interface carrying it (a host prefix, with a warning, when
+/// no interface does), as Calico's method.
+pub fn autodetect_with(
+    source: &NodeAddressSource,
+    family: Family,
+    internal_ips: &[IpAddr],
+) -> Result<IpNet, String> {
     if let NodeAddressSource::Cidr(net) = source {
         return Ok(*net);
     }
@@ -1136,6 +1167,27 @@ pub fn autodetect(source: &NodeAddressSource, family: Family) -> Result<IpNet, S
                     nets.join(", ")
                 )
             }),
+        NodeAddressSource::KubernetesInternalIp => {
+            let ip = internal_ips
+                .iter()
+                .copied()
+                .find(|ip| family.holds(*ip))
+                .ok_or_else(|| {
+                    format!(
+                        "the node's Kubernetes Node reports no {family} InternalIP (its \
+                         status.addresses; kubernetes-internal-ip needs the Kubernetes \
+                         datastore and a registered Node)"
+                    )
+                })?;
+            Ok(all
+                .iter()
+                .find(|a| a.address.addr() == ip)
+                .map(|a| a.address)
+                .unwrap_or_else(|| {
+                    tracing::warn!(address = %ip, "no interface carries the node's InternalIP; using a host prefix");
+                    IpNet::from(ip)
+                }))
+        }
         NodeAddressSource::CanReach(dest) => {
             if !family.holds(*dest) {
                 return Err(format!("{dest} is not an {} address", family));

@@ -5,7 +5,9 @@
 //! `crd.projectcalico.org/v1` objects with the `projectcalico.org/metadata` annotation),
 //! drive the nodes:
 //!
-//! 1. the nodes register on their Kubernetes Nodes (Calico's annotations) and mesh;
+//! 1. the nodes register on their Kubernetes Nodes (Calico's annotations) and mesh; node 2,
+//!    restarted with `--node-ip kubernetes-internal-ip`, registers the Kubernetes Node's
+//!    InternalIP with its interface's prefix;
 //! 2. a BGPPeer towards the ToR with `nodeSelector: rack == 'rack-1'` peers no node until
 //!    `kubectl label node node-1 rack=rack-1` (here: the Node replaced with the label):
 //!    then node 1's session comes up and the ToR learns node 1's block and the
@@ -87,7 +89,23 @@ fn calico_objects_drive_routerd_on_the_kubernetes_datastore() {
         .any(|r| r.method == "PUT" && r.target.starts_with("/api/v1/nodes/node-1/status")));
     c.stop_routerd(0);
     c.start_routerd_with(0, &[("ROUTERD_NODE_GC_GRACE", "2")]);
+    // Node 2 restarts with Calico's `kubernetes-internal-ip`: its address comes from the
+    // Kubernetes Node's InternalIP (10.0.0.2), its prefix from the interface carrying it.
+    c.stop_routerd(1);
+    let mut node2 = c.kube().object(KUBE_NODES, "node-2").unwrap();
+    node2["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("projectcalico.org/IPv4Address");
+    c.kube().replace(KUBE_NODES, node2).unwrap();
+    c.nodes[1].node_ip_source = Some("kubernetes-internal-ip".into());
+    c.start_routerd(1);
     c.wait_mesh();
+    assert_eq!(
+        c.kube().object(KUBE_NODES, "node-2").unwrap()["metadata"]["annotations"]
+            ["projectcalico.org/IPv4Address"],
+        json!("10.0.0.2/24")
+    );
     let (_pod1, pod1_ip) = c.add_pod(0, "kddpod1");
     let (_pod2, _) = c.add_pod(1, "kddpod2");
     let block1 = c

@@ -315,7 +315,6 @@ fn invalid_values_are_refused_naming_their_origin() {
         ("node-ip", "can-reach=example.com", "needs an IP address"),
         ("node-ip", "cidr=10.0.0.0/33", "is not a CIDR"),
         ("node-ip", "skip-interface=", "empty interface regex"),
-        ("node-ip", "kubernetes-internal-ip", "not supported yet"),
         ("node-ipv6", "10.0.0.1/24", "not an IPv6 address"),
         ("as", "0", "reserved"),
         ("as", "23456", "AS_TRANS"),
@@ -496,6 +495,48 @@ fn first_found_skips_excluded_interfaces_and_loopback() {
         detect(&ns, "autodetect", Family::V4).unwrap(),
         "10.0.0.5/24".parse::<IpNet>().unwrap()
     );
+}
+
+/// `kubernetes-internal-ip`: the Node's first InternalIP of the family, with the prefix of
+/// the interface carrying it; none of the family is an error naming what is missing.
+#[test]
+fn kubernetes_internal_ip_takes_the_prefix_of_its_interface() {
+    lab::require(&["ip"]);
+    let peer = Netns::new("setp").unwrap();
+    let ns = node_namespace(&peer);
+    let internal: Vec<std::net::IpAddr> = vec![
+        "fd00:50::10".parse().unwrap(),
+        "10.0.0.5".parse().unwrap(),
+        "192.168.50.10".parse().unwrap(),
+    ];
+    let with = |family: Family, ips: Vec<std::net::IpAddr>| {
+        let source: NodeAddressSource = "kubernetes-internal-ip".parse().unwrap();
+        assert_eq!(source.to_string(), "kubernetes-internal-ip");
+        in_netns(&ns, move || {
+            agent::settings::autodetect_with(&source, family, &ips)
+        })
+    };
+    assert_eq!(
+        with(Family::V4, internal.clone()).unwrap().to_string(),
+        "10.0.0.5/24"
+    );
+    assert_eq!(
+        with(Family::V6, internal).unwrap().to_string(),
+        "fd00:50::10/64"
+    );
+    // Not on any interface here: a host prefix (as for a bare address).
+    assert_eq!(
+        with(Family::V4, vec!["10.7.7.7".parse().unwrap()])
+            .unwrap()
+            .to_string(),
+        "10.7.7.7/32"
+    );
+    let e = with(Family::V4, vec![]).unwrap_err();
+    assert!(e.contains("no IPv4 InternalIP"), "{e}");
+    // Without InternalIPs (no Kubernetes Node read) `autodetect` says so too.
+    let source: NodeAddressSource = "kubernetes-internal-ip".parse().unwrap();
+    let e = in_netns(&ns, move || autodetect(&source, Family::V4)).unwrap_err();
+    assert!(e.contains("InternalIP"), "{e}");
 }
 
 #[test]

@@ -41,8 +41,13 @@ fn config() -> Result<(DaemonConfig, tracing::Level, bool, LogFormat)> {
         Err(SettingsError::Usage(e)) => e.exit(),
         Err(e) => return Err(e.into()),
     };
-    let node_ipv4 = settings.node_ipv4()?;
-    let node_ipv6 = settings.node_ipv6()?;
+    let internal_ips = if settings.needs_internal_ips() {
+        internal_ips(&settings.datastore, &settings.node_name)?
+    } else {
+        Vec::new()
+    };
+    let node_ipv4 = settings.node_ipv4_with(&internal_ips)?;
+    let node_ipv6 = settings.node_ipv6_with(&internal_ips)?;
     Ok((
         DaemonConfig {
             node_name: settings.node_name.clone(),
@@ -63,6 +68,29 @@ fn config() -> Result<(DaemonConfig, tracing::Level, bool, LogFormat)> {
         settings.log_level_from_datastore,
         settings.log_format,
     ))
+}
+
+/// The node's `InternalIP`s, for `kubernetes-internal-ip`: its Node record's
+/// `spec.addresses` of type `InternalIP`, which the Kubernetes datastore fills from the
+/// Kubernetes Node's `status.addresses` (Calico's method reads the same).
+fn internal_ips(address: &str, node: &str) -> Result<Vec<std::net::IpAddr>> {
+    let ds = datastore::open(address)
+        .with_context(|| format!("kubernetes-internal-ip: opening the datastore {address}"))?;
+    let record = ds.get("Node", node).with_context(|| {
+        format!(
+            "kubernetes-internal-ip: reading Node {node} (with the Kubernetes datastore it \
+             is the Kubernetes Node the kubelet registers)"
+        )
+    })?;
+    let addresses = record.value["spec"]["addresses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Ok(addresses
+        .iter()
+        .filter(|a| a["type"] == "InternalIP")
+        .filter_map(|a| a["address"].as_str()?.parse().ok())
+        .collect())
 }
 
 /// What an operator should do about the usual start-up failures, found by the OS error at

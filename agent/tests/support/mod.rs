@@ -25,6 +25,8 @@ pub const POLL: Duration = Duration::from_millis(200);
 pub struct Node {
     pub name: String,
     pub ip: String,
+    /// `--node-ip` when it is not the node's CIDR (an autodetection method).
+    pub node_ip_source: Option<String>,
     pub ns: Netns,
     pub socket: PathBuf,
     pub daemon: Option<Daemon>,
@@ -163,6 +165,7 @@ impl Cluster {
                 Node {
                     socket: dir.path().join(format!("{name}.ctl")),
                     ip: format!("10.0.0.{}", i + 1),
+                    node_ip_source: None,
                     name,
                     ns,
                     daemon: None,
@@ -206,6 +209,7 @@ impl Cluster {
         self.nodes.push(Node {
             socket: self.dir.path().join(format!("{name}.ctl")),
             ip,
+            node_ip_source: None,
             name,
             ns,
             daemon: None,
@@ -257,7 +261,10 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("{}.log", node.name)))
             .unwrap();
-        let cidr = format!("{}/24", node.ip);
+        let cidr = node
+            .node_ip_source
+            .clone()
+            .unwrap_or_else(|| format!("{}/24", node.ip));
         let child = node
             .ns
             .command(&[
