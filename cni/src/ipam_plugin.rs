@@ -120,8 +120,15 @@ pub fn assign(
     Ok(out)
 }
 
-/// Releases the workload's handle (and Calico's handle for the container); returns what was
-/// freed. Releasing an unknown handle frees nothing and succeeds.
+/// The network name of Calico's conflist (`10-calico.conflist`), which calico-ipam puts in
+/// its handles: pods addressed by Calico before a switch to routerd hold
+/// `k8s-pod-network.<containerID>`.
+pub const CALICO_NETWORK: &str = "k8s-pod-network";
+
+/// Releases the workload's handle (and Calico's handles for the container, under this
+/// network's name and under Calico's default one, so a pod calico-ipam addressed before a
+/// switch is freed when it is deleted); returns what was freed. Releasing an unknown handle
+/// frees nothing and succeeds.
 pub fn release(
     ds: &Arc<dyn Datastore>,
     config: &PluginConfig,
@@ -129,10 +136,14 @@ pub fn release(
 ) -> Result<Vec<IpAddr>, CniError> {
     let allocator = Allocator::new(DatastoreIpam::new(ds.clone()), AllocatorConfig::default());
     let mut freed = Vec::new();
-    for handle in [
+    let mut handles = vec![
         id.handle(&config.network),
         id.calico_handle(&config.network),
-    ] {
+    ];
+    if config.network != CALICO_NETWORK {
+        handles.push(id.calico_handle(CALICO_NETWORK));
+    }
+    for handle in handles {
         freed.extend(
             allocator
                 .release(&handle)

@@ -112,6 +112,34 @@ fn pod_ip(result: &Value) -> String {
     addr.split('/').next().unwrap().to_string()
 }
 
+/// A pod calico-ipam addressed before the cluster switched to routerd holds Calico's handle
+/// (`k8s-pod-network.<containerID>`) in the blocks routerd took over: routerd's DEL for that
+/// container frees its address.
+#[test]
+fn del_frees_an_address_calico_ipam_assigned() {
+    use datastore::ipam_store::DatastoreIpam;
+    use ipam::{Allocator, AllocatorConfig, AssignRequest, IpFamily};
+    let c = cluster("{cidr: 10.66.0.0/16, blockSize: 26}");
+    let allocator = Allocator::new(DatastoreIpam::new(c.ds.clone()), AllocatorConfig::default());
+    let calico_handle = "k8s-pod-network.c0ffee";
+    let spec: ipam::IpPoolSpec =
+        serde_json::from_value(json!({"cidr": "10.66.0.0/16", "blockSize": 26})).unwrap();
+    let pools = [ipam::IpPool::new("pods", &spec).unwrap()];
+    let assigned = allocator
+        .assign(
+            &pools,
+            &std::collections::BTreeMap::<String, String>::new(),
+            &AssignRequest::pod(calico_handle, "node-1", IpFamily::V4, "default", "old"),
+        )
+        .unwrap();
+    assert!(
+        !allocator.addresses(calico_handle).unwrap().is_empty(),
+        "{assigned:?}"
+    );
+    c.del("c0ffee", None);
+    assert!(allocator.addresses(calico_handle).unwrap().is_empty());
+}
+
 #[test]
 fn add_twice_then_del_twice() {
     let c = cluster("{cidr: 10.244.0.0/16, blockSize: 26}");

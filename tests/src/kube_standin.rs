@@ -23,6 +23,10 @@
 //! - the garbage collector's background cascade: deleting an object deletes the objects
 //!   whose `ownerReferences` name its uid.
 //!
+//! It listens on loopback ([`ApiServerStandin::start`]) or on an address inside a network
+//! namespace of the test ([`ApiServerStandin::start_in`]), where daemons in the test's
+//! namespaces reach it as nodes reach their API server.
+//!
 //! Not implemented (and not needed by the datastore): authentication, TLS, discovery,
 //! label/field selectors, pagination (`limit` is ignored, which servers may do), patch,
 //! admission, validation against the CRD schema, namespaced custom resources, bookmarks.

@@ -1,13 +1,16 @@
 //! The Kubernetes datastore: records as custom resources in an API server.
 //!
 //! Calico's Kubernetes datastore driver (KDD) keeps its resources as CRDs and relies on the
-//! API server's optimistic concurrency; this backend does the same for routerd, so the
+//! API server's optimistic concurrency; this backend keeps routerd's records in the same
+//! objects, in Calico's shapes ([`calico`]: Calico's kinds as `crd.projectcalico.org/v1`
+//! objects, a Node as the Kubernetes Node, routerd's own kinds as `routerd.io/v1`), so a
+//! Calico cluster's objects are used as they are, and the
 //! [`Datastore`](super::Datastore) contract maps onto the API almost one to one:
 //!
 //! | contract                          | Kubernetes                                             |
 //! |-----------------------------------|--------------------------------------------------------|
-//! | kind `BGPPeer`                    | cluster-scoped CRD `bgppeers.routerd.io/v1` ([`kind_resource`]) |
-//! | record value                      | `spec.value`, verbatim ([`crds`])                      |
+//! | kind `BGPPeer`                    | cluster-scoped `bgppeers.crd.projectcalico.org/v1` ([`kind_resource`]) |
+//! | record value                      | the object, as [`calico`] encodes it                   |
 //! | version / revision                | `metadata.resourceVersion` (etcd's revision, decimal)  |
 //! | `list` revision                   | the list's `metadata.resourceVersion`                  |
 //! | `create`, `AlreadyExists`         | `POST`, `409 AlreadyExists`                            |
@@ -41,12 +44,10 @@
 //!   [`KubeOptions::merge_window`] and releases held events lowest revision first, so the
 //!   merged stream is in revision order unless two streams' deliveries are skewed by more
 //!   than that window (nothing is ever dropped; within one kind the order is always exact).
-//! - **Node tie.** A `Node` record is written with an `ownerReference` to the core/v1
-//!   `Node` of the same name when that exists (looked up at each create/update, since a
-//!   re-registered Kubernetes node gets a new uid), so Kubernetes' garbage collector
-//!   deletes routerd's node when the Kubernetes node is deleted, as Calico ties its node
-//!   to the Kubernetes one. A record for a name with no Kubernetes Node (a router outside
-//!   the cluster, a test) is stored without owner.
+//! - **Nodes.** A `Node` record is the Kubernetes Node of the same name ([`calico`]): a
+//!   write merges Calico's annotations into the Node as it is now, through the `status`
+//!   subresource, conditional on the version the caller read; deleting the Kubernetes Node
+//!   deletes the record, which is how a node that left is found and released.
 //! - **Secrets.** [`KubeDatastore::secret_value`] reads one key of a core/v1 Secret through
 //!   the same client: how a `BGPPeer`'s `password.secretKeyRef` is resolved (Calico reads
 //!   them in the namespace calico-node runs in; the namespace is the caller's choice).
