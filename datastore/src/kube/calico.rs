@@ -337,6 +337,16 @@ fn ipam_fields(ipam: IpamKind) -> &'static [&'static str] {
     }
 }
 
+/// A block's attributes as the allocator has them: `handle_id` and `secondary`, without
+/// Calico's `releasedAt`/`alternateOwnerAttrs` or null values.
+fn keep_allocator_attributes(block: &mut Map<String, Value>) {
+    if let Some(Value::Array(attributes)) = block.get_mut("attributes") {
+        for a in attributes.iter_mut().filter_map(Value::as_object_mut) {
+            a.retain(|k, v| (k == "handle_id" || k == "secondary") && !v.is_null());
+        }
+    }
+}
+
 fn encode_ipam(kind: &str, name: &str, ipam: IpamKind, value: &Value) -> Result<Value, KubeError> {
     let Some(fields) = value.as_object() else {
         return Err(malformed(
@@ -352,13 +362,7 @@ fn encode_ipam(kind: &str, name: &str, ipam: IpamKind, value: &Value) -> Result<
             // deprecated per-block strict affinity is always false.
             spec.insert("strictAffinity".into(), Value::Bool(false));
             spec.insert("deleted".into(), Value::Bool(false));
-            if let Some(Value::Array(attributes)) = spec.get_mut("attributes") {
-                for a in attributes.iter_mut() {
-                    if let Some(a) = a.as_object_mut() {
-                        a.retain(|k, _| k == "handle_id" || k == "secondary");
-                    }
-                }
-            }
+            keep_allocator_attributes(&mut spec);
         }
         IpamKind::Affinity => {
             spec.insert("deleted".into(), Value::from("false"));
@@ -402,13 +406,7 @@ fn decode_ipam(
             .collect()
     };
     if ipam == IpamKind::Block {
-        if let Some(Value::Array(attributes)) = value.get_mut("attributes") {
-            for a in attributes.iter_mut() {
-                if let Some(a) = a.as_object_mut() {
-                    a.retain(|k, v| (k == "handle_id" || k == "secondary") && !v.is_null());
-                }
-            }
-        }
+        keep_allocator_attributes(&mut value);
         if value.get("affinity").is_some_and(Value::is_null) {
             value.remove("affinity");
         }
