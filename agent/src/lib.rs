@@ -9,6 +9,7 @@
 //! - [`daemon`]: routerd itself, driving the BGP speaker, the FIB and the overlay.
 //! - [`health`]: `/readiness`, `/liveness`, `/metrics`.
 //! - [`node_removal`]: what goes with a node that leaves (endpoints, addresses, blocks).
+//! - [`service_routes`]: which Service addresses a node advertises (`externalTrafficPolicy`).
 //! - [`status`]: what routerd reports on its control socket (`routectl node status`).
 //! - [`routectl`]: the operator's CLI.
 pub mod daemon;
@@ -18,5 +19,6 @@ pub mod node_removal;
 pub mod peering;
 pub mod policy;
 pub mod routectl;
+pub mod service_routes;
 pub mod settings;
 pub mod status;

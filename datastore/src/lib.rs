@@ -8,6 +8,8 @@
 //!   WorkloadEndpoint), with validation that names the field.
 //! - [`Datastore`]: one trait over where records live, with the backends below.
 //! - [`ipam_store`]: IPAM records (blocks, affinities, handles) kept in a datastore.
+//! - [`services`]: Kubernetes Services and EndpointSlices as service advertisement reads
+//!   them (read from the API server, never stored by routerd).
 //!
 //! # Datastores: where resources live, behind one trait
 //!
@@ -38,6 +40,7 @@
 
 pub mod ipam_store;
 pub mod resource;
+pub mod services;
 
 #[cfg(any(feature = "kubernetes", feature = "etcd"))]
 mod client_runtime;
@@ -61,8 +64,8 @@ pub use self::kube::KubeError;
 pub use self::kube::{calico_crd_yaml, calico_crds};
 #[cfg(feature = "kubernetes")]
 pub use self::kube::{
-    crd_yaml, crds, kind_resource, KubeConfigSource, KubeDatastore, KubeOptions, CRD_GROUP,
-    CRD_VERSION, WATCHED_KINDS,
+    crd_yaml, crds, kind_resource, KubeConfigSource, KubeDatastore, KubeOptions, ServicesReceiver,
+    CRD_GROUP, CRD_VERSION, WATCHED_KINDS,
 };
 pub use file::{FileDatastore, FileOptions};
 pub use memory::MemoryDatastore;

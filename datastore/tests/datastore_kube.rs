@@ -562,3 +562,113 @@ fn https_client_is_built_and_unreachable_server_is_an_error() {
         other => panic!("expected a transport error, got {other:?}"),
     }
 }
+
+/// The newest set the Services watch published that satisfies `done`, within [`WAIT`].
+fn wait_services(
+    rx: &mut datastore::ServicesReceiver,
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    done: impl Fn(&datastore::services::ClusterServices) -> bool,
+) -> std::sync::Arc<datastore::services::ClusterServices> {
+    rt.block_on(async {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(set) = rx.borrow_and_update().clone() {
+                    if done(&set) {
+                        return set;
+                    }
+                }
+                rx.changed().await.unwrap();
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", rx.borrow()))
+    })
+}
+
+fn endpoint_slice(
+    ns: &str,
+    name: &str,
+    service: &str,
+    node: &str,
+    ready: bool,
+) -> serde_json::Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.1.5"], "nodeName": node,
+                       "conditions": {"ready": ready}}],
+    })
+}
+
+/// Services and EndpointSlices of every namespace reach the consumer as one set; a change
+/// of readiness and a deletion follow; after the server expires the watch (410) the set is
+/// relisted and changes keep coming.
+#[test]
+fn services_and_endpoint_slices_of_all_namespaces_are_followed() {
+    let cluster = Cluster::start(100, ExpiredAs::ErrorEvent);
+    let store = cluster.client();
+    let api = &cluster.standin;
+    let service = |ns: &str, name: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.10",
+                     "externalTrafficPolicy": "Local", "ipFamilies": ["IPv4"]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.50.0.10"}]}},
+        })
+    };
+    api.create("/api/v1/namespaces/shop/services", service("shop", "web"))
+        .unwrap();
+    api.create(
+        "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+        endpoint_slice("shop", "web-1", "web", "node-1", true),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rx = store.watch_services();
+    let set = wait_services(&mut rx, &rt, "the first list", |s| {
+        s.services.len() == 1 && s.slices.len() == 1
+    });
+    let web = &set.services[&("shop".to_string(), "web".to_string())];
+    assert_eq!(
+        web.ingress_ips,
+        ["10.50.0.10".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(set.slices_of(web).count(), 1);
+
+    // A Service in another namespace, and the endpoint going not ready.
+    api.create("/api/v1/namespaces/blog/services", service("blog", "web"))
+        .unwrap();
+    let mut slice = api
+        .object(
+            "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+            "web-1",
+        )
+        .unwrap();
+    slice["endpoints"][0]["conditions"]["ready"] = json!(false);
+    api.replace(
+        "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+        slice,
+    )
+    .unwrap();
+    wait_services(&mut rx, &rt, "the second Service and the readiness", |s| {
+        s.services.len() == 2 && s.slices.values().next().unwrap().endpoints[0].ready == Some(false)
+    });
+
+    // 410 on the live watches: relisted, and what changed meanwhile is seen.
+    api.expire_watches();
+    api.delete("/api/v1/namespaces/shop/services", "web")
+        .unwrap();
+    let set = wait_services(&mut rx, &rt, "the deletion after the relist", |s| {
+        s.services.len() == 1
+    });
+    assert!(set
+        .services
+        .contains_key(&("blog".to_string(), "web".to_string())));
+}

@@ -17,7 +17,9 @@
 //!   HTTP `410` status ([`ExpiredAs`]); `resourceVersion` absent or `0` starts with
 //!   synthetic `ADDED` events of the current objects; `timeoutSeconds` ends the stream;
 //! - resource types: core `nodes` (cluster; `PUT` of `nodes/<name>/status` keeps the
-//!   stored spec), `namespaces/<ns>/secrets`, and
+//!   stored spec), the namespaced `secrets`, `services` and `discovery.k8s.io`
+//!   `endpointslices` (`namespaces/<ns>/<resource>`, and the all-namespaces list and
+//!   watch `/api/v1/services`, `/apis/discovery.k8s.io/v1/endpointslices`), and
 //!   `customresourcedefinitions`; creating a cluster-scoped CRD makes its resource served
 //!   (`/apis/<group>/<version>/<plural>`), anything else answers `404`;
 //! - the garbage collector's background cascade: deleting an object deletes the objects
@@ -47,6 +49,32 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 const CRD_COLLECTION: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+/// The namespaced resources served: (all-namespaces collection, namespaced prefix and
+/// resource), e.g. `/api/v1/services` for `/api/v1/namespaces/<ns>/services`.
+const NAMESPACED: [(&str, (&str, &str)); 3] = [
+    ("/api/v1/secrets", ("/api/v1", "secrets")),
+    ("/api/v1/services", ("/api/v1", "services")),
+    (
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        ("/apis/discovery.k8s.io/v1", "endpointslices"),
+    ),
+];
+
+/// The all-namespaces collection of a namespaced one (`<prefix>/namespaces/<ns>/<resource>`),
+/// with the namespace; `None` when `collection` is not one.
+fn namespace_of(collection: &str) -> Option<(&'static str, &str)> {
+    NAMESPACED.iter().find_map(|(all, (prefix, resource))| {
+        let rest = collection
+            .strip_prefix(prefix)?
+            .strip_prefix("/namespaces/")?;
+        let (ns, r) = rest.split_once('/')?;
+        (r == *resource && !ns.is_empty() && !ns.contains('/')).then_some((*all, ns))
+    })
+}
+
+fn all_namespaces(collection: &str) -> Option<String> {
+    namespace_of(collection).map(|(all, _)| all.to_string())
+}
 const NODE_COLLECTION: &str = "/api/v1/nodes";
 /// Largest request head or body accepted (a test never comes close).
 const MAX_REQUEST: usize = 4 << 20;
@@ -378,15 +406,23 @@ impl State {
         {
             return true;
         }
-        let parts: Vec<&str> = collection.trim_start_matches('/').split('/').collect();
-        matches!(parts.as_slice(), ["api", "v1", "namespaces", ns, "secrets"] if !ns.is_empty())
+        if NAMESPACED.iter().any(|(all, _)| *all == collection) {
+            return true;
+        }
+        all_namespaces(collection).is_some()
+    }
+
+    /// Whether a watch or list of `watched` sees changes in `collection`: the same
+    /// collection, or `watched` is the all-namespaces view of it.
+    fn sees(watched: &str, collection: &str) -> bool {
+        watched == collection || all_namespaces(collection).as_deref() == Some(watched)
     }
 
     /// Records a change at a new revision and sends it to the watchers of its collection.
     fn commit(&mut self, collection: &str, event_type: &'static str, object: Value) {
         let line = json!({ "type": event_type, "object": object }).to_string();
         self.watchers.retain(|w| {
-            if w.collection != collection {
+            if !State::sees(&w.collection, collection) {
                 return !w.tx.is_closed();
             }
             w.tx.send(line.clone()).is_ok()
@@ -436,6 +472,9 @@ impl State {
         }
         if collection == CRD_COLLECTION {
             self.register_crd(&object)?;
+        }
+        if let Some((_, ns)) = namespace_of(collection) {
+            object["metadata"]["namespace"] = json!(ns);
         }
         self.revision += 1;
         let uid = format!("00000000-0000-4000-8000-{:012x}", self.next_uid);
@@ -503,9 +542,10 @@ impl State {
     fn list(&self, collection: &str) -> Answer {
         let items: Vec<Value> = self
             .objects
-            .get(collection)
-            .map(|o| o.values().cloned().collect())
-            .unwrap_or_default();
+            .iter()
+            .filter(|(c, _)| State::sees(collection, c))
+            .flat_map(|(_, o)| o.values().cloned())
+            .collect();
         Ok((
             200,
             json!({
@@ -653,9 +693,9 @@ impl State {
             None | Some(0) => {
                 for object in self
                     .objects
-                    .get(collection)
-                    .into_iter()
-                    .flat_map(|o| o.values())
+                    .iter()
+                    .filter(|(c, _)| State::sees(collection, c))
+                    .flat_map(|(_, o)| o.values())
                 {
                     let _ = tx.send(json!({ "type": "ADDED", "object": object }).to_string());
                 }
@@ -669,7 +709,7 @@ impl State {
                 for change in self
                     .log
                     .iter()
-                    .filter(|c| c.revision > from && c.collection == collection)
+                    .filter(|c| c.revision > from && State::sees(collection, &c.collection))
                 {
                     let line = json!({ "type": change.event_type, "object": change.object });
                     let _ = tx.send(line.to_string());

@@ -52,12 +52,15 @@ pub struct RouteContext {
     nodes: BTreeMap<IpAddr, NodeEntry>,
     own_blocks: Vec<IpNet>,
     connected: Vec<IpNet>,
+    /// The `default` BGPConfiguration's service ranges: nothing inside them is installed.
+    service_ranges: Vec<IpNet>,
 }
 
 /// What a best path becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Class {
-    /// No kernel route: no next hop, one of our own blocks, or a connected subnet.
+    /// No kernel route: no next hop, one of our own blocks, a connected subnet, or inside a
+    /// service range.
     Nothing,
     /// A pod block of another cluster node: the overlay planner routes it.
     Block { owner: IpAddr, encap: PoolEncap },
@@ -93,12 +96,20 @@ impl RouteContext {
         let mut connected = connected.to_vec();
         connected.sort();
         connected.dedup();
+        let service_ranges = view
+            .default_config()
+            .map(|c| crate::service_routes::ServiceRanges::of(&c.spec))
+            .unwrap_or_default()
+            .all()
+            .copied()
+            .collect();
         RouteContext {
             this_node: this_node.to_string(),
             pools,
             nodes,
             own_blocks,
             connected,
+            service_ranges,
         }
     }
 
@@ -110,8 +121,17 @@ impl RouteContext {
     /// touch. A pod block has one owner: with ECMP towards several nodes (a block re-claimed
     /// while the old owner still advertises it) the first node among the next hops is kept,
     /// as the overlay needs one tunnel endpoint.
+    ///
+    /// Routes inside the service ranges (another node's service CIDR or Service host route)
+    /// are advertised, never installed: kube-proxy on every node answers for Service
+    /// addresses, and a kernel route would only send a node's own traffic for them to
+    /// another node (Calico's `/rejectcidrs`, kept out of `calico_kernel_programming`).
     pub(super) fn classify(&self, prefix: &IpNet, hops: &[IpAddr]) -> Class {
-        if hops.is_empty() || self.own_blocks.contains(prefix) || self.connected.contains(prefix) {
+        if hops.is_empty()
+            || self.own_blocks.contains(prefix)
+            || self.connected.contains(prefix)
+            || self.service_ranges.iter().any(|r| r.contains(prefix))
+        {
             return Class::Nothing;
         }
         let pool = self.pools.iter().find(|(cidr, _)| {

@@ -32,5 +32,6 @@ pub mod nat;
 pub mod node_gc;
 pub mod routes;
 mod run;
+mod services;
 
 pub use run::{log_severity, run, DaemonConfig, DaemonError, LogSeverityControl};

@@ -6,9 +6,11 @@
 //! from one input: the BGP best paths. A best path whose next hop is another node of the
 //! cluster and whose prefix lies in an IP pool is a pod block: it goes to the overlay
 //! planner ([`encap::plan_overlay`] through [`encap::Overlay::apply`]), which picks native,
-//! IP-in-IP or VXLAN per the pool's mode and the CrossSubnet rule. Everything else (routes
-//! from the top-of-rack, service ranges of other nodes outside any pool) is installed as
-//! BGP gave it, with every ECMP next hop. The node's own blocks are blackholed, so that a
+//! IP-in-IP or VXLAN per the pool's mode and the CrossSubnet rule. Routes inside the
+//! `default` BGPConfiguration's service ranges are not installed (kube-proxy answers for
+//! Service addresses on every node; Calico keeps them out of the kernel the same way).
+//! Everything else (routes from the top-of-rack) is installed as BGP gave it, with every
+//! ECMP next hop. The node's own blocks are blackholed, so that a
 //! packet for an unassigned address of the block dies here instead of looping back to the
 //! fabric (Calico installs the same `blackhole` routes).
 //!
@@ -248,6 +250,27 @@ pub(super) mod tests {
         let plan = plan_routes(&view, "a", &[], &[], &best);
         assert!(plan.remotes.is_empty());
         assert_eq!(plan.direct.len(), 1);
+    }
+
+    #[test]
+    fn routes_inside_the_service_ranges_are_advertised_never_installed() {
+        let spec: datastore::resource::BgpConfigurationSpec = serde_norway::from_str(
+            "serviceClusterIPs: [{cidr: 10.96.0.0/12}]\nserviceLoadBalancerIPs: [{cidr: 10.50.0.0/24}]\n",
+        )
+        .unwrap();
+        let view = ClusterView {
+            nodes: vec![node("a", "10.0.0.1/24"), node("b", "10.0.0.2/24")],
+            configs: vec![datastore::resource::BgpConfiguration::new("default", spec)],
+            ..Default::default()
+        };
+        let mut best = BestPaths::new();
+        // Node b's service CIDR and the host route of a Local Service with its endpoint there.
+        best.insert(net("10.96.0.0/12"), vec![ip("10.0.0.2")]);
+        best.insert(net("10.50.0.10/32"), vec![ip("10.0.0.2")]);
+        best.insert(net("192.0.2.0/24"), vec![ip("10.0.0.254")]);
+        let plan = plan_routes(&view, "a", &[], &[], &best);
+        let installed: Vec<IpNet> = plan.direct.iter().map(|r| r.destination).collect();
+        assert_eq!(installed, [net("192.0.2.0/24")]);
     }
 
     fn wep(node: &str, dev: &str, addresses: &[&str]) -> datastore::resource::WorkloadEndpoint {

@@ -265,6 +265,16 @@ pub async fn run(
         let address = config.datastore.clone();
         blocking(move || SecretReader::for_datastore(&address)).await??
     };
+    let mut services = {
+        let address = config.datastore.clone();
+        blocking(move || super::services::ServiceFeed::for_datastore(&address))
+            .await?
+            .map_err(|source| DaemonError::Datastore {
+                address: config.datastore.clone(),
+                source: Box::new(source),
+            })?
+    };
+    services.explain(&view);
 
     // 2. Blocks. The IPAM settings (strict affinity) are read once, at start: routerd
     // itself only claims blocks and tunnel addresses; pods' addresses come from the IPAM
@@ -316,7 +326,7 @@ pub async fn run(
         restarting: kept_routes > 0,
         // Advertise after the peers' End-of-RIBs, at most as long as the FIB waits for them.
         selection_deferral_time: config.fib_settle.as_secs().max(1),
-        originate: originations(&blocks, &view, &config.node_name),
+        originate: originations(&blocks, &view, &config.node_name, &BTreeSet::new()),
         peers: Vec::new(),
         // Per-peer filters come from BGPFilters, set live with `set_policy`.
         policies: Vec::new(),
@@ -326,7 +336,7 @@ pub async fn run(
     let mut sessions = ConfiguredSessions::default();
     apply_sessions(&speaker, &mut sessions, &plan, &view, &secrets).await;
     let mut originated: BTreeMap<IpNet, Origination> =
-        originations(&blocks, &view, &config.node_name)
+        originations(&blocks, &view, &config.node_name, &BTreeSet::new())
             .into_iter()
             .map(|o| (o.prefix, o))
             .collect();
@@ -425,6 +435,9 @@ pub async fn run(
     reconcile.tick().await;
     let mut node_gc = super::node_gc::NodeGc::default();
     let mut node_gc_tick = tokio::time::interval(super::node_gc::NODE_GC_CHECK);
+    // Originations are to be recomputed (the view or the Services changed: a ready endpoint
+    // came or went): at the next tick, with the view as it is then.
+    let mut originations_dirty = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -469,6 +482,7 @@ pub async fn run(
                     }
                 }
             }
+            () = services.changed() => originations_dirty = true,
             _ = reconcile.tick() => {
                 if settled {
                     kernel.reconcile(&health).await;
@@ -494,8 +508,11 @@ pub async fn run(
                             view = v;
                             nat_wanted = nat_plan(&view);
                             apply_log_severity(&config, &view, &mut log_level);
-                            match refresh(&config, &view, &allocator, &speaker, &mut sessions, &mut originated, &secrets).await {
-                                Ok(new_blocks) => blocks = new_blocks,
+                            match refresh(&config, &view, &allocator, &speaker, &mut sessions, &secrets).await {
+                                Ok(new_blocks) => {
+                                    blocks = new_blocks;
+                                    originations_dirty = true;
+                                }
                                 Err(e) => warn!(error = %e, "applying the datastore change failed; will retry on the next change"),
                             }
                             // A pool came to use a tunnel: take and publish our tunnel
@@ -521,6 +538,14 @@ pub async fn run(
                             mark_datastore(&snapshot, &health, Some(e.to_string()));
                         }
                     }
+                }
+                // The originations: after a datastore change (blocks, service ranges, the
+                // node's labels) or a Services change.
+                if originations_dirty {
+                    originations_dirty = false;
+                    let service_hosts = services.routes(&view, &config.node_name);
+                    let wanted = originations(&blocks, &view, &config.node_name, &service_hosts);
+                    apply_originations(&speaker, &mut originated, wanted).await;
                 }
                 let peers = peer_statuses(&speaker).await;
                 // Sessions kept for a topology hand-over go when their time is up.
@@ -668,14 +693,21 @@ async fn claim_blocks(
     .await?
 }
 
-/// The node's blocks and the service ranges of the `default` BGPConfiguration, as the
-/// prefixes the speaker originates (blocks aggregated: never the addresses inside them).
+/// The node's blocks, the service ranges of the `default` BGPConfiguration and this node's
+/// service host routes (`service_hosts`, [`crate::service_routes`]), as the prefixes the
+/// speaker originates (blocks aggregated: never the addresses inside them).
 ///
 /// `prefixAdvertisements` communities are attached here, at the origin, to every originated
 /// prefix inside the entry's CIDR (BIRD's `net ~ cidr` in Calico's export filter); the other
 /// nodes pass them on unchanged, so the ToR sees them whichever node it learns a block from.
-fn originations(blocks: &[IpNet], view: &ClusterView, node: &str) -> Vec<Origination> {
+fn originations(
+    blocks: &[IpNet],
+    view: &ClusterView,
+    node: &str,
+    service_hosts: &BTreeSet<IpNet>,
+) -> Vec<Origination> {
     let mut prefixes: BTreeSet<IpNet> = blocks.iter().copied().collect();
+    prefixes.extend(service_hosts);
     prefixes.extend(borrowed_addresses(view, node, blocks));
     let mut tags = Vec::new();
     if let Some(config) = view.default_config() {
@@ -919,23 +951,30 @@ fn peer_policy(address: IpAddr, names: &[String], view: &ClusterView) -> PeerPol
     }
 }
 
-/// A datastore change: recompute sessions, blocks and originations.
+/// A datastore change: recompute sessions and blocks (the originations follow, with the
+/// Services, in the same tick).
 async fn refresh(
     config: &DaemonConfig,
     view: &ClusterView,
     allocator: &Arc<Allocator<DatastoreIpam>>,
     speaker: &SpeakerHandle,
     sessions: &mut ConfiguredSessions,
-    originated: &mut BTreeMap<IpNet, Origination>,
     secrets: &SecretReader,
 ) -> Result<Vec<IpNet>, DaemonError> {
     let blocks = claim_blocks(allocator, view, config).await?;
     let plan = compute_peering(view, &config.node_name)?;
     apply_sessions(speaker, sessions, &plan, view, secrets).await;
-    let wanted: BTreeMap<IpNet, Origination> = originations(&blocks, view, &config.node_name)
-        .into_iter()
-        .map(|o| (o.prefix, o))
-        .collect();
+    Ok(blocks)
+}
+
+/// Tells the speaker what changed between `originated` and `wanted`: withdrawals, then new
+/// or changed originations.
+async fn apply_originations(
+    speaker: &SpeakerHandle,
+    originated: &mut BTreeMap<IpNet, Origination>,
+    wanted: Vec<Origination>,
+) {
+    let wanted: BTreeMap<IpNet, Origination> = wanted.into_iter().map(|o| (o.prefix, o)).collect();
     for prefix in originated.keys().filter(|p| !wanted.contains_key(p)) {
         info!(prefix = %prefix, "withdrawing");
         let _ = speaker
@@ -951,7 +990,6 @@ async fn refresh(
         }
     }
     *originated = wanted;
-    Ok(blocks)
 }
 
 /// The tunnels the pools ask this node for: when this changes, the tunnel addresses are
@@ -1257,7 +1295,7 @@ prefixAdvertisements:
             ..Default::default()
         };
         let blocks: Vec<IpNet> = vec!["10.244.1.0/24".parse().unwrap()];
-        let out = originations(&blocks, &view, "node-1");
+        let out = originations(&blocks, &view, "node-1", &BTreeSet::new());
         let by_prefix: BTreeMap<String, &Origination> =
             out.iter().map(|o| (o.prefix.to_string(), o)).collect();
         assert_eq!(by_prefix.len(), 2, "{out:?}");

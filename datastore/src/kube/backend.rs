@@ -105,6 +105,19 @@ impl KubeDatastore {
         })
     }
 
+    /// The client, for watches of this crate that are not records (Services).
+    pub(super) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Starts `fut` on the client runtime without waiting for it.
+    pub(super) fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(fut);
+    }
+
     /// Runs `fut` on the client runtime and waits for its result.
     fn run<T, F>(&self, fut: F) -> Result<T>
     where

@@ -51,6 +51,9 @@
 //! - **Secrets.** [`KubeDatastore::secret_value`] reads one key of a core/v1 Secret through
 //!   the same client: how a `BGPPeer`'s `password.secretKeyRef` is resolved (Calico reads
 //!   them in the namespace calico-node runs in; the namespace is the caller's choice).
+//! - **Services.** [`KubeDatastore::watch_services`] watches the cluster's Services and
+//!   EndpointSlices (read, never written) for service advertisement ([`services`]): the
+//!   whole current set, kept by `kube_runtime`'s watcher, which relists by itself.
 //! - **Threads.** The trait is synchronous and the kube client asynchronous: the client
 //!   lives on the store's own runtime thread (`client_runtime`, shared with the etcd
 //!   backend); calling the store directly on an async task blocks that worker like any
@@ -75,6 +78,8 @@ mod crd;
 #[cfg(feature = "kubernetes")]
 mod kinds;
 #[cfg(feature = "kubernetes")]
+mod services;
+#[cfg(feature = "kubernetes")]
 mod watch;
 
 #[cfg(feature = "kubernetes")]
@@ -85,3 +90,5 @@ pub use calico_crds::{calico_crd_yaml, calico_crds};
 pub use crd::{crd_yaml, crds};
 #[cfg(feature = "kubernetes")]
 pub use kinds::{kind_resource, CRD_GROUP, CRD_VERSION, WATCHED_KINDS};
+#[cfg(feature = "kubernetes")]
+pub use services::ServicesReceiver;

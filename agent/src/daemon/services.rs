@@ -1,0 +1,100 @@
+//! The cluster's Services as the daemon follows them: a watch on the API server of the
+//! `kubernetes:` datastore (`datastore::KubeDatastore::watch_services`), turned into this
+//! node's service host routes by [`crate::service_routes`] whenever the Services, the
+//! EndpointSlices, the `default` BGPConfiguration or the node's labels change.
+//!
+//! With the `file:` or `etcd:` datastore there is no API server to read Services from (as
+//! with Calico, whose route generator needs the Kubernetes API): the configured CIDRs are
+//! still originated, and no per-Service host route is; routerd says so once at start when
+//! the BGPConfiguration asks for service advertisement.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datastore::services::ClusterServices;
+use ipnet::IpNet;
+use tracing::info;
+
+use super::cluster::ClusterView;
+use crate::service_routes::{service_routes, ServiceRanges};
+
+/// Where the daemon's Services come from, and the latest set.
+pub(super) struct ServiceFeed {
+    #[cfg(feature = "kubernetes")]
+    source: Option<(Arc<datastore::KubeDatastore>, datastore::ServicesReceiver)>,
+    current: Arc<ClusterServices>,
+}
+
+impl ServiceFeed {
+    /// The feed of the datastore at `address`: Services only with `kubernetes:`.
+    pub(super) fn for_datastore(address: &str) -> Result<ServiceFeed, datastore::DatastoreError> {
+        #[cfg(feature = "kubernetes")]
+        if let Some(source) = datastore::KubeConfigSource::from_address(address) {
+            let store =
+                datastore::KubeDatastore::connect(source, datastore::KubeOptions::default())?;
+            let rx = store.watch_services();
+            return Ok(ServiceFeed {
+                source: Some((Arc::new(store), rx)),
+                current: Arc::default(),
+            });
+        }
+        let _ = address;
+        Ok(ServiceFeed {
+            #[cfg(feature = "kubernetes")]
+            source: None,
+            current: Arc::default(),
+        })
+    }
+
+    /// Whether Services are followed at all.
+    pub(super) fn follows_services(&self) -> bool {
+        #[cfg(feature = "kubernetes")]
+        return self.source.is_some();
+        #[cfg(not(feature = "kubernetes"))]
+        false
+    }
+
+    /// Resolves when a new set of Services arrived (and takes it); never without a source.
+    pub(super) async fn changed(&mut self) {
+        #[cfg(feature = "kubernetes")]
+        if let Some((_, rx)) = self.source.as_mut() {
+            loop {
+                if rx.changed().await.is_err() {
+                    // The watch ended with its store: nothing will come any more.
+                    break;
+                }
+                if let Some(set) = rx.borrow_and_update().clone() {
+                    self.current = set;
+                    return;
+                }
+            }
+        }
+        std::future::pending::<()>().await
+    }
+
+    /// This node's service host routes for the current Services and `view`.
+    pub(super) fn routes(&self, view: &ClusterView, node: &str) -> BTreeSet<IpNet> {
+        let ranges = view
+            .default_config()
+            .map(|c| ServiceRanges::of(&c.spec))
+            .unwrap_or_default();
+        let labels = view
+            .node(node)
+            .map(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        service_routes(&self.current, &ranges, node, &labels)
+            .into_keys()
+            .collect()
+    }
+
+    /// Says at start that per-Service routes need the Kubernetes API, when the
+    /// configuration asks for service advertisement and none is followed.
+    pub(super) fn explain(&self, view: &ClusterView) {
+        let asked = view
+            .default_config()
+            .is_some_and(|c| ServiceRanges::of(&c.spec).all().next().is_some());
+        if asked && !self.follows_services() {
+            info!("service CIDRs are advertised; per-Service host routes (externalTrafficPolicy: Local) need the kubernetes: datastore, which has the Services");
+        }
+    }
+}
