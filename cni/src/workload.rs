@@ -2,9 +2,7 @@
 //! and the names derived from it, as Calico's plugin derives them
 //! (`cni-plugin/internal/pkg/utils`, `libcalico-go/lib/names`).
 
-use sha1::{Digest, Sha1};
-
-use datastore::resource::{WorkloadEndpointSpec, DEFAULT_NAMESPACE};
+use datastore::resource::{calico_interface_name, WorkloadEndpointSpec, DEFAULT_NAMESPACE};
 
 /// What identifies one attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +60,7 @@ impl WorkloadId {
             text.push('.');
             text.push_str(&self.ifname);
         }
-        let digest = Sha1::digest(text.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("cali{}", &hex[..11])
+        calico_interface_name(&text)
     }
 
     /// The IPAM handle: one per container and interface ([`handle_id`]).

@@ -64,8 +64,8 @@ pub use self::kube::KubeError;
 pub use self::kube::{calico_crd_yaml, calico_crds};
 #[cfg(feature = "kubernetes")]
 pub use self::kube::{
-    crd_yaml, crds, kind_resource, KubeConfigSource, KubeDatastore, KubeOptions, ServicesReceiver,
-    CRD_GROUP, CRD_VERSION, WATCHED_KINDS,
+    crd_yaml, crds, kind_resource, KubeConfigSource, KubeDatastore, KubeOptions,
+    PodEndpointsReceiver, ServicesReceiver, CRD_GROUP, CRD_VERSION, WATCHED_KINDS,
 };
 pub use file::{FileDatastore, FileOptions};
 pub use memory::MemoryDatastore;

@@ -159,7 +159,12 @@ fn example_rbac_covers_every_resource() {
     assert!(verbs("", "nodes/status").contains(&"update".to_string()));
     assert!(verbs("crd.projectcalico.org", "ipamconfigs").contains(&"get".to_string()));
     // `KubeDatastore::watch_services`: kube_runtime's watcher lists and watches.
-    for (group, resource) in [("", "services"), ("discovery.k8s.io", "endpointslices")] {
+    // `KubeDatastore::watch_pod_endpoints` too.
+    for (group, resource) in [
+        ("", "services"),
+        ("discovery.k8s.io", "endpointslices"),
+        ("", "pods"),
+    ] {
         for verb in ["list", "watch"] {
             assert!(
                 verbs(group, resource).contains(&verb.to_string()),

@@ -17,9 +17,9 @@
 //!   HTTP `410` status ([`ExpiredAs`]); `resourceVersion` absent or `0` starts with
 //!   synthetic `ADDED` events of the current objects; `timeoutSeconds` ends the stream;
 //! - resource types: core `nodes` (cluster; `PUT` of `nodes/<name>/status` keeps the
-//!   stored spec), the namespaced `secrets`, `services` and `discovery.k8s.io`
+//!   stored spec), the namespaced `secrets`, `pods`, `services` and `discovery.k8s.io`
 //!   `endpointslices` (`namespaces/<ns>/<resource>`, and the all-namespaces list and
-//!   watch `/api/v1/services`, `/apis/discovery.k8s.io/v1/endpointslices`), and
+//!   watch, e.g. `/api/v1/pods`; a field selector is ignored, as a label selector), and
 //!   `customresourcedefinitions`; creating a cluster-scoped CRD makes its resource served
 //!   (`/apis/<group>/<version>/<plural>`), anything else answers `404`;
 //! - the garbage collector's background cascade: deleting an object deletes the objects
@@ -51,8 +51,9 @@ use tokio::sync::{mpsc, oneshot};
 const CRD_COLLECTION: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
 /// The namespaced resources served: (all-namespaces collection, namespaced prefix and
 /// resource), e.g. `/api/v1/services` for `/api/v1/namespaces/<ns>/services`.
-const NAMESPACED: [(&str, (&str, &str)); 3] = [
+const NAMESPACED: [(&str, (&str, &str)); 4] = [
     ("/api/v1/secrets", ("/api/v1", "secrets")),
+    ("/api/v1/pods", ("/api/v1", "pods")),
     ("/api/v1/services", ("/api/v1", "services")),
     (
         "/apis/discovery.k8s.io/v1/endpointslices",

@@ -37,6 +37,10 @@ pub struct ClusterView {
     pub filters: Vec<BgpFilter>,
     /// Every node's workload endpoints (written by the CNI plugin).
     pub endpoints: Vec<WorkloadEndpoint>,
+    /// This node's endpoints derived from its Pods, as Calico's Kubernetes datastore derives
+    /// them (the pods Calico's CNI created); set by the daemon from the API server, not
+    /// records of the datastore.
+    pub pod_endpoints: Vec<WorkloadEndpoint>,
     pub problems: Vec<String>,
 }
 
@@ -91,6 +95,25 @@ impl ClusterView {
     /// A node by name.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.metadata.name == name)
+    }
+
+    /// The workload endpoints on `node`: its records, then its Pods' endpoints whose
+    /// addresses no record has (a pod routerd's CNI set up has both).
+    pub fn endpoints_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a WorkloadEndpoint> {
+        let records = self.endpoints.iter().filter(move |w| w.spec.node == node);
+        let recorded: std::collections::BTreeSet<&str> = records
+            .clone()
+            .flat_map(|w| w.spec.ip_networks.iter().map(String::as_str))
+            .collect();
+        let pods = self.pod_endpoints.iter().filter(move |w| {
+            w.spec.node == node
+                && !w
+                    .spec
+                    .ip_networks
+                    .iter()
+                    .any(|a| recorded.contains(a.as_str()))
+        });
+        records.chain(pods)
     }
 
     /// The `default` BGPConfiguration, if any.

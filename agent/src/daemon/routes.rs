@@ -112,7 +112,7 @@ pub fn workload_routes(
     interface_exists: impl Fn(&str) -> bool,
 ) -> Vec<fib::Route> {
     let mut out = Vec::new();
-    for wep in view.endpoints.iter().filter(|w| w.spec.node == this_node) {
+    for wep in view.endpoints_on(this_node) {
         let dev = wep.spec.interface_name.as_str();
         if dev.is_empty() || !interface_exists(dev) {
             continue;
@@ -131,9 +131,7 @@ pub fn workload_routes(
 /// longest match reaches this node while the block's owner keeps advertising the block.
 pub fn borrowed_addresses(view: &ClusterView, this_node: &str, own_blocks: &[IpNet]) -> Vec<IpNet> {
     let mut out: Vec<IpNet> = view
-        .endpoints
-        .iter()
-        .filter(|w| w.spec.node == this_node)
+        .endpoints_on(this_node)
         .flat_map(|w| w.spec.addresses())
         .filter(|a| !own_blocks.iter().any(|b| b.contains(&a.addr())))
         .collect();

@@ -27,7 +27,7 @@ use crate::peering::{self, DesiredSession, PeeringInput, PeeringPlan};
 use crate::status::PeerType;
 use crate::status::{DaemonState, DatastoreStatus, FibStatus, NodeStatus, SessionStatus};
 use datastore::ipam_store::DatastoreIpam;
-use datastore::resource::{Kind, PasswordSource, Resource};
+use datastore::resource::{Kind, PasswordSource, Resource, WorkloadEndpoint};
 use datastore::{Datastore, DatastoreError, WatchFrom};
 
 /// What routerd runs with (resolved from flags, environment and file by [`crate::settings`]).
@@ -265,9 +265,9 @@ pub async fn run(
         let address = config.datastore.clone();
         blocking(move || SecretReader::for_datastore(&address)).await??
     };
-    let mut services = {
-        let address = config.datastore.clone();
-        blocking(move || super::services::ServiceFeed::for_datastore(&address))
+    let (mut services, mut pods) = {
+        let (address, node) = (config.datastore.clone(), config.node_name.clone());
+        blocking(move || super::services::kube_feeds(&address, &node))
             .await?
             .map_err(|source| DaemonError::Datastore {
                 address: config.datastore.clone(),
@@ -438,6 +438,8 @@ pub async fn run(
     // Originations are to be recomputed (the view or the Services changed: a ready endpoint
     // came or went): at the next tick, with the view as it is then.
     let mut originations_dirty = false;
+    // This node's Pods as endpoints (Kubernetes datastore), kept across view reloads.
+    let mut pod_endpoints: Arc<Vec<WorkloadEndpoint>> = Arc::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -483,6 +485,13 @@ pub async fn run(
                 }
             }
             () = services.changed() => originations_dirty = true,
+            endpoints = pods.changed() => {
+                pod_endpoints = endpoints;
+                view.pod_endpoints = pod_endpoints.to_vec();
+                kernel.view_changed();
+                routes_dirty = true;
+                originations_dirty = true;
+            }
             _ = reconcile.tick() => {
                 if settled {
                     kernel.reconcile(&health).await;
@@ -506,6 +515,7 @@ pub async fn run(
                             view_retry_at = None;
                             mark_datastore(&snapshot, &health, None);
                             view = v;
+                            view.pod_endpoints = pod_endpoints.to_vec();
                             nat_wanted = nat_plan(&view);
                             apply_log_severity(&config, &view, &mut log_level);
                             match refresh(&config, &view, &allocator, &speaker, &mut sessions, &secrets).await {

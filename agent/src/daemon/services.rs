@@ -1,7 +1,12 @@
-//! The cluster's Services as the daemon follows them: a watch on the API server of the
-//! `kubernetes:` datastore (`datastore::KubeDatastore::watch_services`), turned into this
-//! node's service host routes by [`crate::service_routes`] whenever the Services, the
-//! EndpointSlices, the `default` BGPConfiguration or the node's labels change.
+//! The Kubernetes objects the daemon follows besides the datastore's records, on the API
+//! server of the `kubernetes:` datastore:
+//!
+//! - the cluster's Services and EndpointSlices (`datastore::KubeDatastore::watch_services`),
+//!   turned into this node's service host routes by [`crate::service_routes`] whenever
+//!   they, the `default` BGPConfiguration or the node's labels change;
+//! - this node's Pods (`datastore::KubeDatastore::watch_pod_endpoints`), as workload
+//!   endpoints derived the way Calico's datastore derives them, so that pods Calico's CNI
+//!   created are routed too ([`ClusterView::pod_endpoints`]).
 //!
 //! With the `file:` or `etcd:` datastore there is no API server to read Services from (as
 //! with Calico, whose route generator needs the Kubernetes API): the configured CIDRs are
@@ -11,12 +16,73 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use datastore::resource::WorkloadEndpoint;
 use datastore::services::ClusterServices;
 use ipnet::IpNet;
 use tracing::info;
 
 use super::cluster::ClusterView;
 use crate::service_routes::{service_routes, ServiceRanges};
+
+/// Connects the feeds of the datastore at `address` for `node`: with `kubernetes:`, one
+/// client for both; otherwise feeds that never change.
+pub(super) fn kube_feeds(
+    address: &str,
+    node: &str,
+) -> Result<(ServiceFeed, PodEndpointFeed), datastore::DatastoreError> {
+    #[cfg(feature = "kubernetes")]
+    if let Some(source) = datastore::KubeConfigSource::from_address(address) {
+        let store = datastore::KubeDatastore::connect(source, datastore::KubeOptions::default())?;
+        let services = store.watch_services();
+        let pods = store.watch_pod_endpoints(node);
+        let store = Arc::new(store);
+        return Ok((
+            ServiceFeed {
+                source: Some((store.clone(), services)),
+                current: Arc::default(),
+            },
+            PodEndpointFeed {
+                source: Some((store, pods)),
+            },
+        ));
+    }
+    let _ = (address, node);
+    Ok((
+        ServiceFeed {
+            #[cfg(feature = "kubernetes")]
+            source: None,
+            current: Arc::default(),
+        },
+        PodEndpointFeed {
+            #[cfg(feature = "kubernetes")]
+            source: None,
+        },
+    ))
+}
+
+/// This node's Pods as workload endpoints.
+pub(super) struct PodEndpointFeed {
+    #[cfg(feature = "kubernetes")]
+    source: Option<(
+        Arc<datastore::KubeDatastore>,
+        datastore::PodEndpointsReceiver,
+    )>,
+}
+
+impl PodEndpointFeed {
+    /// Resolves with the endpoints when a new set arrived; never without a source.
+    pub(super) async fn changed(&mut self) -> Arc<Vec<WorkloadEndpoint>> {
+        #[cfg(feature = "kubernetes")]
+        if let Some((_, rx)) = self.source.as_mut() {
+            while rx.changed().await.is_ok() {
+                if let Some(set) = rx.borrow_and_update().clone() {
+                    return set;
+                }
+            }
+        }
+        std::future::pending().await
+    }
+}
 
 /// Where the daemon's Services come from, and the latest set.
 pub(super) struct ServiceFeed {
@@ -26,26 +92,6 @@ pub(super) struct ServiceFeed {
 }
 
 impl ServiceFeed {
-    /// The feed of the datastore at `address`: Services only with `kubernetes:`.
-    pub(super) fn for_datastore(address: &str) -> Result<ServiceFeed, datastore::DatastoreError> {
-        #[cfg(feature = "kubernetes")]
-        if let Some(source) = datastore::KubeConfigSource::from_address(address) {
-            let store =
-                datastore::KubeDatastore::connect(source, datastore::KubeOptions::default())?;
-            let rx = store.watch_services();
-            return Ok(ServiceFeed {
-                source: Some((Arc::new(store), rx)),
-                current: Arc::default(),
-            });
-        }
-        let _ = address;
-        Ok(ServiceFeed {
-            #[cfg(feature = "kubernetes")]
-            source: None,
-            current: Arc::default(),
-        })
-    }
-
     /// Whether Services are followed at all.
     pub(super) fn follows_services(&self) -> bool {
         #[cfg(feature = "kubernetes")]

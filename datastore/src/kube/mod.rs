@@ -54,6 +54,8 @@
 //! - **Services.** [`KubeDatastore::watch_services`] watches the cluster's Services and
 //!   EndpointSlices (read, never written) for service advertisement ([`services`]): the
 //!   whole current set, kept by `kube_runtime`'s watcher, which relists by itself.
+//! - **Pods.** [`KubeDatastore::watch_pod_endpoints`] derives one node's workload endpoints
+//!   from its Pods as Calico's KDD does ([`pods`]): how pods Calico's CNI created are routed.
 //! - **Threads.** The trait is synchronous and the kube client asynchronous: the client
 //!   lives on the store's own runtime thread (`client_runtime`, shared with the etcd
 //!   backend); calling the store directly on an async task blocks that worker like any
@@ -78,6 +80,8 @@ mod crd;
 #[cfg(feature = "kubernetes")]
 mod kinds;
 #[cfg(feature = "kubernetes")]
+mod pods;
+#[cfg(feature = "kubernetes")]
 mod services;
 #[cfg(feature = "kubernetes")]
 mod watch;
@@ -90,5 +94,7 @@ pub use calico_crds::{calico_crd_yaml, calico_crds};
 pub use crd::{crd_yaml, crds};
 #[cfg(feature = "kubernetes")]
 pub use kinds::{kind_resource, CRD_GROUP, CRD_VERSION, WATCHED_KINDS};
+#[cfg(feature = "kubernetes")]
+pub use pods::PodEndpointsReceiver;
 #[cfg(feature = "kubernetes")]
 pub use services::ServicesReceiver;

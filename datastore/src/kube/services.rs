@@ -51,14 +51,14 @@ enum Change {
 }
 
 /// One kind's half of the state: the live set and, during a relist, the one being built.
-struct Half<K> {
-    live: std::collections::BTreeMap<(String, String), K>,
+pub(super) struct Half<K> {
+    pub(super) live: std::collections::BTreeMap<(String, String), K>,
     listing: Option<std::collections::BTreeMap<(String, String), K>>,
-    listed: bool,
+    pub(super) listed: bool,
 }
 
 impl<K: Clone> Half<K> {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Half {
             live: Default::default(),
             listing: None,
@@ -67,7 +67,7 @@ impl<K: Clone> Half<K> {
     }
 
     /// Applies one watcher event; `true` when the live set changed.
-    fn apply(&mut self, event: Event<Keyed<K>>) -> bool {
+    pub(super) fn apply(&mut self, event: Event<Keyed<K>>) -> bool {
         match event {
             Event::Init => {
                 self.listing = Some(Default::default());
@@ -98,10 +98,11 @@ impl<K: Clone> Half<K> {
     }
 }
 
-type Keyed<V> = Option<((String, String), V)>;
+/// An object decoded under its `(namespace, name)`; `None` when it is not one we keep.
+pub(super) type Keyed<V> = Option<((String, String), V)>;
 
 /// A watcher event with its object decoded.
-fn decoded<K, V>(event: Event<K>, decode: fn(&K) -> Keyed<V>) -> Event<Keyed<V>> {
+pub(super) fn decoded<K, V>(event: Event<K>, decode: impl Fn(&K) -> Keyed<V>) -> Event<Keyed<V>> {
     match event {
         Event::Apply(k) => Event::Apply(decode(&k)),
         Event::Delete(k) => Event::Delete(decode(&k)),

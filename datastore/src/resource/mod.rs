@@ -56,7 +56,9 @@ pub use field::{
     LargeCommunity, PasswordSource, SecretKeyRef, StandardCommunity,
 };
 pub use node::{NodeAddress, NodeBgpSpec, NodeSpec, OrchRef};
-pub use workload_endpoint::{endpoint_name, record_name, WorkloadEndpointSpec, DEFAULT_NAMESPACE};
+pub use workload_endpoint::{
+    calico_interface_name, endpoint_name, record_name, WorkloadEndpointSpec, DEFAULT_NAMESPACE,
+};
 
 /// Calico's API group and version.
 pub const CALICO_API_VERSION: &str = "projectcalico.org/v3";

@@ -19,6 +19,16 @@ use super::field::FieldError;
 /// The namespace of a workload without one (Calico's `cni` orchestrator uses `default`).
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// The host side of a workload's veth as Calico names it (`VethNameForWorkload`):
+/// `cali` + the first 11 hex digits of the SHA-1 of `hashed` (`<namespace>.<pod>` for a
+/// pod), so the name is the same whichever plugin created the interface.
+pub fn calico_interface_name(hashed: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(hashed.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cali{}", &hex[..11])
+}
+
 /// `spec` of a `WorkloadEndpoint`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
