@@ -25,23 +25,10 @@ mod support;
 use std::time::Duration;
 
 use lab::{require, wait_for, Netns};
-use serde_json::{json, Value};
-use support::{Cluster, Store, KUBE_NODES, POLL, T};
+use serde_json::json;
+use support::{calico_object, Cluster, Store, CALICO_API, KUBE_NODES, POLL, T};
 
-const CALICO: &str = "/apis/crd.projectcalico.org/v1";
 const SERVICES: &str = "10.96.0.0/12";
-
-/// A Calico v3 resource as Calico's KDD keeps it: `crd.projectcalico.org/v1`, the v3
-/// metadata (no labels here) in its annotation, the spec as is.
-fn calico_object(kind: &str, name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "crd.projectcalico.org/v1",
-        "kind": kind,
-        "metadata": {"name": name,
-                     "annotations": {"projectcalico.org/metadata": "{\"creationTimestamp\":null}"}},
-        "spec": spec,
-    })
-}
 
 fn set_label(c: &Cluster, node: &str, key: &str, value: Option<&str>) {
     let mut object = c.kube().object(KUBE_NODES, node).unwrap();
@@ -60,7 +47,7 @@ fn tor_has(tor: &lab::bird::Bird, prefix: &str) -> bool {
 /// The objects of Calico's kind `plural` whose spec field `field` is `value`.
 fn objects_with(c: &Cluster, plural: &str, field: &str, value: &str) -> usize {
     c.kube()
-        .objects(&format!("{CALICO}/{plural}"))
+        .objects(&format!("{CALICO_API}/{plural}"))
         .iter()
         .filter(|o| o["spec"][field] == value)
         .count()
@@ -110,7 +97,7 @@ fn calico_objects_drive_routerd_on_the_kubernetes_datastore() {
     let (_pod2, _) = c.add_pod(1, "kddpod2");
     let block1 = c
         .kube()
-        .objects(&format!("{CALICO}/ipamblocks"))
+        .objects(&format!("{CALICO_API}/ipamblocks"))
         .into_iter()
         .find_map(|b| {
             (b["spec"]["affinity"] == "host:node-1")
@@ -124,7 +111,7 @@ fn calico_objects_drive_routerd_on_the_kubernetes_datastore() {
     let tor = c.bird_tor(&tor_ns, 2);
     c.kube()
         .create(
-            &format!("{CALICO}/bgpconfigurations"),
+            &format!("{CALICO_API}/bgpconfigurations"),
             calico_object(
                 "BGPConfiguration",
                 "default",
@@ -135,7 +122,7 @@ fn calico_objects_drive_routerd_on_the_kubernetes_datastore() {
         .unwrap();
     c.kube()
         .create(
-            &format!("{CALICO}/bgppeers"),
+            &format!("{CALICO_API}/bgppeers"),
             calico_object(
                 "BGPPeer",
                 "rack1-tor",

@@ -26,23 +26,12 @@ use std::collections::BTreeSet;
 
 use lab::{require, wait_for, Netns};
 use serde_json::{json, Value};
-use support::{Cluster, Store, POLL, T};
+use support::{calico_object, Cluster, Store, CALICO_API, POLL, T};
 
-const CALICO: &str = "/apis/crd.projectcalico.org/v1";
 const SERVICES: &str = "/api/v1/namespaces/shop/services";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices";
 const LB_RANGE: &str = "10.50.0.0/24";
 const LB_HOST: &str = "10.50.0.10/32";
-
-fn calico_object(kind: &str, name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "crd.projectcalico.org/v1",
-        "kind": kind,
-        "metadata": {"name": name,
-                     "annotations": {"projectcalico.org/metadata": "{\"creationTimestamp\":null}"}},
-        "spec": spec,
-    })
-}
 
 /// The slice of the Service `web` with one endpoint per `(node, ready)`.
 fn slice(endpoints: &[(&str, bool)]) -> Value {
@@ -114,7 +103,7 @@ fn a_local_load_balancer_service_is_announced_by_the_nodes_with_ready_endpoints(
     // global BGPPeer (no selector: every node peers with it).
     c.kube()
         .create(
-            &format!("{CALICO}/bgpconfigurations"),
+            &format!("{CALICO_API}/bgpconfigurations"),
             calico_object(
                 "BGPConfiguration",
                 "default",
@@ -125,7 +114,7 @@ fn a_local_load_balancer_service_is_announced_by_the_nodes_with_ready_endpoints(
         .unwrap();
     c.kube()
         .create(
-            &format!("{CALICO}/bgppeers"),
+            &format!("{CALICO_API}/bgppeers"),
             calico_object(
                 "BGPPeer",
                 "my-global-peer",

@@ -69,6 +69,20 @@ fn install_crds(_standin: &ApiServerStandin) {
 pub const KUBE_API: &str = "10.0.0.200:6443";
 /// The collection of Kubernetes Nodes.
 pub const KUBE_NODES: &str = "/api/v1/nodes";
+/// Where Calico's custom resources are served.
+pub const CALICO_API: &str = "/apis/crd.projectcalico.org/v1";
+
+/// A Calico v3 resource as Calico's KDD keeps it: `crd.projectcalico.org/v1`, the v3
+/// metadata (no labels here) in its annotation, the spec as is.
+pub fn calico_object(kind: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": kind,
+        "metadata": {"name": name,
+                     "annotations": {"projectcalico.org/metadata": "{\"creationTimestamp\":null}"}},
+        "spec": spec,
+    })
+}
 
 /// The addresses of the etcd members on the segment.
 pub const ETCD_IPS: [&str; 3] = ["10.0.0.201", "10.0.0.202", "10.0.0.203"];
