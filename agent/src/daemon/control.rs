@@ -15,7 +15,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
 
-use bgp::speaker::control::{ControlRequest, ControlResponse};
 use bgp::speaker::SpeakerHandle;
 
 use crate::status::{NodeStatus, StatusRequest, StatusResponse};
@@ -121,18 +120,8 @@ async fn routes(
     prefix: Option<ipnet::IpNet>,
     longest_match: bool,
 ) -> StatusResponse {
-    let request = match prefix {
-        None => ControlRequest::Routes,
-        Some(prefix) => ControlRequest::RouteLookup {
-            prefix,
-            longest_match,
-        },
-    };
-    match speaker.control(request).await {
-        Ok(ControlResponse::Routes { routes }) => StatusResponse::Routes { routes },
-        Ok(other) => StatusResponse::Error {
-            message: format!("unexpected answer from the speaker: {other:?}"),
-        },
+    match speaker.routes(prefix, longest_match).await {
+        Ok(routes) => StatusResponse::Routes { routes },
         Err(e) => StatusResponse::Error {
             message: e.to_string(),
         },

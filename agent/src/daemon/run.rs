@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bgp::rib::RouteFilter;
 use bgp::speaker::config::{Origination, SpeakerConfig};
-use bgp::speaker::control::{ControlRequest, ControlResponse, PeerStatus};
+use bgp::speaker::control::PeerStatus;
 use bgp::speaker::{PeerPolicy, SpeakerHandle};
 use ipam::{Allocator, IpFamily, IpamError, TunnelKind};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -987,16 +987,18 @@ async fn apply_originations(
     let wanted: BTreeMap<IpNet, Origination> = wanted.into_iter().map(|o| (o.prefix, o)).collect();
     for prefix in originated.keys().filter(|p| !wanted.contains_key(p)) {
         info!(prefix = %prefix, "withdrawing");
-        let _ = speaker
-            .control(ControlRequest::Withdraw { prefix: *prefix })
-            .await;
+        if let Err(e) = speaker.withdraw(*prefix).await {
+            warn!(prefix = %prefix, error = %e, "withdrawing failed");
+        }
     }
     for (prefix, o) in &wanted {
         // A changed origination (new communities) is originated again: the speaker
         // replaces its route and sends the new attributes, with no withdrawal between.
         if originated.get(prefix) != Some(o) {
             info!(prefix = %prefix, communities = ?o.communities, "originating");
-            let _ = speaker.control(ControlRequest::Originate(o.clone())).await;
+            if let Err(e) = speaker.originate(o.clone()).await {
+                warn!(prefix = %prefix, error = %e, "originating failed");
+            }
         }
     }
     *originated = wanted;
@@ -1184,10 +1186,7 @@ const FAST_ROUTES: Duration = Duration::from_millis(20);
 const FAST_ROUTE_CHANGES: usize = 1000;
 
 async fn peer_statuses(speaker: &SpeakerHandle) -> Vec<PeerStatus> {
-    match speaker.control(ControlRequest::Peers).await {
-        Ok(ControlResponse::Peers { peers }) => peers,
-        _ => Vec::new(),
-    }
+    speaker.peers().await.unwrap_or_default()
 }
 
 fn update_session_health(

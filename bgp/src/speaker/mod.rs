@@ -40,6 +40,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -54,7 +55,7 @@ use crate::packet::{
 };
 use crate::rib::{self, BestPathChange, EndOfRib, PeerId, PeerSession, Rib, RibConfig, RibOutputs};
 use config::{Origination, PeerConfig, SpeakerConfig};
-use control::{ControlRequest, ControlResponse};
+use control::{ControlRequest, ControlResponse, PeerStatus, RouteView};
 use prefix_limit::{PrefixLimitState, PrefixVerdict};
 use socket::SessionSecurity;
 
@@ -77,6 +78,9 @@ pub enum SpeakerError {
     Peer { peer: IpAddr, reason: String },
     #[error("the speaker has stopped")]
     Stopped,
+    /// The core refused a request, or answered it with something else than asked for.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A request to the core from the handle or the control socket.
@@ -146,7 +150,47 @@ impl SpeakerHandle {
         rx.await.map_err(|_| SpeakerError::Stopped)?
     }
 
-    /// Runs one control request (status, routes, originate, withdraw).
+    /// Originates `origination` (or re-originates it with new attributes: the route is
+    /// replaced, with no withdrawal between).
+    pub async fn originate(&self, origination: Origination) -> Result<(), SpeakerError> {
+        done(self.control(ControlRequest::Originate(origination)).await?)
+    }
+
+    /// Stops originating `prefix`.
+    pub async fn withdraw(&self, prefix: IpNet) -> Result<(), SpeakerError> {
+        done(self.control(ControlRequest::Withdraw { prefix }).await?)
+    }
+
+    /// Every session's status.
+    pub async fn peers(&self) -> Result<Vec<PeerStatus>, SpeakerError> {
+        match self.control(ControlRequest::Peers).await? {
+            ControlResponse::Peers { peers } => Ok(peers),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The Loc-RIB (`prefix` `None`), or the paths to one destination (`longest_match`: the
+    /// longest prefix we hold that contains `prefix`), as `birdc show route [for]`.
+    pub async fn routes(
+        &self,
+        prefix: Option<IpNet>,
+        longest_match: bool,
+    ) -> Result<Vec<RouteView>, SpeakerError> {
+        let request = match prefix {
+            None => ControlRequest::Routes,
+            Some(prefix) => ControlRequest::RouteLookup {
+                prefix,
+                longest_match,
+            },
+        };
+        match self.control(request).await? {
+            ControlResponse::Routes { routes } => Ok(routes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs one control request as the control socket's clients send it (JSON types); the
+    /// typed methods above are the in-process API.
     pub async fn control(&self, request: ControlRequest) -> Result<ControlResponse, SpeakerError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Control(request, tx)).await?;
@@ -181,6 +225,21 @@ impl SpeakerHandle {
             .send(c)
             .await
             .map_err(|_| SpeakerError::Stopped)
+    }
+}
+
+/// `Ok` for `Done`, else the refusal.
+fn done(response: ControlResponse) -> Result<(), SpeakerError> {
+    match response {
+        ControlResponse::Done => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(response: ControlResponse) -> SpeakerError {
+    match response {
+        ControlResponse::Error { message } => SpeakerError::Refused(message),
+        other => SpeakerError::Refused(format!("unexpected answer: {other:?}")),
     }
 }
 

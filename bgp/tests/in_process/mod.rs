@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use bgp::speaker::config::{NextHopMode, Origination, PeerConfig, SpeakerConfig};
-use bgp::speaker::control::{ControlRequest, ControlResponse, PeerStatus};
+use bgp::speaker::control::PeerStatus;
 use bgp::speaker::SpeakerHandle;
 use ipnet::IpNet;
 
@@ -74,24 +74,19 @@ pub fn peer_config(address: Ipv4Addr, remote_as: u32, port: Option<u16>) -> Peer
 }
 
 pub async fn peers(h: &SpeakerHandle) -> Vec<PeerStatus> {
-    match h.control(ControlRequest::Peers).await.unwrap() {
-        ControlResponse::Peers { peers } => peers,
-        other => panic!("{other:?}"),
-    }
+    h.peers().await.unwrap()
 }
 
 /// Prefixes learned from a peer (not our own), sorted.
 pub async fn learned(h: &SpeakerHandle) -> Vec<IpNet> {
-    match h.control(ControlRequest::Routes).await.unwrap() {
-        ControlResponse::Routes { routes } => {
-            let mut v: Vec<IpNet> = routes
-                .into_iter()
-                .filter(|r| r.peer.is_some())
-                .map(|r| r.prefix)
-                .collect();
-            v.sort();
-            v
-        }
-        other => panic!("{other:?}"),
-    }
+    let mut v: Vec<IpNet> = h
+        .routes(None, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.peer.is_some())
+        .map(|r| r.prefix)
+        .collect();
+    v.sort();
+    v
 }
