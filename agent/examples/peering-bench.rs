@@ -83,6 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             nodes,
             configs,
             peers,
+            filters: &[],
         }
     }
     let start = Instant::now();

@@ -80,6 +80,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use bgp::rib::RouteFilter;
 use bgp::speaker::bfd_link::BfdConfig;
 use bgp::speaker::config::{AddPaths, NextHopMode as SpeakerNextHop, PeerConfig};
 use bgp::speaker::prefix_limit::PrefixLimit;
@@ -88,8 +89,9 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::status::PeerType;
 use datastore::resource::{
-    BfdTimers, BgpConfiguration, BgpConfigurationScope, BgpPeer, BgpPeerSpec, FieldError,
-    NextHopMode, Node, PasswordSource, PeerAddress, DEFAULT_AS_NUMBER, DEFAULT_LISTEN_PORT,
+    BfdTimers, BgpConfiguration, BgpConfigurationScope, BgpFilter, BgpPeer, BgpPeerSpec,
+    FieldError, NextHopMode, Node, PasswordSource, PeerAddress, DEFAULT_AS_NUMBER,
+    DEFAULT_LISTEN_PORT,
 };
 
 /// Everything the computation reads: the local node's name and the datastore's resources.
@@ -100,6 +102,8 @@ pub struct PeeringInput<'a> {
     pub nodes: &'a [Node],
     pub configs: &'a [BgpConfiguration],
     pub peers: &'a [BgpPeer],
+    /// The BGPFilters the BGPPeers name.
+    pub filters: &'a [BgpFilter],
 }
 
 /// The local speaker's own settings.
@@ -137,8 +141,13 @@ pub struct DesiredSession {
     /// Graceful-restart time (RFC 4724), as configured; `peer.graceful_restart_time` holds
     /// it in the capability's whole seconds.
     pub max_restart_time: Option<Duration>,
-    /// `BGPFilter` names, in order; routerd maps them to the speaker's policies.
+    /// `BGPFilter` names, in order, as the BGPPeer lists them.
     pub filters: Vec<String>,
+    /// Those filters merged into one import and one export filter: the first matching rule
+    /// across them decides, as Calico's BIRD config chains the filters' functions in order.
+    /// A name without a BGPFilter is skipped and reported.
+    pub import: RouteFilter,
+    pub export: RouteFilter,
     /// The resource that produced the session: `BGPPeer/<name>` or `Node/<name>` (mesh and
     /// reflector topology), for status and debugging.
     pub source: String,
@@ -175,6 +184,9 @@ pub enum PeeringProblem {
     /// Two resources have the same kind and name; the first given is used.
     #[error("{subject} is given more than once; the first is used")]
     Duplicate { subject: String },
+    /// A BGPPeer names a BGPFilter that does not exist; its sessions go without it.
+    #[error("{subject} names BGPFilter {filter:?}, which does not exist (skipped)")]
+    MissingFilter { subject: String, filter: String },
     /// Several sources want a session to the same address; `kept` won (see the module docs for
     /// the precedence).
     #[error("session to {address}: {dropped} is shadowed by {kept}")]
@@ -183,6 +195,38 @@ pub enum PeeringProblem {
         kept: String,
         dropped: String,
     },
+}
+
+/// Sets a session's import and export filters from the BGPFilters it names, in order.
+fn resolve_filters(
+    session: &mut DesiredSession,
+    filters: &[BgpFilter],
+    problems: &mut Vec<PeeringProblem>,
+) {
+    for name in &session.filters {
+        let Some(filter) = filters.iter().find(|f| &f.metadata.name == name) else {
+            problems.push(PeeringProblem::MissingFilter {
+                subject: session.source.clone(),
+                filter: name.clone(),
+            });
+            continue;
+        };
+        let subject = format!("BGPFilter/{name}");
+        match (
+            crate::policy::import_filter(&filter.spec),
+            crate::policy::export_filter(&filter.spec),
+        ) {
+            (Ok(import), Ok(export)) => {
+                session.import.v4.extend(import.v4);
+                session.import.v6.extend(import.v6);
+                session.export.v4.extend(export.v4);
+                session.export.v6.extend(export.v6);
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                problems.push(PeeringProblem::Invalid { subject, error })
+            }
+        }
+    }
 }
 
 /// The local node cannot run a BGP speaker.
@@ -545,6 +589,8 @@ impl<'a> Planner<'a, '_> {
                 password: self.settings.mesh_password.cloned(),
                 max_restart_time: self.settings.mesh_restart,
                 filters: Vec::new(),
+                import: RouteFilter::default(),
+                export: RouteFilter::default(),
                 source,
                 remote_node: Some(remote.name.to_string()),
             },
@@ -625,6 +671,8 @@ impl<'a> Planner<'a, '_> {
                 password: rule.spec.password.clone(),
                 max_restart_time: rule.max_restart_time,
                 filters: rule.spec.filters.clone(),
+                import: RouteFilter::default(),
+                export: RouteFilter::default(),
                 source: rule.source.clone(),
                 remote_node: remote.map(|r| r.name.to_string()),
             },
@@ -827,6 +875,9 @@ pub fn compute(input: &PeeringInput<'_>) -> Result<PeeringPlan, PeeringError> {
             }
             _ => sessions.push(candidate.session),
         }
+    }
+    for session in &mut sessions {
+        resolve_filters(session, input.filters, &mut problems);
     }
     problems.sort_by_cached_key(ToString::to_string);
     problems.dedup();

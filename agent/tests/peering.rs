@@ -99,6 +99,7 @@ fn plan(
         nodes,
         configs,
         peers,
+        filters: &[],
     })
     .unwrap()
 }
@@ -866,6 +867,7 @@ fn local_node_must_be_usable() {
             nodes: &nodes,
             configs: &[],
             peers: &[],
+            filters: &[],
         })
         .unwrap_err()
     };
@@ -1205,4 +1207,56 @@ fn bfd_if_directly_connected_applies_to_peers_on_the_nodes_subnet_only() {
     // Not on 10.0.0.0/24: single-hop BFD cannot reach it, the session runs without.
     assert_eq!(p.session(ip("192.168.7.1")).unwrap().peer.bfd, None);
     assert_eq!(p.session(ip("10.0.0.252")).unwrap().peer.bfd, None);
+}
+
+/// A BGPPeer's BGPFilters are resolved with the plan, in the order it lists them; a name
+/// without a BGPFilter is reported and skipped.
+#[test]
+fn filters_are_resolved_in_order_and_a_missing_one_is_reported() {
+    let nodes = vec![node4("node-a", "10.0.0.1")];
+    let filter = |name: &str, yaml: &str| {
+        datastore::resource::BgpFilter::new(name, serde_norway::from_str(yaml).unwrap())
+    };
+    let filters = [
+        filter(
+            "export-blocks",
+            "exportV4: [{action: Accept, matchOperator: In, cidr: 10.244.0.0/16}]",
+        ),
+        filter(
+            "no-default",
+            "importV4: [{action: Reject, matchOperator: Equal, cidr: 0.0.0.0/0}]\nexportV4: [{action: Reject, matchOperator: NotIn, cidr: 10.244.0.0/16}]",
+        ),
+    ];
+    let mut spec = ip_peer("192.168.1.1", 65001);
+    spec.filters = vec!["no-default".into(), "gone".into(), "export-blocks".into()];
+    let p = compute(&PeeringInput {
+        local_node: "node-a",
+        nodes: &nodes,
+        configs: &[],
+        peers: &[peer("tor", spec)],
+        filters: &filters,
+    })
+    .unwrap();
+    let s = p.session(ip("192.168.1.1")).unwrap();
+    assert_eq!(s.import.v4.len(), 1);
+    // no-default's export rule first, then export-blocks'.
+    let cidrs: Vec<String> = s
+        .export
+        .v4
+        .iter()
+        .map(|r| r.cidr.unwrap().to_string())
+        .collect();
+    assert_eq!(cidrs, ["10.244.0.0/16", "10.244.0.0/16"]);
+    assert_eq!(
+        s.export.v4[0].action,
+        bgp::rib::FilterAction::Reject,
+        "{:?}",
+        s.export
+    );
+    assert!(
+        p.problems.iter().any(|pr| matches!(pr,
+            PeeringProblem::MissingFilter { subject, filter } if subject == "BGPPeer/tor" && filter == "gone")),
+        "{:?}",
+        p.problems
+    );
 }

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bgp::rib::RouteFilter;
 use bgp::speaker::config::{Origination, SpeakerConfig};
 use bgp::speaker::control::PeerStatus;
 use bgp::speaker::{PeerPolicy, SpeakerHandle};
@@ -334,7 +333,7 @@ pub async fn run(
     let (best_tx, mut best_rx) = mpsc::unbounded_channel();
     let (speaker, speaker_task) = bgp::speaker::start(speaker_config, Some(best_tx)).await?;
     let mut sessions = ConfiguredSessions::default();
-    apply_sessions(&speaker, &mut sessions, &plan, &view, &secrets).await;
+    apply_sessions(&speaker, &mut sessions, &plan, &secrets).await;
     let mut originated: BTreeMap<IpNet, Origination> =
         originations(&blocks, &view, &config.node_name, &BTreeSet::new())
             .into_iter()
@@ -661,6 +660,7 @@ fn compute_peering(view: &ClusterView, node: &str) -> Result<PeeringPlan, Daemon
         nodes: &view.nodes,
         configs: &view.configs,
         peers: &view.peers,
+        filters: &view.filters,
     })
     .map_err(|e| DaemonError::Peering(e.to_string()))?;
     for p in &plan.problems {
@@ -856,7 +856,6 @@ async fn apply_sessions(
     speaker: &SpeakerHandle,
     sessions: &mut ConfiguredSessions,
     plan: &PeeringPlan,
-    view: &ClusterView,
     secrets: &SecretReader,
 ) {
     let mut wanted: BTreeMap<IpAddr, DesiredSession> = BTreeMap::new();
@@ -925,40 +924,17 @@ async fn apply_sessions(
     }
     // Filters change without a session reset; an unchanged policy costs nothing.
     for (address, session) in &wanted {
-        let policy = peer_policy(*address, &session.filters, view);
+        let policy = PeerPolicy {
+            address: *address,
+            import: session.import.clone(),
+            export: session.export.clone(),
+        };
         if let Err(e) = speaker.set_policy(policy).await {
             warn!(session = %session.name, error = %e, "setting the session's filters failed");
         }
     }
     *current = wanted;
     current.extend(retained);
-}
-
-/// The session's `BGPFilter`s, in the order the BGPPeer lists them, merged into one import
-/// and one export filter: the first matching rule across them decides, as Calico's BIRD
-/// config chains the filters' functions in order. A missing filter is reported and skipped.
-fn peer_policy(address: IpAddr, names: &[String], view: &ClusterView) -> PeerPolicy {
-    let mut import = RouteFilter::default();
-    let mut export = RouteFilter::default();
-    for name in names {
-        let Some(filter) = view.filters.iter().find(|f| &f.metadata.name == name) else {
-            warn!(peer = %address, filter = %name, "BGPPeer names a BGPFilter that does not exist");
-            continue;
-        };
-        if let Ok(f) = crate::policy::import_filter(&filter.spec) {
-            import.v4.extend(f.v4);
-            import.v6.extend(f.v6);
-        }
-        if let Ok(f) = crate::policy::export_filter(&filter.spec) {
-            export.v4.extend(f.v4);
-            export.v6.extend(f.v6);
-        }
-    }
-    PeerPolicy {
-        address,
-        import,
-        export,
-    }
 }
 
 /// A datastore change: recompute sessions and blocks (the originations follow, with the
@@ -973,7 +949,7 @@ async fn refresh(
 ) -> Result<Vec<IpNet>, DaemonError> {
     let blocks = claim_blocks(allocator, view, config).await?;
     let plan = compute_peering(view, &config.node_name)?;
-    apply_sessions(speaker, sessions, &plan, view, secrets).await;
+    apply_sessions(speaker, sessions, &plan, secrets).await;
     Ok(blocks)
 }
 
