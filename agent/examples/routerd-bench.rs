@@ -156,21 +156,11 @@ const USAGE: &str = "usage: routerd-bench [--routes N] [--routerd PATH] [--route
     [--only routerd,bird,ip] [--timeout SECS] [--steady SECS] [--bird-scan-time SECS] [--runs R] \
     [--keep] [--restart]";
 
-/// The built binaries next to this example (`target/<profile>/{routerd,routectl}`).
-fn beside_us(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("cannot locate the target directory")?;
-    Ok(dir.join(name))
-}
-
 fn parse_args() -> Result<Options> {
     let mut o = Options {
         routes: 100_000,
-        routerd: beside_us("routerd")?,
-        routectl: beside_us("routectl")?,
+        routerd: lab::target_binary("routerd")?,
+        routectl: lab::target_binary("routectl")?,
         only: vec![Dut::Routerd, Dut::Bird, Dut::Ip],
         timeout: Duration::from_secs(300),
         steady: Duration::from_secs(10),

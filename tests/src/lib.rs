@@ -285,6 +285,17 @@ pub fn wait_for<T>(
     }
 }
 
+/// A binary of this workspace built beside the running example or benchmark:
+/// `target/<profile>/<name>`, since examples run from `target/<profile>/examples/`.
+pub fn target_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot locate the target directory")?;
+    Ok(dir.join(name))
+}
+
 /// Runs a command, returning stdout; a non-zero exit becomes an error carrying stderr.
 pub fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;

@@ -115,12 +115,7 @@ fn parse_args() -> Result<Options> {
 
 /// The built binaries next to this example (`target/<profile>/{routerd,routectl}`).
 fn binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("cannot locate the target directory")?;
-    let path = dir.join(name);
+    let path = lab::target_binary(name)?;
     if !path.exists() {
         bail!(
             "{} not found: build with `cargo build --release -p agent --bins --examples` and \
