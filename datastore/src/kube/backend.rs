@@ -561,20 +561,8 @@ impl Datastore for KubeDatastore {
             let written = if node {
                 // As calico-node does: through the status subresource, which lets a node
                 // agent change a Node's annotations without the right to change its spec.
-                match serde_json::to_vec(&object) {
-                    Ok(body) => {
-                        api.replace_status(&object_name, &PostParams::default(), body)
-                            .await
-                    }
-                    Err(e) => {
-                        return Err(KubeError::Malformed {
-                            resource: "nodes".into(),
-                            name,
-                            reason: e.to_string(),
-                        }
-                        .into())
-                    }
-                }
+                api.replace_status(&object_name, &PostParams::default(), &object)
+                    .await
             } else {
                 api.replace(&object_name, &PostParams::default(), &object)
                     .await

@@ -284,6 +284,7 @@ pub(super) fn decode_slice(object: &KubeSlice) -> Keyed<EndpointSlice> {
     let endpoints = object
         .endpoints
         .iter()
+        .flatten()
         .map(|e| Endpoint {
             ready: e.conditions.as_ref().and_then(|c| c.ready),
             node_name: e.node_name.clone(),

@@ -7,7 +7,7 @@ use std::pin::pin;
 use std::time::Duration;
 
 use ::kube::api::{Api, DynamicObject, WatchEvent, WatchParams};
-use ::kube::core::{ApiResource, ErrorResponse};
+use ::kube::core::{ApiResource, Status};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -68,7 +68,7 @@ pub(super) fn oldest_from_message(message: &str) -> Revision {
         .unwrap_or(0)
 }
 
-fn expired(requested: Revision, status: &ErrorResponse) -> DatastoreError {
+fn expired(requested: Revision, status: &Status) -> DatastoreError {
     DatastoreError::Expired {
         requested,
         oldest: oldest_from_message(&status.message),
