@@ -50,8 +50,9 @@ macro_rules! record_crd {
 record_crd!(
     /// `workloadendpoints.routerd.io`: a pod's interface, written by the CNI plugin (the
     /// record name carries the pod's namespace, so the CRD is cluster-scoped). Calico's
-    /// Kubernetes datastore has no WorkloadEndpoint resource (it derives them from Pods);
-    /// until routerd does the same, its endpoints are kept in this CRD of its own.
+    /// Kubernetes datastore has no WorkloadEndpoint resource (it derives them from Pods, as
+    /// routerd also reads them); routerd's CNI plugin, which does not write Pods, keeps the
+    /// endpoints it sets up in this CRD of its own.
     WorkloadEndpointSpec,
     "WorkloadEndpoint"
 );
