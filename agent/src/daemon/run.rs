@@ -721,13 +721,7 @@ fn originations(
     prefixes.extend(borrowed_addresses(view, node, blocks));
     let mut tags = Vec::new();
     if let Some(config) = view.default_config() {
-        for list in [
-            config.spec.service_cluster_ips(),
-            config.spec.service_external_ips(),
-            config.spec.service_load_balancer_ips(),
-        ] {
-            prefixes.extend(list.unwrap_or_default());
-        }
+        prefixes.extend(crate::service_routes::ServiceRanges::of(&config.spec).all());
         // Validated when the resource was stored; a bad entry (only possible through a
         // store that skipped validation) tags nothing rather than stopping the node.
         tags = crate::policy::prefix_communities(&config.spec).unwrap_or_else(|e| {

@@ -74,14 +74,22 @@ impl PodEndpointFeed {
     pub(super) async fn changed(&mut self) -> Arc<Vec<WorkloadEndpoint>> {
         #[cfg(feature = "kubernetes")]
         if let Some((_, rx)) = self.source.as_mut() {
-            while rx.changed().await.is_ok() {
-                if let Some(set) = rx.borrow_and_update().clone() {
-                    return set;
-                }
-            }
+            return next_set(rx).await;
         }
         std::future::pending().await
     }
+}
+
+/// The next complete set a watch publishes; pending for ever once the watch has ended
+/// with its store (nothing will come any more).
+#[cfg(feature = "kubernetes")]
+async fn next_set<T>(rx: &mut tokio::sync::watch::Receiver<Option<Arc<T>>>) -> Arc<T> {
+    while rx.changed().await.is_ok() {
+        if let Some(set) = rx.borrow_and_update().clone() {
+            return set;
+        }
+    }
+    std::future::pending().await
 }
 
 /// Where the daemon's Services come from, and the latest set.
@@ -104,16 +112,8 @@ impl ServiceFeed {
     pub(super) async fn changed(&mut self) {
         #[cfg(feature = "kubernetes")]
         if let Some((_, rx)) = self.source.as_mut() {
-            loop {
-                if rx.changed().await.is_err() {
-                    // The watch ended with its store: nothing will come any more.
-                    break;
-                }
-                if let Some(set) = rx.borrow_and_update().clone() {
-                    self.current = set;
-                    return;
-                }
-            }
+            self.current = next_set(rx).await;
+            return;
         }
         std::future::pending::<()>().await
     }

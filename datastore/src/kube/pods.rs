@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::backend::KubeDatastore;
-use super::services::{decoded, Half, Keyed};
+use super::services::{decoded, Half};
 use crate::resource::{calico_interface_name, ObjectMeta, WorkloadEndpoint, WorkloadEndpointSpec};
 
 /// Calico's CNI annotations (`libcalico-go/lib/backend/k8s/conversion/constants.go`).
@@ -137,7 +137,7 @@ fn pod_addresses(pod: &Pod) -> Result<Vec<IpNet>, String> {
 
 /// The workload endpoint of a Pod scheduled to `node`, as Calico derives it; `None` for a
 /// pod of another node, a host-network or finished pod, or one without addresses.
-pub(super) fn pod_endpoint(pod: &Pod, node: &str) -> Keyed<WorkloadEndpoint> {
+pub(super) fn pod_endpoint(pod: &Pod, node: &str) -> Option<WorkloadEndpoint> {
     let name = pod.metadata.name.clone()?;
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let spec = pod.spec.as_ref()?;
@@ -175,7 +175,7 @@ pub(super) fn pod_endpoint(pod: &Pod, node: &str) -> Keyed<WorkloadEndpoint> {
     let endpoint = WorkloadEndpoint {
         metadata: ObjectMeta {
             name: wep_name,
-            namespace: Some(namespace.clone()),
+            namespace: Some(namespace),
             labels: pod
                 .metadata
                 .labels
@@ -186,7 +186,7 @@ pub(super) fn pod_endpoint(pod: &Pod, node: &str) -> Keyed<WorkloadEndpoint> {
         },
         ..WorkloadEndpoint::new("", wep_spec)
     };
-    Some(((namespace, name), endpoint))
+    Some(endpoint)
 }
 
 #[cfg(test)]
@@ -209,7 +209,8 @@ mod tests {
                                          "cni.projectcalico.org/containerID": "abc123"}},
             "spec": {"nodeName": "node-1", "containers": []},
         }));
-        let ((ns, name), wep) = pod_endpoint(&p, "node-1").unwrap();
+        let wep = pod_endpoint(&p, "node-1").unwrap();
+        let (ns, name) = super::super::services::object_key(&p).unwrap();
         assert_eq!((ns.as_str(), name.as_str()), ("shop", "web-0"));
         assert_eq!(wep.metadata.name, "node--1-k8s-web--0-eth0");
         assert_eq!(wep.namespace(), "shop");
@@ -225,7 +226,7 @@ mod tests {
         p.status = Some(
             serde_json::from_value(serde_json::json!({"podIPs": [{"ip": "10.244.1.8"}]})).unwrap(),
         );
-        let (_, wep) = pod_endpoint(&p, "node-1").unwrap();
+        let wep = pod_endpoint(&p, "node-1").unwrap();
         assert_eq!(wep.spec.ip_networks, ["10.244.1.8/32"]);
     }
 
@@ -252,5 +253,29 @@ mod tests {
         bad["metadata"]["annotations"]["cni.projectcalico.org/podIP"] =
             serde_json::json!("10.244.1.x");
         assert!(pod_endpoint(&pod(bad), "node-1").is_none());
+    }
+
+    /// A pod that finishes is modified, not deleted: its endpoint must leave the set then,
+    /// and its deletion later (decoding to nothing) must not leave it behind either.
+    #[test]
+    fn a_pod_that_finishes_leaves_the_set() {
+        use ::kube::runtime::watcher::Event;
+        let running = pod(serde_json::json!({
+            "metadata": {"name": "job-1", "namespace": "batch",
+                         "annotations": {"cni.projectcalico.org/podIP": "10.244.1.9/32"}},
+            "spec": {"nodeName": "node-1", "containers": []},
+        }));
+        let mut done = running.clone();
+        done.status =
+            Some(serde_json::from_value(serde_json::json!({"phase": "Succeeded"})).unwrap());
+        let mut half: Half<WorkloadEndpoint> = Half::new();
+        let decode = |p: &Pod| pod_endpoint(p, "node-1");
+        half.apply(Event::Init);
+        half.apply(decoded(Event::InitApply(running), decode));
+        half.apply(Event::InitDone);
+        assert_eq!(half.live.len(), 1);
+        assert!(half.apply(decoded(Event::Apply(done.clone()), decode)));
+        assert!(half.live.is_empty());
+        assert!(!half.apply(decoded(Event::Delete(done), decode)));
     }
 }

@@ -73,13 +73,13 @@ impl<K: Clone> Half<K> {
                 self.listing = Some(Default::default());
                 false
             }
-            Event::InitApply(Some((key, value))) => {
+            Event::InitApply(Some((key, Some(value)))) => {
                 if let Some(listing) = self.listing.as_mut() {
                     listing.insert(key, value);
                 }
                 false
             }
-            Event::InitApply(None) => false,
+            Event::InitApply(_) => false,
             Event::InitDone => {
                 if let Some(listing) = self.listing.take() {
                     self.live = listing;
@@ -87,10 +87,12 @@ impl<K: Clone> Half<K> {
                 self.listed = true;
                 true
             }
-            Event::Apply(Some((key, value))) => {
+            Event::Apply(Some((key, Some(value)))) => {
                 self.live.insert(key, value);
                 true
             }
+            // An object that stopped being one we keep (a pod that finished) leaves the set.
+            Event::Apply(Some((key, None))) => self.live.remove(&key).is_some(),
             Event::Apply(None) => false,
             Event::Delete(Some((key, _))) => self.live.remove(&key).is_some(),
             Event::Delete(None) => false,
@@ -98,11 +100,25 @@ impl<K: Clone> Half<K> {
     }
 }
 
-/// An object decoded under its `(namespace, name)`; `None` when it is not one we keep.
-pub(super) type Keyed<V> = Option<((String, String), V)>;
+/// An object under its `(namespace, name)` (`None` without a name), decoded (`None` when
+/// it is not one we keep: a change that makes it so removes it from the set).
+pub(super) type Keyed<V> = Option<((String, String), Option<V>)>;
+
+/// `(namespace, name)` of an object; `None` without a name.
+pub(super) fn object_key<K: ::kube::Resource>(object: &K) -> Option<(String, String)> {
+    let meta = object.meta();
+    Some((
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone()?,
+    ))
+}
 
 /// A watcher event with its object decoded.
-pub(super) fn decoded<K, V>(event: Event<K>, decode: impl Fn(&K) -> Keyed<V>) -> Event<Keyed<V>> {
+pub(super) fn decoded<K: ::kube::Resource, V>(
+    event: Event<K>,
+    decode: impl Fn(&K) -> Option<V>,
+) -> Event<Keyed<V>> {
+    let decode = |k: &K| object_key(k).map(|key| (key, decode(k)));
     match event {
         Event::Apply(k) => Event::Apply(decode(&k)),
         Event::Delete(k) => Event::Delete(decode(&k)),
@@ -198,7 +214,7 @@ fn family(text: &str) -> Option<IpFamily> {
 }
 
 /// The fields service advertisement reads; `None` for an object without a name.
-pub(super) fn decode_service(object: &KubeService) -> Keyed<Service> {
+pub(super) fn decode_service(object: &KubeService) -> Option<Service> {
     let name = object.metadata.name.clone()?;
     let namespace = object.metadata.namespace.clone().unwrap_or_default();
     let spec = object.spec.clone().unwrap_or_default();
@@ -254,24 +270,21 @@ pub(super) fn decode_service(object: &KubeService) -> Keyed<Service> {
         Some("Local") => TrafficPolicy::Local,
         _ => TrafficPolicy::Cluster,
     };
-    Some((
-        (namespace.clone(), name.clone()),
-        Service {
-            namespace,
-            name,
-            service_type: ServiceType::parse(spec.type_.as_deref()),
-            cluster_ips,
-            external_ips,
-            requested_load_balancer_ip,
-            ingress_ips,
-            external_traffic_policy,
-            ip_families,
-        },
-    ))
+    Some(Service {
+        namespace,
+        name,
+        service_type: ServiceType::parse(spec.type_.as_deref()),
+        cluster_ips,
+        external_ips,
+        requested_load_balancer_ip,
+        ingress_ips,
+        external_traffic_policy,
+        ip_families,
+    })
 }
 
 /// The fields service advertisement reads; `None` for an object without a name.
-pub(super) fn decode_slice(object: &KubeSlice) -> Keyed<EndpointSlice> {
+pub(super) fn decode_slice(object: &KubeSlice) -> Option<EndpointSlice> {
     let name = object.metadata.name.clone()?;
     let namespace = object.metadata.namespace.clone().unwrap_or_default();
     let service = object
@@ -290,16 +303,13 @@ pub(super) fn decode_slice(object: &KubeSlice) -> Keyed<EndpointSlice> {
             node_name: e.node_name.clone(),
         })
         .collect();
-    Some((
-        (namespace.clone(), name.clone()),
-        EndpointSlice {
-            namespace,
-            name,
-            service,
-            family: family(&object.address_type),
-            endpoints,
-        },
-    ))
+    Some(EndpointSlice {
+        namespace,
+        name,
+        service,
+        family: family(&object.address_type),
+        endpoints,
+    })
 }
 
 #[cfg(test)]
@@ -318,8 +328,11 @@ mod tests {
             "status": {"loadBalancer": {"ingress": [{"ip": "10.50.0.10"}, {"hostname": "lb.example"}]}}
         }))
         .unwrap();
-        let (key, s) = decode_service(&object).unwrap();
-        assert_eq!(key, ("shop".to_string(), "web".to_string()));
+        let s = decode_service(&object).unwrap();
+        assert_eq!(
+            object_key(&object).unwrap(),
+            ("shop".to_string(), "web".to_string())
+        );
         assert_eq!(s.service_type, ServiceType::LoadBalancer);
         assert_eq!(s.cluster_ips.len(), 2);
         assert_eq!(s.external_ips, ["192.0.2.7".parse::<IpAddr>().unwrap()]);
@@ -333,7 +346,7 @@ mod tests {
             "spec": {"clusterIP": "None"}
         }))
         .unwrap();
-        let (_, s) = decode_service(&headless).unwrap();
+        let s = decode_service(&headless).unwrap();
         assert!(s.cluster_ips.is_empty() && s.ip_families.is_empty());
         assert_eq!(s.external_traffic_policy, TrafficPolicy::Cluster);
     }
@@ -351,7 +364,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let (_, s) = decode_slice(&object).unwrap();
+        let s = decode_slice(&object).unwrap();
         assert_eq!(s.service.as_deref(), Some("web"));
         assert_eq!(s.family, Some(IpFamily::V4));
         assert_eq!(
@@ -378,13 +391,13 @@ mod tests {
         let mut half: Half<u32> = Half::new();
         let key = |n: &str| (String::from("ns"), n.to_string());
         assert!(!half.apply(Event::Init));
-        assert!(!half.apply(Event::InitApply(Some((key("a"), 1)))));
+        assert!(!half.apply(Event::InitApply(Some((key("a"), Some(1))))));
         assert!(half.apply(Event::InitDone));
         assert!(half.listed);
-        assert!(half.apply(Event::Apply(Some((key("b"), 2)))));
+        assert!(half.apply(Event::Apply(Some((key("b"), Some(2))))));
         // A relist after 410: until it is done, the old set stays.
         assert!(!half.apply(Event::Init));
-        assert!(!half.apply(Event::InitApply(Some((key("b"), 3)))));
+        assert!(!half.apply(Event::InitApply(Some((key("b"), Some(3))))));
         assert_eq!(half.live.len(), 2);
         assert!(half.apply(Event::InitDone));
         assert_eq!(half.live.into_iter().collect::<Vec<_>>(), [(key("b"), 3)]);
